@@ -1,0 +1,70 @@
+# fairforget: `make run` and `make test` do all the set-up on a fresh machine (Debian, Python 3.11, root).
+#
+# The Python environment is built once into a cache outside the clone, keyed by the hash of requirements.txt,
+# so every clone and CI on the machine reuse it. Override the cache with FAIRFORGET_CACHE=...
+
+SHELL := /bin/bash
+PYTHON_BASE ?= python3.11
+FAIRFORGET_CACHE ?= $(HOME)/.cache/fairforget
+REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+VENV := $(FAIRFORGET_CACHE)/venv-$(REQ_HASH)
+PY := $(VENV)/bin/python
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+EXPERIMENT ?= fairforget-fashion_mnist
+MLFLOW_ARGS ?= -P forget_rate=0.1
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export RAY_USAGE_STATS_ENABLED := 0
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: env fashion-mnist setup run test test-slow ui clean-env
+
+env: $(VENV)/.complete
+
+# Built in place; the marker is written last, so an interrupted build is rebuilt from scratch next time.
+$(VENV)/.complete: requirements.txt
+	@command -v $(PYTHON_BASE) >/dev/null || { echo "error: $(PYTHON_BASE) not found: install Python 3.11 or set PYTHON_BASE=..." >&2; exit 2; }
+	rm -rf "$(VENV)"
+	mkdir -p "$(FAIRFORGET_CACHE)"
+	$(PYTHON_BASE) -m venv "$(VENV)"
+	"$(PY)" -m pip install --quiet --upgrade pip
+	"$(PY)" -m pip install --quiet -r requirements.txt
+	touch "$@"
+	@echo "environment ready: $(VENV)"
+
+fashion-mnist:
+	@if [ ! -f "$(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "error: Fashion-MNIST is missing and installing it needs root: run 'sudo apt-get install dataset-fashion-mnist'" >&2; exit 2; \
+	  fi; \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) || \
+	   { echo "error: apt-get could not install dataset-fashion-mnist" >&2; exit 2; }; \
+	fi
+
+setup: env fashion-mnist
+	@mkdir -p .dvcstore
+
+run: setup
+	"$(PY)" -m mlflow run . $(MLFLOW_ARGS) --env-manager local --experiment-name $(EXPERIMENT)
+	@echo
+	@echo "runs:     sqlite:///$(CURDIR)/mlflow.db (experiment $(EXPERIMENT))"
+	@echo "data:     $(CURDIR)/data (versioned by data.dvc; 'dvc push' sends it to .dvcstore/)"
+	@echo "MLflow UI: $(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
+	@echo "DVC:      $(PY) -m dvc status && $(PY) -m dvc push"
+
+test: setup
+	"$(PY)" -m pytest -q
+
+test-slow: setup
+	FAIRFORGET_SLOW=1 "$(PY)" -m pytest -q -m slow
+
+ui: env
+	"$(PY)" -m mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db"
+
+clean-env:
+	rm -rf "$(VENV)"

@@ -1,0 +1,90 @@
+"""Shared fixtures. Tests never touch the project's mlflow.db or data/: each gets its own tracking DB and folders."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` (real data, long runs) run only with FAIRFORGET_SLOW=1 (``make test-slow``)."""
+    if os.environ.get("FAIRFORGET_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow real-data test: run with FAIRFORGET_SLOW=1 (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch):
+    """A fresh sqlite tracking + registry DB for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fairforget-test")
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def toy_dataset():
+    from components.dataset import make_toy_dataset
+
+    return make_toy_dataset()
+
+
+def write_idx(path: Path, array) -> None:
+    """Write a uint8 array as a gzipped IDX file (the Fashion-MNIST format)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    with gzip.GzipFile(path, "wb", mtime=0) as handle:
+        handle.write(header + array.tobytes())
+
+
+@pytest.fixture
+def fake_fashion_mnist(tmp_path):
+    """A folder shaped like Debian's dataset-fashion-mnist: 60 train and 12 test images per class, 28x28."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for prefix, per_class in (("train", 60), ("t10k", 12)):
+        labels = np.repeat(np.arange(10), per_class)
+        rng.shuffle(labels)
+        images = rng.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture
+def small_data_config(fake_fashion_mnist):
+    """A DataConfig the fake source can satisfy (80/20 bias kept)."""
+    from components.data import DataConfig
+
+    return DataConfig(source_dir=str(fake_fashion_mnist), train_size=100, test_size=50, audit_size=100,
+                      reference_size=100)
