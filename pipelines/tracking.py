@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -103,8 +104,11 @@ def log_data_version(data_dir: str | os.PathLike, context: str = "training") -> 
     manifest_path = Path(data_dir) / "manifest.csv"
     if manifest_path.is_file():
         manifest = pd.read_csv(manifest_path)
-        dataset = mlflow.data.from_pandas(manifest, source=str(Path(data_dir).name), name="manifest", digest=md5[:36])
-        mlflow.log_input(dataset, context=context)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # source-type guessing and integer-column hints
+            dataset = mlflow.data.from_pandas(manifest, source=str(Path(data_dir).resolve()), name="manifest",
+                                              digest=md5[:36])
+            mlflow.log_input(dataset, context=context)
     return md5
 
 
