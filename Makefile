@@ -19,8 +19,9 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONPATH := $(CURDIR)
+export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: env fashion-mnist setup run test test-slow ui clean-env
+.PHONY: env fashion-mnist setup run test test-slow ui dvc-push clean-env
 
 env: $(VENV)/.complete
 
@@ -65,6 +66,9 @@ test-slow: setup
 
 ui: env
 	"$(PY)" -m mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db"
+
+dvc-push: env
+	"$(PY)" -m dvc push
 
 clean-env:
 	rm -rf "$(VENV)"
