@@ -51,3 +51,60 @@ def plot_image_grid(rows: Sequence[np.ndarray], row_labels: Sequence[str], title
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], title: str) -> plt.Figure:
+    """Row-normalised confusion matrix (rows = true class) with the counts written in each cell."""
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            if confusion[i, j]:
+                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def plot_iterations(table, title: str = "Accuracy and time per iteration (paper Table I)") -> plt.Figure:
+    """``table``: DataFrame with columns iteration, acc_retain, acc_test, acc_worst_class, seconds."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for column, label in (("acc_retain", "retain"), ("acc_test", "test"), ("acc_worst_class", "worst class")):
+        if column in table:
+            left.plot(table["iteration"], table[column], marker="o", label=label)
+    left.set_xlabel("iteration")
+    left.set_ylabel("accuracy")
+    left.legend()
+    left.grid(alpha=0.3)
+    right.bar(table["iteration"], table["seconds"], color="#8172b3")
+    right.set_xlabel("iteration")
+    right.set_ylabel("seconds")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attack_vs_forgotten(history, attacks: Sequence[str], chance: float = 0.5) -> plt.Figure:
+    """Attack success against the fraction of originals forgotten (paper Fig. 12).
+
+    ``history``: DataFrame with column ``forgotten_fraction`` and one column ``<attack>`` of success per attack.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for attack in attacks:
+        if attack in history:
+            ax.plot(history["forgotten_fraction"], history[attack], marker="o", label=attack)
+    ax.axhline(chance, color="grey", linestyle="--", label="chance")
+    ax.set_xlabel("fraction of original records forgotten")
+    ax.set_ylabel("attack success (balanced accuracy)")
+    ax.set_title("Membership inference vs forgetting (paper Fig. 12)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -22,7 +22,7 @@ from components.plots import plot_distributions
 from components.priors import TargetDistribution, build_target
 from components.validation import ValidationResult, validate_dataset
 from components.versioning import dvc_md5_of_folder
-from pipelines.tracking import PROJECT_ROOT, log_data_version, log_json, step_run
+from pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, step_run
 
 log = logging.getLogger("fairforget")
 
@@ -104,7 +104,7 @@ def run_validate(balance: BalanceConfig, data_dir: str | Path = "data", dataset_
         for outcome in result.outcomes:
             if outcome.suite == "balance" and isinstance(outcome.observed, (int, float)):
                 mlflow.log_metric(f"bias/gx_kl_observed_vs_prior/{outcome.column}", float(outcome.observed))
-        mlflow.log_figure(plot_distributions(report, "Before augmentation (paper Fig. 6)"), "figures/distributions.png")
+        log_figure(plot_distributions(report, "Before augmentation (paper Fig. 6)"), "figures/distributions.png")
         mlflow.log_table(report.table(), "bias_table.json")
         mlflow.log_table(result.table().astype(str), "validation/expectations.json")
         log_json(result.raw, "validation/gx_results.json")

@@ -115,3 +115,11 @@ def log_data_version(data_dir: str | os.PathLike, context: str = "training") -> 
 def log_json(obj: Any, artifact_file: str) -> None:
     """Log a JSON-serialisable object as an artifact (numpy scalars converted)."""
     mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True, default=float), artifact_file)
+
+
+def log_figure(figure, artifact_file: str) -> None:
+    """Log a matplotlib figure and close it (figures are otherwise kept alive by pyplot)."""
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, artifact_file)
+    plt.close(figure)
