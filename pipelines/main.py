@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -48,18 +47,19 @@ from components.bias import measure_bias
 from components.plots import plot_attack_vs_forgotten, plot_confusion, plot_distributions, plot_iterations
 from components.sisa.model import SisaConfig, SisaModel
 from components.sisa.unlearn import FORGET_ORDERS
-from components.training import TrainConfig, accuracy
+from components.training import accuracy
 from components.versioning import config_hash
 from pipelines.augment import run_augment
 from pipelines.data_steps import (BalanceConfig, _add_balance_args, _add_data_args, balance_config_from_args,
                                   data_config_from_args, int_arg, run_prepare, run_validate)
 from pipelines.registry import log_classifier, register_if_passed
 from pipelines.tracking import (PROJECT_ROOT, configure_tracking, git_commit, log_data_version, log_figure,
-                                log_json, step_run)
+                                step_run)
 from pipelines.train_generator import get_or_train_generator, str2bool
 
 log = logging.getLogger("fairforget")
 PROGRESS_FILE = "progress.json"
+CONFIG_FILE = "pipeline.json"
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,119 @@ def current_training_set(original_train: Dataset, synthetic: Dataset, sisa: Sisa
     return everything.by_ids(sisa.plan.live_ids())
 
 
+class ForgettingLoop:
+    """The objects one step of Algorithm 2 works on, and the step itself (used by ``main`` and ``forget``).
+
+    ``sisa`` holds the live membership; ``synthetic`` every synthetic sample generated so far (saved to
+    ``synthetic_dir`` after each step); members of the audit are all ``original_train`` records.
+    """
+
+    def __init__(self, config: PipelineConfig, original_train: Dataset, test: Dataset, non_members: Dataset,
+                 references, target, generator, sisa: SisaModel, synthetic: Dataset, synthetic_dir: Path):
+        self.config, self.original_train, self.test, self.non_members = config, original_train, test, non_members
+        self.references, self.target, self.generator, self.sisa = references, target, generator, sisa
+        self.synthetic, self.synthetic_dir = synthetic, synthetic_dir
+        self.original_ids = list(original_train.ids)
+        self._original_set = set(self.original_ids)
+
+    def live_originals(self) -> list[str]:
+        return [i for i in self.sisa.plan.live_ids() if i in self._original_set]
+
+    def current(self) -> Dataset:
+        return current_training_set(self.original_train, self.synthetic, self.sisa)
+
+    def forget_and_replenish(self, forget: list[str], seed_base: int, step: int) -> tuple[dict, dict]:
+        """Unlearn ``forget`` exactly (SISA), give each shard as many new synthetic samples as it lost
+        (Alg. 2 line 5 / ``replenish``), retrain the stale shards. Returns (unlearning metrics, timings).
+
+        Raises ``RuntimeError`` when the exactness audit finds the unlearned shard differs from a retrain.
+        """
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        unlearned = self.sisa.unlearn(forget)
+        timings["time/unlearn_s"] = time.perf_counter() - t0
+        if unlearned.exact is False:
+            raise RuntimeError(f"step {step}: the unlearned shard {unlearned.audited_shard} differs from one retrained "
+                               "from scratch: unlearning is not exact, stopping")
+        t0 = time.perf_counter()
+        forgotten_rows = self.sisa.plan.rows_of(forget, allow_deleted=True)
+        added = 0
+        for shard, count in forgotten_rows.groupby("shard").size().items():
+            new = replenish(self.current(), int(count), self.generator, self.target, seed=seed_base + int(shard),
+                            guidance_scale=self.config.augment.guidance_scale)
+            self.sisa.add(new, shard_of=[int(shard)] * len(new))
+            self.synthetic = self.synthetic.concat(new)
+            added += len(new)
+        timings["time/augment_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.sisa.train()
+        timings["time/train_s"] = time.perf_counter() - t0
+        save_dataset(self.synthetic, self.synthetic_dir)
+        info = {"unlearn/points": unlearned.points,
+                "unlearn/exact": float(unlearned.exact) if unlearned.exact is not None else float("nan"),
+                "unlearn/shards_retrained": len(unlearned.shards_retrained),
+                "unlearn/slices_retrained": unlearned.slices_retrained, "augment/replenished": added}
+        return info, timings
+
+    def evaluate_and_audit(self, iteration: int, timings: dict[str, float], unlearn_info: dict,
+                           extra_subsets: dict[str, list[str]] | None = None) -> dict:
+        """Accuracy, fairness, bias and the membership-inference audit of the current ensemble; logged at
+        ``step = iteration`` (once), with the audit table and summary under ``iterations/<iteration>/``."""
+        ensemble = self.sisa.ensemble()
+        current = self.current()
+        fairness, retain_acc = evaluate_ensemble(ensemble, self.test, current)
+        bias_now = measure_bias(current.manifest, self.target.priors())
+        live = set(self.sisa.plan.live_ids())
+        forgotten = [i for i in self.original_ids if i not in live]
+        retained = [i for i in self.original_ids if i in live]
+        subsets = dict(extra_subsets or {})
+        if forgotten:
+            subsets["forgotten"] = forgotten
+            if retained:
+                subsets["retained"] = retained
+        t0 = time.perf_counter()
+        report = audit_membership(ensemble.predict_proba, self.original_train, self.non_members,
+                                  config=self.config.audit, reference_predicts=self.references, member_subsets=subsets)
+        timings["time/audit_s"] = time.perf_counter() - t0
+        metrics = {**fairness.metrics(), "acc/retain": retain_acc, **bias_now.as_metrics(),
+                   "data/original_fraction": len(retained) / max(len(current), 1),
+                   "data/forgotten_fraction": len(forgotten) / len(self.original_ids),
+                   "data/size": len(current), **timings, **unlearn_info, **report.metrics()}
+        log_metrics_once(metrics, step=iteration)
+        folder = f"iterations/{iteration:02d}"
+        mlflow.log_table(report.table(), f"{folder}/audit_table.json")
+        mlflow.log_text(report.summary(), f"{folder}/audit_summary.txt")
+        print(f"iteration {iteration}: acc/test {fairness.accuracy:.4f}, acc/retain {retain_acc:.4f}, worst class "
+              f"{fairness.worst_class:.4f}, superclass gap {fairness.superclass_gap:.4f}, originals left "
+              f"{len(retained)}, mia/max_success {report.max_success():.4f}, {sum(timings.values()):.0f} s")
+        return {"iteration": iteration, "report": report, "fairness": fairness, "metrics": metrics}
+
+    def publish(self, outcome: dict, data_md5: str, bias_before, bias_after, history: list[dict],
+                generator_info: dict, state_dir: Path, run_id: str, extra_tags: dict | None = None):
+        """Log the ensemble (pyfunc + ONNX, parity checked) and the model card, then apply the registry gate.
+        Returns (gate decision, registered version or None)."""
+        metrics = outcome["metrics"]
+        gate = self.config.gate
+        decision = evaluate_gate(metrics["mia/max_success"], metrics["acc/test"], gate.mia_threshold,
+                                 gate.min_accuracy)
+        logged = log_classifier(self.sisa.ensemble(), self.test.images)
+        card = render_model_card(
+            model_name=gate.model_name, data_md5=data_md5, code_version=git_commit(), bias_before=bias_before,
+            bias_after=bias_after, history=history, final_metrics=metrics, audit_summary=outcome["report"].summary(),
+            generator_info=generator_info, decision=decision, parameters=asdict(self.config),
+            onnx_max_abs_diff=logged.onnx_max_abs_diff)
+        mlflow.log_text(card, "model_card.md")
+        now = f"{time.time():.0f}"
+        tags = {"data_md5": data_md5, "audit_data_md5": data_md5, "audit_time": now, "data_time": now,
+                "git_commit": git_commit(), "run_id": run_id, "mia_max_success": f"{metrics['mia/max_success']:.4f}",
+                "acc_test": f"{metrics['acc/test']:.4f}",
+                "forgotten_originals": str(len(self.original_ids) - len(self.live_originals())),
+                "state_dir": str(state_dir.relative_to(PROJECT_ROOT) if state_dir.is_relative_to(PROJECT_ROOT)
+                                 else state_dir),
+                "generator_run_id": str(generator_info.get("run_id")), **(extra_tags or {})}
+        return decision, register_if_passed(logged, decision, gate.model_name, tags, card)
+
+
 def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
     """Run Algorithm 2 end to end (see the module docstring); return a summary dict."""
     config.validate()
@@ -191,6 +304,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
     if state is None and state_dir.exists():
         shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(state_dir / CONFIG_FILE, asdict(config))
     if state is not None and state.finished:
         print(f"resume: the run {state.parent_run_id} for this config already finished; nothing to do")
         return {"run_id": state.parent_run_id, "resumed": True, "finished": True}
@@ -280,42 +394,13 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
         synthetic = load_dataset(synthetic_dir)
         references = train_reference_models(reference_half, num_models=1, train_config=sisa_config.train,
                                             model_name=sisa_config.classifier, seed=config.audit.seed)
-        original_ids = list(original_train.ids)
-
-        def evaluate_and_audit(iteration: int, timings: dict[str, float], unlearn_info: dict) -> dict:
-            ensemble = sisa.ensemble()
-            current = current_training_set(original_train, synthetic, sisa)
-            fairness, retain_acc = evaluate_ensemble(ensemble, test, current)
-            bias_now = measure_bias(current.manifest, target.priors())
-            forgotten = sorted(set(original_ids) - set(sisa.plan.live_ids()))
-            subsets = {}
-            if forgotten:
-                subsets["forgotten"] = forgotten
-            retained = [i for i in original_ids if i not in set(forgotten)]
-            if retained and forgotten:
-                subsets["retained"] = retained
-            t0 = time.perf_counter()
-            report = audit_membership(ensemble.predict_proba, original_train, non_members, config=config.audit,
-                                      reference_predicts=references, member_subsets=subsets)
-            timings["time/audit_s"] = time.perf_counter() - t0
-            originals_left = sum(1 for i in sisa.plan.live_ids() if i in set(original_ids))
-            metrics = {**fairness.metrics(), "acc/retain": retain_acc, **bias_now.as_metrics(),
-                       "data/original_fraction": originals_left / max(len(current), 1),
-                       "data/forgotten_fraction": len(forgotten) / len(original_ids),
-                       "data/size": len(current), **timings, **unlearn_info, **report.metrics()}
-            log_metrics_once(metrics, step=iteration)
-            folder = f"iterations/{iteration:02d}"
-            mlflow.log_table(report.table(), f"{folder}/audit_table.json")
-            mlflow.log_text(report.summary(), f"{folder}/audit_summary.txt")
-            print(f"iteration {iteration}: acc/test {fairness.accuracy:.4f}, acc/retain {retain_acc:.4f}, worst class "
-                  f"{fairness.worst_class:.4f}, superclass gap {fairness.superclass_gap:.4f}, originals left "
-                  f"{originals_left}, mia/max_success {report.max_success():.4f}, "
-                  f"{sum(timings.values()):.0f} s")
-            return {"iteration": iteration, "report": report, "fairness": fairness, "metrics": metrics}
+        loop = ForgettingLoop(config, original_train, test, non_members, references, target, generator, sisa,
+                              synthetic, synthetic_dir)
+        original_ids = loop.original_ids
 
         if state.iteration == 0:
-            outcome = evaluate_and_audit(0, {"time/train_s": train_seconds, "time/augment_s": augment_seconds},
-                                         {"unlearn/points": 0})
+            outcome = loop.evaluate_and_audit(0, {"time/train_s": train_seconds, "time/augment_s": augment_seconds},
+                                              {"unlearn/points": 0})
             log_figure(plot_confusion(outcome["fairness"].confusion, test.class_names,
                                              "Trained on the debiased data (paper Fig. 9)"),
                               "figures/confusion_debiased.png")
@@ -328,40 +413,13 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
         per_shard = max(1, round(config.loop.forget_rate * len(original_ids) / sisa_config.num_shards))
         iterations = range(state.iteration + 1, config.loop.iterations + 1)
         for iteration in tqdm(iterations, desc="Algorithm 2", disable=not sys.stderr.isatty()):
-            live_originals = [i for i in sisa.plan.live_ids() if i in set(original_ids)]
+            live_originals = loop.live_originals()
             if not live_originals:
                 print("converged: no original records left")
                 break
-            timings: dict[str, float] = {}
             forget = sisa.sample_forget_set(live_originals, per_shard, config.loop.forget_order, seed=iteration)
-            t0 = time.perf_counter()
-            unlearned = sisa.unlearn(forget)
-            timings["time/unlearn_s"] = time.perf_counter() - t0
-            if unlearned.exact is False:
-                raise RuntimeError(f"iteration {iteration}: the unlearned shard {unlearned.audited_shard} differs from "
-                                   "one retrained from scratch: unlearning is not exact, stopping")
-            # Replenish each shard with as many synthetic samples as it lost (Alg. 2 line 5, Alg. 1 / replenish).
-            t0 = time.perf_counter()
-            forgotten_rows = sisa.plan.rows_of(forget, allow_deleted=True)
-            added = []
-            for shard, count in forgotten_rows.groupby("shard").size().items():
-                remaining = current_training_set(original_train, synthetic, sisa)
-                new = replenish(remaining, int(count), generator, target, seed=iteration * 1000 + int(shard),
-                                guidance_scale=config.augment.guidance_scale)
-                sisa.add(new, shard_of=[int(shard)] * len(new))
-                synthetic = synthetic.concat(new)
-                added.append(len(new))
-            timings["time/augment_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            sisa.train()
-            timings["time/train_s"] = time.perf_counter() - t0
-            save_dataset(synthetic, synthetic_dir)
-            unlearn_info = {"unlearn/points": unlearned.points, "unlearn/exact": float(unlearned.exact)
-                            if unlearned.exact is not None else float("nan"),
-                            "unlearn/shards_retrained": len(unlearned.shards_retrained),
-                            "unlearn/slices_retrained": unlearned.slices_retrained,
-                            "augment/replenished": sum(added)}
-            outcome = evaluate_and_audit(iteration, timings, unlearn_info)
+            unlearn_info, timings = loop.forget_and_replenish(forget, seed_base=iteration * 1000, step=iteration)
+            outcome = loop.evaluate_and_audit(iteration, timings, unlearn_info)
             state.history.append(_history_row(outcome))
             at_chance = outcome["report"].indistinguishable("all")
             state.at_chance_streak = state.at_chance_streak + 1 if at_chance else 0
@@ -373,33 +431,15 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
 
         # ---- final audit, figures, registry gate -----------------------------------------------------------
         if outcome is None:  # resumed after the last iteration had finished: recompute the final audit
-            outcome = evaluate_and_audit(state.iteration, {}, {})
+            outcome = loop.evaluate_and_audit(state.iteration, {}, {})
         history = pd.DataFrame([row for row in state.history if row.get("stage") != "biased"])
         mlflow.log_table(history, "iterations/history.json")
         log_figure(plot_iterations(history), "figures/table_I_iterations.png")
         log_figure(plot_attack_vs_forgotten(history, list(config.audit.attacks)),
                           "figures/attack_vs_forgotten.png")
-        ensemble = sisa.ensemble()
         final_metrics = outcome["metrics"]
-        decision = evaluate_gate(final_metrics["mia/max_success"], final_metrics["acc/test"],
-                                 config.gate.mia_threshold, config.gate.min_accuracy)
-        logged = log_classifier(ensemble, test.images)
-        card = render_model_card(
-            model_name=config.gate.model_name, data_md5=data_md5, code_version=git_commit(),
-            bias_before=validated.bias, bias_after=after, history=state.history, final_metrics=final_metrics,
-            audit_summary=outcome["report"].summary(), generator_info=generator_info, decision=decision,
-            parameters=asdict(config), onnx_max_abs_diff=logged.onnx_max_abs_diff)
-        mlflow.log_text(card, "model_card.md")
-        now = f"{time.time():.0f}"
-        tags = {"data_md5": data_md5, "audit_data_md5": data_md5, "audit_time": now, "data_time": now,
-                "git_commit": git_commit(), "run_id": parent.info.run_id,
-                "mia_max_success": f"{final_metrics['mia/max_success']:.4f}",
-                "acc_test": f"{final_metrics['acc/test']:.4f}", "forgotten_ids": str(len(original_ids) -
-                                                                                      sum(1 for i in sisa.plan.live_ids()
-                                                                                          if i in set(original_ids))),
-                "sisa_state": str(sisa_dir.relative_to(PROJECT_ROOT) if sisa_dir.is_relative_to(PROJECT_ROOT)
-                                  else sisa_dir)}
-        version = register_if_passed(logged, decision, config.gate.model_name, tags, card)
+        decision, version = loop.publish(outcome, data_md5, validated.bias, after, state.history, generator_info,
+                                         state_dir, parent.info.run_id)
         state.finished = True
         state.save(state_dir)
         summary = {"run_id": parent.info.run_id, "data_md5": data_md5, "iterations": state.iteration,
@@ -410,6 +450,28 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
         print("summary: " + "; ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in summary.items()))
         return summary
+
+
+def pipeline_config_from_dict(record: dict) -> PipelineConfig:
+    """Rebuild a ``PipelineConfig`` from ``asdict(config)`` (as stored in ``pipeline.json``)."""
+    return _from_dict(PipelineConfig, record)
+
+
+def _from_dict(cls, record):
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in record:
+            continue
+        value, hint = record[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            value = _from_dict(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    return cls(**values)
 
 
 def _history_row(outcome: dict) -> dict:

@@ -12,6 +12,10 @@ from components.generator import tiny_config
 from components.mia import AuditConfig
 from components.sisa.model import SisaConfig
 from components.training import TrainConfig
+from components.dataset import DataError, load_dataset
+from components.sisa.model import SisaModel
+from pipelines.forget import main as forget_main
+from pipelines.forget import read_ids, serve_deletion_request
 from pipelines.main import GateConfig, LoopConfig, PipelineConfig, run_pipeline
 
 ATTACKS = ("mloss", "mmean")
@@ -57,6 +61,31 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     assert "# Model card" in version.description
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert {"validate", "train_generator", "augment"} <= {c.data.tags.get("step") for c in children}
+
+    # promote, then serve a deletion request against the champion
+    assert forget_main(["promote", "--version", "1", "--model-name", "toy-classifier"]) == 0
+    state = next((tmp_path / "outputs").glob("*/sisa"))
+    live_before = SisaModel.load(state, load_dataset(tmp_path / "data").concat(
+        load_dataset(state.parent / "synthetic"))).plan.live_ids()
+    live = [i for i in live_before if i.startswith("toy-train")]
+    request = tmp_path / "request.txt"
+    request.write_text("\n".join(live[:4]) + "\n")
+    served = serve_deletion_request(read_ids(request), "toy-classifier")
+    assert served["forgotten"] == 4 and served["registered_version"] == "2" and served["requested_at_chance"]
+    after = SisaModel.load(state, load_dataset(tmp_path / "data").concat(load_dataset(state.parent / "synthetic")))
+    assert not set(live[:4]) & set(after.plan.live_ids())
+    assert len(after.plan.live_ids()) == len(live_before)  # replenished: the data set keeps its size
+    forget_run = client.get_run(served["run_id"])
+    assert "mia/requested/max_success" in forget_run.data.metrics
+    assert client.get_model_version("toy-classifier", "2").tags["served_from_version"] == "1"
+    # the same ids again, unknown ids, an empty file: clear errors, nothing changed
+    with pytest.raises(DataError, match="already forgotten"):
+        serve_deletion_request(live[:4], "toy-classifier")
+    with pytest.raises(DataError, match="not original training records"):
+        serve_deletion_request(["nobody"], "toy-classifier")
+    request.write_text("\n")
+    with pytest.raises(DataError, match="holds no ids"):
+        read_ids(request)
 
 
 def test_impossible_gate_registers_nothing(tracking_uri, tmp_path):
