@@ -103,8 +103,8 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
                               generator, sisa, synthetic, state_dir / "synthetic")
         step = int(tags.get("forget_requests", "0")) + 1
         info, timings = loop.forget_and_replenish(ids, seed_base=(10_000 + step) * 1000, step=step)
-        outcome = loop.evaluate_and_audit(0, timings, info, extra_subsets={"requested": ids})
-        report = outcome["report"]
+        outcome = loop.evaluate_and_audit(0, timings, info)
+        report = loop.final_audit({"requested": ids})
         at_chance = report.indistinguishable("requested")
         mlflow.log_metric("forget/requested_indistinguishable", float(at_chance))
         print(f"forget: {len(ids)} ids unlearned exactly (shards retrained: {info['unlearn/shards_retrained']}); "
@@ -114,7 +114,7 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
         before = measure_bias(original_train.manifest, target.priors())
         after = measure_bias(loop.current().manifest, target.priors())
         decision, new_version = loop.publish(
-            outcome, data_md5, before, after, [], {"run_id": tags["generator_run_id"], "version": generator.version},
+            outcome, report, data_md5, before, after, [], {"run_id": tags["generator_run_id"], "version": generator.version},
             state_dir, run.info.run_id, {"forget_requests": str(step), "served_from_version": str(version.version)})
         return {"run_id": run.info.run_id, "forgotten": len(ids), "requested_at_chance": at_chance,
                 "gate": "passed" if decision.passed else "rejected", "registered_version": new_version}

@@ -43,6 +43,7 @@ from components.mia import AuditConfig
 from components.mia.protocol import audit_membership, split_audit_pool
 from components.mia.reference import train_reference_models
 from components.model_card import render_model_card
+from components.report import plot_roc_curves
 from components.bias import measure_bias
 from components.plots import plot_attack_vs_forgotten, plot_confusion, plot_distributions, plot_iterations
 from components.sisa.model import SisaConfig, SisaModel
@@ -69,12 +70,15 @@ class LoopConfig:
     forget_rate: float = 0.1  # fraction of the ORIGINAL records forgotten per iteration (all shards together)
     iterations: int = 10
     forget_order: str = "random"  # or last_slice_first (cheaper for SISA)
+    iteration_audit_size: int | None = 1000  # members (and as many non-members) per iteration; final audit: all
     convergence_patience: int = 2  # stop after this many iterations in a row with every attack at chance
 
     def validate(self) -> None:
         if not 0.0 < self.forget_rate <= 1.0:
             raise ValueError(f"forget_rate must lie in (0, 1], got {self.forget_rate}: it is the fraction of the "
                              "original records forgotten per iteration")
+        if self.iteration_audit_size is not None and self.iteration_audit_size < 2:
+            raise ValueError(f"iteration_audit_size must be >= 2 (or 0 for all), got {self.iteration_audit_size}")
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
         if self.forget_order not in FORGET_ORDERS:
@@ -233,8 +237,41 @@ class ForgettingLoop:
                 "unlearn/slices_retrained": unlearned.slices_retrained, "augment/replenished": added}
         return info, timings
 
-    def evaluate_and_audit(self, iteration: int, timings: dict[str, float], unlearn_info: dict,
-                           extra_subsets: dict[str, list[str]] | None = None) -> dict:
+    def iteration_audit_config(self) -> AuditConfig:
+        """The per-iteration audit: ``iteration_audit_size`` members and non-members, TPR at 1% FPR only (0.1%
+        needs >= 1000 evaluation non-members); the final audit uses every record and the full config."""
+        size = self.config.loop.iteration_audit_size
+        if size is None or size >= min(len(self.original_train), len(self.non_members)):
+            return self.config.audit
+        levels = tuple(level for level in self.config.audit.fpr_levels
+                       if level * size * (1 - self.config.audit.calibration_fraction) >= 1)
+        return dataclasses.replace(self.config.audit, sample_size=size, fpr_levels=levels or (0.1,))
+
+    def final_audit(self, subsets: dict[str, list[str]] | None = None):
+        """The full audit of the deployed ensemble: every original record against as many non-members; logged
+        as ``final/mia/...`` with ROC curves (log-log) and the table. Returns the ``AuditReport``."""
+        live = set(self.sisa.plan.live_ids())
+        forgotten = [i for i in self.original_ids if i not in live]
+        retained = [i for i in self.original_ids if i in live]
+        subsets = dict(subsets or {})
+        if forgotten:
+            subsets["forgotten"] = forgotten
+            if retained:
+                subsets["retained"] = retained
+        t0 = time.perf_counter()
+        report = audit_membership(self.sisa.ensemble().predict_proba, self.original_train, self.non_members,
+                                  config=self.config.audit, reference_predicts=self.references,
+                                  member_subsets=subsets)
+        mlflow.log_metrics({**report.metrics(root="final/mia"), "time/final_audit_s": time.perf_counter() - t0})
+        mlflow.log_table(report.table(), "audit/final_table.json")
+        mlflow.log_text(report.summary(), "audit/final_summary.txt")
+        for subset in report.results:
+            log_figure(plot_roc_curves(report.roc_curves(subset), f"Membership inference ROC ({subset} members)"),
+                       f"figures/roc_{subset}.png")
+        print(report.summary())
+        return report
+
+    def evaluate_and_audit(self, iteration: int, timings: dict[str, float], unlearn_info: dict) -> dict:
         """Accuracy, fairness, bias and the membership-inference audit of the current ensemble; logged at
         ``step = iteration`` (once), with the audit table and summary under ``iterations/<iteration>/``."""
         ensemble = self.sisa.ensemble()
@@ -244,14 +281,15 @@ class ForgettingLoop:
         live = set(self.sisa.plan.live_ids())
         forgotten = [i for i in self.original_ids if i not in live]
         retained = [i for i in self.original_ids if i in live]
-        subsets = dict(extra_subsets or {})
+        subsets = {}
         if forgotten:
             subsets["forgotten"] = forgotten
             if retained:
                 subsets["retained"] = retained
         t0 = time.perf_counter()
         report = audit_membership(ensemble.predict_proba, self.original_train, self.non_members,
-                                  config=self.config.audit, reference_predicts=self.references, member_subsets=subsets)
+                                  config=self.iteration_audit_config(), reference_predicts=self.references,
+                                  member_subsets=subsets)
         timings["time/audit_s"] = time.perf_counter() - t0
         metrics = {**fairness.metrics(), "acc/retain": retain_acc, **bias_now.as_metrics(),
                    "data/original_fraction": len(retained) / max(len(current), 1),
@@ -266,18 +304,18 @@ class ForgettingLoop:
               f"{len(retained)}, mia/max_success {report.max_success():.4f}, {sum(timings.values()):.0f} s")
         return {"iteration": iteration, "report": report, "fairness": fairness, "metrics": metrics}
 
-    def publish(self, outcome: dict, data_md5: str, bias_before, bias_after, history: list[dict],
+    def publish(self, outcome: dict, final_report, data_md5: str, bias_before, bias_after, history: list[dict],
                 generator_info: dict, state_dir: Path, run_id: str, extra_tags: dict | None = None):
-        """Log the ensemble (pyfunc + ONNX, parity checked) and the model card, then apply the registry gate.
-        Returns (gate decision, registered version or None)."""
-        metrics = outcome["metrics"]
+        """Log the ensemble (pyfunc + ONNX, parity checked) and the model card, then apply the registry gate to
+        the final audit (``final_report``) and the test accuracy. Returns (gate decision, version or None)."""
+        metrics = {**outcome["metrics"], "mia/max_success": final_report.max_success()}
         gate = self.config.gate
         decision = evaluate_gate(metrics["mia/max_success"], metrics["acc/test"], gate.mia_threshold,
                                  gate.min_accuracy)
         logged = log_classifier(self.sisa.ensemble(), self.test.images)
         card = render_model_card(
             model_name=gate.model_name, data_md5=data_md5, code_version=git_commit(), bias_before=bias_before,
-            bias_after=bias_after, history=history, final_metrics=metrics, audit_summary=outcome["report"].summary(),
+            bias_after=bias_after, history=history, final_metrics=metrics, audit_summary=final_report.summary(),
             generator_info=generator_info, decision=decision, parameters=asdict(self.config),
             onnx_max_abs_diff=logged.onnx_max_abs_diff)
         mlflow.log_text(card, "model_card.md")
@@ -437,8 +475,9 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
         log_figure(plot_iterations(history), "figures/table_I_iterations.png")
         log_figure(plot_attack_vs_forgotten(history, list(config.audit.attacks)),
                           "figures/attack_vs_forgotten.png")
-        final_metrics = outcome["metrics"]
-        decision, version = loop.publish(outcome, data_md5, validated.bias, after, state.history, generator_info,
+        final_report = loop.final_audit()
+        final_metrics = {**outcome["metrics"], "mia/max_success": final_report.max_success()}
+        decision, version = loop.publish(outcome, final_report, data_md5, validated.bias, after, state.history, generator_info,
                                          state_dir, parent.info.run_id)
         state.finished = True
         state.save(state_dir)
@@ -509,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", default=sisa.executor)
     parser.add_argument("--ray-address", default="")
     parser.add_argument("--attacks", default=",".join(audit.attacks))
+    parser.add_argument("--iteration-audit-size", type=int_arg, default=loop.iteration_audit_size,
+                        help="members audited per iteration (0: all); the final audit always uses all")
     parser.add_argument("--mia-threshold", type=float, default=gate.mia_threshold)
     parser.add_argument("--min-accuracy", type=float, default=gate.min_accuracy)
     parser.add_argument("--model-name", default=gate.model_name)
@@ -539,7 +580,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         sisa=sisa,
         audit=dataclasses.replace(AuditConfig(), attacks=tuple(a.strip() for a in args.attacks.split(",")
                                                                if a.strip()), seed=args.seed),
-        loop=LoopConfig(forget_rate=args.forget_rate, iterations=args.iterations, forget_order=args.forget_order),
+        loop=LoopConfig(forget_rate=args.forget_rate, iterations=args.iterations, forget_order=args.forget_order,
+                        iteration_audit_size=args.iteration_audit_size or None),
         gate=GateConfig(args.model_name, args.mia_threshold, args.min_accuracy),
         retrain_generator=args.retrain_generator, data_dir=args.data_dir, outputs_dir=args.outputs_dir)
 

@@ -44,7 +44,7 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     for key in ("acc/retain", "acc/test", "acc/worst_class", "acc/big", "acc/small", "bias/kl/superclass",
                 "bias/loss", "data/original_fraction", "unlearn/points", "unlearn/exact", "time/unlearn_s",
                 "time/train_s", "time/audit_s", "time/augment_s", "mia/mloss/success", "mia/mloss/auc",
-                "mia/max_success"):
+                "mia/max_success", "final/mia/max_success", "final/mia/forgotten/max_success"):
         assert key in run.data.metrics, key
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "acc/test")]
     assert steps == [0, 1, 2]
@@ -55,7 +55,7 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/confusion_biased.png", "figures/confusion_debiased.png", "figures/distribution_before.png",
             "figures/distribution_after.png", "figures/table_I_iterations.png",
-            "figures/attack_vs_forgotten.png"} <= artifacts
+            "figures/attack_vs_forgotten.png", "figures/roc_all.png", "figures/roc_forgotten.png"} <= artifacts
     version = client.get_model_version_by_alias("toy-classifier", "candidate")
     assert version.tags["gate"] == "passed" and version.tags["data_md5"].endswith(".dir")
     assert "# Model card" in version.description
@@ -76,7 +76,7 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     assert not set(live[:4]) & set(after.plan.live_ids())
     assert len(after.plan.live_ids()) == len(live_before)  # replenished: the data set keeps its size
     forget_run = client.get_run(served["run_id"])
-    assert "mia/requested/max_success" in forget_run.data.metrics
+    assert "final/mia/requested/max_success" in forget_run.data.metrics
     assert client.get_model_version("toy-classifier", "2").tags["served_from_version"] == "1"
     # the same ids again, unknown ids, an empty file: clear errors, nothing changed
     with pytest.raises(DataError, match="already forgotten"):
