@@ -27,7 +27,8 @@ import pandas as pd
 from components.dataset import DataError
 
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt", "Sandal", "Sneaker", "Bag",
+# In label order (0..9), as Fashion-MNIST defines them.
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot"]
 FASHION_MNIST_SUPERCLASSES = {name: ("accessories" if name in {"Sandal", "Sneaker", "Bag", "Ankle boot"} else "apparel")
                               for name in FASHION_MNIST_CLASSES}

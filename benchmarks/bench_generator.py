@@ -1,0 +1,144 @@
+"""Benchmark the default generator on the default data: training time, sampling speed, quality, memorization.
+
+Prints each figure with its budget, and the ratio against a baseline measured in the same run: the pixel-space
+diffusers ``UNet2DModel`` of the issue (28 px, channels (32, 64, 128), one layer per block, 2.5M parameters),
+timed for a few training steps (batch 128) and for guided DDIM sampling of a few images.
+
+    python benchmarks/bench_generator.py --data-dir data [--generator-dir DIR] [--output bench.json]
+
+The CPU is shared: the load average is printed with the numbers, since another job on the two cores slows
+everything down (two spin-waiting OpenMP threads collapse worst; ``--threads 1`` avoids that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from diffusers import DDIMScheduler  # noqa: E402
+
+from components.dataset import load_dataset  # noqa: E402
+from components.generator import GeneratorConfig, load_generator, train_generator  # noqa: E402
+from components.generator.denoiser import ConditionSpace, PixelUNetDenoiser  # noqa: E402
+from components.generator.model import make_scheduler  # noqa: E402
+from components.generator.sample import ddim_sample  # noqa: E402
+from components.quality import QualityConfig, evaluate_generator  # noqa: E402
+
+TRAIN_BUDGET_S = 600.0
+SAMPLING_BUDGET_IPS = 100.0
+
+
+def pixel_unet_baseline(dataset, steps: int, guidance: float) -> dict:
+    """Seconds per training step (batch 128) and images per second (guided DDIM) of the issue's pixel UNet."""
+    config = GeneratorConfig(architecture="pixel_unet", unet_channels=(32, 64, 128), unet_layers_per_block=1,
+                             unet_norm_groups=8, unet_attention=False, device="cpu")
+    space = ConditionSpace.from_dataset(dataset.class_names, dataset.manifest, [])
+    shape = tuple(dataset.images.shape[1:])
+    model = PixelUNetDenoiser(shape, config.unet_channels, 1, 8, False, space.cardinalities)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(128, shape[2], shape[0], shape[1])
+    codes = torch.zeros(128, 1, dtype=torch.long)
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        loss = ((model(x, torch.randint(0, 1000, (128,)), codes) - x) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        timings.append(time.perf_counter() - started)
+    model.eval()
+    scheduler = DDIMScheduler.from_config(make_scheduler(config).config)
+    n = 8
+    started = time.perf_counter()
+    ddim_sample(model, scheduler, torch.randn(n, shape[2], shape[0], shape[1]), torch.zeros(n, 1, dtype=torch.long),
+                torch.full((n, 1), space.cardinalities[0]), guidance, steps)
+    return {"seconds_per_step": float(np.median(timings[1:])), "images_per_second": n / (time.perf_counter() - started),
+            "parameters": int(sum(p.numel() for p in model.parameters()))}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--generator-dir", default="", help="load this saved generator instead of training one")
+    parser.add_argument("--save-dir", default="", help="save the trained generator here")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--sample-images", type=int, default=2000)
+    parser.add_argument("--output", default="")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = load_dataset(args.data_dir)
+    load_before = os.getloadavg()
+    results: dict = {"threads": torch.get_num_threads(), "load_average_before": load_before[0]}
+
+    if args.generator_dir:
+        generator = load_generator(args.generator_dir, device="cpu")
+        results["train_seconds"] = generator.training_summary.get("train_seconds")
+        results["train_seconds_note"] = "from the saved generator's training summary"
+    else:
+        started = time.perf_counter()
+        generator = train_generator(dataset, GeneratorConfig(), data_md5="benchmark")
+        results["train_seconds"] = time.perf_counter() - started
+        if args.save_dir:
+            generator.save(args.save_dir)
+    config = generator.config
+    results["architecture"] = config.architecture
+    results["denoiser_parameters"] = int(sum(p.numel() for p in generator.denoiser.parameters()))
+
+    table = pd.DataFrame({"class_name": np.resize(np.array(dataset.class_names), args.sample_images)})
+    generator.sample(table[:50], seed=0)  # warm-up
+    started = time.perf_counter()
+    generator.sample(table, seed=1)
+    results["images_per_second"] = args.sample_images / (time.perf_counter() - started)
+    results["sampling"] = {"steps": config.sampling_steps, "guidance_scale": config.guidance_scale}
+
+    baseline = pixel_unet_baseline(dataset, config.sampling_steps, config.guidance_scale)
+    results["baseline_pixel_unet"] = baseline
+    results["speedup_sampling_vs_pixel_unet"] = results["images_per_second"] / baseline["images_per_second"]
+    # the pixel UNet, given the same number of training images seen, would need:
+    results["baseline_train_seconds_same_images"] = baseline["seconds_per_step"] / 128 * config.train_steps * config.batch_size
+    results["speedup_training_vs_pixel_unet"] = results["baseline_train_seconds_same_images"] / results["train_seconds"]
+
+    started = time.perf_counter()
+    report = evaluate_generator(generator, dataset, QualityConfig())
+    results["evaluation_seconds"] = time.perf_counter() - started
+    results["quality"] = report.metrics
+    results["per_class_conditional_accuracy"] = report.per_class_accuracy
+    results["load_average_after"] = os.getloadavg()[0]
+
+    q = report.metrics
+    print(f"generator: {config.architecture}, {results['denoiser_parameters']:,} denoiser parameters, "
+          f"{results['threads']} torch threads, load average {load_before[0]:.1f} -> {results['load_average_after']:.1f}")
+    print(f"training time        {results['train_seconds']:8.1f} s   (budget <= {TRAIN_BUDGET_S:.0f} s; pixel UNet for "
+          f"the same images seen: {results['baseline_train_seconds_same_images']:.0f} s, "
+          f"ratio {results['speedup_training_vs_pixel_unet']:.1f}x)")
+    print(f"sampling             {results['images_per_second']:8.1f} img/s (budget >= {SAMPLING_BUDGET_IPS:.0f}; "
+          f"{config.sampling_steps} DDIM steps, guidance {config.guidance_scale}; pixel UNet "
+          f"{baseline['images_per_second']:.2f} img/s, ratio {results['speedup_sampling_vs_pixel_unet']:.0f}x)")
+    print(f"conditional accuracy {q['conditional_accuracy']:8.3f}   (target >= 0.90; reference classifier's own "
+          f"test accuracy {q['reference_classifier_test_accuracy']:.3f})")
+    print(f"CAS                  {q['cas']:8.3f}   real baseline {q['cas_real_baseline']:.3f}, ratio "
+          f"{q['cas_ratio']:.3f} (target >= 0.8)")
+    print(f"FID (ref. features)  {q['fid']:8.3f}   real-vs-real {q['fid_real_vs_real']:.3f}; KID {q['kid']:.4f} "
+          f"+- {q['kid_std']:.4f}")
+    print(f"near-copy fraction   {q['near_copy_fraction']:8.4f}   (target < 0.01; real test images: "
+          f"{q['near_copy_fraction_real_test']:.4f}); median NN distance {q['nn_distance_median']:.2f} vs real "
+          f"{q['nn_distance_median_real_test']:.2f}")
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

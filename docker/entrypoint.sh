@@ -1,0 +1,30 @@
+#!/bin/sh
+# Entry point of the fairforget images: run the command (by default `mlflow run . ...`), then, when the stack
+# gives a DVC remote, version the data the run used there.
+#
+#   DVC_REMOTE_URL    e.g. s3://dvc/fairforget (empty: no DVC remote, nothing is pushed)
+#   DVC_ENDPOINT_URL  e.g. http://minio:9000 (an S3-compatible endpoint such as MinIO)
+#   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: the remote's credentials (from docker/.env through compose)
+#
+# The image holds no .git, so DVC runs without an SCM (core.no_scm); the remote settings go to .dvc/config.local.
+set -eu
+
+python -m dvc config --local core.no_scm true
+if [ -n "${DVC_REMOTE_URL:-}" ]; then
+    python -m dvc remote add --local --force --default stack "$DVC_REMOTE_URL"
+    if [ -n "${DVC_ENDPOINT_URL:-}" ]; then
+        python -m dvc remote modify --local stack endpointurl "$DVC_ENDPOINT_URL"
+    fi
+fi
+
+if [ -z "${DVC_REMOTE_URL:-}" ]; then
+    exec "$@"  # the command becomes PID 1 and gets the container's signals (ray start --block, ...)
+fi
+
+"$@"
+if [ -f data/manifest.csv ]; then
+    # `dvc add` again so data.dvc describes the data folder as it is now, then upload it
+    python -m dvc add --quiet data
+    python -m dvc push
+    echo "dvc: data pushed to $DVC_REMOTE_URL ($(grep -m1 'md5:' data.dvc | tr -d ' -'))"
+fi
