@@ -169,6 +169,54 @@ class LoopState:
         return cls(**json.loads(path.read_text())) if path.is_file() else None
 
 
+SNAPSHOT_DIR = "snapshots"
+SNAPSHOT_FILES = ("sisa/plan.csv", "sisa/sisa.json")
+
+
+def snapshot_state(state_dir: Path, iteration: int) -> Path:
+    """Copy the mutable loop state (SISA plan and config, the synthetic samples) to ``snapshots/<iteration>``.
+
+    Written to a temporary folder and renamed, so a snapshot is complete or absent. Checkpoints are content-
+    addressed and need no copy: a restored plan finds its own (or retrains them, identically).
+    """
+    target = state_dir / SNAPSHOT_DIR / f"{iteration:03d}"
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "sisa").mkdir(parents=True)
+    for name in SNAPSHOT_FILES:
+        shutil.copy2(state_dir / name, tmp / name)
+    shutil.copytree(state_dir / "synthetic", tmp / "synthetic")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def restore_state(state_dir: Path, iteration: int) -> None:
+    """Put the snapshot of ``iteration`` back in place (undoing a step that died half-way)."""
+    source = state_dir / SNAPSHOT_DIR / f"{iteration:03d}"
+    if not source.is_dir():
+        raise RuntimeError(f"cannot resume: the snapshot {source} is missing; rerun without resume")
+    for name in SNAPSHOT_FILES:
+        tmp = state_dir / f"{name}.restore-{os.getpid()}"
+        shutil.copy2(source / name, tmp)
+        tmp.replace(state_dir / name)
+    tmp_dir = state_dir / f".synthetic.restore-{os.getpid()}"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    shutil.copytree(source / "synthetic", tmp_dir)
+    from components.dataset import replace_folder
+
+    replace_folder(tmp_dir, state_dir / "synthetic")
+
+
+def commit_iteration(state: "LoopState", state_dir: Path) -> None:
+    """Snapshot, then record progress (the commit point), then drop older snapshots."""
+    snapshot_state(state_dir, state.iteration)
+    state.save(state_dir)
+    for old in (state_dir / SNAPSHOT_DIR).iterdir():
+        if old.name != f"{state.iteration:03d}":
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def evaluate_ensemble(ensemble, test: Dataset, retain: Dataset | None = None):
     """Fairness report on ``test`` and accuracy on ``retain`` (the current training set)."""
     predicted = ensemble.predict(test.images)
@@ -348,6 +396,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
         return {"run_id": state.parent_run_id, "resumed": True, "finished": True}
 
     started = time.perf_counter()
+    fresh = state is None
     run_kwargs = {"run_id": state.parent_run_id} if state else {}
     if state:
         print(f"resume: continuing run {state.parent_run_id} after iteration {state.iteration}")
@@ -393,7 +442,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
             augmented, after = result.dataset, result.after
         augment_seconds = time.perf_counter() - t0
         initial_synthetic = augmented.split("train").select(augmented.split("train").manifest["origin"] == "synthetic")
-        if state.iteration == 0:
+        if fresh:
             mlflow.log_metrics({**{f"debiased/{k}": v for k, v in after.as_metrics().items()},
                                 "time/augment_s": augment_seconds, "data/synthetic_initial": len(initial_synthetic)})
             log_figure(plot_distributions(validated.bias, "Before augmentation (paper Fig. 6)"),
@@ -403,7 +452,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
 
         # ---- SISA: the biased baseline and the debiased model ----------------------------------------------
         sisa_config = config.sisa
-        if state.iteration == 0:
+        if fresh:
             with step_run("train_biased_baseline", {"sisa": sisa_config.as_dict()}, config.data.dataset, data_dir):
                 baseline = SisaModel.create(original_train, sisa_config, state_dir / "sisa_biased")
                 baseline.train()
@@ -418,16 +467,22 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
 
         synthetic_dir = state_dir / "synthetic"
         sisa_dir = state_dir / "sisa"
-        if state.iteration == 0:
+        if fresh:
             t0 = time.perf_counter()
             sisa = SisaModel.create(augmented.split("train"), sisa_config, sisa_dir)
             sisa.train()
             save_dataset(initial_synthetic, synthetic_dir)
             train_seconds = time.perf_counter() - t0
         else:
+            restore_state(state_dir, state.iteration)
             synthetic = load_dataset(synthetic_dir)
             sisa = SisaModel.load(sisa_dir, original_train.concat(synthetic), executor=sisa_config.executor,
                                   max_workers=sisa_config.max_workers, ray_address=sisa_config.ray_address)
+            # Checkpoints the dead step pruned are rebuilt (deterministically: the same weights as before).
+            rebuilt = sisa.train()
+            if rebuilt.shards_trained:
+                log.info("resume: retrained shards %s whose checkpoints the interrupted step had removed",
+                         rebuilt.shards_trained)
             train_seconds = 0.0
         synthetic = load_dataset(synthetic_dir)
         references = train_reference_models(reference_half, num_models=1, train_config=sisa_config.train,
@@ -436,14 +491,14 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
                               synthetic, synthetic_dir)
         original_ids = loop.original_ids
 
-        if state.iteration == 0:
+        if fresh:
             outcome = loop.evaluate_and_audit(0, {"time/train_s": train_seconds, "time/augment_s": augment_seconds},
                                               {"unlearn/points": 0})
             log_figure(plot_confusion(outcome["fairness"].confusion, test.class_names,
                                              "Trained on the debiased data (paper Fig. 9)"),
                               "figures/confusion_debiased.png")
             state.history.append(_history_row(outcome))
-            state.save(state_dir)
+            commit_iteration(state, state_dir)
         else:
             outcome = None
 
@@ -462,7 +517,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
             at_chance = outcome["report"].indistinguishable("all")
             state.at_chance_streak = state.at_chance_streak + 1 if at_chance else 0
             state.iteration = iteration
-            state.save(state_dir)
+            commit_iteration(state, state_dir)
             if state.at_chance_streak >= config.loop.convergence_patience:
                 print(f"converged: every attack at chance for {state.at_chance_streak} iterations in a row")
                 break

@@ -28,11 +28,27 @@ DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
 def configure_tracking() -> str:
-    """Use ``MLFLOW_TRACKING_URI`` when set, else the project's ``mlflow.db`` (tracking and registry)."""
+    """Use ``MLFLOW_TRACKING_URI`` when set, else the project's ``mlflow.db``; the registry lives in the same store.
+
+    (``mlflow.set_registry_uri`` exports ``MLFLOW_REGISTRY_URI``, so that variable cannot tell a user's choice from
+    a previous call: the registry always follows the tracking URI here.)
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    mlflow.set_registry_uri(uri)
     return uri
+
+
+def ensure_experiment(name: str) -> None:
+    """Make ``name`` the active experiment, creating it if needed. With a sqlite store its artifacts go next to
+    the database file (``<db folder>/mlruns``) rather than into whatever folder the process was started from."""
+    uri = mlflow.get_tracking_uri()
+    if mlflow.get_experiment_by_name(name) is None and uri.startswith("sqlite:///"):
+        db_path = Path(uri[len("sqlite:///"):])
+        if not db_path.is_absolute():
+            db_path = Path.cwd() / db_path
+        mlflow.create_experiment(name, artifact_location=(db_path.parent / "mlruns").as_uri())
+    mlflow.set_experiment(name)
 
 
 def experiment_name(dataset: str) -> str:
@@ -77,7 +93,7 @@ def step_run(step: str, config: dict[str, Any], dataset: str, data_dir: str | os
         launched = mlflow.MlflowClient().get_run(launched_run_id)
         mlflow.set_experiment(experiment_id=launched.info.experiment_id)
     elif parent is None:
-        mlflow.set_experiment(experiment_name(dataset))
+        ensure_experiment(experiment_name(dataset))
     parent_id = parent.info.run_id if parent else os.environ.get("MLFLOW_PARENT_RUN_ID")
     kwargs: dict[str, Any] = {"run_name": run_name or step}
     if parent is not None:

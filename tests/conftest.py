@@ -35,10 +35,15 @@ def tracking_uri(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fairforget-test")
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    from pipelines.tracking import ensure_experiment
+
+    ensure_experiment("fairforget-test")  # also forgets the experiment id cached from another test's database
     yield uri
     while mlflow.active_run():
         mlflow.end_run()

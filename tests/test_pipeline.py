@@ -139,8 +139,14 @@ def test_resume_after_kill_gives_the_same_result_as_an_uninterrupted_run(tmp_pat
             break
         time.sleep(0.2)
     assert progress is not None, "the run never finished its first iteration"
-    os.kill(process.pid, signal.SIGKILL)  # dies in iteration 2
+    plan = progress.parent / "sisa" / "plan.csv"
+    # kill it in the middle of iteration 2: after its unlearning changed the SISA plan, before it committed
+    while process.poll() is None and plan.stat().st_mtime <= progress.stat().st_mtime:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    assert '"iteration": 1' in progress.read_text(), "the kill came too late: iteration 2 had already committed"
+    assert plan.stat().st_mtime > progress.stat().st_mtime
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fairforget-test")
