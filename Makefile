@@ -15,6 +15,7 @@ MLFLOW_ARGS ?= -P forget_rate=0.1
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
+export PYTHONUNBUFFERED := 1
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0

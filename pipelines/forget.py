@@ -28,7 +28,8 @@ from components.mia.protocol import split_audit_pool
 from components.mia.reference import train_reference_models
 from components.priors import build_target
 from components.sisa.model import SisaModel
-from pipelines.main import CONFIG_FILE, ForgettingLoop, pipeline_config_from_dict
+from pipelines.config import pipeline_config_from_dict
+from pipelines.loop import CONFIG_FILE, ForgettingLoop
 from pipelines.registry import CHAMPION, promote
 from pipelines.tracking import PROJECT_ROOT, configure_tracking, log_data_version, step_run
 from pipelines.train_generator import load_generator_from_run

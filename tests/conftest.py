@@ -93,3 +93,15 @@ def small_data_config(fake_fashion_mnist):
 
     return DataConfig(source_dir=str(fake_fashion_mnist), train_size=100, test_size=50, audit_size=100,
                       reference_size=100)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread for the whole suite: two spin-waiting OpenMP threads collapse on a CPU shared with other
+    jobs, and the SISA exactness checks pin one thread per shard anyway."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -9,7 +9,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from components.augment import (AugmentConfig, augment, cell_headroom, fill_within_caps, largest_remainder,
                                 replenish, target_cells)
@@ -19,13 +18,6 @@ from components.generator import tiny_config, train_generator
 from components.priors import TargetDistribution, build_target
 from components.versioning import dvc_md5_of_folder
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -29,14 +29,6 @@ def toy_with_attribute(seed: int = 0):
     return ds
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: two spin-waiting OpenMP threads collapse on a CPU shared with other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def toy():

@@ -36,14 +36,6 @@ from components.training import TrainConfig, apply_augmentation, fit_classifier
 FAST = AuditConfig(fpr_levels=(0.01,), num_bootstrap=50, show_progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny 8x8 models run ~10x faster on one thread than on two busy ones (measured here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 # ---------------------------------------------------------------- metrics vs scikit-learn / direct counts
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Algorithm 2 end to end on the toy data set, against a real sqlite MLflow store and registry."""
 
 import dataclasses
-import shutil
 
 import mlflow
 import pytest
@@ -16,7 +15,8 @@ from components.dataset import DataError, load_dataset
 from components.sisa.model import SisaModel
 from pipelines.forget import main as forget_main
 from pipelines.forget import read_ids, serve_deletion_request
-from pipelines.main import GateConfig, LoopConfig, PipelineConfig, run_pipeline
+from pipelines.config import GateConfig, LoopConfig, PipelineConfig
+from pipelines.main import run_pipeline
 
 ATTACKS = ("mloss", "mmean")
 

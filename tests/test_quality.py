@@ -14,13 +14,6 @@ from components.quality import (QualityConfig, classifier_features, evaluate_gen
                                 sample_grid)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_frechet_distance_matches_the_eigenvalue_formula():
     rng = np.random.default_rng(0)

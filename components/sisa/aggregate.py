@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from components.dataset import replace_folder
 from components.sisa.trainer import ModelSpec
 from components.training import predict_proba
 
@@ -103,13 +104,7 @@ class ShardEnsemble:
             meta = {"spec": self.spec.as_dict(), "class_names": self.class_names, "aggregation": self.aggregation,
                     "shard_sizes": self.shard_sizes, "sha256": hashes, "info": self.info}
             (tmp / ENSEMBLE_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            old = None
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-                folder.rename(old)
-            tmp.rename(folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_folder(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -1,0 +1,53 @@
+"""End-to-end pipeline time on the default data: a first run (generator trained) and a second (generator reused).
+
+Both runs use a fresh tracking store in a temporary folder, so nothing is reused from earlier work except the
+prepared ``data/`` folder. Prints each wall time, its budget (25 and 10 minutes on 2 CPU cores) and the ratio of the
+second to the first run.
+
+    python -m benchmarks.bench_pipeline [--iterations 10] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+BUDGET_FIRST_MIN, BUDGET_REUSED_MIN = 25.0, 10.0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary tracking store and outputs")
+    args = parser.parse_args(argv)
+
+    scratch = Path(tempfile.mkdtemp(prefix="fairforget-bench-pipeline-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = "fairforget-bench"
+    from pipelines.config import build_parser, config_from_args
+    from pipelines.main import run_pipeline
+
+    config = config_from_args(build_parser().parse_args(
+        ["--iterations", str(args.iterations), "--data-dir", args.data_dir, "--outputs-dir", str(scratch / "outputs")]))
+    timings = {}
+    for label in ("first", "reused"):
+        started = time.perf_counter()
+        summary = run_pipeline(config)
+        timings[label] = (time.perf_counter() - started) / 60
+        print(f"bench_pipeline: {label} run {timings[label]:.1f} min (gate {summary['gate']}, "
+              f"acc/test {summary['acc/test']:.4f}, mia/max_success {summary['mia/max_success']:.4f})")
+    print(f"bench_pipeline: first run {timings['first']:.1f} min (budget {BUDGET_FIRST_MIN:.0f}), generator reused "
+          f"{timings['reused']:.1f} min (budget {BUDGET_REUSED_MIN:.0f}), ratio reused/first "
+          f"{timings['reused'] / timings['first']:.2f}")
+    if not args.keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return timings
+
+
+if __name__ == "__main__":
+    main()
