@@ -27,7 +27,9 @@ export PATH := $(VENV)/bin:$(PATH)
 env: $(VENV)/.complete
 
 # Built in place; the marker is written last, so an interrupted build is rebuilt from scratch next time.
-$(VENV)/.complete: requirements.txt
+# No prerequisite: the folder name already carries the hash of requirements.txt, and a fresh clone's newer file
+# time must not trigger a rebuild of a cached environment.
+$(VENV)/.complete:
 	@command -v $(PYTHON_BASE) >/dev/null || { echo "error: $(PYTHON_BASE) not found: install Python 3.11 or set PYTHON_BASE=..." >&2; exit 2; }
 	rm -rf "$(VENV)"
 	mkdir -p "$(FAIRFORGET_CACHE)"

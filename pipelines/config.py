@@ -27,7 +27,7 @@ class LoopConfig:
     iterations: int = 10
     forget_order: str = "random"  # or last_slice_first (cheaper for SISA)
     iteration_audit_size: int | None = 1000  # members (and as many non-members) per iteration; final audit: all
-    convergence_patience: int = 2  # stop after this many iterations in a row with every attack at chance
+    convergence_patience: int = 2  # stop after this many iterations in a row with every attack at chance (0: never)
 
     def validate(self) -> None:
         if not 0.0 < self.forget_rate <= 1.0:
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--forget-rate", type=float, default=loop.forget_rate)
     parser.add_argument("--iterations", type=int_arg, default=loop.iterations)
     parser.add_argument("--forget-order", default=loop.forget_order, choices=list(FORGET_ORDERS))
+    parser.add_argument("--convergence-patience", type=int_arg, default=loop.convergence_patience,
+                        help="stop after this many iterations in a row with every attack at chance; 0: run them all")
     parser.add_argument("--shards", type=int_arg, default=sisa.num_shards)
     parser.add_argument("--slices", type=int_arg, default=sisa.num_slices)
     parser.add_argument("--classifier", default=sisa.classifier)
@@ -157,7 +159,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         audit=dataclasses.replace(AuditConfig(), attacks=tuple(a.strip() for a in args.attacks.split(",")
                                                                if a.strip()), seed=args.seed),
         loop=LoopConfig(forget_rate=args.forget_rate, iterations=args.iterations, forget_order=args.forget_order,
-                        iteration_audit_size=args.iteration_audit_size or None),
+                        iteration_audit_size=args.iteration_audit_size or None,
+                        convergence_patience=args.convergence_patience),
         gate=GateConfig(args.model_name, args.mia_threshold, args.min_accuracy),
         retrain_generator=args.retrain_generator, data_dir=args.data_dir, outputs_dir=args.outputs_dir)
 

@@ -1,6 +1,6 @@
 """One step of Algorithm 2 and the state that makes a run resumable (used by ``main`` and ``forget``).
 
-State folder ``outputs/<config hash>/``: ``sisa/`` (plan and content-addressed checkpoints), ``synthetic/`` (every
+State folder ``outputs/<config hash>/<run id>/``: ``sisa/`` (plan and content-addressed checkpoints), ``synthetic/`` (every
 synthetic sample so far), ``progress.json`` (the commit point: the last finished iteration and its history),
 ``snapshots/<iteration>/`` (plan and synthetic samples as they were at that commit) and ``pipeline.json``.
 """

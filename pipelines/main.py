@@ -8,7 +8,7 @@
     -> register the aggregated classifier through the gate (pyfunc + ONNX, alias `candidate`) with a model card.
 
 Per-iteration metrics go to the parent run with step = iteration. The state of the loop (SISA plan and
-checkpoints, synthetic samples, progress) lives in ``outputs/<config hash>/`` and is written after every
+checkpoints, synthetic samples, progress) lives in ``outputs/<config hash>/<run id>/`` and is written after every
 iteration, so ``--resume true`` continues a crashed run from its last finished iteration, in the same MLflow run.
 
 Run: ``mlflow run . -P forget_rate=0.1 --env-manager local --experiment-name fairforget-fashion_mnist``
@@ -39,7 +39,7 @@ from components.sisa.model import SisaModel
 from pipelines.augment import run_augment
 from pipelines.config import PipelineConfig, build_parser, config_from_args
 from pipelines.data_steps import run_prepare, run_validate
-from pipelines.loop import (CONFIG_FILE, ForgettingLoop, LoopState, commit_iteration, evaluate_ensemble, history_row,
+from pipelines.loop import (CONFIG_FILE, PROGRESS_FILE, ForgettingLoop, LoopState, commit_iteration, evaluate_ensemble, history_row,
                             log_metrics_once, project_path, restore_state, write_json_atomic)
 from pipelines.tracking import configure_tracking, log_data_version, log_figure, step_run
 from pipelines.train_generator import get_or_train_generator
@@ -47,37 +47,44 @@ from pipelines.train_generator import get_or_train_generator
 log = logging.getLogger("fairforget")
 
 
+def latest_unfinished_state(config_dir: Path) -> Path | None:
+    """The most recently committed state folder under ``config_dir`` whose run has not finished, if any."""
+    candidates = []
+    for progress in config_dir.glob(f"*/{PROGRESS_FILE}"):
+        state = LoopState.load(progress.parent)
+        if state is not None and not state.finished:
+            candidates.append((progress.stat().st_mtime, progress.parent))
+    return max(candidates)[1] if candidates else None
+
+
 def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
     """Run Algorithm 2 end to end (see the module docstring); return a summary dict."""
     config.validate()
     configure_tracking()
     data_dir = project_path(config.data_dir)
-    state_dir = project_path(config.outputs_dir) / config.state_key()
-    state = LoopState.load(state_dir) if resume else None
+    config_dir = project_path(config.outputs_dir) / config.state_key()
+    state_dir = latest_unfinished_state(config_dir) if resume else None
+    state = LoopState.load(state_dir) if state_dir is not None else None
     if resume and state is None:
-        log.info("resume: no saved state for this config in %s; starting from the beginning", state_dir)
-    if state is None and state_dir.exists():
-        shutil.rmtree(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(state_dir / CONFIG_FILE, asdict(config))
-    if state is not None and state.finished:
-        print(f"resume: the run {state.parent_run_id} for this config already finished; nothing to do")
-        return {"run_id": state.parent_run_id, "resumed": True, "finished": True}
+        log.info("resume: no unfinished run of this config in %s; starting from the beginning", config_dir)
 
     started = time.perf_counter()
     fresh = state is None
-    run_kwargs = {"run_id": state.parent_run_id} if state else {}
     if state:
         print(f"resume: continuing run {state.parent_run_id} after iteration {state.iteration}")
         os.environ.pop("MLFLOW_RUN_ID", None)
         mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(state.parent_run_id).info.experiment_id)
-        parent_cm = mlflow.start_run(**run_kwargs)
+        parent_cm = mlflow.start_run(run_id=state.parent_run_id)
     else:
         parent_cm = step_run("main", {"pipeline": asdict(config)}, config.data.dataset, run_name="fairforget")
     with parent_cm as parent:
         if state is None:
+            # Each run keeps its own state folder, so a registered version's SISA state is never overwritten.
             state = LoopState(parent.info.run_id)
+            state_dir = config_dir / parent.info.run_id
+            state_dir.mkdir(parents=True, exist_ok=True)
             mlflow.set_tag("state_key", config.state_key())
+        write_json_atomic(state_dir / CONFIG_FILE, asdict(config))
 
         # ---- prepare, validate ------------------------------------------------------------------------------
         if not config.prepare:
@@ -187,7 +194,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
             state.at_chance_streak = state.at_chance_streak + 1 if at_chance else 0
             state.iteration = iteration
             commit_iteration(state, state_dir)
-            if state.at_chance_streak >= config.loop.convergence_patience:
+            if config.loop.convergence_patience and state.at_chance_streak >= config.loop.convergence_patience:
                 print(f"converged: every attack at chance for {state.at_chance_streak} iterations in a row")
                 break
 

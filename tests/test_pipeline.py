@@ -64,7 +64,7 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
 
     # promote, then serve a deletion request against the champion
     assert forget_main(["promote", "--version", "1", "--model-name", "toy-classifier"]) == 0
-    state = next((tmp_path / "outputs").glob("*/sisa"))
+    state = next((tmp_path / "outputs").glob("*/*/sisa"))
     live_before = SisaModel.load(state, load_dataset(tmp_path / "data").concat(
         load_dataset(state.parent / "synthetic"))).plan.live_ids()
     live = [i for i in live_before if i.startswith("toy-train")]
@@ -109,7 +109,7 @@ def _final_state(summary, outputs):
     run = client.get_run(summary["run_id"])
     histories = {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
                  for key in ("acc/test", "acc/retain", "unlearn/points", "data/original_fraction")}
-    plan = next(outputs.glob("*/sisa/plan.csv")).read_text()
+    plan = next(outputs.glob("*/*/sisa/plan.csv")).read_text()
     return histories, plan
 
 
@@ -133,7 +133,7 @@ def test_resume_after_kill_gives_the_same_result_as_an_uninterrupted_run(tmp_pat
     deadline = time.time() + 600
     progress = None
     while time.time() < deadline and process.poll() is None:
-        found = list((crashed / "outputs").glob("*/progress.json"))
+        found = list((crashed / "outputs").glob("*/*/progress.json"))
         if found and '"iteration": 1' in found[0].read_text():
             progress = found[0]
             break

@@ -406,7 +406,7 @@ def test_a_whole_pipeline_run_lands_on_the_tracking_server(tracking_server, tmp_
     assert any(p.endswith("figures/confusion_debiased.png") and summary["run_id"] in p for p in stored)
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlartifacts").exists()
     # the registered model, downloaded from the server, predicts what the pipeline's own SISA ensemble predicts
-    state = next((tmp_path / "outputs").glob("*/sisa"))
+    state = next((tmp_path / "outputs").glob("*/*/sisa"))
     data = load_dataset(tmp_path / "data")
     sisa = SisaModel.load(state, data.concat(load_dataset(state.parent / "synthetic")))
     test_images = data.split("test").images
@@ -497,9 +497,13 @@ def test_ray_cluster_started_like_the_stack_trains_the_serial_weights(tmp_path):
                 # the driver is its own process, like the pipeline container, with the stack's environment
                 # (Ray reads the token once per process)
                 out = tmp_path / "ray-weights.pt"
-                driver = subprocess.run([sys.executable, "-c", RAY_DRIVER, f"ray://127.0.0.1:{client_port}",
-                                         str(tmp_path / "ray"), str(out)], env=env, cwd=ROOT, capture_output=True,
-                                        text=True, timeout=300)
+                for _ in range(3):
+                    driver = subprocess.run([sys.executable, "-c", RAY_DRIVER, f"ray://127.0.0.1:{client_port}",
+                                             str(tmp_path / "ray"), str(out)], env=env, cwd=ROOT,
+                                            capture_output=True, text=True, timeout=300)
+                    # On a loaded machine Ray's per-client server sometimes misses its start-up deadline: retry.
+                    if "Starting Ray client server failed" not in driver.stderr:
+                        break
                 assert driver.returncode == 0, driver.stderr[-3000:]
                 weights = torch.load(out)
         assert_same(weights, serial)
