@@ -103,7 +103,10 @@ def step_run(step: str, config: dict[str, Any], dataset: str, data_dir: str | os
     with mlflow.start_run(**kwargs) as run:
         flat: dict[str, Any] = {}
         _flatten("", config, flat)
-        mlflow.log_params({k: str(v)[:6000] for k, v in flat.items()})
+        # `mlflow run` has already logged the entry point's own parameters under their names; MLflow refuses to
+        # change a param, so those keep the launcher's value (the resolved value is in config.json either way).
+        launched = run.data.params if launched_run_id and parent is None else {}
+        mlflow.log_params({k: str(v)[:6000] for k, v in flat.items() if k not in launched})
         mlflow.log_dict(config, "config.json")
         mlflow.set_tags({"step": step, "git_commit": git_commit(), "dataset": dataset})
         if data_dir is not None and Path(data_dir).exists():
