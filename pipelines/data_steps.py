@@ -17,12 +17,12 @@ import mlflow
 
 from components.bias import BiasReport, measure_bias
 from components.data import DataConfig, prepare_dataset
-from components.dataset import DataError, load_dataset, save_dataset
+from components.dataset import load_dataset, save_dataset
 from components.plots import plot_distributions
 from components.priors import TargetDistribution, build_target
 from components.validation import ValidationResult, validate_dataset
 from components.versioning import dvc_md5_of_folder
-from pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, step_run
+from pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, run_cli, step_run
 
 log = logging.getLogger("fairforget")
 
@@ -175,15 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("--seed", type=int_arg, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.step == "prepare":
-            run_prepare(data_config_from_args(args), args.data_dir)
-        else:
-            run_validate(balance_config_from_args(args), args.data_dir, seed=args.seed)
-    except (DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    if args.step == "prepare":
+        return run_cli(lambda: run_prepare(data_config_from_args(args), args.data_dir))
+    return run_cli(lambda: run_validate(balance_config_from_args(args), args.data_dir, seed=args.seed))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from components.sisa.model import SisaModel
 from pipelines.config import pipeline_config_from_dict
 from pipelines.loop import CONFIG_FILE, ForgettingLoop
 from pipelines.registry import CHAMPION, promote
-from pipelines.tracking import PROJECT_ROOT, configure_tracking, log_data_version, step_run
+from pipelines.tracking import PROJECT_ROOT, configure_tracking, log_data_version, run_cli, step_run
 from pipelines.train_generator import load_generator_from_run
 
 log = logging.getLogger("fairforget")
@@ -133,20 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     prom.add_argument("--model-name", default="fairforget-classifier")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "forget":
-            serve_deletion_request(read_ids(args.ids), args.model_name, args.alias)
-        else:
-            configure_tracking()
-            decision = promote(args.model_name, args.version)
-            if not decision.passed:
-                print(f"error: promotion refused: {decision.reason}", file=sys.stderr)
-                return 2
-            print(f"promote: {args.model_name} version {args.version} is now '{CHAMPION}'")
-    except (DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    if args.command == "forget":
+        return run_cli(lambda: serve_deletion_request(read_ids(args.ids), args.model_name, args.alias))
+    return run_cli(lambda: promote_version(args.model_name, args.version))
+
+
+def promote_version(model_name: str, version: str) -> None:
+    """``promote`` for the command line: raises ``ValueError`` with the reason when the rules refuse."""
+    configure_tracking()
+    decision = promote(model_name, version)
+    if not decision.passed:
+        raise ValueError(f"promotion refused: {decision.reason}")
+    print(f"promote: {model_name} version {version} is now '{CHAMPION}'")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from pipelines.config import PipelineConfig, build_parser, config_from_args
 from pipelines.data_steps import run_prepare, run_validate
 from pipelines.loop import (CONFIG_FILE, PROGRESS_FILE, ForgettingLoop, LoopState, commit_iteration, evaluate_ensemble, history_row,
                             log_metrics_once, project_path, restore_state, write_json_atomic)
-from pipelines.tracking import configure_tracking, log_data_version, log_figure, step_run
+from pipelines.tracking import configure_tracking, log_data_version, log_figure, run_cli, step_run
 from pipelines.train_generator import get_or_train_generator
 
 log = logging.getLogger("fairforget")
@@ -234,12 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("great_expectations", "alembic", "urllib3", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        run_pipeline(config_from_args(args), resume=args.resume)
-    except (DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: run_pipeline(config_from_args(args), resume=args.resume))
 
 
 if __name__ == "__main__":

@@ -142,3 +142,18 @@ def log_figure(figure, artifact_file: str) -> None:
 
     mlflow.log_figure(figure, artifact_file)
     plt.close(figure)
+
+
+def run_cli(action) -> int:
+    """Run a step's ``action()`` for its command line: bad input (``DataError``/``ValueError``) becomes one
+    ``error: ...`` line on stderr and exit code 2; an action returning an int returns it; otherwise 0."""
+    from components.dataset import DataError
+
+    try:
+        result = action()
+    except (DataError, ValueError) as err:
+        import sys
+
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
