@@ -11,6 +11,7 @@ A data set on disk is a folder holding
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -142,9 +143,7 @@ def save_dataset(dataset: Dataset, folder: str | os.PathLike) -> Path:
     The files are byte-identical for identical inputs (no timestamps, sorted JSON keys, ``\\n`` line ends).
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         np.save(tmp / IMAGES_FILE, np.ascontiguousarray(dataset.images, dtype=np.uint8), allow_pickle=False)
         dataset.manifest.to_csv(tmp / MANIFEST_FILE, index=False, lineterminator="\n")
         meta = {
@@ -155,11 +154,22 @@ def save_dataset(dataset: Dataset, folder: str | os.PathLike) -> Path:
             "config": dataset.config,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike):
+    """Yield a temporary sibling folder to fill; on success it replaces ``folder``, on failure it is removed and
+    ``folder`` is left as it was."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        yield tmp
         replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return folder
 
 
 def replace_folder(new: Path, target: Path) -> None:

@@ -12,15 +12,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from components.dataset import replace_folder
+from components.dataset import atomic_folder
 from components.sisa.trainer import ModelSpec
 from components.training import predict_proba
 
@@ -93,9 +91,7 @@ class ShardEnsemble:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the ensemble to ``folder`` atomically (temporary sibling folder, then rename)."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as tmp:
             hashes = []
             for i, model in enumerate(self.models):
                 path = tmp / f"shard_{i}.pt"
@@ -104,10 +100,6 @@ class ShardEnsemble:
             meta = {"spec": self.spec.as_dict(), "class_names": self.class_names, "aggregation": self.aggregation,
                     "shard_sizes": self.shard_sizes, "sha256": hashes, "info": self.info}
             (tmp / ENSEMBLE_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            replace_folder(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return folder
 
     @classmethod
