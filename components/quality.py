@@ -31,10 +31,16 @@ from components.training import TrainConfig, fit_classifier, images_to_tensor, p
 @dataclass(frozen=True)
 class QualityConfig:
     """Evaluation knobs. ``eval_per_class`` synthetic images per class feed conditional accuracy, FID/KID and the
-    memorization check; CAS uses as many synthetic images as S has, with S's class counts."""
+    memorization check; CAS uses as many synthetic images as S has, with S's class counts.
+
+    The reference classifier (the judge) trains without the flip + crop augmentations by default: it is a
+    measuring instrument, picked by its accuracy on the real test split. Measured on the default data (seed 0):
+    15 epochs without augmentation 0.877 (Sandal 0.98, Shirt 0.62); 10 epochs with padding-4 crops 0.834 (Sandal
+    0.83: shifted crops make sandals look like sneakers); 20 epochs with padding-2 crops 0.870."""
 
     classifier: str = "small_cnn"
-    reference_epochs: int = 10
+    reference_epochs: int = 15
+    reference_augment: bool = False
     cas_epochs: int = 8
     eval_per_class: int = 200
     guidance_scale: float | None = None
@@ -54,14 +60,15 @@ class QualityConfig:
 
 
 def train_reference_classifier(dataset: Dataset, config: QualityConfig) -> nn.Module:
-    """A ``config.classifier`` trained on the ``reference`` split (real, held out from S, test and audit)."""
+    """A ``config.classifier`` trained on the ``reference`` split (real, held out from S, test and audit), for
+    ``config.reference_epochs`` epochs, with the training augmentations only if ``config.reference_augment``."""
     reference = dataset.split("reference")
     if len(reference) == 0:
         raise ValueError("the data set has no reference split: the quality metrics need held-out real images")
     _, height, width, channels = dataset.images.shape
     model = build_classifier(config.classifier, dataset.num_classes, channels, height, seed=config.seed)
-    return fit_classifier(model, reference.images, reference.labels, TrainConfig(epochs=config.reference_epochs),
-                          seed=config.seed)
+    train_config = TrainConfig(epochs=config.reference_epochs, augment=config.reference_augment)
+    return fit_classifier(model, reference.images, reference.labels, train_config, seed=config.seed)
 
 
 def conditional_accuracy(classifier: nn.Module, images: np.ndarray, requested_labels: np.ndarray) -> float:

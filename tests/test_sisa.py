@@ -117,6 +117,35 @@ def test_corrupt_or_mismatched_checkpoint_is_refused(trained):
         trained.store.load(other)
 
 
+def test_forgetting_and_replenishing_in_one_retrain_equals_two_steps(train_set, tmp_path):
+    """``unlearn(ids, replacements=...)`` retrains once and lands on the weights of unlearn, add, train (and of a
+    from-scratch schedule on the new data)."""
+    toy = make_toy_dataset(per_class_train=(16, 16, 8, 8), seed=3).split("train")
+    new = toy.select(np.arange(len(toy)) < 4)
+    new = dataclasses.replace(new, manifest=new.manifest.assign(id=[f"new-{k}" for k in range(4)]))
+    one = SisaModel.create(train_set, tiny_config(), tmp_path / "one")
+    two = SisaModel.create(train_set, tiny_config(), tmp_path / "two")
+    one.train(), two.train()
+    rows = one.plan.live()
+    forget = rows[rows["slice"] == 0]["id"].tolist()[:4]
+    shards = [0, 0, 1, 1]
+
+    with pytest.raises(PlanError, match="already in the plan"):
+        one.unlearn(forget, replacements=train_set.select(np.arange(len(train_set)) < 1), replacement_shards=[0])
+    assert one.plan.live_ids() == two.plan.live_ids()  # the refused request changed nothing
+    report = one.unlearn(forget, replacements=new, replacement_shards=shards)
+    two.unlearn(forget)
+    two.add(new, shard_of=shards)
+    second = two.train()
+
+    assert report.shards_retrained == [0, 1] and second.shards_trained == [0, 1]
+    assert one.plan.live_ids() == two.plan.live_ids()
+    data = train_set.concat(new)
+    for shard in range(2):
+        assert same_weights(final_weights(one, shard), final_weights(two, shard))
+        assert same_weights(final_weights(one, shard), from_scratch_weights(one, data, shard))
+
+
 # unlearning ------------------------------------------------------------------------------------------------
 def test_unlearning_is_exact_and_leaves_other_shards_alone(trained, train_set):
     shard1_file = trained.store.path(trained.final_keys()[1])

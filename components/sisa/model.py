@@ -8,6 +8,7 @@ Typical use (the lead's loop, each iteration)::
     sisa.train()                                                   # retrains only the stale stages
     forget = sisa.sample_forget_set(original_ids, n_per_shard=..., order="last_slice_first", seed=it)
     report = sisa.unlearn(forget)                                  # UnlearnReport; report.exact from the audit
+    sisa.unlearn(forget, replacements=new, replacement_shards=shards)  # forget and replenish, one retrain
     sisa.ensemble().predict_proba(images)                          # (N, K)
 
 The state folder holds ``plan.csv`` (membership), ``sisa.json`` (config, model spec, classes) and
@@ -184,15 +185,18 @@ class SisaModel:
             into_last_slices: int = 1) -> list[int]:
         """Add new samples (e.g. synthetic) to the last slice(s); return the shards that became stale.
         Call ``train()`` to bring them up to date."""
+        self._check_new_samples(dataset)
+        rows = self.plan.add(dataset.ids, dataset.labels, shard_of, into_last_slices)
+        self._images.update(zip(dataset.ids, dataset.images))
+        self.save()
+        return sorted(set(rows["shard"].astype(int).tolist()))
+
+    def _check_new_samples(self, dataset: Dataset) -> None:
         if dataset.class_names != self.class_names:
             raise ValueError("the new samples use a different class list than the SISA model")
         if dataset.images.shape[1:] != (self.spec.image_size, self.spec.image_size, self.spec.in_channels):
             raise ValueError(f"new images have shape {dataset.images.shape[1:]}, the model takes "
                              f"{(self.spec.image_size, self.spec.image_size, self.spec.in_channels)}")
-        rows = self.plan.add(dataset.ids, dataset.labels, shard_of, into_last_slices)
-        self._images.update(zip(dataset.ids, dataset.images))
-        self.save()
-        return sorted(set(rows["shard"].astype(int).tolist()))
 
     def shard_task(self, shard: int, checkpoint_dir: str | os.PathLike | None = None) -> ShardTask:
         """The training task of one shard on its current live data."""
@@ -235,13 +239,19 @@ class SisaModel:
                             self.config.ray_address, progress=self.config.progress)
         return TrainReport(stale, sum(len(r.stages_trained) for r in results), time.perf_counter() - started, results)
 
-    def unlearn(self, ids: Sequence[str], audit: bool | None = None) -> UnlearnReport:
+    def unlearn(self, ids: Sequence[str], audit: bool | None = None, replacements: Dataset | None = None,
+                replacement_shards: Sequence[int] | None = None) -> UnlearnReport:
         """Forget ``ids`` exactly: retrain each holding shard from the checkpoint before its first affected slice.
 
         Validates everything before changing anything (unknown / repeated / already forgotten ids, deletion
         capacity, empty shards). Afterwards the forgotten images are dropped and every checkpoint that saw them
         is deleted. With ``audit`` (default ``config.audit_exactness``) one retrained shard is retrained from
         scratch and compared bit for bit: ``report.exact``. The caller decides whether a mismatch fails its step.
+
+        ``replacements`` (with ``replacement_shards``, one shard per row as in ``add``; without it, ``add``'s
+        balancing rule) join the last slice of their shards in the same retraining, so forgetting and
+        replenishing cost one retrain instead of two. The weights equal those of ``unlearn(ids)``,
+        ``add(replacements, replacement_shards)``, ``train()`` bit for bit.
         """
         started = time.perf_counter()
         ids = [str(i) for i in ids]
@@ -253,9 +263,17 @@ class SisaModel:
         stale = self.stale_shards()
         if stale:
             raise CheckpointError(f"shards {stale} are not trained on their current data: call train() before unlearn()")
+        replacing = replacements is not None and len(replacements) > 0
+        if replacing:
+            self._check_new_samples(replacements)
+            clash = set(replacements.ids) & set(self.plan.table["id"])
+            if clash:
+                raise PlanError(f"replacement id {sorted(clash)[0]!r} is already in the plan: new samples need new ids")
         self.plan.mark_deleted(ids)
         for i in ids:
             self._images.pop(i, None)
+        if replacing:
+            self.add(replacements, shard_of=replacement_shards)
         self.save()
         trained = self.train()
         keep = {key for s in range(self.config.num_shards) for key in self.shard_task_keys(s)}
