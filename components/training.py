@@ -42,7 +42,9 @@ class TrainConfig:
     batch_size=16). The minority (apparel) classes are what is lost.
 
     ``epochs`` passes over the data; ``optimizer`` is a key of ``OPTIMIZERS``; ``augment`` switches the flip + crop
-    augmentations on; ``num_threads`` pins torch's intra-op threads while training (None = leave as is).
+    augmentations on; ``num_threads`` pins torch's intra-op threads while training (None = leave as is);
+    ``class_weights`` (K,) weighs each class's cross-entropy (re-weighting, e.g. ``rebalancing_weights``; None =
+    unweighted).
     """
 
     epochs: int = 12
@@ -54,6 +56,7 @@ class TrainConfig:
     augment: bool = True
     crop_padding: int = 4
     num_threads: int | None = None
+    class_weights: tuple[float, ...] | None = None
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -64,11 +67,18 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        if self.class_weights is not None and (len(self.class_weights) == 0
+                                               or min(self.class_weights) <= 0):
+            raise ValueError(f"class_weights must be positive numbers, one per class, got {self.class_weights}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; known optimizers: {', '.join(sorted(OPTIMIZERS))}")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict; ``class_weights`` only when set (so unweighted checkpoint keys stay as they were)."""
+        values = asdict(self)
+        if values["class_weights"] is None:
+            values.pop("class_weights")
+        return values
 
 
 def _adam(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -81,6 +91,17 @@ def _sgd(params, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adam": _adam, "sgd": _sgd}
+
+
+def rebalancing_weights(labels: np.ndarray, target_counts: np.ndarray) -> tuple[float, ...]:
+    """Per-class loss weights (K,) under which ``labels`` (N,) weigh as much per class as ``target_counts`` (K,)
+    would unweighted: w_k = target_k / count_k, scaled so the weighted total equals N. Classes absent from
+    ``labels`` get weight 1 (they contribute nothing)."""
+    target = np.asarray(target_counts, dtype=np.float64)
+    counts = np.bincount(np.asarray(labels), minlength=len(target)).astype(np.float64)
+    weights = np.where(counts > 0, target / np.maximum(counts, 1), 1.0)
+    scale = counts.sum() / max(float((weights * counts).sum()), 1e-12)
+    return tuple(float(w * scale) for w in weights)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -169,6 +190,11 @@ def train_epochs(
     try:
         x_all = images_to_tensor(images)
         y_all = torch.from_numpy(labels.astype(np.int64))
+        weight = None
+        if config.class_weights is not None:
+            weight = torch.tensor(config.class_weights, dtype=torch.float32)
+            if labels.max() >= len(weight):
+                raise ValueError(f"class_weights has {len(weight)} entries but the labels go up to {labels.max()}")
         n = len(x_all)
         model.train()
         bar = tqdm(range(epochs), desc=description, disable=not progress, leave=False)
@@ -181,7 +207,7 @@ def train_epochs(
                 x = x_all[idx]
                 if config.augment:
                     x = augment_batch(x, generator, config.crop_padding)
-                loss = F.cross_entropy(model(x), y_all[idx])
+                loss = F.cross_entropy(model(x), y_all[idx], weight=weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -138,6 +138,15 @@ def current_training_set(original_train: Dataset, synthetic: Dataset, sisa: Sisa
     return everything.by_ids(sisa.plan.live_ids())
 
 
+def sampled_audit_config(audit: AuditConfig, size: int | None, available: int) -> AuditConfig:
+    """``audit`` on ``size`` members and as many non-members (all when ``size`` is None or >= ``available``),
+    keeping only the FPR levels the evaluation half can resolve (0.1% needs >= 1000 evaluation non-members)."""
+    if size is None or size >= available:
+        return audit
+    levels = tuple(level for level in audit.fpr_levels if level * size * (1 - audit.calibration_fraction) >= 1)
+    return dataclasses.replace(audit, sample_size=size, fpr_levels=levels or (0.1,))
+
+
 class ForgettingLoop:
     """The objects one step of Algorithm 2 works on, and the step itself (used by ``main`` and ``forget``).
 
@@ -197,14 +206,9 @@ class ForgettingLoop:
         return info, timings
 
     def iteration_audit_config(self) -> AuditConfig:
-        """The per-iteration audit: ``iteration_audit_size`` members and non-members, TPR at 1% FPR only (0.1%
-        needs >= 1000 evaluation non-members); the final audit uses every record and the full config."""
-        size = self.config.loop.iteration_audit_size
-        if size is None or size >= min(len(self.original_train), len(self.non_members)):
-            return self.config.audit
-        levels = tuple(level for level in self.config.audit.fpr_levels
-                       if level * size * (1 - self.config.audit.calibration_fraction) >= 1)
-        return dataclasses.replace(self.config.audit, sample_size=size, fpr_levels=levels or (0.1,))
+        """The per-iteration audit (``sampled_audit_config``); the final audit uses every record."""
+        return sampled_audit_config(self.config.audit, self.config.loop.iteration_audit_size,
+                                    min(len(self.original_train), len(self.non_members)))
 
     def final_audit(self, subsets: dict[str, list[str]] | None = None):
         """The full audit of the deployed ensemble: every original record against as many non-members; logged

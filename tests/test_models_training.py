@@ -8,7 +8,7 @@ import torch
 
 from components.models import CLASSIFIERS, build_classifier
 from components.training import (TrainConfig, apply_augmentation, fit_classifier, images_to_tensor, predict_logits,
-                                 predict_proba)
+                                 predict_proba, rebalancing_weights)
 
 FAST = TrainConfig(epochs=2, batch_size=8, augment=True, crop_padding=1, num_threads=1)
 
@@ -77,6 +77,33 @@ def test_small_cnn_learns_the_toy_classes(toy_dataset):
     fit_classifier(model, train.images, train.labels, config, seed=0)
     accuracy = np.mean(np.argmax(predict_proba(model, test.images), axis=1) == test.labels)
     assert accuracy >= 0.9
+
+
+def test_rebalancing_weights_give_each_class_its_target_mass():
+    labels = np.array([0] * 80 + [1] * 20 + [2] * 10)
+    weights = np.array(rebalancing_weights(labels, np.array([80, 60, 30])))
+    mass = weights * np.bincount(labels)
+    assert np.allclose(mass / mass.sum(), np.array([80, 60, 30]) / 170)
+    assert np.isclose(mass.sum(), len(labels))  # the weighted total stays N
+
+
+def test_class_weights_shift_the_classifier_towards_a_class(toy_dataset):
+    train, test = toy_dataset.split("train"), toy_dataset.split("test")
+
+    def predicted_share_of_class_3(weights):
+        config = TrainConfig(epochs=2, batch_size=8, augment=False, num_threads=1, class_weights=weights)
+        model = fit_classifier(build_classifier("small_cnn", 4, 1, 8, seed=0), train.images, train.labels, config,
+                               seed=0)
+        return np.mean(predict_logits(model, test.images).argmax(axis=1) == 3), model
+
+    plain_share, plain = predicted_share_of_class_3(None)
+    ones_share, ones = predicted_share_of_class_3((1.0, 1.0, 1.0, 1.0))
+    heavy_share, _ = predicted_share_of_class_3((1.0, 1.0, 1.0, 50.0))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain.state_dict().values(), ones.state_dict().values()))
+    assert heavy_share > plain_share
+    assert "class_weights" not in TrainConfig().as_dict()  # unweighted checkpoint keys are unchanged
+    with pytest.raises(ValueError, match="positive"):
+        TrainConfig(class_weights=(1.0, 0.0)).validate()
 
 
 def test_predictions_are_batched_softmax_of_the_model(toy_dataset):

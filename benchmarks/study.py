@@ -1,0 +1,313 @@
+"""The results study behind ``docs/results.md``: the default pipeline at several seeds, plus its baselines.
+
+    python -m benchmarks.study --seeds 0 1 2 --parallel 3    # about 70 min on 2 CPU cores, then the report
+    python -m benchmarks.study_report                        # rewrite docs/results.md from the saved results
+
+Per seed s, in its own process, its own MLflow store and its own working folder ``results/study/seed-<s>/``:
+
+1. ``run_pipeline`` (what ``mlflow run .`` runs) with every seed set to s (data split, generator, augmentation,
+   SISA, audit), 10 iterations at forget rate 0.1 and no early stop (``convergence_patience=0``), the serial SISA
+   executor with one thread per process (so parallel seeds share the cores evenly).
+2. On the same data and SISA configuration, four models trained from scratch and audited exactly like one
+   iteration of the loop (``iteration_audit_size`` members and as many non-members, the same reference model):
+   - ``biased``: S as it is (the paper's model trained on the original data, no unlearning);
+   - ``reweighted``: S with class weights that give each class the mass it has in S* (the target of Alg. 1);
+   - ``oversampled``: S* 's class counts filled with repeated real images instead of synthetic ones;
+   - ``debiased``: S* = S plus the synthetic images (original + synthetic, no unlearning). It is the pipeline's
+     iteration-0 model, retrained: its test accuracy must equal the pipeline's, which the study checks.
+   For these the oracle success (best threshold chosen on the evaluation set itself, the paper's protocol) is
+   kept next to the calibrated one.
+3. ``docs/results/seed-<s>.json`` gets everything the page shows; the pipeline's figures (distributions, sample
+   grid, confusion matrices) are copied to ``docs/results/figures/seed-<s>/``.
+
+A seed whose JSON exists is skipped (``--force`` reruns it); a crashed pipeline run resumes from its last
+finished iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+WORK_DIR = ROOT / "results" / "study"
+RESULTS_DIR = ROOT / "docs" / "results"
+SHOWN_ATTACKS = ("mloss", "mmean", "moments", "rmia")
+SHOWN_METRICS = ("success", "auc", "tpr_at_1pct_fpr")
+BASELINES = ("biased", "reweighted", "oversampled", "debiased")
+PIPELINE_FIGURES = ("figures/distribution_before.png", "figures/distribution_after.png",
+                    "figures/confusion_biased.png", "figures/confusion_debiased.png",
+                    "figures/table_I_iterations.png", "figures/attack_vs_forgotten.png", "figures/roc_all.png")
+
+
+def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float):
+    """The default ``PipelineConfig`` with every seed set to ``seed``, no early stop, state under ``seed_dir``."""
+    from pipelines.config import PipelineConfig
+
+    base = PipelineConfig()
+    replace = dataclasses.replace
+    return replace(
+        base, data=replace(base.data, seed=seed), generator=replace(base.generator, seed=seed),
+        augment=replace(base.augment, seed=seed), audit=replace(base.audit, seed=seed),
+        sisa=replace(base.sisa, seed=seed, executor="serial"),
+        loop=replace(base.loop, iterations=iterations, forget_rate=forget_rate, convergence_patience=0),
+        gate=replace(base.gate, model_name="fairforget-study"),
+        data_dir=str(seed_dir / "data"), outputs_dir=str(seed_dir / "outputs"))
+
+
+def oracle_success(fpr, tpr) -> float:
+    """The best balanced accuracy over every threshold of an evaluation ROC curve: success when the threshold is
+    fitted on the data it is measured on (the paper's protocol; an upper bound of the calibrated figure)."""
+    import numpy as np
+
+    return float(np.max((np.asarray(tpr) + 1.0 - np.asarray(fpr)) / 2.0))
+
+
+def oversampled_training_set(train, target_counts):
+    """``train`` with each class filled up to ``target_counts[k]`` rows by repeating its images in a fixed cycle
+    (id order); the copies get ids ``<id>~copy<n>`` so the SISA plan can hold them next to the originals."""
+    import numpy as np
+
+    out = train
+    for label, target in enumerate(target_counts):
+        rows = np.flatnonzero(train.labels == label)
+        missing = int(target) - len(rows)
+        if missing <= 0 or len(rows) == 0:
+            continue
+        picks = rows[np.arange(missing) % len(rows)]
+        manifest = train.manifest.iloc[picks].reset_index(drop=True)
+        manifest["id"] = [f"{i}~copy{n}" for n, i in enumerate(manifest["id"])]
+        out = out.concat(dataclasses.replace(train, manifest=manifest, images=train.images[picks]))
+    return out
+
+
+def audit_baselines(config, dataset, augmented, seed_dir: Path) -> dict:
+    """Train and audit the four comparison models (module docstring, step 2); returns name -> results."""
+    import numpy as np
+
+    from components.mia.protocol import audit_membership, split_audit_pool
+    from components.mia.reference import train_reference_models
+    from components.sisa.model import SisaModel
+    from components.training import rebalancing_weights
+    from pipelines.loop import evaluate_ensemble, sampled_audit_config
+
+    original, test = dataset.split("train"), dataset.split("test")
+    debiased_train = augmented.split("train")
+    target_counts = np.bincount(debiased_train.labels, minlength=dataset.num_classes)
+    reference_half, non_members = split_audit_pool(dataset.split("audit"), seed=config.audit.seed)
+    references = train_reference_models(reference_half, num_models=1, train_config=config.sisa.train,
+                                        model_name=config.sisa.classifier, seed=config.audit.seed)
+    audit_config = sampled_audit_config(config.audit, config.loop.iteration_audit_size,
+                                        min(len(original), len(non_members)))
+    weights = rebalancing_weights(original.labels, target_counts)
+    setups = {
+        "biased": (original, config.sisa),
+        "reweighted": (original, dataclasses.replace(config.sisa, train=dataclasses.replace(
+            config.sisa.train, class_weights=weights))),
+        "oversampled": (oversampled_training_set(original, target_counts), config.sisa),
+        "debiased": (debiased_train, config.sisa),
+    }
+    results = {}
+    for name, (train_set, sisa_config) in setups.items():
+        started = time.perf_counter()
+        folder = seed_dir / "baselines" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        model = SisaModel.create(train_set, sisa_config, folder)
+        model.train()
+        ensemble = model.ensemble()
+        fairness, retain = evaluate_ensemble(ensemble, test, train_set)
+        report = audit_membership(ensemble.predict_proba, original, non_members, config=audit_config,
+                                  reference_predicts=references)
+        attacks = {}
+        for attack, result in report.results["all"].items():
+            attacks[attack] = {metric: estimate.value for metric, estimate in result.estimates.items()}
+            attacks[attack]["oracle_success"] = oracle_success(result.fpr, result.tpr)
+        results[name] = {
+            "train_size": len(train_set), "class_counts": np.bincount(train_set.labels,
+                                                                      minlength=dataset.num_classes).tolist(),
+            "metrics": {**fairness.metrics(), "acc/retain": retain},
+            "confusion": np.asarray(fairness.confusion).tolist(), "attacks": attacks,
+            "max_success": report.max_success(), "chance_bound": report.chance_bound["all"],
+            "member_accuracy": report.member_accuracy, "non_member_accuracy": report.non_member_accuracy,
+            "seconds": time.perf_counter() - started}
+        if name == "reweighted":
+            results[name]["class_weights"] = list(weights)
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"baseline {name}: acc/test {fairness.accuracy:.4f}, worst class {fairness.worst_class:.4f}, "
+              f"max attack success {report.max_success():.4f}", flush=True)
+    return results
+
+
+def pipeline_results(run_id: str) -> dict:
+    """Per-iteration metrics of the parent run, its final metrics, and the generator and validation runs."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    wanted = [k for k in run.data.metrics if k.startswith(("acc/", "fair/", "data/", "time/", "bias/", "unlearn/",
+                                                           "augment/"))]
+    wanted += [f"mia/{a}/{m}" for a in SHOWN_ATTACKS for m in SHOWN_METRICS]
+    wanted += ["mia/max_success", "mia/chance_success_high", "mia/forgotten/max_success",
+               "mia/forgotten/chance_success_high", "mia/accuracy_gap"]
+    iterations: dict[int, dict] = {}
+    for key in wanted:
+        for point in client.get_metric_history(run_id, key):
+            iterations.setdefault(point.step, {})[key] = point.value
+    experiment = run.info.experiment_id
+    children = {r.data.tags.get("step"): r for r in mlflow.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}'", output_format="list")}
+    generator = mlflow.search_runs([experiment], filter_string="tags.step = 'train_generator'",
+                                   output_format="list", max_results=1)[0]
+    validate = children.get("validate")
+    return {"run_id": run_id, "iterations": [{"iteration": k, **v} for k, v in sorted(iterations.items())],
+            "final": {k: v for k, v in run.data.metrics.items() if k.startswith(("final/", "debiased/", "before/"))},
+            "generator": {k: v for k, v in generator.data.metrics.items() if k.startswith("generator/")},
+            "generator_run_id": generator.info.run_id,
+            "validate": dict(validate.data.metrics) if validate else {}}
+
+
+def copy_figures(run_id: str, generator_run_id: str, destination: Path) -> None:
+    import mlflow
+
+    destination.mkdir(parents=True, exist_ok=True)
+    for run, path in [(run_id, p) for p in PIPELINE_FIGURES] + [(generator_run_id, "generator/sample_grid.png")]:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run, artifact_path=path)
+        except Exception as error:  # a figure missing from an older run is reported, not fatal
+            print(f"figure {path} of run {run} not found: {error}", flush=True)
+            continue
+        shutil.copy2(local, destination / Path(path).name)
+
+
+def run_seed(seed: int, iterations: int, forget_rate: float) -> Path:
+    """Steps 1-3 of the module docstring for one seed, in ``results/study/seed-<seed>``; returns the JSON."""
+    seed_dir = WORK_DIR / f"seed-{seed}"
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{seed_dir / 'mlflow.db'}"
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    import torch
+
+    torch.set_num_threads(1)
+    config = study_config(seed, seed_dir, iterations, forget_rate)
+    record = study_one_config(config, seed_dir, RESULTS_DIR / "figures" / f"seed-{seed}")
+    record["seed"] = seed
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    target = RESULTS_DIR / f"seed-{seed}.json"
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    tmp.replace(target)
+    print(f"seed {seed}: wrote {target.relative_to(ROOT)} (pipeline {record['pipeline_seconds'] / 60:.1f} min)",
+          flush=True)
+    return target
+
+
+def study_one_config(config, work_dir: Path, figures_dir: Path | None) -> dict:
+    """Run (or, once finished, reuse) the pipeline for ``config``, then the baselines; return the record.
+
+    The finished pipeline run's id is kept in ``work_dir/pipeline_run.json``, so a crash in the baselines reruns
+    only them; a crash inside the pipeline resumes it from its last finished iteration."""
+    import mlflow
+
+    from components.dataset import load_dataset
+    from pipelines.main import run_pipeline
+    from pipelines.tracking import configure_tracking
+
+    configure_tracking()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    marker = work_dir / "pipeline_run.json"
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        summary, pipeline_seconds = done["summary"], done["seconds"]
+        print(f"pipeline run {summary['run_id']} already finished; reusing it", flush=True)
+    else:
+        started = time.perf_counter()
+        summary = run_pipeline(config, resume=True)
+        pipeline_seconds = time.perf_counter() - started
+        marker.write_text(json.dumps({"summary": summary, "seconds": pipeline_seconds}, default=str))
+    assert mlflow.MlflowClient().get_run(summary["run_id"]).info.status == "FINISHED"
+    results = pipeline_results(summary["run_id"])
+    data_dir = Path(config.data_dir)
+    state_dir = Path(config.outputs_dir) / config.state_key() / summary["run_id"]
+    dataset, augmented = load_dataset(data_dir), load_dataset(state_dir / "augmented")
+    started = time.perf_counter()
+    baselines = audit_baselines(config, dataset, augmented, work_dir)
+    pipeline_debiased = results["iterations"][0]["acc/test"]
+    if abs(baselines["debiased"]["metrics"]["acc/test"] - pipeline_debiased) > 1e-9:
+        raise RuntimeError(f"the retrained debiased model ({baselines['debiased']['metrics']['acc/test']}) differs "
+                           f"from the pipeline's iteration 0 ({pipeline_debiased}): training is not reproducible")
+    if figures_dir is not None:
+        copy_figures(summary["run_id"], results["generator_run_id"], figures_dir)
+    return {"config": dataclasses.asdict(config), "summary": summary, "pipeline_seconds": pipeline_seconds,
+            "baseline_seconds": time.perf_counter() - started, "class_names": dataset.class_names,
+            "superclass_of": dataset.superclass_of, "machine": machine_description(), "baselines": baselines,
+            **results}
+
+
+def machine_description() -> dict:
+    import platform
+
+    import torch
+
+    return {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--parallel", type=int, default=3, help="seeds run at once, one process each")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--forget-rate", type=float, default=0.1)
+    parser.add_argument("--force", action="store_true", help="rerun seeds whose results exist")
+    parser.add_argument("--one-seed", type=int, default=None, help=argparse.SUPPRESS)  # a worker process
+    args = parser.parse_args(argv)
+    if args.one_seed is not None:
+        run_seed(args.one_seed, args.iterations, args.forget_rate)
+        return 0
+    pending = [s for s in args.seeds if args.force or not (RESULTS_DIR / f"seed-{s}.json").is_file()]
+    skipped = sorted(set(args.seeds) - set(pending))
+    if skipped:
+        print(f"seeds {skipped} already have results (use --force to rerun them)")
+    started = time.perf_counter()
+    running: list[tuple[int, subprocess.Popen]] = []
+    failed = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            seed = pending.pop(0)
+            log_path = WORK_DIR / f"seed-{seed}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, "-m", "benchmarks.study", "--one-seed", str(seed), "--iterations",
+                       str(args.iterations), "--forget-rate", str(args.forget_rate)]
+            print(f"seed {seed}: started, log in {log_path.relative_to(ROOT)}", flush=True)
+            running.append((seed, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_path.open("w"),
+                                                   stderr=subprocess.STDOUT)))
+        time.sleep(5)
+        for seed, process in list(running):
+            if process.poll() is not None:
+                running.remove((seed, process))
+                status = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode}; see the log)"
+                print(f"seed {seed}: {status} after {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+                if process.returncode:
+                    failed.append(seed)
+    if failed:
+        print(f"seeds {failed} failed; rerun the same command to resume them")
+        return 1
+    from benchmarks.study_report import write_report
+
+    print(f"wrote {write_report().relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

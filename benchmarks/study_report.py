@@ -1,0 +1,365 @@
+"""Write ``docs/results.md`` and its figures from the study's saved results (``docs/results/seed-<s>.json``).
+
+    python -m benchmarks.study_report            # after ``python -m benchmarks.study``
+
+Every number is the mean over the seeds with the half-width of its 95% Student-t interval (n - 1 degrees of
+freedom); with one seed the interval is not shown. The hand-written parts (how we differ from the paper, the
+performance figures of the other benchmarks, CIFAR-10 and CelebA) come from ``docs/results/notes.md`` and are
+appended as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+RESULTS_DIR = ROOT / "docs" / "results"
+PAGE = ROOT / "docs" / "results.md"
+ATTACK_LABELS = {"mloss": "M-Loss", "mmean": "M-Mean", "moments": "Moments", "rmia": "RMIA"}
+METRIC_LABELS = {"success": "success", "auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR"}
+MODEL_LABELS = {"biased": "biased S (no unlearning)", "reweighted": "biased S, class re-weighting",
+                "oversampled": "biased S, oversampling (repeated real images)",
+                "debiased": "S* = S + synthetic (no unlearning)"}
+
+
+def load_records(folder: Path = RESULTS_DIR) -> list[dict]:
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("seed-*.json"))]
+    if not records:
+        raise FileNotFoundError(f"no results in {folder}: run `python -m benchmarks.study` first")
+    return records
+
+
+def interval(values) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval); half-width nan for fewer than two finite values."""
+    from scipy import stats
+
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def fmt(values, digits: int = 3) -> str:
+    mean, half = interval(values)
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" if not np.isfinite(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def superclass_names(record: dict) -> tuple[str, str]:
+    """(majority, minority) superclass names of the study's data."""
+    data = record["config"]["data"]
+    names = sorted(set(record["superclass_of"].values()))
+    majority = data.get("majority_superclass") or ("accessories" if "accessories" in names else names[0])
+    minority = next(n for n in names if n != majority)
+    return majority, minority
+
+
+def iteration_values(records: list[dict], iteration: int, key: str) -> list[float]:
+    out = []
+    for record in records:
+        rows = [r for r in record["iterations"] if r["iteration"] == iteration]
+        out.append(rows[0].get(key) if rows else None)
+    return out
+
+
+def iteration_seconds(row: dict) -> float:
+    return sum(v for k, v in row.items() if k.startswith("time/") and k != "time/total_s")
+
+
+# sections --------------------------------------------------------------------------------------------------
+def section_bias(records: list[dict]) -> str:
+    before = [r["validate"].get("bias/kl/superclass") for r in records]
+    loss_before = [r["validate"].get("bias/loss") for r in records]
+    after = [r["final"].get("debiased/bias/kl/superclass") for r in records]
+    loss_after = [r["final"].get("debiased/bias/loss") for r in records]
+    added = iteration_values(records, 0, "data/size")
+    original = [r["baselines"]["biased"]["train_size"] for r in records]
+    rows = [["before (S)", fmt(before, 4), fmt(loss_before, 4), fmt(original, 0)],
+            ["after Algorithm 1 (S*)", fmt(after, 4), fmt(loss_after, 4), fmt(added, 0)]]
+    return "\n".join([
+        "## 1. Bias before and after augmentation (paper Figs. 6 and 8)", "",
+        table(["training set", "superclass KL(D‖P)", "L̂", "images"], rows), "",
+        "![distributions before](results/figures/seed-0/distribution_before.png)",
+        "![distributions after](results/figures/seed-0/distribution_after.png)", ""])
+
+
+def accuracy_rows(records: list[dict], minority: str, majority: str) -> list[list[str]]:
+    rows = []
+    for name, label in MODEL_LABELS.items():
+        metrics = [r["baselines"][name]["metrics"] for r in records]
+        rows.append([label] + [fmt([m.get(k) for m in metrics]) for k in
+                               ("acc/test", f"acc/{minority}", f"acc/{majority}", "acc/worst_class",
+                                "fair/superclass_gap")])
+    last = max(r["iteration"] for r in records[0]["iterations"])
+    rows.append([f"S* after {last} unlearning iterations (deployed)"] + [
+        fmt(iteration_values(records, last, k)) for k in
+        ("acc/test", f"acc/{minority}", f"acc/{majority}", "acc/worst_class", "fair/superclass_gap")])
+    return rows
+
+
+def section_fairness(records: list[dict], figures: Path) -> str:
+    majority, minority = superclass_names(records[0])
+    classes = records[0]["class_names"]
+    header = ["model", "test accuracy", f"{minority} (minority)", f"{majority}", "worst class", "superclass gap"]
+    per_class_header = ["class"] + [name for name in MODEL_LABELS]
+    per_class_rows = []
+    for k, cls in enumerate(classes):
+        row = [cls]
+        for name in MODEL_LABELS:
+            row.append(fmt([np.diag(np.asarray(r["baselines"][name]["confusion"], float))[k] /
+                            max(np.asarray(r["baselines"][name]["confusion"], float)[k].sum(), 1) for r in records]))
+        per_class_rows.append(row)
+    plot_confusions(records[0], figures / "confusions_seed0.png")
+    sisa = records[0]["config"]["sisa"]
+    return "\n".join([
+        "## 2. Debiasing and the minority superclass (paper Figs. 7 and 9)", "",
+        f"The same SISA ensemble ({sisa['num_shards']} shards x {sisa['num_slices']} slices, {sisa['classifier']}) "
+        "trained from scratch on each training set, tested on the balanced test split. Re-weighting and oversampling aim at the same class mass as S* (the target of "
+        "Algorithm 1); oversampling repeats real minority images where S* has synthetic ones.", "",
+        table(header, accuracy_rows(records, minority, majority)), "",
+        "Per-class test accuracy:", "", table(per_class_header, per_class_rows), "",
+        "![confusion matrices](results/figures/confusions_seed0.png)", ""])
+
+
+def section_unlearning(records: list[dict], figures: Path) -> str:
+    majority, minority = superclass_names(records[0])
+    iterations = sorted({row["iteration"] for row in records[0]["iterations"]})
+    rows = []
+    for it in iterations:
+        seconds = []
+        for record in records:
+            match = [r for r in record["iterations"] if r["iteration"] == it]
+            seconds.append(iteration_seconds(match[0]) if match and it > 0 else None)
+        originals = iteration_values(records, it, "data/original_fraction")
+        forgotten = iteration_values(records, it, "data/forgotten_fraction")
+        rows.append([str(it), fmt(forgotten, 2), fmt(originals, 3), fmt(iteration_values(records, it, "acc/retain")),
+                     fmt(iteration_values(records, it, "acc/test")),
+                     fmt(iteration_values(records, it, f"acc/{minority}")),
+                     fmt(iteration_values(records, it, "acc/worst_class")),
+                     fmt(seconds, 0) if it > 0 else "–"])
+    plot_iterations(records, iterations, minority, figures / "table_I.png")
+    return "\n".join([
+        "## 3. Accuracy under unlearning (paper Table I)", "",
+        f"{len(iterations) - 1} iterations at forget rate {records[0]['config']['loop']['forget_rate']}: each removes "
+        "that fraction of the original records (SISA exact unlearning) and adds as many synthetic ones "
+        "(replenishment keeps S balanced), in one retraining of the affected shards. Time per iteration: "
+        "unlearning + replenishment + evaluation + the per-iteration audit, with the seeds sharing the cores "
+        "(see the head of the page).", "",
+        table(["iteration", "originals forgotten", "original fraction of S", "retain accuracy", "test accuracy",
+               f"{minority}", "worst class", "seconds"], rows), "",
+        "![accuracy per iteration](results/figures/table_I.png)", ""])
+
+
+def section_privacy(records: list[dict], figures: Path) -> str:
+    config = records[0]["config"]
+    last = max(r["iteration"] for r in records[0]["iterations"])
+    attacks = [a for a in ATTACK_LABELS if f"mia/{a}/success" in records[0]["iterations"][0]]
+    columns = [(MODEL_LABELS[name], name) for name in MODEL_LABELS] + [(f"S* after {last} iterations", None)]
+    metric_tables = []
+    for metric, label in METRIC_LABELS.items():
+        rows = []
+        for attack in attacks:
+            row = [ATTACK_LABELS[attack]]
+            for _, name in columns:
+                values = ([r["baselines"][name]["attacks"][attack].get(metric) for r in records] if name else
+                          iteration_values(records, last, f"mia/{attack}/{metric}"))
+                row.append(fmt(values))
+            rows.append(row)
+        metric_tables += [f"**{label}**", "", table(["attack"] + [c for c, _ in columns], rows), ""]
+    oracle_rows = []
+    for attack in attacks:
+        row = [ATTACK_LABELS[attack]]
+        for name in MODEL_LABELS:
+            row.append(f"{fmt([r['baselines'][name]['attacks'][attack]['success'] for r in records])} / "
+                       f"{fmt([r['baselines'][name]['attacks'][attack]['oracle_success'] for r in records])}")
+        oracle_rows.append(row)
+    final = [[label, fmt([r["final"].get(key) for r in records])] for label, key in (
+        ("strongest attack success, all originals", "final/mia/max_success"),
+        ("chance bound, all originals", "final/mia/chance_success_high"),
+        ("strongest attack success, forgotten originals", "final/mia/forgotten/max_success"),
+        ("chance bound, forgotten originals", "final/mia/forgotten/chance_success_high"),
+        ("member minus non-member accuracy", "final/mia/accuracy_gap"))]
+    gaps = [[MODEL_LABELS[name], fmt([r["baselines"][name]["member_accuracy"] - r["baselines"][name][
+        "non_member_accuracy"] for r in records])] for name in MODEL_LABELS]
+    plot_privacy(records, attacks, figures / "fig12_attacks.png")
+    size = config["loop"]["iteration_audit_size"]
+    half = round(size * (1 - config["audit"]["calibration_fraction"])) if size else None
+    return "\n".join([
+        "## 4. Privacy: membership inference against the fraction forgotten (paper Fig. 12)", "",
+        f"Members: every original training record (forgotten ones included); non-members: the held-out audit "
+        f"half. Each audit draws {size} members and {size} non-members, fits thresholds on one part and measures "
+        f"on the other ({half} + {half}), {config['audit']['num_augmentations']} fixed augmentations per image, "
+        "RMIA with one reference model. Chance: success 0.5, AUC 0.5, TPR 0.01 at 1% FPR. The baseline models "
+        "are audited exactly like an iteration of the loop.", "",
+        *metric_tables,
+        "![attacks against the fraction forgotten](results/figures/fig12_attacks.png)", "",
+        "Success as fairforget reports it (thresholds fitted on the calibration part) / with the paper's oracle "
+        "protocol (the best threshold chosen on the evaluation set itself, an optimistic bias):", "",
+        table(["attack"] + list(MODEL_LABELS.values()), oracle_rows), "",
+        "Train/test gap of each model (accuracy on the un-augmented members minus non-members):", "",
+        table(["model", "accuracy gap"], gaps), "",
+        f"Final full audit of the deployed model (all {records[0]['baselines']['biased']['train_size']} originals "
+        "against as many non-members, half for calibration):", "",
+        table(["figure", "value"], final), ""])
+
+
+def section_generator(records: list[dict]) -> str:
+    keys = [("conditional accuracy (judge: reference classifier)", "generator/conditional_accuracy", 3),
+            ("judge's accuracy on real test images", "generator/reference_classifier_test_accuracy", 3),
+            ("CAS (trained on synthetic only)", "generator/cas", 3),
+            ("same classifier on as many real images", "generator/cas_real_baseline", 3),
+            ("CAS ratio", "generator/cas_ratio", 3), ("FID (reference-classifier features)", "generator/fid", 2),
+            ("FID real vs real", "generator/fid_real_vs_real", 2), ("KID", "generator/kid", 3),
+            ("near-copy fraction (d1/d2 < 1/3)", "generator/near_copy_fraction", 4),
+            ("near-copy fraction of real test images", "generator/near_copy_fraction_real_test", 4),
+            ("training seconds (autoencoder + denoiser)", "generator/train_seconds", 0)]
+    rows = [[label, fmt([r["generator"].get(key) for r in records], digits)] for label, key, digits in keys]
+    classes = records[0]["class_names"]
+    per_class = [[cls, fmt([r["generator"].get(f"generator/conditional_accuracy/{cls}") for r in records])]
+                 for cls in classes]
+    return "\n".join([
+        "## 5. The generator", "",
+        "Latent diffusion on the CPU (conv autoencoder to 32 numbers + MLP denoiser, diffusers DDPM/DDIM, "
+        "classifier-free guidance 3), trained on the real images of S only. See docs/generator.md.", "",
+        table(["figure", "value"], rows), "", "Conditional accuracy per class:", "",
+        table(["class", "conditional accuracy"], per_class), "",
+        "![sample grid](results/figures/seed-0/sample_grid.png)", ""])
+
+
+# figures ---------------------------------------------------------------------------------------------------
+def plot_confusions(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = record["class_names"]
+    fig, axes = plt.subplots(1, len(MODEL_LABELS), figsize=(4.2 * len(MODEL_LABELS), 4.4))
+    for ax, (name, label) in zip(axes, MODEL_LABELS.items()):
+        confusion = np.asarray(record["baselines"][name]["confusion"], float)
+        rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(classes)), classes, fontsize=6)
+        for i in range(len(classes)):
+            ax.text(i, i, f"{rates[i, i]:.2f}", ha="center", va="center", fontsize=5,
+                    color="white" if rates[i, i] > 0.5 else "black")
+    fig.suptitle(f"Test confusion (row-normalised), seed {record['seed']}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _band(ax, x, values, label, color=None):
+    stats = [interval(v) for v in values]
+    mean = np.array([s[0] for s in stats])
+    half = np.nan_to_num(np.array([s[1] for s in stats]))
+    line, = ax.plot(x, mean, marker="o", markersize=3, label=label, color=color)
+    ax.fill_between(x, mean - half, mean + half, alpha=0.2, color=line.get_color())
+
+
+def plot_iterations(records, iterations, minority, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    x = [np.mean([v for v in iteration_values(records, it, "data/forgotten_fraction") if v is not None])
+         for it in iterations]
+    for key, label in (("acc/retain", "retain"), ("acc/test", "test"), (f"acc/{minority}", f"test, {minority}"),
+                       ("acc/worst_class", "test, worst class")):
+        _band(ax, x, [iteration_values(records, it, key) for it in iterations], label)
+    ax.set_xlabel("fraction of the original records forgotten")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Accuracy under unlearning, mean and 95% interval over {len(records)} seeds", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_privacy(records, attacks, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    iterations = sorted({row["iteration"] for row in records[0]["iterations"]})
+    x = [np.mean([v for v in iteration_values(records, it, "data/forgotten_fraction") if v is not None])
+         for it in iterations]
+    fig, axes = plt.subplots(1, len(METRIC_LABELS), figsize=(4.3 * len(METRIC_LABELS), 3.6))
+    for ax, (metric, label) in zip(axes, METRIC_LABELS.items()):
+        for attack in attacks:
+            _band(ax, x, [iteration_values(records, it, f"mia/{attack}/{metric}") for it in iterations],
+                  ATTACK_LABELS[attack])
+        for name, style in (("biased", ":"), ("oversampled", "-.")):
+            best = max(interval([r["baselines"][name]["attacks"][a].get(metric) for r in records])[0] for a in attacks)
+            ax.axhline(best, linestyle=style, color="grey", label=f"{name} model, strongest")
+        ax.axhline(0.01 if metric.startswith("tpr") else 0.5, color="black", linewidth=0.6, label="chance")
+        ax.set_xlabel("fraction of the original records forgotten")
+        ax.set_title(label, fontsize=9)
+    axes[0].legend(fontsize=6)
+    fig.suptitle(f"Membership inference against the unlearning loop (x = 0: S*, no unlearning), "
+                 f"{len(records)} seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# the page --------------------------------------------------------------------------------------------------
+def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
+    records = load_records(folder)
+    figures = folder / "figures"
+    seeds = [r["seed"] for r in records]
+    machine = records[0]["machine"]
+    hardware = f"GPU {machine['gpu']}" if machine.get("gpu") else f"{machine['cpus']} CPU cores, no GPU"
+    minutes = [r["pipeline_seconds"] / 60 for r in records]
+    head = "\n".join([
+        "# Results", "",
+        "fairforget's default study: Fashion-MNIST with an 80/20 accessories/apparel bias in the private training "
+        "set S (4000 images), the guided diffusion generator, SISA unlearning of the originals, membership-"
+        "inference audits. Generated by `python -m benchmarks.study` (all seeds, then this page) or "
+        "`python -m benchmarks.study_report` (this page from the saved `docs/results/seed-*.json`).", "",
+        f"- Seeds: {', '.join(map(str, seeds))}; every seed of the run (data split, generator, SISA, audit) is the "
+        "study seed. Numbers are mean ± half-width of the 95% Student-t interval over the seeds.",
+        f"- Machine: {hardware}, torch {machine['torch']}, Python {machine['python']}. The seeds ran in "
+        "parallel, one process and one thread each, so wall times are those of one core shared with the other "
+        "runs.",
+        f"- Wall time of one seed's pipeline (prepare, validate, generator training and evaluation, "
+        f"augmentation, both SISA models, {max(r['iteration'] for r in records[0]['iterations'])} iterations, "
+        f"final audit, registry): {fmt(minutes, 1)} min; the baselines: "
+        f"{fmt([r['baseline_seconds'] / 60 for r in records], 1)} min more.", ""])
+    sections = [head, section_bias(records), section_fairness(records, figures), section_unlearning(records, figures),
+                section_privacy(records, figures), section_generator(records)]
+    notes = folder / "notes.md"
+    if notes.is_file():
+        sections.append(notes.read_text())
+    text = "\n".join(sections).rstrip() + "\n"
+    tmp = page.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(page)
+    return page
+
+
+if __name__ == "__main__":
+    print(write_report())
