@@ -2,6 +2,8 @@
 
     python -m benchmarks.study --seeds 0 1 2 --parallel 3    # about 70 min on 2 CPU cores, then the report
     python -m benchmarks.study_report                        # rewrite docs/results.md from the saved results
+    python -m benchmarks.study --dataset cifar10 --source-dir ~/data/cifar10 --classifier resnet18 \
+        --results-dir docs/results/cifar10                   # the same study on another data set (GPU advised)
 
 Per seed s, in its own process, its own MLflow store and its own working folder ``results/study/seed-<s>/``:
 
@@ -50,14 +52,20 @@ PIPELINE_FIGURES = ("figures/distribution_before.png", "figures/distribution_aft
                     "figures/table_I_iterations.png", "figures/attack_vs_forgotten.png", "figures/roc_all.png")
 
 
-def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float):
-    """The default ``PipelineConfig`` with every seed set to ``seed``, no early stop, state under ``seed_dir``."""
+def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float, dataset: str = "fashion_mnist",
+                 source_dir: str | None = None, classifier: str | None = None, train_size: int | None = None):
+    """The default ``PipelineConfig`` with every seed set to ``seed``, no early stop, state under ``seed_dir``;
+    optionally another data set (``dataset``, ``source_dir``, ``train_size``) and classifier."""
     from pipelines.config import PipelineConfig
 
     base = PipelineConfig()
     replace = dataclasses.replace
+    data = replace(base.data, seed=seed, dataset=dataset, source_dir=source_dir or None,
+                   **({"train_size": train_size} if train_size else {}))
+    sisa = replace(base.sisa, classifier=classifier) if classifier else base.sisa
+    base = replace(base, sisa=sisa)
     return replace(
-        base, data=replace(base.data, seed=seed), generator=replace(base.generator, seed=seed),
+        base, data=data, generator=replace(base.generator, seed=seed),
         augment=replace(base.augment, seed=seed), audit=replace(base.audit, seed=seed),
         sisa=replace(base.sisa, seed=seed, executor="serial"),
         loop=replace(base.loop, iterations=iterations, forget_rate=forget_rate, convergence_patience=0),
@@ -189,24 +197,26 @@ def copy_figures(run_id: str, generator_run_id: str, destination: Path) -> None:
         shutil.copy2(local, destination / Path(path).name)
 
 
-def run_seed(seed: int, iterations: int, forget_rate: float) -> Path:
-    """Steps 1-3 of the module docstring for one seed, in ``results/study/seed-<seed>``; returns the JSON."""
-    seed_dir = WORK_DIR / f"seed-{seed}"
+def run_seed(seed: int, iterations: int, forget_rate: float, work_dir: Path = WORK_DIR,
+             results_dir: Path = RESULTS_DIR, **data_options) -> Path:
+    """Steps 1-3 of the module docstring for one seed, in ``<work_dir>/seed-<seed>``; returns the JSON written to
+    ``results_dir``. ``data_options``: ``study_config``'s dataset, source_dir, classifier, train_size."""
+    seed_dir = work_dir / f"seed-{seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{seed_dir / 'mlflow.db'}"
     os.environ.pop("MLFLOW_RUN_ID", None)
     import torch
 
     torch.set_num_threads(1)
-    config = study_config(seed, seed_dir, iterations, forget_rate)
-    record = study_one_config(config, seed_dir, RESULTS_DIR / "figures" / f"seed-{seed}")
+    config = study_config(seed, seed_dir, iterations, forget_rate, **data_options)
+    record = study_one_config(config, seed_dir, results_dir / "figures" / f"seed-{seed}")
     record["seed"] = seed
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    target = RESULTS_DIR / f"seed-{seed}.json"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    target = results_dir / f"seed-{seed}.json"
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1, default=str))
     tmp.replace(target)
-    print(f"seed {seed}: wrote {target.relative_to(ROOT)} (pipeline {record['pipeline_seconds'] / 60:.1f} min)",
+    print(f"seed {seed}: wrote {target} (pipeline {record['pipeline_seconds'] / 60:.1f} min)",
           flush=True)
     return target
 
@@ -268,13 +278,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=3, help="seeds run at once, one process each")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--forget-rate", type=float, default=0.1)
+    parser.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist, cifar10, celeba or folder")
+    parser.add_argument("--source-dir", default="", help="the local copy of the data set (not fashion_mnist)")
+    parser.add_argument("--classifier", default="", help="small_cnn (default) or resnet18")
+    parser.add_argument("--train-size", type=int, default=0, help="size of the private set S (0: the default)")
+    parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="MLflow stores, data, SISA states")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="seed-<s>.json and figures; the page is docs/results.md for the default, else "
+                             "<results-dir>/results.md")
     parser.add_argument("--force", action="store_true", help="rerun seeds whose results exist")
     parser.add_argument("--one-seed", type=int, default=None, help=argparse.SUPPRESS)  # a worker process
     args = parser.parse_args(argv)
+    options = {"dataset": args.dataset, "source_dir": args.source_dir, "classifier": args.classifier,
+               "train_size": args.train_size}
     if args.one_seed is not None:
-        run_seed(args.one_seed, args.iterations, args.forget_rate)
+        run_seed(args.one_seed, args.iterations, args.forget_rate, args.work_dir.resolve(),
+                 args.results_dir.resolve(), **options)
         return 0
-    pending = [s for s in args.seeds if args.force or not (RESULTS_DIR / f"seed-{s}.json").is_file()]
+    if args.dataset != "fashion_mnist" and not args.source_dir:
+        parser.error(f"--dataset {args.dataset} needs --source-dir (nothing is downloaded)")
+    results_dir = args.results_dir.resolve()
+    pending = [s for s in args.seeds if args.force or not (results_dir / f"seed-{s}.json").is_file()]
     skipped = sorted(set(args.seeds) - set(pending))
     if skipped:
         print(f"seeds {skipped} already have results (use --force to rerun them)")
@@ -282,14 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     running: list[tuple[int, subprocess.Popen]] = []
     failed = []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    forwarded = ["--iterations", str(args.iterations), "--forget-rate", str(args.forget_rate), "--dataset",
+                 args.dataset, "--source-dir", args.source_dir, "--classifier", args.classifier, "--train-size",
+                 str(args.train_size), "--work-dir", str(args.work_dir.resolve()), "--results-dir", str(results_dir)]
     while pending or running:
         while pending and len(running) < args.parallel:
             seed = pending.pop(0)
-            log_path = WORK_DIR / f"seed-{seed}.log"
+            log_path = args.work_dir.resolve() / f"seed-{seed}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            command = [sys.executable, "-m", "benchmarks.study", "--one-seed", str(seed), "--iterations",
-                       str(args.iterations), "--forget-rate", str(args.forget_rate)]
-            print(f"seed {seed}: started, log in {log_path.relative_to(ROOT)}", flush=True)
+            command = [sys.executable, "-m", "benchmarks.study", "--one-seed", str(seed), *forwarded]
+            print(f"seed {seed}: started, log in {log_path}", flush=True)
             running.append((seed, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_path.open("w"),
                                                    stderr=subprocess.STDOUT)))
         time.sleep(5)
@@ -303,9 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"seeds {failed} failed; rerun the same command to resume them")
         return 1
-    from benchmarks.study_report import write_report
+    from benchmarks.study_report import PAGE, write_report
 
-    print(f"wrote {write_report().relative_to(ROOT)}")
+    page = PAGE if results_dir == RESULTS_DIR.resolve() else results_dir / "results.md"
+    print(f"wrote {write_report(results_dir, page)}")
     return 0
 
 

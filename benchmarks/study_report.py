@@ -10,7 +10,9 @@ appended as they are.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -355,11 +357,27 @@ def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
     if notes.is_file():
         sections.append(notes.read_text())
     text = "\n".join(sections).rstrip() + "\n"
+    # figure links relative to where the page lives; the per-seed figures of the first seed
+    prefix = Path(os.path.relpath(figures, page.parent)).as_posix()
+    text = text.replace("](results/figures/seed-0/", f"]({prefix}/seed-{records[0]['seed']}/")
+    text = text.replace("](results/figures/", f"]({prefix}/")
     tmp = page.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(page)
     return page
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the seed-<s>.json files are")
+    parser.add_argument("--page", type=Path, default=None,
+                        help="the page to write (default: docs/results.md, or <results-dir>/results.md)")
+    args = parser.parse_args(argv)
+    folder = args.results_dir.resolve()
+    page = args.page or (PAGE if folder == RESULTS_DIR.resolve() else folder / "results.md")
+    print(write_report(folder, page))
+    return 0
+
+
 if __name__ == "__main__":
-    print(write_report())
+    sys.exit(main())
