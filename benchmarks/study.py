@@ -5,7 +5,7 @@
     python -m benchmarks.study --dataset cifar10 --source-dir ~/data/cifar10 --classifier resnet18 \
         --results-dir docs/results/cifar10                   # the same study on another data set (GPU advised)
 
-Per seed s, in its own process, its own MLflow store and its own working folder ``results/study/seed-<s>/``:
+Per seed s, in its own process, its own MLflow store and its own working folder ``results/<dataset>/seed-<s>/``:
 
 1. ``run_pipeline`` (what ``mlflow run .`` runs) with every seed set to s (data split, generator, augmentation,
    SISA, audit), 10 iterations at forget rate 0.1 and no early stop (``convergence_patience=0``), the serial SISA
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-WORK_DIR = ROOT / "results" / "study"
+WORK_DIR = ROOT / "results"  # + <dataset>/
 RESULTS_DIR = ROOT / "docs" / "results"
 SHOWN_ATTACKS = ("mloss", "mmean", "moments", "rmia")
 SHOWN_METRICS = ("success", "auc", "tpr_at_1pct_fpr")
@@ -53,9 +53,11 @@ PIPELINE_FIGURES = ("figures/distribution_before.png", "figures/distribution_aft
 
 
 def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float, dataset: str = "fashion_mnist",
-                 source_dir: str | None = None, classifier: str | None = None, train_size: int | None = None):
+                 source_dir: str | None = None, classifier: str | None = None, train_size: int | None = None,
+                 attributes: str | None = None):
     """The default ``PipelineConfig`` with every seed set to ``seed``, no early stop, state under ``seed_dir``;
-    optionally another data set (``dataset``, ``source_dir``, ``train_size``) and classifier."""
+    optionally another data set (``dataset``, ``source_dir``, ``train_size``), classifier and debiased
+    ``attributes`` (comma-separated, e.g. ``Young`` for CelebA)."""
     from pipelines.config import PipelineConfig
 
     base = PipelineConfig()
@@ -63,7 +65,8 @@ def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float,
     data = replace(base.data, seed=seed, dataset=dataset, source_dir=source_dir or None,
                    **({"train_size": train_size} if train_size else {}))
     sisa = replace(base.sisa, classifier=classifier) if classifier else base.sisa
-    base = replace(base, sisa=sisa)
+    balance = replace(base.balance, attributes=tuple(attributes.split(","))) if attributes else base.balance
+    base = replace(base, sisa=sisa, balance=balance)
     return replace(
         base, data=data, generator=replace(base.generator, seed=seed),
         augment=replace(base.augment, seed=seed), audit=replace(base.audit, seed=seed),
@@ -224,8 +227,8 @@ def run_seed(seed: int, iterations: int, forget_rate: float, work_dir: Path = WO
 def study_one_config(config, work_dir: Path, figures_dir: Path | None) -> dict:
     """Run (or, once finished, reuse) the pipeline for ``config``, then the baselines; return the record.
 
-    The finished pipeline run's id is kept in ``work_dir/pipeline_run.json``, so a crash in the baselines reruns
-    only them; a crash inside the pipeline resumes it from its last finished iteration."""
+    The finished pipeline run's id is kept in ``work_dir/pipeline_run-<config hash>.json``, so a crash in the
+    baselines reruns only them; a crash inside the pipeline resumes it from its last finished iteration."""
     import mlflow
 
     from components.dataset import load_dataset
@@ -234,7 +237,7 @@ def study_one_config(config, work_dir: Path, figures_dir: Path | None) -> dict:
 
     configure_tracking()
     work_dir.mkdir(parents=True, exist_ok=True)
-    marker = work_dir / "pipeline_run.json"
+    marker = work_dir / f"pipeline_run-{config.state_key()}.json"
     if marker.is_file():
         done = json.loads(marker.read_text())
         summary, pipeline_seconds = done["summary"], done["seconds"]
@@ -282,15 +285,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-dir", default="", help="the local copy of the data set (not fashion_mnist)")
     parser.add_argument("--classifier", default="", help="small_cnn (default) or resnet18")
     parser.add_argument("--train-size", type=int, default=0, help="size of the private set S (0: the default)")
-    parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="MLflow stores, data, SISA states")
+    parser.add_argument("--attributes", default="", help="debiased attributes (default superclass; CelebA: Young)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="MLflow stores, data, SISA states (default results/<dataset>)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                         help="seed-<s>.json and figures; the page is docs/results.md for the default, else "
                              "<results-dir>/results.md")
     parser.add_argument("--force", action="store_true", help="rerun seeds whose results exist")
     parser.add_argument("--one-seed", type=int, default=None, help=argparse.SUPPRESS)  # a worker process
     args = parser.parse_args(argv)
+    args.work_dir = args.work_dir or WORK_DIR / args.dataset
     options = {"dataset": args.dataset, "source_dir": args.source_dir, "classifier": args.classifier,
-               "train_size": args.train_size}
+               "train_size": args.train_size, "attributes": args.attributes}
     if args.one_seed is not None:
         run_seed(args.one_seed, args.iterations, args.forget_rate, args.work_dir.resolve(),
                  args.results_dir.resolve(), **options)
@@ -308,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     forwarded = ["--iterations", str(args.iterations), "--forget-rate", str(args.forget_rate), "--dataset",
                  args.dataset, "--source-dir", args.source_dir, "--classifier", args.classifier, "--train-size",
-                 str(args.train_size), "--work-dir", str(args.work_dir.resolve()), "--results-dir", str(results_dir)]
+                 str(args.train_size), "--attributes", args.attributes, "--work-dir", str(args.work_dir.resolve()), "--results-dir", str(results_dir)]
     while pending or running:
         while pending and len(running) < args.parallel:
             seed = pending.pop(0)
