@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     forwarded = ["--iterations", str(args.iterations), "--forget-rate", str(args.forget_rate), "--dataset",
                  args.dataset, "--source-dir", args.source_dir, "--classifier", args.classifier, "--train-size",
-                 str(args.train_size), "--attributes", args.attributes, "--work-dir", str(args.work_dir.resolve()), "--results-dir", str(results_dir)]
+                 str(args.train_size), "--attributes", args.attributes, "--work-dir", str(args.work_dir.resolve()),
+                 "--results-dir", str(results_dir)]
     while pending or running:
         while pending and len(running) < args.parallel:
             seed = pending.pop(0)

@@ -133,7 +133,8 @@ def section_fairness(records: list[dict], figures: Path) -> str:
     return "\n".join([
         "## 2. Debiasing and the minority superclass (paper Figs. 7 and 9)", "",
         f"The same SISA ensemble ({sisa['num_shards']} shards x {sisa['num_slices']} slices, {sisa['classifier']}) "
-        "trained from scratch on each training set, tested on the balanced test split. Re-weighting and oversampling aim at the same class mass as S* (the target of "
+        "trained from scratch on each training set, tested on the balanced test split. Re-weighting and "
+        "oversampling aim at the same class mass as S* (the target of "
         "Algorithm 1); oversampling repeats real minority images where S* has synthetic ones.", "",
         table(header, accuracy_rows(records, minority, majority)), "",
         "Per-class test accuracy:", "", table(per_class_header, per_class_rows), "",
