@@ -22,7 +22,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONPATH := $(CURDIR)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: env fashion-mnist setup run test test-slow ui dvc-push clean-env
+.PHONY: env fashion-mnist setup run test test-slow results ui dvc-push clean-env
 
 env: $(VENV)/.complete
 
@@ -66,6 +66,10 @@ test: setup
 
 test-slow: setup
 	FAIRFORGET_SLOW=1 "$(PY)" -m pytest -q -m slow
+
+# The study behind docs/results.md: 3 seeds of the pipeline and its baselines (about 70 min on 2 cores).
+results: setup
+	"$(PY)" -m benchmarks.study --seeds 0 1 2 --parallel 3
 
 ui: env
 	"$(PY)" -m mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db"
