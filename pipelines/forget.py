@@ -29,7 +29,7 @@ from components.mia.reference import train_reference_models
 from components.priors import build_target
 from components.sisa.model import SisaModel
 from pipelines.config import pipeline_config_from_dict
-from pipelines.loop import CONFIG_FILE, ForgettingLoop
+from pipelines.loop import CONFIG_FILE, ForgettingLoop, replenish_seed_base
 from pipelines.registry import CHAMPION, promote
 from pipelines.tracking import PROJECT_ROOT, configure_tracking, log_data_version, run_cli, step_run
 from pipelines.train_generator import load_generator_from_run
@@ -103,7 +103,8 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
         loop = ForgettingLoop(config, original_train, dataset.split("test"), non_members, references, target,
                               generator, sisa, synthetic, state_dir / "synthetic")
         step = int(tags.get("forget_requests", "0")) + 1
-        info, timings = loop.forget_and_replenish(ids, seed_base=(10_000 + step) * 1000, step=step)
+        info, timings = loop.forget_and_replenish(
+            ids, seed_base=replenish_seed_base(config.augment.seed, 10_000 + step), step=step)
         outcome = loop.evaluate_and_audit(0, timings, info)
         report = loop.final_audit({"requested": ids})
         at_chance = report.indistinguishable("requested")

@@ -138,6 +138,14 @@ def current_training_set(original_train: Dataset, synthetic: Dataset, sisa: Sisa
     return everything.by_ids(sisa.plan.live_ids())
 
 
+def replenish_seed_base(augment_seed: int, step: int) -> int:
+    """The seed of the replacements generated at loop ``step`` (shard k adds k): 10^9 + augment_seed * 10^8 +
+    step * 1000. Disjoint from Algorithm 1's seeds (``augment_seed * 1000 + round``, below 10^9 for any seed below
+    10^6) and from the seeds of every other (augment seed, step) for steps below 10^5 and fewer than 1000 shards, so
+    synthetic ids (``syn-<generator>-<seed>-<k>``) never clash."""
+    return 10**9 + int(augment_seed) * 10**8 + int(step) * 1000
+
+
 def sampled_audit_config(audit: AuditConfig, size: int | None, available: int) -> AuditConfig:
     """``audit`` on ``size`` members and as many non-members (all when ``size`` is None or >= ``available``),
     keeping only the FPR levels the evaluation half can resolve (0.1% needs >= 1000 evaluation non-members)."""

@@ -39,8 +39,9 @@ from components.sisa.model import SisaModel
 from pipelines.augment import run_augment
 from pipelines.config import PipelineConfig, build_parser, config_from_args
 from pipelines.data_steps import run_prepare, run_validate
-from pipelines.loop import (CONFIG_FILE, PROGRESS_FILE, ForgettingLoop, LoopState, commit_iteration, evaluate_ensemble, history_row,
-                            log_metrics_once, project_path, restore_state, write_json_atomic)
+from pipelines.loop import (CONFIG_FILE, PROGRESS_FILE, ForgettingLoop, LoopState, commit_iteration,
+                            evaluate_ensemble, history_row, log_metrics_once, project_path, replenish_seed_base,
+                            restore_state, write_json_atomic)
 from pipelines.tracking import configure_tracking, log_data_version, log_figure, run_cli, step_run
 from pipelines.train_generator import get_or_train_generator
 
@@ -187,7 +188,8 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
                 print("converged: no original records left")
                 break
             forget = sisa.sample_forget_set(live_originals, per_shard, config.loop.forget_order, seed=iteration)
-            unlearn_info, timings = loop.forget_and_replenish(forget, seed_base=iteration * 1000, step=iteration)
+            unlearn_info, timings = loop.forget_and_replenish(
+                forget, seed_base=replenish_seed_base(config.augment.seed, iteration), step=iteration)
             outcome = loop.evaluate_and_audit(iteration, timings, unlearn_info)
             state.history.append(history_row(outcome))
             at_chance = outcome["report"].indistinguishable("all")

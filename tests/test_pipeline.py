@@ -16,6 +16,7 @@ from components.sisa.model import SisaModel
 from pipelines.forget import main as forget_main
 from pipelines.forget import read_ids, serve_deletion_request
 from pipelines.config import GateConfig, LoopConfig, PipelineConfig
+from pipelines.loop import replenish_seed_base
 from pipelines.main import run_pipeline
 
 ATTACKS = ("mloss", "mmean")
@@ -34,6 +35,17 @@ def tiny_pipeline(tmp_path, **gate) -> PipelineConfig:
         loop=LoopConfig(forget_rate=0.25, iterations=2),
         gate=GateConfig(model_name="toy-classifier", **gate),
         prepare=False, data_dir=str(data_dir), outputs_dir=str(tmp_path / "outputs"))
+
+
+def test_any_augmentation_seed_replenishes_without_id_clashes(tracking_uri, tmp_path):
+    """Algorithm 1's seeds (augment seed * 1000 + round) once collided with iteration 1's replenishment seeds
+    (1000 + shard) when the augmentation seed was 1; every (seed, step) now has its own range."""
+    config = tiny_pipeline(tmp_path, mia_threshold=1.0, min_accuracy=0.0)
+    config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, seed=1),
+                                 loop=dataclasses.replace(config.loop, iterations=1))
+    assert run_pipeline(config)["iterations"] == 1
+    bases = {replenish_seed_base(seed, step) for seed in range(3) for step in (*range(1, 11), 10_000, 10_003)}
+    assert len(bases) == 3 * 12 and min(bases) > 999 * 1000 + 999  # above every Algorithm-1 seed of seeds < 1000
 
 
 def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri, tmp_path):
