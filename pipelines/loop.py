@@ -183,6 +183,8 @@ class ForgettingLoop:
 
         Raises ``RuntimeError`` when the exactness audit finds the unlearned shard differs from a retrain.
         """
+        if not forget:
+            raise ValueError("the deletion request is empty: pass at least one original record id")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         forgotten_rows = self.sisa.plan.rows_of(forget)
