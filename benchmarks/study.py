@@ -4,6 +4,8 @@
     python -m benchmarks.study_report                        # rewrite docs/results.md from the saved results
     python -m benchmarks.study --dataset cifar10 --source-dir ~/data/cifar10 --classifier resnet18 \
         --results-dir docs/results/cifar10                   # the same study on another data set (GPU advised)
+    python -m benchmarks.study --no-augmentation --epochs 30 --iterations 5 --forget-rate 0.2 \
+        --results-dir docs/results/memorizing                # classifiers that memorise their members
 
 Per seed s, in its own process, its own MLflow store and its own working folder ``results/<dataset>/seed-<s>/``:
 
@@ -54,10 +56,11 @@ PIPELINE_FIGURES = ("figures/distribution_before.png", "figures/distribution_aft
 
 def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float, dataset: str = "fashion_mnist",
                  source_dir: str | None = None, classifier: str | None = None, train_size: int | None = None,
-                 attributes: str | None = None):
+                 attributes: str | None = None, epochs: int | None = None, augment: bool = True):
     """The default ``PipelineConfig`` with every seed set to ``seed``, no early stop, state under ``seed_dir``;
     optionally another data set (``dataset``, ``source_dir``, ``train_size``), classifier and debiased
-    ``attributes`` (comma-separated, e.g. ``Young`` for CelebA)."""
+    ``attributes`` (comma-separated, e.g. ``Young`` for CelebA), and the classifiers' training recipe (``epochs``,
+    ``augment``: e.g. 30 epochs without augmentation for a regime where the models memorise their members)."""
     from pipelines.config import PipelineConfig
 
     base = PipelineConfig()
@@ -65,6 +68,7 @@ def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float,
     data = replace(base.data, seed=seed, dataset=dataset, source_dir=source_dir or None,
                    **({"train_size": train_size} if train_size else {}))
     sisa = replace(base.sisa, classifier=classifier) if classifier else base.sisa
+    sisa = replace(sisa, train=replace(sisa.train, augment=augment, **({"epochs": epochs} if epochs else {})))
     balance = replace(base.balance, attributes=tuple(attributes.split(","))) if attributes else base.balance
     base = replace(base, sisa=sisa, balance=balance)
     return replace(
@@ -286,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classifier", default="", help="small_cnn (default) or resnet18")
     parser.add_argument("--train-size", type=int, default=0, help="size of the private set S (0: the default)")
     parser.add_argument("--attributes", default="", help="debiased attributes (default superclass; CelebA: Young)")
+    parser.add_argument("--epochs", type=int, default=0, help="classifier epochs (0: the default, 12)")
+    parser.add_argument("--no-augmentation", action="store_true",
+                        help="train the classifiers without flip + crop (a regime where they memorise more)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="MLflow stores, data, SISA states (default results/<dataset>)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
@@ -296,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.work_dir = args.work_dir or WORK_DIR / args.dataset
     options = {"dataset": args.dataset, "source_dir": args.source_dir, "classifier": args.classifier,
-               "train_size": args.train_size, "attributes": args.attributes}
+               "train_size": args.train_size, "attributes": args.attributes, "epochs": args.epochs,
+               "augment": not args.no_augmentation}
     if args.one_seed is not None:
         run_seed(args.one_seed, args.iterations, args.forget_rate, args.work_dir.resolve(),
                  args.results_dir.resolve(), **options)
@@ -315,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     forwarded = ["--iterations", str(args.iterations), "--forget-rate", str(args.forget_rate), "--dataset",
                  args.dataset, "--source-dir", args.source_dir, "--classifier", args.classifier, "--train-size",
                  str(args.train_size), "--attributes", args.attributes, "--work-dir", str(args.work_dir.resolve()),
-                 "--results-dir", str(results_dir)]
+                 "--results-dir", str(results_dir), "--epochs", str(args.epochs),
+                 *(["--no-augmentation"] if args.no_augmentation else [])]
     while pending or running:
         while pending and len(running) < args.parallel:
             seed = pending.pop(0)
