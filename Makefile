@@ -67,7 +67,7 @@ test: setup
 test-slow: setup
 	FAIRFORGET_SLOW=1 "$(PY)" -m pytest -q -m slow
 
-# The study behind docs/results.md: 3 seeds of the pipeline and its baselines (about 70 min on 2 cores).
+# The study behind docs/results.md: 3 seeds of the pipeline and its baselines (about 50 min on 2 cores).
 results: setup
 	"$(PY)" -m benchmarks.study --seeds 0 1 2 --parallel 3
 

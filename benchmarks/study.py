@@ -1,6 +1,6 @@
 """The results study behind ``docs/results.md``: the default pipeline at several seeds, plus its baselines.
 
-    python -m benchmarks.study --seeds 0 1 2 --parallel 3    # about 70 min on 2 CPU cores, then the report
+    python -m benchmarks.study --seeds 0 1 2 --parallel 3    # about 50 min on 2 CPU cores, then the report
     python -m benchmarks.study_report                        # rewrite docs/results.md from the saved results
     python -m benchmarks.study --dataset cifar10 --source-dir ~/data/cifar10 --classifier resnet18 \
         --results-dir docs/results/cifar10                   # the same study on another data set (GPU advised)
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     while pending or running:
         while pending and len(running) < args.parallel:
             seed = pending.pop(0)
-            log_path = args.work_dir.resolve() / f"seed-{seed}.log"
+            log_path = args.work_dir.resolve() / f"seed-{seed}-{results_dir.name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             command = [sys.executable, "-m", "benchmarks.study", "--one-seed", str(seed), *forwarded]
             print(f"seed {seed}: started, log in {log_path}", flush=True)

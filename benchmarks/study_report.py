@@ -348,9 +348,10 @@ def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
         f"- Machine: {hardware}, torch {machine['torch']}, Python {machine['python']}. The seeds ran in "
         "parallel, one process and one thread each, so wall times are those of one core shared with the other "
         "runs.",
-        f"- Wall time of one seed's pipeline (prepare, validate, generator training and evaluation, "
+        f"- Wall time of one seed's pipeline call (prepare, validate, generator training and evaluation, "
         f"augmentation, both SISA models, {max(r['iteration'] for r in records[0]['iterations'])} iterations, "
-        f"final audit, registry): {fmt(minutes, 1)} min; the baselines: "
+        f"final audit, registry; a resumed run counts from its resume, a reused generator costs nothing): "
+        f"{fmt(minutes, 1)} min; the four comparison models: "
         f"{fmt([r['baseline_seconds'] / 60 for r in records], 1)} min more.", ""])
     sections = [head, section_bias(records), section_fairness(records, figures), section_unlearning(records, figures),
                 section_privacy(records, figures), section_generator(records)]
