@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -97,12 +98,16 @@ def run_augment(dataset: Dataset, generator: Generator, attributes: Sequence[str
     return result
 
 
-def dvc_add_folder(folder: Path) -> None:
-    """``dvc add <folder>`` from the repository root; a failure raises with DVC's message."""
-    completed = subprocess.run(["dvc", "add", str(folder)], capture_output=True, text=True)
+def dvc_add_folder(folder: Path) -> Path:
+    """``dvc add <folder>`` (DVC finds the repository from the folder's parent, whatever the working directory);
+    returns the ``.dvc`` file written next to it. A failure raises with DVC's message."""
+    folder = Path(folder).resolve()
+    completed = subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", folder.name], cwd=folder.parent,
+                               capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"`dvc add {folder}` failed: {completed.stderr.strip() or completed.stdout.strip()} "
                            "(is this a DVC repository? is a parent folder already tracked?)")
+    return folder.with_name(folder.name + ".dvc")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -227,6 +227,27 @@ def test_augment_step_logs_and_writes_atomically(tracking_uri, tmp_path, toy, ge
         "augmented/manifest.csv", "augmented/images.npy", "augmented/meta.json"}
 
 
+def test_augmented_output_is_dvc_added_with_our_md5(tracking_uri, tmp_path, toy, generator):
+    """``--dvc-add true``: the augmented folder is tracked by a ``.dvc`` file whose md5 is the one we log."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pipelines.augment import run_augment
+
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    data_dir = save_dataset(toy, tmp_path / "data")
+    out = tmp_path / "augmented"
+    with pytest.warns(UserWarning):
+        run_augment(toy, generator, ["superclass"], AugmentConfig(), out, data_dir=data_dir,
+                    data_md5=dvc_md5_of_folder(data_dir), force=True, dvc_add=True)
+    tracked = yaml.safe_load((tmp_path / "augmented.dvc").read_text())["outs"][0]
+    assert tracked["path"] == "augmented" and tracked["md5"] == dvc_md5_of_folder(out)
+    run = mlflow.search_runs(filter_string="tags.step = 'augment'", output_format="list")[0]
+    assert run.data.tags["augmented_md5"] == tracked["md5"]
+
+
 def test_command_lines_train_reuse_and_augment(tracking_uri, tmp_path, capsys):
     from pipelines import augment as augment_step
     from pipelines import train_generator as train_step
