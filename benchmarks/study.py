@@ -221,7 +221,9 @@ def run_seed(seed: int, iterations: int, forget_rate: float, work_dir: Path = WO
     results_dir.mkdir(parents=True, exist_ok=True)
     target = results_dir / f"seed-{seed}.json"
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
+    # folders inside the project are kept relative to it, so the committed results name no machine's paths
+    text = json.dumps(record, indent=1, default=str).replace(f'"{ROOT.as_posix()}/', '"')
+    tmp.write_text(text)
     tmp.replace(target)
     print(f"seed {seed}: wrote {target} (pipeline {record['pipeline_seconds'] / 60:.1f} min)",
           flush=True)
