@@ -65,16 +65,16 @@ def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float,
 
     base = PipelineConfig()
     replace = dataclasses.replace
-    data = replace(base.data, seed=seed, dataset=dataset, source_dir=source_dir or None,
-                   **({"train_size": train_size} if train_size else {}))
-    sisa = replace(base.sisa, classifier=classifier) if classifier else base.sisa
-    sisa = replace(sisa, train=replace(sisa.train, augment=augment, **({"epochs": epochs} if epochs else {})))
-    balance = replace(base.balance, attributes=tuple(attributes.split(","))) if attributes else base.balance
-    base = replace(base, sisa=sisa, balance=balance)
+    train = replace(base.sisa.train, augment=augment, **({"epochs": epochs} if epochs else {}))
     return replace(
-        base, data=data, generator=replace(base.generator, seed=seed),
-        augment=replace(base.augment, seed=seed), audit=replace(base.audit, seed=seed),
-        sisa=replace(base.sisa, seed=seed, executor="serial"),
+        base,
+        data=replace(base.data, seed=seed, dataset=dataset, source_dir=source_dir or None,
+                     **({"train_size": train_size} if train_size else {})),
+        balance=replace(base.balance, attributes=tuple(attributes.split(","))) if attributes else base.balance,
+        generator=replace(base.generator, seed=seed), augment=replace(base.augment, seed=seed),
+        audit=replace(base.audit, seed=seed),
+        sisa=replace(base.sisa, seed=seed, executor="serial", train=train,
+                     classifier=classifier or base.sisa.classifier),
         loop=replace(base.loop, iterations=iterations, forget_rate=forget_rate, convergence_patience=0),
         gate=replace(base.gate, model_name="fairforget-study"),
         data_dir=str(seed_dir / "data"), outputs_dir=str(seed_dir / "outputs"))
@@ -253,7 +253,9 @@ def study_one_config(config, work_dir: Path, figures_dir: Path | None) -> dict:
         summary = run_pipeline(config, resume=True)
         pipeline_seconds = time.perf_counter() - started
         marker.write_text(json.dumps({"summary": summary, "seconds": pipeline_seconds}, default=str))
-    assert mlflow.MlflowClient().get_run(summary["run_id"]).info.status == "FINISHED"
+    status = mlflow.MlflowClient().get_run(summary["run_id"]).info.status
+    if status != "FINISHED":
+        raise RuntimeError(f"pipeline run {summary['run_id']} is {status}, not FINISHED: delete {marker} to rerun it")
     results = pipeline_results(summary["run_id"])
     data_dir = Path(config.data_dir)
     state_dir = Path(config.outputs_dir) / config.state_key() / summary["run_id"]
