@@ -19,10 +19,9 @@ export PYTHONUNBUFFERED := 1
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
-export PYTHONPATH := $(CURDIR)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: env fashion-mnist setup run test test-slow results ui dvc-push clean-env
+.PHONY: env install fashion-mnist setup run test test-slow results docs ui dvc-push clean-env
 
 env: $(VENV)/.complete
 
@@ -50,7 +49,12 @@ fashion-mnist:
 	   { echo "error: apt-get could not install dataset-fashion-mnist" >&2; exit 2; }; \
 	fi
 
-setup: env fashion-mnist
+# The package itself goes into the cached environment as an editable install of this clone (seconds; it only
+# writes a path hook, so every clone that runs `make` points the environment at itself).
+install: env
+	@PYTHONWARNINGS=ignore "$(PY)" -m pip install --quiet --no-deps --no-build-isolation --disable-pip-version-check -e .
+
+setup: install fashion-mnist
 	@mkdir -p .dvcstore
 
 run: setup
@@ -70,6 +74,12 @@ test-slow: setup
 # The study behind docs/results.md: 3 seeds of the pipeline and its baselines (about 50 min on 2 cores).
 results: setup
 	"$(PY)" -m benchmarks.study --seeds 0 1 2 --parallel 3
+
+# The API reference (docs/api/, not committed) from the docstrings of the public package.
+docs: install
+	"$(PY)" -m pdoc --docformat restructuredtext --output-directory docs/api fairforget fairforget.components \
+	  fairforget.pipelines fairforget.errors
+	@echo "API reference: $(CURDIR)/docs/api/fairforget.html"
 
 ui: env
 	"$(PY)" -m mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db"

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.dataset import load_dataset
-from components.mia import AuditConfig, audit_membership, split_audit_pool, torch_predictor
-from components.models import build_classifier
-from components.training import TrainConfig, fit_classifier
+from fairforget.components.dataset import load_dataset
+from fairforget.components.mia import AuditConfig, audit_membership, split_audit_pool, torch_predictor
+from fairforget.components.models import build_classifier
+from fairforget.components.training import TrainConfig, fit_classifier
 
 NAIVE_PASSES, SHARED_PASSES = 54, 20
 

@@ -15,25 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from diffusers import DDIMScheduler  # noqa: E402
 
-from components.dataset import load_dataset  # noqa: E402
-from components.generator import GeneratorConfig, load_generator, train_generator  # noqa: E402
-from components.generator.denoiser import ConditionSpace, PixelUNetDenoiser  # noqa: E402
-from components.generator.model import make_scheduler  # noqa: E402
-from components.generator.sample import ddim_sample  # noqa: E402
-from components.quality import QualityConfig, evaluate_generator  # noqa: E402
+from fairforget.components.dataset import load_dataset  # noqa: E402
+from fairforget.components.generator import GeneratorConfig, load_generator, train_generator  # noqa: E402
+from fairforget.components.generator.denoiser import ConditionSpace, PixelUNetDenoiser  # noqa: E402
+from fairforget.components.generator.model import make_scheduler  # noqa: E402
+from fairforget.components.generator.sample import ddim_sample  # noqa: E402
+from fairforget.components.quality import QualityConfig, evaluate_generator  # noqa: E402
 
 TRAIN_BUDGET_S = 600.0
 SAMPLING_BUDGET_IPS = 100.0
@@ -88,7 +85,7 @@ def main(argv=None) -> dict:
         results["train_seconds_note"] = "from the saved generator's training summary"
     else:
         started = time.perf_counter()
-        generator = train_generator(dataset, GeneratorConfig(), data_md5="benchmark")
+        generator = train_generator(dataset, config=GeneratorConfig(), data_md5="benchmark")
         results["train_seconds"] = time.perf_counter() - started
         if args.save_dir:
             generator.save(args.save_dir)

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="fairforget-bench-pipeline-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
     os.environ["MLFLOW_EXPERIMENT_NAME"] = "fairforget-bench"
-    from pipelines.config import build_parser, config_from_args
-    from pipelines.main import run_pipeline
+    from fairforget.pipelines.config import build_parser, config_from_args
+    from fairforget.pipelines.main import run_pipeline
 
     config = config_from_args(build_parser().parse_args(
         ["--iterations", str(args.iterations), "--data-dir", args.data_dir, "--outputs-dir", str(scratch / "outputs")]))

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from components.dataset import Dataset, load_dataset
-from components.mia import AuditConfig
-from components.mia.protocol import audit_membership, split_audit_pool
-from components.mia.reference import train_reference_models
-from components.sisa import SisaConfig, SisaModel
-from components.training import TrainConfig
+from fairforget.components.dataset import Dataset, load_dataset
+from fairforget.components.mia import AuditConfig
+from fairforget.components.mia.protocol import audit_membership, split_audit_pool
+from fairforget.components.mia.reference import train_reference_models
+from fairforget.components.sisa import SisaConfig, SisaModel
+from fairforget.components.training import TrainConfig
 
 CELEBA_SIZE = 200_000
 

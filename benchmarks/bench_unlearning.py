@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.dataset import load_dataset
-from components.sisa import SisaConfig, SisaModel
-from components.training import TrainConfig
+from fairforget.components.dataset import load_dataset
+from fairforget.components.sisa import SisaConfig, SisaModel
+from fairforget.components.training import TrainConfig
 
 
 def full_retrain_seconds(model: SisaModel, remaining, folder: Path) -> float:

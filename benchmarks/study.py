@@ -41,8 +41,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 WORK_DIR = ROOT / "results"  # + <dataset>/
 RESULTS_DIR = ROOT / "docs" / "results"
@@ -61,7 +59,7 @@ def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float,
     optionally another data set (``dataset``, ``source_dir``, ``train_size``), classifier and debiased
     ``attributes`` (comma-separated, e.g. ``Young`` for CelebA), and the classifiers' training recipe (``epochs``,
     ``augment``: e.g. 30 epochs without augmentation for a regime where the models memorise their members)."""
-    from pipelines.config import PipelineConfig
+    from fairforget.pipelines.config import PipelineConfig
 
     base = PipelineConfig()
     replace = dataclasses.replace
@@ -110,18 +108,22 @@ def audit_baselines(config, dataset, augmented, seed_dir: Path) -> dict:
     """Train and audit the four comparison models (module docstring, step 2); returns name -> results."""
     import numpy as np
 
-    from components.mia.protocol import audit_membership, split_audit_pool
-    from components.mia.reference import train_reference_models
-    from components.sisa.model import SisaModel
-    from components.training import rebalancing_weights
-    from pipelines.loop import evaluate_ensemble, sampled_audit_config
+    from fairforget.components.canaries import with_canaries
+    from fairforget.components.forgetting import evaluate_model, sampled_audit_config
+    from fairforget.components.mia.protocol import audit_membership
+    from fairforget.components.mia.reference import train_reference_ensembles
+    from fairforget.components.sisa.model import SisaModel
+    from fairforget.components.training import accuracy, rebalancing_weights
+    from fairforget.pipelines.loop import audit_pool, references_dir
 
     original, test = dataset.split("train"), dataset.split("test")
     debiased_train = augmented.split("train")
     target_counts = np.bincount(debiased_train.labels, minlength=dataset.num_classes)
-    reference_half, non_members = split_audit_pool(dataset.split("audit"), seed=config.audit.seed)
-    references = train_reference_models(reference_half, num_models=1, train_config=config.sisa.train,
-                                        model_name=config.sisa.classifier, seed=config.audit.seed)
+    instruments = audit_pool(dataset, config)
+    non_members = instruments.non_members
+    references = train_reference_ensembles(instruments.reference_half, sisa_config=config.sisa,
+                                           num_models=config.audit.reference_models,
+                                           state_dir=references_dir(config, instruments.reference_half))
     audit_config = sampled_audit_config(config.audit, config.loop.iteration_audit_size,
                                         min(len(original), len(non_members)))
     weights = rebalancing_weights(original.labels, target_counts)
@@ -137,10 +139,11 @@ def audit_baselines(config, dataset, augmented, seed_dir: Path) -> dict:
         started = time.perf_counter()
         folder = seed_dir / "baselines" / name
         shutil.rmtree(folder, ignore_errors=True)
-        model = SisaModel.create(train_set, sisa_config, folder)
+        model = SisaModel.create(with_canaries(train_set, instruments.canaries), sisa_config, folder)
         model.train()
         ensemble = model.ensemble()
-        fairness, retain = evaluate_ensemble(ensemble, test, train_set)
+        fairness = evaluate_model(ensemble.predict_proba, test)
+        retain = accuracy(ensemble.predict_proba(train_set.images), train_set.labels)
         report = audit_membership(ensemble.predict_proba, original, non_members, config=audit_config,
                                   reference_predicts=references)
         attacks = {}
@@ -237,9 +240,9 @@ def study_one_config(config, work_dir: Path, figures_dir: Path | None) -> dict:
     baselines reruns only them; a crash inside the pipeline resumes it from its last finished iteration."""
     import mlflow
 
-    from components.dataset import load_dataset
-    from pipelines.main import run_pipeline
-    from pipelines.tracking import configure_tracking
+    from fairforget.components.dataset import load_dataset
+    from fairforget.pipelines.main import run_pipeline
+    from fairforget.pipelines.tracking import configure_tracking
 
     configure_tracking()
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -41,7 +38,7 @@ def tracking_uri(tmp_path, monkeypatch):
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    from pipelines.tracking import ensure_experiment
+    from fairforget.pipelines.tracking import ensure_experiment
 
     ensure_experiment("fairforget-test")  # also forgets the experiment id cached from another test's database
     yield uri
@@ -51,7 +48,7 @@ def tracking_uri(tmp_path, monkeypatch):
 
 @pytest.fixture
 def toy_dataset():
-    from components.dataset import make_toy_dataset
+    from fairforget.components.dataset import make_toy_dataset
 
     return make_toy_dataset()
 
@@ -89,7 +86,7 @@ def fake_fashion_mnist(tmp_path):
 @pytest.fixture
 def small_data_config(fake_fashion_mnist):
     """A DataConfig the fake source can satisfy (80/20 bias kept)."""
-    from components.data import DataConfig
+    from fairforget.components.data import DataConfig
 
     return DataConfig(source_dir=str(fake_fashion_mnist), train_size=100, test_size=50, audit_size=100,
                       reference_size=100)

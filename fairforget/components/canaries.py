@@ -1,0 +1,273 @@
+"""Canaries: the positive control of every membership audit (Jagielski, Ullman & Oprea 2020; Steinke, Nasr &
+Jagielski 2023). A canary is a real image with a random WRONG label; a model can only predict that label by
+having memorised the record, so a converged model's canaries are easy to detect, and an audit that cannot detect
+them has shown no power to see a leak at all.
+
+- ``reserve_canary_pool(audit, count)`` takes 2 x ``count`` images out of the audit pool (so they are never audited
+  non-members nor reference-model training data) and leaves the rest;
+- ``make_canaries(pool, count)`` relabels them: ``count`` *inserted* canaries (ids ``canary-<n>``, origin
+  ``canary``) go into S and are forgotten on the originals' schedule; ``count`` matched *held-out* canaries
+  (``canary-held-<n>``), built the same way, are never trained on;
+- ``audit_canaries(...)`` runs the audit's attacks with the live (still trained-on) and the forgotten canaries as
+  members and the held-out canaries as non-members, and reports the strongest attack's AUC on each against its
+  chance bound. ``power`` is True when the live canaries are detected.
+
+Canaries are an audit instrument only: they are excluded from every accuracy, fairness and bias figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Sequence
+
+import numpy as np
+
+from fairforget.components import names
+from fairforget.components.dataset import Dataset
+from fairforget.components.mia.config import AuditConfig
+from fairforget.components.mia.protocol import audit_membership, split_audit_pool
+from fairforget.errors import ConfigError, DataError
+
+CANARY_ORIGIN = "canary"
+INSERTED_PREFIX, HELD_OUT_PREFIX = "canary-", "canary-held-"
+LIVE, FORGOTTEN = "live", "forgotten"
+_STREAM_RESERVE, _STREAM_LABELS = 11, 12
+
+
+MIN_CANARIES = 4  # two to calibrate the attacks, two to evaluate them
+
+
+def default_canary_count(train_size: int) -> int:
+    """1% of the private set S (40 for the default 4000 records), at least ``MIN_CANARIES``."""
+    return max(MIN_CANARIES, round(0.01 * train_size))
+
+
+def reserve_canary_pool(audit: Dataset, count: int, *, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(canary pool of 2 x ``count`` images, the rest of the audit pool). The pool holds ``count`` pairs of images
+    of the same class, the first image of every pair in rows 0..count-1 and its partner ``count`` rows later, so
+    inserted and held-out canaries can be matched class for class; pairs are taken in the order of a seeded
+    permutation of the pool (in id order). ``count`` = 0 gives an empty pool and the audit pool unchanged.
+
+    Raises ``ConfigError`` when ``count`` is negative or the canaries would take more than a quarter of the pool
+    (the rest must still supply the reference models and the audited non-members)."""
+    if count < 0:
+        raise ConfigError(f"canaries must be >= 0 (0 switches them off), got {count}")
+    if count == 0:
+        return audit.select(np.zeros(len(audit), dtype=bool)), audit
+    if 2 * count > len(audit) // 4:
+        raise ConfigError(f"canaries={count} needs {2 * count} images of the audit pool, more than a quarter of its "
+                          f"{len(audit)}: use at most {len(audit) // 8} canaries or prepare a larger audit split")
+    ordered = audit.by_ids(sorted(audit.ids))
+    labels = ordered.labels
+    waiting: dict[int, int] = {}
+    firsts, seconds = [], []
+    for row in np.random.default_rng([seed, _STREAM_RESERVE]).permutation(len(ordered)):
+        label = int(labels[row])
+        if label in waiting:
+            firsts.append(waiting.pop(label))
+            seconds.append(int(row))
+            if len(firsts) == count:
+                break
+        else:
+            waiting[label] = int(row)
+    if len(firsts) < count:
+        raise ConfigError(f"the audit pool has too few images of a class to pair {count} canaries: use fewer")
+    chosen = np.zeros(len(ordered), dtype=bool)
+    chosen[firsts + seconds] = True
+    rest = ordered.select(~chosen)
+    pool = ordered.by_ids([ordered.ids[i] for i in firsts + seconds])
+    return pool, rest
+
+
+@dataclass
+class CanarySet:
+    """``inserted``: the canaries trained on (ids ``canary-<n>``); ``held_out``: matched canaries never trained on
+    (``canary-held-<n>``). Both carry their wrong label in ``label``/``class_name`` and the true one in
+    ``true_label``; ``origin`` is ``canary``."""
+
+    inserted: Dataset
+    held_out: Dataset
+
+    def __len__(self) -> int:
+        return len(self.inserted)
+
+
+def make_canaries(pool: Dataset, count: int, *, seed: int = 0) -> CanarySet:
+    """Relabel the 2 x ``count`` images of ``pool`` (``reserve_canary_pool``: row i and row i + count show the same
+    class) with a random wrong class per pair (uniform over the other classes, seeded): row i becomes inserted
+    canary ``canary-<i>`` and row i + count its matched held-out canary ``canary-held-<i>``, with the same true
+    class and the same wrong label, so the two sets differ only in having been trained on."""
+    if len(pool) != 2 * count:
+        raise ConfigError(f"the canary pool holds {len(pool)} images; {count} canaries need {2 * count}")
+    if pool.num_classes < 2:
+        raise DataError("canaries need at least two classes (a canary carries a wrong label)")
+    rng = np.random.default_rng([seed, _STREAM_LABELS])
+    true = pool.labels
+    if (true[:count] != true[count:]).any():
+        raise ConfigError("the canary pool is not in matched pairs: build it with reserve_canary_pool")
+    shift = rng.integers(1, pool.num_classes, size=count)
+    wrong = (true + np.r_[shift, shift]) % pool.num_classes
+    manifest = pool.manifest.copy()
+    manifest["true_label"] = true
+    manifest["label"] = wrong
+    manifest["class_name"] = [pool.class_names[k] for k in wrong]
+    manifest["superclass"] = [pool.superclass_of[pool.class_names[k]] for k in wrong]
+    manifest["origin"] = CANARY_ORIGIN
+    manifest["split"] = "train"
+    manifest["id"] = [f"{INSERTED_PREFIX}{i}" for i in range(count)] + [f"{HELD_OUT_PREFIX}{i}" for i in range(count)]
+    relabelled = dataclasses.replace(pool, manifest=manifest)
+    inserted = np.arange(len(pool)) < count
+    return CanarySet(relabelled.select(inserted), relabelled.select(~inserted))
+
+
+def without_canary_columns(dataset: Dataset) -> Dataset:
+    """``dataset`` without the ``true_label`` column (to join canaries with records that lack it)."""
+    if "true_label" not in dataset.manifest.columns:
+        return dataset
+    return dataclasses.replace(dataset, manifest=dataset.manifest.drop(columns=["true_label"]))
+
+
+def auc_chance_bound(n_members: int, n_non_members: int, alpha: float = 0.05, num_tests: int = 1) -> float:
+    """The AUC a score unrelated to membership stays under with probability 1 - alpha: one-sided, Bonferroni over
+    ``num_tests`` attacks, from the Mann-Whitney statistic's null variance (n1 + n2 + 1) / (12 n1 n2).
+    For 20 + 20 evaluation samples and 8 attacks: 0.731."""
+    if n_members < 1 or n_non_members < 1:
+        raise ConfigError("need at least one member and one non-member")
+    z = NormalDist().inv_cdf(1.0 - alpha / max(num_tests, 1))
+    return 0.5 + z * math.sqrt((n_members + n_non_members + 1) / (12.0 * n_members * n_non_members))
+
+
+@dataclass
+class SubsetVerdict:
+    """The strongest attack on one canary subset: its AUC, TPR at FPR <= 1% (the largest TPR on the ROC curve
+    with FPR <= 0.01; with fewer than 100 held-out canaries that is the TPR at zero false positives, a
+    conservative value), the AUC chance bound and the evaluation counts."""
+
+    auc: float
+    tpr_at_1pct_fpr: float
+    attack: str
+    auc_bound: float
+    n_members: int
+    n_non_members: int
+
+    @property
+    def detected(self) -> bool:
+        return self.auc > self.auc_bound
+
+
+@dataclass
+class CanaryAudit:
+    """The canary audit of one model. ``live``/``forgotten``: the verdicts (None when that subset is empty)."""
+
+    live: SubsetVerdict | None
+    forgotten: SubsetVerdict | None
+    aucs: dict[str, dict[str, float]] = field(default_factory=dict)  # subset -> attack -> AUC
+
+    @property
+    def live_auc(self) -> float | None:
+        return self.live.auc if self.live else None
+
+    @property
+    def power(self) -> bool:
+        """True when the live canaries are detected (strongest AUC above its chance bound)."""
+        return self.live is not None and self.live.detected
+
+    @property
+    def forgotten_within_bound(self) -> bool:
+        """True when no forgotten canary subset exists or its strongest AUC is within the chance bound."""
+        return self.forgotten is None or not self.forgotten.detected
+
+    def metrics(self) -> dict[str, float]:
+        """``mia/canary/live_auc``, ``..._tpr_at_1pct_fpr``, ``forgotten_...``, ``power``, bounds."""
+        out = {names.CANARY_POWER: float(self.power),
+               names.CANARY_FORGOTTEN_WITHIN_BOUND: float(self.forgotten_within_bound)}
+        if self.live is not None:
+            out.update({names.CANARY_LIVE_AUC: self.live.auc, names.CANARY_LIVE_TPR: self.live.tpr_at_1pct_fpr,
+                        names.CANARY_AUC_BOUND: self.live.auc_bound})
+        if self.forgotten is not None:
+            out.update({names.CANARY_FORGOTTEN_AUC: self.forgotten.auc,
+                        names.CANARY_FORGOTTEN_TPR: self.forgotten.tpr_at_1pct_fpr,
+                        "mia/canary/forgotten_auc_chance_bound": self.forgotten.auc_bound})
+        return out
+
+    def history_fields(self) -> dict[str, float]:
+        return {"canary_live_auc": self.live.auc if self.live else float("nan"),
+                "canary_forgotten_auc": self.forgotten.auc if self.forgotten else float("nan"),
+                "canary_live_bound": self.live.auc_bound if self.live else float("nan"),
+                "canary_forgotten_bound": self.forgotten.auc_bound if self.forgotten else float("nan"),
+                "canary_power": float(self.power)}
+
+    def summary(self) -> str:
+        parts = []
+        for name, verdict in ((LIVE, self.live), (FORGOTTEN, self.forgotten)):
+            if verdict is not None:
+                parts.append(f"{name} canaries AUC {verdict.auc:.3f} (bound {verdict.auc_bound:.3f}, "
+                             f"{verdict.n_members} vs {verdict.n_non_members})")
+        return "; ".join(parts) + f"; power {'shown' if self.power else 'NOT shown'}"
+
+
+def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, level: float = 0.01) -> float:
+    ok = np.asarray(fpr) <= level + 1e-12
+    return float(np.max(np.asarray(tpr)[ok])) if ok.any() else 0.0
+
+
+def audit_canaries(predict, canaries: CanarySet, *, live_ids: Sequence[str], config: AuditConfig,
+                   reference_predicts: Sequence = ()) -> CanaryAudit:
+    """Attack the model ``predict`` (uint8 (N, H, W, C) -> (N, K)) with the audit's attacks: members are the
+    inserted canaries (subsets ``live`` = ``live_ids``, ``forgotten`` = the rest), non-members the held-out ones.
+    Half of each (stratified by class) calibrates the attacks, the other half is evaluated, as in every audit."""
+    attacks = tuple(a for a in config.attacks if a != "rmia" or reference_predicts)
+    live_ids = [i for i in canaries.inserted.ids if i in set(live_ids)]
+    forgotten_ids = [i for i in canaries.inserted.ids if i not in set(live_ids)]
+    subsets = {name: ids for name, ids in ((LIVE, live_ids), (FORGOTTEN, forgotten_ids)) if ids}
+    if len(subsets) == 1:  # one subset is all members: the report's "all" holds it
+        subsets = {}
+    canary_config = dataclasses.replace(config, attacks=attacks, sample_size=None, fpr_levels=(),
+                                        min_per_class=max(config.min_per_class, len(canaries)))
+    report = audit_membership(predict, without_canary_columns(canaries.inserted),
+                              without_canary_columns(canaries.held_out), config=canary_config,
+                              reference_predicts=reference_predicts, member_subsets=subsets)
+    verdicts: dict[str, SubsetVerdict | None] = {LIVE: None, FORGOTTEN: None}
+    aucs: dict[str, dict[str, float]] = {}
+    for name in (LIVE, FORGOTTEN):
+        ids = live_ids if name == LIVE else forgotten_ids
+        if not ids:
+            continue
+        subset = name if subsets else "all"
+        if subset not in report.results:  # too few to have an evaluation member
+            continue
+        by_attack = report.results[subset]
+        aucs[name] = {attack: r.estimates["auc"].value for attack, r in by_attack.items()}
+        best = max(by_attack.values(), key=lambda r: r.estimates["auc"].value)
+        verdicts[name] = SubsetVerdict(best.estimates["auc"].value, _tpr_at(best.fpr, best.tpr), best.attack,
+                                       auc_chance_bound(best.n_members, best.n_non_members, config.chance_alpha,
+                                                        len(by_attack)),
+                                       best.n_members, best.n_non_members)
+    return CanaryAudit(verdicts[LIVE], verdicts[FORGOTTEN], aucs)
+
+
+@dataclass
+class AuditPool:
+    """The audit split cut for one run: the canaries (None when switched off), the reference half (RMIA's
+    reference models train on it) and the non-member half (the audited non-members). Disjoint."""
+
+    canaries: CanarySet | None
+    reference_half: Dataset
+    non_members: Dataset
+
+
+def cut_audit_pool(audit: Dataset, *, canaries: int, seed: int = 0) -> AuditPool:
+    """Take ``canaries`` x 2 canary images out of ``audit`` first (``reserve_canary_pool``), then split the rest
+    into the reference and non-member halves (``split_audit_pool``). Deterministic in ``seed``."""
+    pool, rest = reserve_canary_pool(audit, canaries, seed=seed)
+    canary_set = make_canaries(pool, canaries, seed=seed) if canaries else None
+    reference_half, non_members = split_audit_pool(rest, seed=seed)
+    return AuditPool(canary_set, reference_half, non_members)
+
+
+def with_canaries(train: Dataset, canaries: CanarySet | None) -> Dataset:
+    """``train`` followed by the inserted canaries: the training set SISA sees."""
+    return train.concat(without_canary_columns(canaries.inserted)) if canaries is not None else train

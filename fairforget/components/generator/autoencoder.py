@@ -1,0 +1,99 @@
+"""A small convolutional autoencoder: images (N, C, H, W) in [0, 1] <-> latent vectors (N, latent_dim).
+
+The encoder halves the resolution twice with stride-2 convolutions (28 -> 14 -> 7) and projects to the latent;
+the decoder mirrors it with transposed convolutions and resizes to the exact input size when H or W is not a
+multiple of 4. It is the first stage of the CPU latent-diffusion design (Rombach et al. 2022, reduced to a
+vector latent): the diffusion model then works on ``latent_dim`` numbers instead of H*W*C pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from fairforget.errors import ConfigError
+
+
+class ConvAutoencoder(nn.Module):
+    """conv(C->c0) -> conv/2(c0->c0) -> conv/2(c0->c1) -> linear(latent) and the mirror image back."""
+
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, channels: tuple[int, ...] = (32, 64)):
+        super().__init__()
+        height, width, in_channels = image_shape
+        if min(height, width) < 4:
+            raise ConfigError(f"the autoencoder needs images of at least 4x4 pixels, got {height}x{width}")
+        c0, c1 = channels[0], channels[-1]
+        self.image_shape = (height, width, in_channels)
+        self.bottleneck = (c1, math.ceil(height / 4), math.ceil(width / 4))
+        flat = c1 * self.bottleneck[1] * self.bottleneck[2]
+        self.encoder = nn.Sequential(
+            nn.Conv2d(in_channels, c0, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c0, c0, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(c0, c1, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Flatten(), nn.Linear(flat, latent_dim),
+        )
+        self.decoder_input = nn.Linear(latent_dim, flat)
+        self.decoder = nn.Sequential(
+            nn.SiLU(),
+            nn.ConvTranspose2d(c1, c0, 4, stride=2, padding=1), nn.SiLU(),
+            nn.ConvTranspose2d(c0, c0, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(c0, in_channels, 3, padding=1),
+        )
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) in [0, 1] -> (N, latent_dim)."""
+        return self.encoder(images * 2.0 - 1.0)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(N, latent_dim) -> (N, C, H, W) in [0, 1]."""
+        h = self.decoder(self.decoder_input(latents).view(-1, *self.bottleneck))
+        height, width, _ = self.image_shape
+        if h.shape[-2:] != (height, width):
+            h = F.interpolate(h, size=(height, width), mode="bilinear", align_corners=False)
+        return torch.sigmoid(h)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(images))
+
+
+def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, batch_size: int, learning_rate: float,
+                    seed: int, device: str = "cpu", progress: bool = True) -> list[float]:
+    """Train ``model`` on float32 images (N, C, H, W) in [0, 1] by MSE + L1 reconstruction; returns the mean
+    loss per epoch. Deterministic given ``seed`` on the CPU."""
+    generator = torch.Generator().manual_seed(seed)
+    data = torch.from_numpy(images)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    total_steps = epochs * math.ceil(len(data) / batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=total_steps,
+                                                   pct_start=0.1)
+    model.to(device).train()
+    history = []
+    for _ in tqdm(range(epochs), desc="autoencoder", disable=not progress, leave=False):
+        order = torch.randperm(len(data), generator=generator)
+        losses = []
+        for start in range(0, len(data), batch_size):
+            batch = data[order[start:start + batch_size]].to(device)
+            recon = model(batch)
+            loss = F.mse_loss(recon, batch) + 0.1 * F.l1_loss(recon, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        history.append(float(np.mean(losses)))
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def encode_images(model: ConvAutoencoder, images: np.ndarray, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
+    """float32 (N, C, H, W) in [0, 1] -> float32 (N, latent_dim)."""
+    model.eval()
+    parts = [model.encode(torch.from_numpy(images[i:i + batch_size]).to(device)).cpu()
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(parts).numpy()

@@ -1,0 +1,147 @@
+"""Configuration of the guided diffusion generator: one dataclass, defaults written once.
+
+Two architectures, picked by ``architecture`` (``auto`` resolves to ``pixel_unet`` when CUDA is available, else
+``latent_mlp``):
+
+- ``latent_mlp`` (the CPU design): a small convolutional autoencoder maps each image to a ``latent_dim`` vector;
+  a residual MLP denoiser (diffusers ``Timesteps``/``TimestepEmbedding`` time embedding, FiLM-modulated blocks)
+  learns the diffusion of the standardised latents. Training and sampling cost a few minutes and a few ms per
+  image on two CPU cores.
+- ``pixel_unet`` (the GPU design): a diffusers ``UNet2DModel`` on the pixels in [-1, 1], conditioned through
+  ``class_embed_type="identity"`` with the same condition embedding.
+
+Both train with the diffusers ``DDPMScheduler`` (epsilon prediction) and sample with ``DDIMScheduler`` and
+classifier-free guidance: the condition is replaced by the null condition with probability
+``condition_dropout`` in training, and at sampling ``eps = eps_null + w * (eps_cond - eps_null)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
+
+from fairforget.components.config import ConfigBase
+from fairforget.errors import ConfigError
+
+ARCHITECTURES = ("auto", "latent_mlp", "pixel_unet")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(ConfigBase):
+    """Every knob of the generator. ``resolved()`` fixes ``architecture`` and ``device``."""
+
+    architecture: str = "auto"
+    # latent_mlp: autoencoder
+    latent_dim: int = 32
+    autoencoder_channels: tuple[int, ...] = (32, 64)
+    autoencoder_epochs: int = 30
+    autoencoder_batch_size: int = 128
+    autoencoder_learning_rate: float = 2e-3
+    # latent_mlp: denoiser
+    denoiser_width: int = 512
+    denoiser_depth: int = 4
+    embedding_dim: int = 256
+    # pixel_unet
+    unet_channels: tuple[int, ...] = (64, 128, 256)
+    unet_layers_per_block: int = 2
+    unet_norm_groups: int = 32
+    unet_attention: bool = True
+    # diffusion training
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    train_steps: int = 4000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    condition_dropout: float = 0.1
+    # sampling
+    sampling_steps: int = 30
+    guidance_scale: float = 3.0
+    sample_batch_size: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    # torch intra-op threads while training/sampling (0 = leave torch's setting). One by default: on the shared
+    # 2-core machine two spin-waiting OpenMP threads ran 2-3x slower than one (measured, see docs/generator.md).
+    num_threads: int = 1
+
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line fix for any out-of-range value."""
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"unknown generator architecture {self.architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        for name in ("latent_dim", "autoencoder_epochs", "autoencoder_batch_size", "denoiser_width",
+                     "denoiser_depth", "embedding_dim", "num_train_timesteps", "train_steps", "batch_size",
+                     "sampling_steps", "sample_batch_size", "unet_layers_per_block", "unet_norm_groups"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"generator {name} must be a positive integer, got {value!r}")
+        if self.sampling_steps > self.num_train_timesteps:
+            raise ConfigError(f"sampling_steps ({self.sampling_steps}) cannot exceed num_train_timesteps "
+                             f"({self.num_train_timesteps})")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ConfigError(f"condition_dropout must lie in [0, 1), got {self.condition_dropout}: "
+                             "classifier-free guidance needs some dropout (0.1 is usual)")
+        if self.guidance_scale < 0:
+            raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if any(c % self.unet_norm_groups for c in self.unet_channels):
+            raise ConfigError(f"every unet_channels value {self.unet_channels} must be a multiple of "
+                             f"unet_norm_groups={self.unet_norm_groups}")
+        if not isinstance(self.num_threads, int) or self.num_threads < 0:
+            raise ConfigError(f"num_threads must be a non-negative integer (0 = torch's default), got {self.num_threads!r}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+    def resolved(self) -> "GeneratorConfig":
+        """The config with ``architecture`` and ``device`` fixed for this machine (validated)."""
+        import torch
+
+        self.validate()
+        cuda = torch.cuda.is_available()
+        device = self.device if self.device != "auto" else ("cuda" if cuda else "cpu")
+        architecture = self.architecture
+        if architecture == "auto":
+            architecture = "pixel_unet" if device.startswith("cuda") else "latent_mlp"
+        return replace(self, architecture=architecture, device=device)
+
+    def identity_record(self) -> dict[str, Any]:
+        """The fields that decide what is trained (sampling-only fields and the device excluded): hashed to
+        decide whether an existing generator can be reused."""
+        record = self.resolved().to_dict()
+        for key in ("device", "guidance_scale", "sampling_steps", "sample_batch_size", "num_threads"):
+            record.pop(key)
+        if record["architecture"] == "latent_mlp":
+            for key in [k for k in record if k.startswith("unet_")]:
+                record.pop(key)
+        else:
+            for key in [k for k in record if k.startswith(("autoencoder_", "denoiser_")) or k == "latent_dim"]:
+                record.pop(key)
+        return record
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int) -> Iterator[None]:
+    """Run the block with ``num_threads`` torch intra-op threads (0: unchanged), restoring the previous value.
+    One thread avoids the spin-wait collapse of two OpenMP threads on a CPU shared with other jobs."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def tiny_config(**overrides: Any) -> GeneratorConfig:
+    """A configuration that trains in seconds on 8x8 test images (tests only)."""
+    base = dict(latent_dim=8, autoencoder_channels=(8, 16), autoencoder_epochs=20, denoiser_width=32,
+                denoiser_depth=2, embedding_dim=16, unet_channels=(8, 16), unet_layers_per_block=1,
+                unet_norm_groups=4, unet_attention=False, num_train_timesteps=50, train_steps=30, batch_size=32,
+                warmup_steps=5, ema_decay=0.9, sampling_steps=2, sample_batch_size=64, device="cpu", num_threads=1)
+    base.update(overrides)
+    return GeneratorConfig(**base)

@@ -1,0 +1,191 @@
+"""``Generator``: a trained conditional diffusion model that turns condition tables into images.
+
+It owns the condition space, the denoiser, the autoencoder and latent statistics (latent design), the scheduler
+config, the data version it was trained on (``data_md5``) and its ``version`` (a hash of the training config and
+data version). ``save``/``load_generator`` write and read a folder atomically:
+``generator.json`` (everything but weights) and ``weights.pt`` (state dicts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from tqdm.auto import tqdm
+
+from fairforget.components.dataset import replace_folder
+from fairforget.components.generator.autoencoder import ConvAutoencoder
+from fairforget.components.generator.config import GeneratorConfig, torch_threads
+from fairforget.components.generator.denoiser import ConditionSpace, LatentDenoiser, PixelUNetDenoiser
+from fairforget.components.generator.sample import ddim_sample, to_uint8_images
+from fairforget.errors import ConfigError
+
+META_FILE = "generator.json"
+WEIGHTS_FILE = "weights.pt"
+
+
+def make_scheduler(config: GeneratorConfig) -> DDPMScheduler:
+    """The training scheduler. ``clip_sample`` only in pixel space: latents are not bounded to [-1, 1] and
+    clipping the predicted x0 there destroys the samples (see REFERENCES)."""
+    return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+                         prediction_type="epsilon", clip_sample=config.architecture == "pixel_unet")
+
+
+def build_networks(config: GeneratorConfig, image_shape: tuple[int, int, int], space: ConditionSpace):
+    """(denoiser, autoencoder or None) for a resolved config."""
+    if config.architecture == "latent_mlp":
+        autoencoder = ConvAutoencoder(image_shape, config.latent_dim, config.autoencoder_channels)
+        denoiser = LatentDenoiser(config.latent_dim, config.denoiser_width, config.denoiser_depth,
+                                  config.embedding_dim, space.cardinalities)
+        return denoiser, autoencoder
+    if config.architecture == "pixel_unet":
+        denoiser = PixelUNetDenoiser(image_shape, config.unet_channels, config.unet_layers_per_block,
+                                     config.unet_norm_groups, config.unet_attention, space.cardinalities)
+        return denoiser, None
+    raise ConfigError(f"unresolved architecture {config.architecture!r}: call config.resolved() first")
+
+
+@dataclass
+class Generator:
+    """A trained generator. ``sample(conditions, seed)`` -> uint8 (N, H, W, C) images.
+
+    Guarantees: the same conditions, seed, guidance scale and steps give the same images on the same device;
+    sample k's initial noise is row k of one seeded draw, so a prefix of conditions gives a prefix of images.
+    """
+
+    config: GeneratorConfig
+    space: ConditionSpace
+    image_shape: tuple[int, int, int]
+    denoiser: torch.nn.Module
+    autoencoder: ConvAutoencoder | None
+    latent_mean: np.ndarray | None
+    latent_std: np.ndarray | None
+    data_md5: str
+    version: str
+    training_summary: dict
+
+    @property
+    def device(self) -> str:
+        return self.config.device
+
+    def _sample_shape(self) -> tuple[int, ...]:
+        if self.autoencoder is not None:
+            return (self.config.latent_dim,)
+        height, width, channels = self.image_shape
+        return (channels, height, width)
+
+    def sample(self, conditions: pd.DataFrame, seed: int, guidance_scale: float | None = None,
+               steps: int | None = None, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Images for each row of ``conditions`` (one column per ``space.names``): uint8 (N, H, W, C).
+
+        Raises ``ValueError`` for an unknown condition value, a missing column or a negative guidance scale.
+        """
+        guidance_scale = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
+        if guidance_scale < 0:
+            raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}: 0 is unconditional, 1 plain "
+                             "conditional, larger values follow the condition more closely")
+        steps = self.config.sampling_steps if steps is None else int(steps)
+        if not 1 <= steps <= self.config.num_train_timesteps:
+            raise ConfigError(f"steps must lie in [1, {self.config.num_train_timesteps}], got {steps}")
+        batch_size = batch_size or self.config.sample_batch_size
+        codes = self.space.encode(conditions)
+        height, width, channels = self.image_shape
+        if len(codes) == 0:
+            return np.zeros((0, height, width, channels), dtype=np.uint8)
+        noise_rng = torch.Generator().manual_seed(int(seed))
+        noise = torch.randn((len(codes), *self._sample_shape()), generator=noise_rng)
+        scheduler = DDIMScheduler.from_config(make_scheduler(self.config).config)
+        out = []
+        self.denoiser.eval()
+        with torch_threads(self.config.num_threads):
+            for start in tqdm(range(0, len(codes), batch_size), desc="sampling", disable=not progress, leave=False):
+                chunk = torch.from_numpy(codes[start:start + batch_size]).to(self.device)
+                nulls = torch.from_numpy(self.space.null_codes(len(chunk))).to(self.device)
+                x = ddim_sample(self.denoiser, scheduler, noise[start:start + batch_size].to(self.device), chunk,
+                                nulls, guidance_scale, steps)
+                out.append(to_uint8_images(self.decode(x)))
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space samples -> float images (N, C, H, W) in [0, 1]."""
+        if self.autoencoder is None:
+            return (x + 1.0) / 2.0
+        mean = torch.as_tensor(self.latent_mean, device=x.device)
+        std = torch.as_tensor(self.latent_std, device=x.device)
+        return self.autoencoder.decode(x * std + mean)
+
+    def to(self, device: str) -> "Generator":
+        """Move the networks to ``device`` (e.g. a GPU-trained generator loaded on a CPU)."""
+        from dataclasses import replace
+
+        self.denoiser.to(device)
+        if self.autoencoder is not None:
+            self.autoencoder.to(device)
+        self.config = replace(self.config, device=device)
+        return self
+
+    def metadata(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "space": self.space.to_dict(),
+            "image_shape": list(self.image_shape),
+            "latent_mean": None if self.latent_mean is None else [float(v) for v in self.latent_mean],
+            "latent_std": None if self.latent_std is None else [float(v) for v in self.latent_std],
+            "data_md5": self.data_md5,
+            "version": self.version,
+            "training_summary": self.training_summary,
+        }
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the generator to ``folder`` atomically (temporary sibling folder, then rename)."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            state = {"denoiser": {k: v.cpu() for k, v in self.denoiser.state_dict().items()}}
+            if self.autoencoder is not None:
+                state["autoencoder"] = {k: v.cpu() for k, v in self.autoencoder.state_dict().items()}
+            torch.save(state, tmp / WEIGHTS_FILE)
+            (tmp / META_FILE).write_text(json.dumps(self.metadata(), indent=2, sort_keys=True) + "\n")
+            replace_folder(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+
+def load_generator(folder: str | os.PathLike, device: str | None = None) -> Generator:
+    """Read a generator written by ``Generator.save``; ``device`` defaults to CUDA when available, else CPU."""
+    folder = Path(folder)
+    for name in (META_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} is missing: train the generator first (`mlflow run . -e "
+                                    "train_generator --env-manager local`) or give the folder it was saved to")
+    meta = json.loads((folder / META_FILE).read_text())
+    config = GeneratorConfig.from_dict(meta["config"])
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from dataclasses import replace
+
+    config = replace(config, device=device)
+    space = ConditionSpace.from_dict(meta["space"])
+    image_shape = tuple(meta["image_shape"])
+    denoiser, autoencoder = build_networks(config, image_shape, space)
+    state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    denoiser.load_state_dict(state["denoiser"])
+    denoiser.to(device).eval()
+    if autoencoder is not None:
+        autoencoder.load_state_dict(state["autoencoder"])
+        autoencoder.to(device).eval()
+    as_array = lambda v: None if v is None else np.asarray(v, dtype=np.float32)  # noqa: E731
+    return Generator(config, space, image_shape, denoiser, autoencoder, as_array(meta["latent_mean"]),
+                     as_array(meta["latent_std"]), meta["data_md5"], meta["version"], meta.get("training_summary", {}))

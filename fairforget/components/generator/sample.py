@@ -1,0 +1,46 @@
+"""The sampling loop, written out: DDIM with classifier-free guidance.
+
+For each DDIM timestep t (``scheduler.timesteps``, from noisy to clean):
+    eps_cond = denoiser(x_t, t, condition);  eps_null = denoiser(x_t, t, null condition)
+    eps = eps_null + w * (eps_cond - eps_null)          # classifier-free guidance (Ho & Salimans 2022)
+    x_{t-1} = scheduler.step(eps, t, x_t)                # DDIM update, eta = 0 (deterministic)
+Both halves go through the network as one doubled batch. ``w = 1`` is the plain conditional model (one pass),
+``w = 0`` the unconditional one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler
+from torch import nn
+
+from fairforget.errors import ConfigError
+
+
+@torch.no_grad()
+def ddim_sample(denoiser: nn.Module, scheduler: DDIMScheduler, noise: torch.Tensor, codes: torch.Tensor,
+                null_codes: torch.Tensor, guidance_scale: float, steps: int) -> torch.Tensor:
+    """Denoise ``noise`` (B, ...) into samples under ``codes`` (B, J); returns a tensor shaped like ``noise``."""
+    if guidance_scale < 0:
+        raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    scheduler.set_timesteps(steps)
+    x = noise * scheduler.init_noise_sigma
+    batch = x.shape[0]
+    for t in scheduler.timesteps:
+        if guidance_scale == 1.0:
+            eps = denoiser(x, t.expand(batch).to(x.device), codes)
+        elif guidance_scale == 0.0:
+            eps = denoiser(x, t.expand(batch).to(x.device), null_codes)
+        else:
+            both = denoiser(torch.cat([x, x]), t.expand(2 * batch).to(x.device), torch.cat([codes, null_codes]))
+            eps_cond, eps_null = both.chunk(2)
+            eps = eps_null + guidance_scale * (eps_cond - eps_null)
+        x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+    return x
+
+
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """float (N, C, H, W) in [0, 1] -> uint8 (N, H, W, C), rounded and clipped."""
+    array = images.clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    return array.transpose(0, 2, 3, 1).copy()

@@ -1,0 +1,67 @@
+"""``AuditConfig``: every setting of a membership-inference audit, with its default written once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fairforget.components.config import ConfigBase
+from fairforget.errors import ConfigError
+
+DEFAULT_ATTACKS = ("mloss", "mmean", "mstd", "moments", "confidence", "entropy", "modified_entropy", "rmia")
+
+
+@dataclass(frozen=True)
+class AuditConfig(ConfigBase):
+    """How an audit runs.
+
+    Sizes: ``sample_size`` members and as many non-members are audited (None: as many as the smaller set has);
+    ``calibration_fraction`` of each (stratified by class) fit thresholds and attack models, the rest is evaluated.
+    With the default data (4000 train originals, 4000 non-members) that is 2000 + 2000 calibration and
+    2000 + 2000 evaluation samples, enough for TPR at 0.1% FPR (>= 1000 evaluation non-members).
+    """
+
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    num_augmentations: int = 10  # N fixed augmented copies per image (Yu et al. use 10)
+    augmentation_padding: int = 4  # the shift range of the training augmentation (crop with 4 px padding)
+    sample_size: int | None = None
+    calibration_fraction: float = 0.5
+    fpr_levels: tuple[float, ...] = (0.01, 0.001)
+    num_bootstrap: int = 200
+    confidence: float = 0.95  # of the bootstrap intervals
+    chance_alpha: float = 0.05  # one-sided, Bonferroni over the attacks, for the chance bound of success
+    batch_size: int = 256  # images per forward pass (256 beat 1024 for small_cnn on this CPU)
+    num_threads: int | None = None  # torch intra-op threads while querying (None: leave as is)
+    moments_max_order: int = 20  # m_k for k = 1..K (Yu et al.: 20)
+    moments_hidden: tuple[int, ...] = (20, 20)  # the MLP 20-20-20-1 of Yu et al.: 20 inputs, two hidden layers
+    moments_max_iter: int = 300
+    rmia_gamma: float = 1.0  # x beats z when ratio(x) / ratio(z) > gamma (Zarifzadeh et al. 2024, Eq. 4)
+    rmia_offline_a: float | None = None  # Pr(x) = (1 + a)/2 * Pr_OUT(x) + (1 - a)/2; None: fit on calibration
+    min_per_class: int = 10  # calibration members and non-members a class needs for its own threshold
+    reference_models: int = 4  # RMIA's reference models (trained like the target on the reference half)
+    seed: int = 0
+    show_progress: bool = True
+
+    def validate(self) -> None:
+        if not self.attacks:
+            raise ConfigError("attacks is empty: name at least one attack")
+        if not 0.0 < self.calibration_fraction < 1.0:
+            raise ConfigError(f"calibration_fraction must lie strictly between 0 and 1, got {self.calibration_fraction}")
+        if self.sample_size is not None and self.sample_size < 2:
+            raise ConfigError(f"sample_size must be >= 2 (or None for all), got {self.sample_size}")
+        if self.reference_models < 1 and "rmia" in self.attacks:
+            raise ConfigError(f"reference_models must be >= 1 when the attacks include rmia, got {self.reference_models}")
+        if self.num_augmentations < 1:
+            raise ConfigError(f"num_augmentations must be >= 1, got {self.num_augmentations}")
+        if self.num_bootstrap < 0:
+            raise ConfigError(f"num_bootstrap must be >= 0, got {self.num_bootstrap}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError(f"confidence must lie strictly between 0 and 1, got {self.confidence}")
+        if self.rmia_offline_a is not None and not 0.0 <= self.rmia_offline_a <= 1.0:
+            raise ConfigError(f"rmia_offline_a must lie in [0, 1] (or None to fit it), got {self.rmia_offline_a}")
+        if self.moments_max_order < 1:
+            raise ConfigError(f"moments_max_order must be >= 1, got {self.moments_max_order}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads must be >= 1 (or None to leave torch's setting), got {self.num_threads}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+

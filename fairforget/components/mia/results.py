@@ -1,0 +1,130 @@
+"""``AuditReport``: the figures of one audit, as MLflow metrics, a table and a short text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fairforget.components.mia.config import AuditConfig
+from fairforget.components.mia.metrics import Estimate
+
+ALL_MEMBERS = "all"
+
+
+@dataclass
+class AttackResult:
+    """One attack on one subset of members against the evaluation non-members.
+
+    ``estimates``: success, advantage, auc, tpr_at_<x>pct_fpr; ``threshold`` the calibrated decision cut;
+    ``fpr``/``tpr`` the evaluation ROC curve (for the figure); ``n_members``/``n_non_members`` evaluation counts.
+    """
+
+    attack: str
+    subset: str
+    estimates: dict[str, Estimate]
+    threshold: float
+    fpr: np.ndarray
+    tpr: np.ndarray
+    n_members: int
+    n_non_members: int
+
+
+@dataclass
+class AuditReport:
+    """All results of ``audit_membership``: ``results[subset][attack]``; subset ``"all"`` holds every member.
+
+    ``chance_bound[subset]``: the success an attack unrelated to membership stays under (one-sided, Bonferroni over
+    the attacks, ``chance_success_bound``); a subset whose every attack stays under it is *indistinguishable* from
+    non-members. ``member_accuracy``/``non_member_accuracy``: the target's accuracy on the un-augmented images.
+    """
+
+    config: AuditConfig
+    results: dict[str, dict[str, AttackResult]]
+    chance_bound: dict[str, float]
+    member_accuracy: float
+    non_member_accuracy: float
+    sizes: dict[str, int]
+    augmentations: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+    fitted: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def accuracy_gap(self) -> float:
+        """Member minus non-member accuracy (the train/test gap, for context)."""
+        return self.member_accuracy - self.non_member_accuracy
+
+    def max_success(self, subset: str = ALL_MEMBERS) -> float:
+        return max(r.estimates["success"].value for r in self.results[subset].values())
+
+    def indistinguishable(self, subset: str) -> bool:
+        """True when no attack's success on ``subset`` exceeds its chance bound."""
+        return self.max_success(subset) <= self.chance_bound[subset]
+
+    @staticmethod
+    def _prefix(subset: str, root: str = "mia") -> str:
+        return f"{root}/" if subset == ALL_MEMBERS else f"{root}/{subset}/"
+
+    def metrics(self, root: str = "mia") -> dict[str, float]:
+        """Flat MLflow metrics: ``mia/<attack>/<metric>`` (+ ``_ci_low``/``_ci_high``) for all members,
+        ``mia/<subset>/<attack>/<metric>`` for each subset, ``mia/[<subset>/]max_success``,
+        ``mia/[<subset>/]chance_success_high``, ``mia/[<subset>/]indistinguishable`` (1.0 or 0.0), and
+        ``mia/member_accuracy``, ``mia/non_member_accuracy``, ``mia/accuracy_gap``. ``root`` replaces ``mia``
+        (e.g. ``mia_shard/3`` for a per-shard audit)."""
+        out: dict[str, float] = {}
+        for subset, by_attack in self.results.items():
+            prefix = self._prefix(subset, root)
+            for attack, result in by_attack.items():
+                for metric, estimate in result.estimates.items():
+                    out[f"{prefix}{attack}/{metric}"] = estimate.value
+                    out[f"{prefix}{attack}/{metric}_ci_low"] = estimate.ci_low
+                    out[f"{prefix}{attack}/{metric}_ci_high"] = estimate.ci_high
+            out[f"{prefix}max_success"] = self.max_success(subset)
+            out[f"{prefix}chance_success_high"] = self.chance_bound[subset]
+            out[f"{prefix}indistinguishable"] = float(self.indistinguishable(subset))
+        out[f"{root}/member_accuracy"] = self.member_accuracy
+        out[f"{root}/non_member_accuracy"] = self.non_member_accuracy
+        out[f"{root}/accuracy_gap"] = self.accuracy_gap
+        return out
+
+    def table(self) -> pd.DataFrame:
+        """One row per (subset, attack): counts, threshold and every metric with its interval."""
+        rows = []
+        for subset, by_attack in self.results.items():
+            for attack, result in by_attack.items():
+                row = {"subset": subset, "attack": attack, "n_members": result.n_members,
+                       "n_non_members": result.n_non_members, "threshold": result.threshold}
+                for metric, estimate in result.estimates.items():
+                    row[metric] = estimate.value
+                    row[f"{metric}_ci_low"] = estimate.ci_low
+                    row[f"{metric}_ci_high"] = estimate.ci_high
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def roc_curves(self, subset: str = ALL_MEMBERS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """attack -> (fpr, tpr) of the evaluation ROC curve for ``subset``."""
+        return {attack: (r.fpr, r.tpr) for attack, r in self.results[subset].items()}
+
+    def summary(self) -> str:
+        """A few lines: sizes, accuracy gap, per subset the strongest attack and the verdict."""
+        header = (f"membership-inference audit: {self.sizes.get('evaluation_members', 0)} evaluation members vs "
+                  f"{self.sizes.get('evaluation_non_members', 0)} evaluation non-members (calibration: "
+                  f"{self.sizes.get('calibration_members', 0)} + {self.sizes.get('calibration_non_members', 0)}), "
+                  f"{len(self.augmentations)} fixed augmentations")
+        accuracy = (f"accuracy: members {self.member_accuracy:.3f}, non-members {self.non_member_accuracy:.3f}, "
+                    f"gap {self.accuracy_gap:+.3f}")
+        lines = [header, accuracy]
+        for subset, by_attack in self.results.items():
+            best = max(by_attack.values(), key=lambda r: r.estimates["success"].value)
+            success, auc = best.estimates["success"], best.estimates["auc"]
+            verdict = ("indistinguishable from non-members" if self.indistinguishable(subset)
+                       else "DISTINGUISHABLE from non-members")
+            if subset not in (ALL_MEMBERS, "retained") and not self.indistinguishable(subset):
+                verdict += " (unlearning failed for these records)"
+            lines.append(f"[{subset}: {best.n_members} members] strongest: {best.attack} success {success.value:.3f} "
+                         f"[{success.ci_low:.3f}, {success.ci_high:.3f}], auc {auc.value:.3f}; chance bound "
+                         f"{self.chance_bound[subset]:.3f}: {verdict}")
+            lines.append("    " + ", ".join(f"{a} {r.estimates['success'].value:.3f}/{r.estimates['auc'].value:.3f}"
+                                            for a, r in by_attack.items()) + "  (success/auc)")
+        return "\n".join(lines)

@@ -1,0 +1,159 @@
+"""MLflow step ``augment``: Algorithm 1 on a data version with a trained generator.
+
+Reads the data folder, gets the generator (``--generator-run-id``, else the reusable one for this data md5 and
+config, else trains one), builds the target D (``components.priors.build_target``), runs Algorithm 1 logging
+``bias/loss``, ``bias/kl/<attribute>`` and counts per round (step = round), logs the distribution figures
+before/after (the paper's Fig. 8), a grid of the synthetic images and the augmented data set (manifest + images)
+as the artifact folder ``augmented/``, and writes it to ``--output-dir`` (atomically, only once everything
+succeeded); ``--dvc-add true`` then runs ``dvc add`` on it.
+
+    python -m fairforget.pipelines.augment --data-dir data --output-dir augmented --rho 0.01 [--dvc-add true]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import mlflow
+
+from fairforget.components.augment import AugmentConfig, AugmentResult, augment, check_generator_version
+from fairforget.components.dataset import Dataset, load_dataset, save_dataset
+from fairforget.components.generator import Generator
+from fairforget.components.plots import plot_distributions, plot_image_grid
+from fairforget.components.priors import build_target
+from fairforget.components.versioning import dvc_md5_of_folder
+from fairforget.pipelines.cli import float_arg, int_arg, str2bool
+from fairforget.pipelines.tracking import log_json, step_run
+from fairforget.pipelines.train_generator import (
+    add_generator_arguments,
+    generator_config_from_args,
+    get_or_train_generator,
+    load_generator_from_run,
+)
+
+STEP = "augment"
+
+
+def synthetic_grid(result: AugmentResult, per_class: int = 8):
+    """One row per class that received synthetic images (up to ``per_class`` each)."""
+    synthetic = result.synthetic
+    rows, labels = [], []
+    for index, name in enumerate(synthetic.class_names):
+        images = synthetic.images[synthetic.labels == index][:per_class]
+        if len(images):
+            rows.append(images)
+            labels.append(name)
+    return plot_image_grid(rows, labels, title="synthetic images added by Algorithm 1") if rows else None
+
+
+def run_augment(dataset: Dataset, generator: Generator, attributes: Sequence[str], config: AugmentConfig,
+                output_dir: str | Path, prior: str = "uniform", structure: str = "mimic",
+                data_dir: str | Path | None = None, data_md5: str | None = None, force: bool = False,
+                dvc_add: bool = False, dataset_name: str | None = None) -> AugmentResult:
+    """Algorithm 1 inside an ``augment`` MLflow run; writes the augmented data set to ``output_dir``.
+
+    Everything is validated (rho, guidance, target vs generator, data version) before any sample is generated;
+    ``output_dir`` is written only after Algorithm 1 succeeded, by a temporary folder renamed into place.
+    """
+    config.validate()
+    check_generator_version(generator, data_md5, force)
+    train = dataset.split("train")
+    reference = dataset.split("reference")
+    target = build_target(train.manifest, list(attributes), prior=prior, structure=structure,
+                          reference_manifest=reference.manifest if len(reference) else None, seed=config.seed)
+    dataset_name = dataset_name or str(dataset.config.get("dataset", "dataset"))
+    record = {"augment": asdict(config), "attributes": list(attributes), "prior": prior, "structure": structure,
+              "generator_version": generator.version, "output_dir": str(output_dir), "force": force}
+    with step_run(STEP, record, dataset_name, data_dir):
+        mlflow.set_tags({"generator_version": generator.version, "generator_data_md5": generator.data_md5,
+                         "target": target.description})
+        if data_md5:
+            mlflow.set_tag("data_md5", data_md5)
+
+        def on_round(round_index: int, report, info: dict) -> None:
+            metrics = report.as_metrics()
+            metrics.update({"augment/size": info["size"], "augment/synthetic_total": info["synthetic_total"],
+                            "augment/added": info["added"]})
+            mlflow.log_metrics(metrics, step=round_index)
+
+        # the data version was checked above (before the run opened); not again, to warn once
+        result = augment(dataset, target, generator, config=config, on_round=on_round)
+        mlflow.log_figure(plot_distributions(result.before, "before augmentation"), "augment/distribution_before.png")
+        mlflow.log_figure(plot_distributions(result.after, "after augmentation (Fig. 8)"),
+                          "augment/distribution_after.png")
+        grid = synthetic_grid(result)
+        if grid is not None:
+            mlflow.log_figure(grid, "augment/synthetic_grid.png")
+        log_json(result.rounds, "augment/rounds.json")
+        mlflow.log_text(result.cells.to_csv(index=False), "augment/cells.csv")
+        mlflow.log_metrics({"augment/rounds": len(result.rounds) - 1,
+                            "augment/synthetic_added": len(result.synthetic),
+                            "augment/balanced": float(result.after.is_balanced(config.rho))})
+        folder = save_dataset(result.dataset, output_dir)
+        mlflow.log_artifacts(str(folder), "augmented")
+        mlflow.set_tag("augmented_md5", dvc_md5_of_folder(folder))
+        if dvc_add:
+            dvc_add_folder(folder)
+    return result
+
+
+def dvc_add_folder(folder: Path) -> Path:
+    """``dvc add <folder>`` (DVC finds the repository from the folder's parent, whatever the working directory);
+    returns the ``.dvc`` file written next to it. A failure raises with DVC's message."""
+    folder = Path(folder).resolve()
+    completed = subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", folder.name], cwd=folder.parent,
+                               capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"`dvc add {folder}` failed: {completed.stderr.strip() or completed.stdout.strip()} "
+                           "(is this a DVC repository? is a parent folder already tracked?)")
+    return folder.with_name(folder.name + ".dvc")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = AugmentConfig()
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--output-dir", default="augmented")
+    parser.add_argument("--attributes", default="superclass", help="comma-separated debiased attributes")
+    parser.add_argument("--prior", default="uniform")
+    parser.add_argument("--structure", default="mimic")
+    parser.add_argument("--rho", type=float_arg, default=defaults.rho)
+    parser.add_argument("--step-size", type=float_arg, default=defaults.step_size)
+    parser.add_argument("--round-size", type=int_arg, default=defaults.round_size)
+    parser.add_argument("--max-rounds", type=int_arg, default=defaults.max_rounds)
+    parser.add_argument("--seed", type=int_arg, default=0)
+    parser.add_argument("--generator-run-id", default="", help="use this run's generator (default: reuse or train)")
+    parser.add_argument("--dvc-add", type=str2bool, default=False)
+    parser.add_argument("--force", type=str2bool, default=False, help="accept a generator of another data version")
+    add_generator_arguments(parser)
+    args = parser.parse_args(argv)
+    config = AugmentConfig(rho=args.rho, step_size=args.step_size, round_size=args.round_size,
+                           max_rounds=args.max_rounds, guidance_scale=args.guidance_scale, seed=args.seed)
+    config.validate()  # before any expensive work
+    dataset = load_dataset(args.data_dir)
+    data_md5 = dvc_md5_of_folder(args.data_dir)
+    generator_config = generator_config_from_args(args)
+    if args.generator_run_id:
+        generator = load_generator_from_run(args.generator_run_id)
+    else:
+        generator, _ = get_or_train_generator(dataset, data_md5, generator_config, args.retrain,
+                                              data_dir=args.data_dir)
+    attributes = [a.strip() for a in args.attributes.split(",") if a.strip()]
+    result = run_augment(dataset, generator, attributes, config, args.output_dir, prior=args.prior,
+                         structure=args.structure, data_dir=args.data_dir, data_md5=data_md5, force=args.force,
+                         dvc_add=args.dvc_add)
+    summary = {"rounds": result.rounds[-1]["round"], "synthetic_added": len(result.synthetic),
+               "before": result.before.as_metrics(), "after": result.after.as_metrics(),
+               "output_dir": str(args.output_dir)}
+    print(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

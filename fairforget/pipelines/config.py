@@ -1,0 +1,151 @@
+"""The ``main`` entry point's configuration: one dataclass per part, the defaults written once, and the mapping
+from command-line options (MLproject parameters) onto them. ``PipelineConfig.to_dict()`` is what every run logs and
+``pipeline.json`` holds; ``PipelineConfig.from_dict`` reads it back."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+from fairforget.components.augment import AugmentConfig
+from fairforget.components.bias import BalanceConfig
+from fairforget.components.canaries import default_canary_count
+from fairforget.components.config import ConfigBase
+from fairforget.components.data import DataConfig
+from fairforget.components.forgetting import LoopConfig
+from fairforget.components.gate import GateConfig
+from fairforget.components.generator.config import GeneratorConfig
+from fairforget.components.mia import AuditConfig
+from fairforget.components.sisa.model import SisaConfig
+from fairforget.components.sisa.unlearn import FORGET_ORDERS
+from fairforget.components.versioning import config_hash
+from fairforget.errors import ConfigError
+from fairforget.pipelines.cli import float_arg, int_arg, str2bool
+from fairforget.pipelines.data_steps import (
+    _add_balance_args,
+    _add_data_args,
+    balance_config_from_args,
+    data_config_from_args,
+)
+
+
+@dataclass(frozen=True)
+class PipelineConfig(ConfigBase):
+    """Every parameter of the ``main`` entry point, resolved; logged with the parent run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sisa: SisaConfig = field(default_factory=SisaConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    canaries: int | None = None  # canary records inserted into S (None: 1% of S, 40 on the default; 0: none)
+    retrain_generator: bool = False
+    prepare: bool = True  # False: use the data set already in data_dir as it is (e.g. one pulled with DVC)
+    data_dir: str = "data"
+    outputs_dir: str = "outputs"
+
+    def validate(self) -> None:
+        if self.canaries is not None and self.canaries < 0:
+            raise ConfigError(f"canaries must be >= 0 (0 switches them off), got {self.canaries}")
+        self.data.validate()
+        self.balance.validate()
+        self.generator.validate()
+        self.augment.validate()
+        self.sisa.validate()
+        self.audit.validate()
+        self.loop.validate()
+        self.gate.validate()
+
+    def canary_count(self, train_size: int) -> int:
+        """The number of canaries for a private set of ``train_size`` records: ``canaries``, or 1% of it when None."""
+        return default_canary_count(train_size) if self.canaries is None else self.canaries
+
+    def state_key(self) -> str:
+        """The hash naming this run's state folder: everything that changes results (not executors or paths)."""
+        record = self.to_dict()
+        for volatile in ("retrain_generator", "data_dir", "outputs_dir", "prepare"):
+            record.pop(volatile)
+        for volatile in ("executor", "max_workers", "ray_address", "progress"):
+            record["sisa"].pop(volatile)
+        record["gate"].pop("model_name")
+        return config_hash(record)
+
+
+def canary_arg(text: str) -> int | None:
+    """``auto`` (or empty) -> None (1% of S); otherwise a non-negative whole number."""
+    if str(text).strip().lower() in ("", "auto", "none"):
+        return None
+    value = int_arg(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"canaries must be >= 0 or 'auto', got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    loop, gate, sisa, audit, gen = LoopConfig(), GateConfig(), SisaConfig(), AuditConfig(), GeneratorConfig()
+    parser.add_argument("--forget-rate", type=float_arg, default=loop.forget_rate)
+    parser.add_argument("--iterations", type=int_arg, default=loop.iterations)
+    parser.add_argument("--forget-order", default=loop.forget_order, choices=list(FORGET_ORDERS))
+    parser.add_argument("--convergence-patience", type=int_arg, default=loop.convergence_patience,
+                        help="stop after this many iterations in a row with every attack at chance; 0: run them all")
+    parser.add_argument("--shards", type=int_arg, default=sisa.num_shards)
+    parser.add_argument("--slices", type=int_arg, default=sisa.num_slices)
+    parser.add_argument("--classifier", default=sisa.classifier)
+    parser.add_argument("--classifier-weights", default="")
+    parser.add_argument("--epochs", type=int_arg, default=sisa.train.epochs)
+    parser.add_argument("--aggregation", default=sisa.aggregation)
+    parser.add_argument("--max-deletion-fraction", type=float_arg, default=sisa.max_deletion_fraction)
+    parser.add_argument("--executor", default=sisa.executor)
+    parser.add_argument("--ray-address", default="")
+    parser.add_argument("--attacks", default=",".join(audit.attacks))
+    parser.add_argument("--iteration-audit-size", type=int_arg, default=loop.iteration_audit_size,
+                        help="members audited per iteration (0: all); the final audit always uses all")
+    parser.add_argument("--mia-threshold", type=float_arg, default=gate.mia_threshold)
+    parser.add_argument("--min-accuracy", type=float_arg, default=gate.min_accuracy)
+    parser.add_argument("--model-name", default=gate.model_name)
+    parser.add_argument("--require-audit-power", type=str2bool, default=gate.require_audit_power,
+                        help="the gate accepts 'at chance' only from an audit that detected the canaries")
+    parser.add_argument("--canaries", type=canary_arg, default=None,
+                        help="canary records inserted into S to prove the audit can see a leak; 'auto' (default): "
+                             "1%% of S; 0: none")
+    parser.add_argument("--guidance-scale", type=float_arg, default=gen.guidance_scale)
+    parser.add_argument("--generator-steps", type=int_arg, default=gen.train_steps)
+    parser.add_argument("--retrain-generator", type=str2bool, default=False)
+    parser.add_argument("--resume", type=str2bool, default=False)
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--outputs-dir", default="outputs")
+    _add_data_args(parser)
+    _add_balance_args(parser)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    base = SisaConfig()
+    sisa = dataclasses.replace(
+        base, num_shards=args.shards, num_slices=args.slices, classifier=args.classifier,
+        weights_path=args.classifier_weights or None, train=dataclasses.replace(base.train, epochs=args.epochs),
+        aggregation=args.aggregation, max_deletion_fraction=args.max_deletion_fraction, executor=args.executor,
+        ray_address=args.ray_address or None, seed=args.seed)
+    balance = balance_config_from_args(args)
+    return PipelineConfig(
+        data=data_config_from_args(args), balance=balance,
+        generator=dataclasses.replace(GeneratorConfig(), guidance_scale=args.guidance_scale,
+                                      train_steps=args.generator_steps, seed=args.seed),
+        augment=AugmentConfig(rho=balance.rho, guidance_scale=args.guidance_scale, seed=args.seed),
+        sisa=sisa,
+        audit=dataclasses.replace(AuditConfig(), attacks=tuple(a.strip() for a in args.attacks.split(",")
+                                                               if a.strip()), seed=args.seed),
+        loop=LoopConfig(forget_rate=args.forget_rate, iterations=args.iterations, forget_order=args.forget_order,
+                        iteration_audit_size=args.iteration_audit_size or None,
+                        convergence_patience=args.convergence_patience),
+        gate=GateConfig(model_name=args.model_name, mia_threshold=args.mia_threshold, min_accuracy=args.min_accuracy,
+                        require_audit_power=args.require_audit_power),
+        canaries=args.canaries,
+        retrain_generator=args.retrain_generator, data_dir=args.data_dir, outputs_dir=args.outputs_dir)
+
+

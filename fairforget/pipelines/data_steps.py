@@ -1,0 +1,161 @@
+"""Steps ``prepare`` and ``validate``: build the biased data set, version it with DVC, measure and validate its bias.
+
+Run alone: ``python -m fairforget.pipelines.data_steps prepare --dataset fashion_mnist`` (or ``validate``), or through MLflow:
+``mlflow run . -e prepare --env-manager local``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mlflow
+
+from fairforget.components.bias import BalanceConfig, BiasReport, measure_bias
+from fairforget.components.data import DataConfig, prepare_dataset
+from fairforget.components.dataset import load_dataset, save_dataset
+from fairforget.components.plots import plot_distributions
+from fairforget.components.priors import TargetDistribution, build_target
+from fairforget.components.validation import ValidationResult, validate_dataset
+from fairforget.components.versioning import dvc_md5_of_folder
+from fairforget.pipelines.cli import float_arg, int_arg
+from fairforget.pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, run_cli, step_run
+
+log = logging.getLogger("fairforget")
+
+
+def dvc_track(data_dir: Path) -> str:
+    """``dvc add`` the folder when it is the project's own DVC-tracked folder; return its DVC md5."""
+    dvc_file = data_dir.with_name(data_dir.name + ".dvc")
+    if (PROJECT_ROOT / ".dvc").is_dir() and data_dir.resolve().parent == PROJECT_ROOT.resolve():
+        subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", data_dir.name], cwd=PROJECT_ROOT, check=True)
+        log.info("dvc: %s tracked by %s", data_dir.name, dvc_file.name)
+    return dvc_md5_of_folder(data_dir)
+
+
+def run_prepare(config: DataConfig, data_dir: str | Path = "data", track: bool = True) -> str:
+    """Prepare the data set into ``data_dir`` (atomically), DVC-track it, log it; return its DVC md5."""
+    config.validate()
+    data_dir = Path(data_dir)
+    with step_run("prepare", {"data": asdict(config), "data_dir": str(data_dir)}, config.dataset):
+        dataset = prepare_dataset(config)
+        save_dataset(dataset, data_dir)
+        md5 = dvc_track(data_dir) if track else dvc_md5_of_folder(data_dir)
+        log_data_version(data_dir, context="prepared")
+        counts = dataset.manifest.groupby(["split", "superclass"]).size().rename("count").reset_index()
+        mlflow.log_table(counts, "split_counts.json")
+        mlflow.log_metrics({f"data/size/{s}": int((dataset.manifest["split"] == s).sum())
+                            for s in dataset.manifest["split"].unique()})
+        print(f"prepare: {len(dataset)} images in {data_dir} (md5 {md5}); "
+              + ", ".join(f"{s}={n}" for s, n in dataset.manifest["split"].value_counts().sort_index().items()))
+    return md5
+
+
+@dataclass
+class ValidationOutcome:
+    """What ``run_validate`` found: the target D, the bias of S against it, and the GX results."""
+
+    target: TargetDistribution
+    bias: BiasReport
+    validation: ValidationResult
+    data_md5: str
+    extra: dict = field(default_factory=dict)
+
+
+def run_validate(balance: BalanceConfig, data_dir: str | Path = "data", dataset_name: str | None = None,
+                 seed: int = 0) -> ValidationOutcome:
+    """Measure the bias of the train split (Definition 2) and run the GX suites; log metrics, figure, Data Docs.
+
+    Balance failing is recorded (tag ``balance=failed``); a broken schema or unreadable image raises ``DataError``.
+    """
+    balance.validate()
+    data_dir = Path(data_dir)
+    dataset = load_dataset(data_dir)
+    name = dataset_name or dataset.config.get("dataset", "custom")
+    with step_run("validate", {"balance": asdict(balance), "data_dir": str(data_dir)}, name, data_dir) as run:
+        train = dataset.split("train")
+        reference = dataset.split("reference")
+        target = build_target(train.manifest, balance.attributes, prior=balance.prior, structure=balance.structure,
+                              reference_manifest=reference.manifest if len(reference) else None, seed=seed)
+        report = measure_bias(train.manifest, target.priors())
+        cfg = dataset.config
+        expected = {s: cfg[f"{s}_size"] for s in ("train", "test", "audit", "reference") if f"{s}_size" in cfg}
+        result = validate_dataset(dataset, target.priors(), rho=balance.rho, expected_sizes=expected)
+        mlflow.log_metrics(report.as_metrics())
+        for outcome in result.outcomes:
+            if outcome.suite == "balance" and isinstance(outcome.observed, (int, float)):
+                mlflow.log_metric(f"bias/gx_kl_observed_vs_prior/{outcome.column}", float(outcome.observed))
+        log_figure(plot_distributions(report, "Before augmentation (paper Fig. 6)"), "figures/distributions.png")
+        mlflow.log_table(report.table(), "bias_table.json")
+        mlflow.log_table(result.table().astype(str), "validation/expectations.json")
+        log_json(result.raw, "validation/gx_results.json")
+        log_json({"description": target.description, "joint": target.joint.to_dict(orient="records")},
+                 "target_distribution.json")
+        if result.docs_dir is not None:
+            mlflow.log_artifacts(str(result.docs_dir), "validation/data_docs")
+        mlflow.set_tags({"balance": "passed" if result.balanced else "failed",
+                         "integrity": "passed" if result.integrity_ok else "failed"})
+        kl_text = ", ".join(f"KL({a.attribute})={a.kl:.4f}" for a in report.attributes)
+        print(f"validate: integrity {'passed' if result.integrity_ok else 'FAILED'}; balance "
+              f"{'passed' if result.balanced else 'failed (a finding: the data is biased)'}; {kl_text}; "
+              f"L_hat={report.loss:.5f} (rho={balance.rho})")
+        result.raise_for_integrity()
+        return ValidationOutcome(target, report, result, dvc_md5_of_folder(data_dir), {"run_id": run.info.run_id})
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    defaults = DataConfig()
+    parser.add_argument("--dataset", default=defaults.dataset)
+    parser.add_argument("--source-dir", default=None)
+    parser.add_argument("--train-size", type=int_arg, default=defaults.train_size)
+    parser.add_argument("--majority-superclass", default=None)
+    parser.add_argument("--majority-fraction", type=float_arg, default=defaults.majority_fraction)
+    parser.add_argument("--test-size", type=int_arg, default=defaults.test_size)
+    parser.add_argument("--audit-size", type=int_arg, default=defaults.audit_size)
+    parser.add_argument("--reference-size", type=int_arg, default=defaults.reference_size)
+    parser.add_argument("--seed", type=int_arg, default=defaults.seed)
+
+
+def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+    return DataConfig(dataset=args.dataset, source_dir=args.source_dir or None, train_size=args.train_size,
+                      majority_superclass=args.majority_superclass or None, majority_fraction=args.majority_fraction,
+                      test_size=args.test_size, audit_size=args.audit_size, reference_size=args.reference_size,
+                      seed=args.seed)
+
+
+def _add_balance_args(parser: argparse.ArgumentParser) -> None:
+    defaults = BalanceConfig()
+    parser.add_argument("--attributes", default=",".join(defaults.attributes))
+    parser.add_argument("--prior", default=defaults.prior)
+    parser.add_argument("--structure", default=defaults.structure)
+    parser.add_argument("--rho", type=float_arg, default=defaults.rho)
+
+
+def balance_config_from_args(args: argparse.Namespace) -> BalanceConfig:
+    return BalanceConfig(tuple(a.strip() for a in args.attributes.split(",") if a.strip()), args.prior,
+                         args.structure, args.rho)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="step", required=True)
+    prepare = sub.add_parser("prepare", help="build and DVC-track the data set")
+    _add_data_args(prepare)
+    prepare.add_argument("--data-dir", default="data")
+    validate = sub.add_parser("validate", help="measure bias and run the Great Expectations suites")
+    _add_balance_args(validate)
+    validate.add_argument("--data-dir", default="data")
+    validate.add_argument("--seed", type=int_arg, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.step == "prepare":
+        return run_cli(lambda: run_prepare(data_config_from_args(args), args.data_dir))
+    return run_cli(lambda: run_validate(balance_config_from_args(args), args.data_dir, seed=args.seed))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

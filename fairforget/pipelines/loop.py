@@ -1,0 +1,229 @@
+"""The MLflow side of Algorithm 2, shared by ``main`` and ``forget``: building the loop's audit instruments,
+logging each ``IterationOutcome``, the final audit, publishing through the gate, and the resumable state.
+
+State folder ``outputs/<config hash>/<run id>/``: ``sisa/`` (plan and content-addressed checkpoints), ``synthetic/``
+(every synthetic sample so far), ``progress.json`` (the commit point: the last finished iteration and its history),
+``snapshots/<iteration>/`` (plan and synthetic samples as they were at that commit) and ``pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mlflow
+
+from fairforget.components import names
+from fairforget.components.canaries import AuditPool, CanaryAudit, cut_audit_pool
+from fairforget.components.dataset import Dataset, replace_folder, save_dataset
+from fairforget.components.forgetting import ForgettingLoop, IterationOutcome, audit_power_verdict
+from fairforget.components.gate import GateDecision, evaluate_gate
+from fairforget.components.generator import Generator
+from fairforget.components.mia.reference import train_reference_ensembles
+from fairforget.components.mia.results import AuditReport
+from fairforget.components.model_card import render_model_card
+from fairforget.components.priors import TargetDistribution
+from fairforget.components.report import plot_roc_curves
+from fairforget.components.sisa.model import SisaModel
+from fairforget.components.versioning import config_hash
+from fairforget.errors import ResumeError
+from fairforget.pipelines.config import PipelineConfig
+from fairforget.pipelines.registry import log_classifier, register_if_passed
+from fairforget.pipelines.tracking import PROJECT_ROOT, git_commit, log_figure
+
+PROGRESS_FILE = "progress.json"
+CONFIG_FILE = "pipeline.json"
+SNAPSHOT_DIR = "snapshots"
+SNAPSHOT_FILES = ("sisa/plan.csv", "sisa/sisa.json")
+
+
+def project_path(path: str | Path) -> Path:
+    return Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
+    tmp.replace(path)
+
+
+def log_metrics_once(metrics: dict[str, float], step: int) -> None:
+    """Log ``metrics`` at ``step`` unless this run already has them at that step (a resumed iteration)."""
+    run_id = mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient()
+    probe = next(iter(metrics), None)
+    if probe is not None and any(m.step == step for m in client.get_metric_history(run_id, probe)):
+        return
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and not
+                        (isinstance(v, float) and math.isnan(v))}, step=step)
+
+
+# ---- resumable state ---------------------------------------------------------------------------------------
+@dataclass
+class LoopState:
+    """What is persisted after every iteration: enough to resume exactly."""
+
+    parent_run_id: str
+    iteration: int = 0
+    history: list[dict] = field(default_factory=list)
+    converged_streak: int = 0
+    finished: bool = False
+
+    def save(self, folder: Path) -> None:
+        write_json_atomic(folder / PROGRESS_FILE, asdict(self))
+
+    @classmethod
+    def load(cls, folder: Path) -> "LoopState | None":
+        path = folder / PROGRESS_FILE
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def snapshot_state(state_dir: Path, iteration: int) -> Path:
+    """Copy the mutable loop state (SISA plan and config, the synthetic samples) to ``snapshots/<iteration>``.
+
+    Written to a temporary folder and renamed, so a snapshot is complete or absent. Checkpoints are content-
+    addressed and need no copy: a restored plan finds its own (or retrains them, identically).
+    """
+    target = state_dir / SNAPSHOT_DIR / f"{iteration:03d}"
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "sisa").mkdir(parents=True)
+    for name in SNAPSHOT_FILES:
+        shutil.copy2(state_dir / name, tmp / name)
+    shutil.copytree(state_dir / "synthetic", tmp / "synthetic")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def restore_state(state_dir: Path, iteration: int) -> None:
+    """Put the snapshot of ``iteration`` back in place (undoing a step that died half-way)."""
+    source = state_dir / SNAPSHOT_DIR / f"{iteration:03d}"
+    if not source.is_dir():
+        raise ResumeError(f"cannot resume: the snapshot {source} is missing; rerun without resume")
+    for name in SNAPSHOT_FILES:
+        tmp = state_dir / f"{name}.restore-{os.getpid()}"
+        shutil.copy2(source / name, tmp)
+        tmp.replace(state_dir / name)
+    tmp_dir = state_dir / f".synthetic.restore-{os.getpid()}"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    shutil.copytree(source / "synthetic", tmp_dir)
+    replace_folder(tmp_dir, state_dir / "synthetic")
+
+
+def commit_iteration(state: LoopState, state_dir: Path, synthetic: Dataset) -> None:
+    """Save the synthetic samples, snapshot, then record progress (the commit point), then drop older snapshots."""
+    save_dataset(synthetic, state_dir / "synthetic")
+    snapshot_state(state_dir, state.iteration)
+    state.save(state_dir)
+    for old in (state_dir / SNAPSHOT_DIR).iterdir():
+        if old.name != f"{state.iteration:03d}":
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- building the loop (main and forget) -------------------------------------------------------------------
+def audit_pool(dataset: Dataset, config: PipelineConfig) -> AuditPool:
+    """The run's cut of the audit split: canaries, reference half, non-members (``cut_audit_pool``)."""
+    train_size = int((dataset.manifest["split"] == "train").sum())
+    return cut_audit_pool(dataset.split("audit"), canaries=config.canary_count(train_size), seed=config.audit.seed)
+
+
+def references_dir(config: PipelineConfig, reference_half: Dataset) -> Path:
+    """``outputs/references/<hash>``: the reference ensembles of one (reference records, SISA config), shared by
+    every run and deletion request that audits alike, so they train once."""
+    sisa = config.sisa.to_dict()
+    for volatile in ("executor", "max_workers", "ray_address", "progress", "audit_exactness"):
+        sisa.pop(volatile)
+    key = config_hash({"sisa": sisa, "ids": sorted(map(str, reference_half.ids))})
+    return project_path(config.outputs_dir) / "references" / key
+
+
+def build_loop(config: PipelineConfig, dataset: Dataset, *, sisa: SisaModel, synthetic: Dataset,
+               generator: Generator, target: TargetDistribution, instruments: AuditPool) -> ForgettingLoop:
+    """The ``ForgettingLoop`` of a run (``main``) or of a deletion request (``forget``): the same members,
+    non-members, canaries, reference models and settings, so both audit alike."""
+    references = train_reference_ensembles(instruments.reference_half, sisa_config=config.sisa,
+                                           num_models=config.audit.reference_models,
+                                           state_dir=references_dir(config, instruments.reference_half))
+    return ForgettingLoop(sisa=sisa, original_train=dataset.split("train"), synthetic=synthetic, generator=generator,
+                          target=target, test=dataset.split("test"), non_members=instruments.non_members,
+                          references=references, canaries=instruments.canaries, config=config.loop,
+                          audit_config=config.audit, guidance_scale=config.augment.guidance_scale,
+                          augment_seed=config.augment.seed)
+
+
+# ---- logging -----------------------------------------------------------------------------------------------
+def log_outcome(outcome: IterationOutcome, extra: dict[str, float] | None = None) -> None:
+    """Log one iteration at ``step = iteration`` (once), with its audit table and summary, and print its line."""
+    log_metrics_once({**outcome.metrics(), **(extra or {})}, step=outcome.iteration)
+    folder = f"iterations/{outcome.iteration:02d}"
+    mlflow.log_table(outcome.audit.table(), f"{folder}/audit_table.json")
+    mlflow.log_text(outcome.audit.summary(), f"{folder}/audit_summary.txt")
+    print(outcome.summary())
+
+
+def log_final_audit(report: AuditReport, canaries: CanaryAudit | None, seconds: float) -> None:
+    """The full audit of the deployed ensemble: ``final/mia/...`` (and ``final/mia/canary/...``), the table,
+    the summary and one ROC figure per member subset."""
+    metrics = {**report.metrics(root=f"{names.FINAL_PREFIX}/mia"), names.TIME_FINAL_AUDIT: seconds}
+    if canaries is not None:
+        metrics.update({f"{names.FINAL_PREFIX}/{k}": v for k, v in canaries.metrics().items()})
+    mlflow.log_metrics(metrics)
+    mlflow.log_table(report.table(), "audit/final_table.json")
+    mlflow.log_text(report.summary(), "audit/final_summary.txt")
+    for subset in report.results:
+        log_figure(plot_roc_curves(report.roc_curves(subset), f"Membership inference ROC ({subset} members)"),
+                   f"figures/roc_{subset}.png")
+    print(report.summary())
+    if canaries is not None:
+        print(f"final audit canaries: {canaries.summary()}")
+
+
+@dataclass
+class FinalAudit:
+    report: AuditReport
+    canaries: CanaryAudit | None
+
+
+def final_audit(loop: ForgettingLoop, extra_subsets: dict[str, list[str]] | None = None) -> FinalAudit:
+    """Audit every original record (and the canaries) of the current ensemble and log it (``log_final_audit``)."""
+    start = time.perf_counter()
+    report = loop.audit(extra_subsets=extra_subsets)
+    canaries = loop.audit_canaries()
+    log_final_audit(report, canaries, time.perf_counter() - start)
+    return FinalAudit(report, canaries)
+
+
+def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutcome, final: FinalAudit, *,
+            data_md5: str, bias_before, bias_after, history: list[dict], generator_info: dict, state_dir: Path,
+            run_id: str, extra_tags: dict | None = None) -> tuple[GateDecision, str | None]:
+    """Log the ensemble (pyfunc + ONNX, parity checked) and the model card, then apply the registry gate to the
+    final audit and the test accuracy. Returns (gate decision, registered version or None)."""
+    metrics = {**outcome.metrics(), names.MIA_MAX_SUCCESS: final.report.max_success()}
+    power = audit_power_verdict(final.canaries, history)
+    decision = evaluate_gate(max_attack_success=metrics[names.MIA_MAX_SUCCESS], test_accuracy=metrics[names.ACC_TEST],
+                             config=config.gate, audit_power=power)
+    logged = log_classifier(loop.sisa.ensemble(), loop.test.images)
+    audit_text = final.report.summary() + (f"\n\nCanaries: {final.canaries.summary()}" if final.canaries else "")
+    card = render_model_card(
+        model_name=config.gate.model_name, data_md5=data_md5, code_version=git_commit(), bias_before=bias_before,
+        bias_after=bias_after, history=history, final_metrics=metrics, audit_summary=audit_text,
+        generator_info=generator_info, decision=decision, parameters=config.to_dict(),
+        onnx_max_abs_diff=logged.onnx_max_abs_diff)
+    mlflow.log_text(card, "model_card.md")
+    mlflow.set_tag("audit_power", power)
+    now = f"{time.time():.0f}"
+    tags = {"data_md5": data_md5, "audit_data_md5": data_md5, "audit_time": now, "data_time": now,
+            "git_commit": git_commit(), "run_id": run_id, "mia_max_success": f"{metrics[names.MIA_MAX_SUCCESS]:.4f}",
+            "acc_test": f"{metrics[names.ACC_TEST]:.4f}", "audit_power": power,
+            "canaries": str(len(loop.canaries) if loop.canaries is not None else 0),
+            "forgotten_originals": str(len(loop.forgotten_originals())),
+            "state_dir": str(state_dir.relative_to(PROJECT_ROOT) if state_dir.is_relative_to(PROJECT_ROOT)
+                             else state_dir),
+            "generator_run_id": str(generator_info.get("run_id")), **(extra_tags or {})}
+    return decision, register_if_passed(logged, decision, config.gate.model_name, tags, card)

@@ -1,0 +1,199 @@
+"""MLflow step ``train_generator``: train (or reuse), evaluate and log the guided diffusion generator.
+
+A finished ``train_generator`` run of the same experiment with the same data md5 and the same generator config
+hash is reused (its ``generator/`` artifact folder is downloaded and loaded; the log says so) unless
+``--retrain true``. Otherwise the generator trains on the train split, is evaluated (``generator/*`` metrics,
+sample grid) and logged twice: as the artifact folder ``generator/`` (what reuse loads) and as an MLflow pyfunc
+model ``generator`` (``predict(conditions DataFrame, params={"seed", "guidance_scale"})`` -> uint8 images).
+
+    python -m fairforget.pipelines.train_generator --data-dir data --seed 0 [--retrain true]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from fairforget.components.dataset import Dataset, load_dataset
+from fairforget.components.generator import Generator, GeneratorConfig, load_generator, train_generator
+from fairforget.components.quality import QualityConfig, evaluate_generator
+from fairforget.components.versioning import config_hash, dvc_md5_of_folder
+from fairforget.pipelines.cli import float_arg, int_arg, str2bool
+from fairforget.pipelines.tracking import configure_tracking, experiment_name, log_json, step_run
+
+STEP = "train_generator"
+ARTIFACT = "generator"
+log = logging.getLogger("fairforget.train_generator")
+
+
+def generator_config_hash(config: GeneratorConfig) -> str:
+    """The hash that decides reuse: training fields of the resolved config (sampling fields excluded)."""
+    return config_hash(config.identity_record())
+
+
+def find_generator_run(dataset_name: str, data_md5: str, config: GeneratorConfig) -> Any | None:
+    """The newest finished ``train_generator`` run with this data md5 and config hash, or None."""
+    configure_tracking()
+    experiment = mlflow.get_experiment_by_name(experiment_name(dataset_name))
+    if experiment is None:
+        return None
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=(f"tags.step = '{STEP}' and tags.data_md5 = '{data_md5}' and "
+                       f"tags.generator_config_hash = '{generator_config_hash(config)}' and "
+                       "attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return runs[0] if runs else None
+
+
+def load_generator_from_run(run_id: str, device: str | None = None) -> Generator:
+    """Download and load the ``generator/`` artifact folder of a run."""
+    folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT,
+                                                 dst_path=tempfile.mkdtemp(prefix="fairforget-generator-"))
+    return load_generator(folder, device=device)
+
+
+class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: ``predict(conditions, params={"seed": 0, "guidance_scale": w})`` -> uint8 (N, H, W, C)."""
+
+    def load_context(self, context) -> None:
+        from fairforget.components.generator import load_generator as _load
+
+        self.generator = _load(context.artifacts["generator"], device="cpu")
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
+        params = params or {}
+        guidance = params.get("guidance_scale")
+        return self.generator.sample(pd.DataFrame(model_input), seed=int(params.get("seed", 0)),
+                                     guidance_scale=None if guidance is None or guidance < 0 else float(guidance))
+
+
+def log_generator_model(generator: Generator, folder: Path) -> None:
+    """Log the saved generator folder as a pyfunc model named ``generator`` (code and pinned requirements)."""
+    import diffusers
+    import torch
+
+    example = pd.DataFrame({name: [values[0]] for name, values in zip(generator.space.names, generator.space.values)})
+    signature = mlflow.models.infer_signature(example, generator.sample(example, seed=0),
+                                              params={"seed": 0, "guidance_scale": -1.0})
+    root = Path(__file__).resolve().parent.parent
+    mlflow.pyfunc.log_model(
+        name=ARTIFACT, python_model=GeneratorPyfunc(), artifacts={"generator": str(folder)},
+        code_paths=[str(root)], signature=signature, input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"diffusers=={diffusers.__version__}",
+                          f"mlflow=={mlflow.__version__}", "numpy", "pandas", "scipy", "tqdm"],
+        model_config={"version": generator.version, "data_md5": generator.data_md5},
+    )
+
+
+def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorConfig | None = None,
+                           retrain: bool = False, quality: QualityConfig | None = None,
+                           dataset_name: str | None = None, data_dir: str | Path | None = None,
+                           evaluate: bool = True, log_model: bool = True) -> tuple[Generator, dict]:
+    """The generator for this data version and config: reused from MLflow when one exists (unless ``retrain``),
+    else trained, evaluated and logged in a ``train_generator`` run (nested under the active run if any).
+
+    Returns ``(generator, info)`` with ``info`` = {run_id, reused, version, config_hash, data_md5, metrics}.
+    """
+    config = (config or GeneratorConfig()).resolved()
+    quality = quality or QualityConfig(seed=config.seed)
+    dataset_name = dataset_name or str(dataset.config.get("dataset", "dataset"))
+    chash = generator_config_hash(config)
+    if not retrain:
+        run = find_generator_run(dataset_name, data_md5, config)
+        if run is not None:
+            generator = load_generator_from_run(run.info.run_id, device=config.device)
+            generator.config = replace(generator.config, guidance_scale=config.guidance_scale,
+                                       sampling_steps=config.sampling_steps,
+                                       sample_batch_size=config.sample_batch_size)
+            message = (f"reusing generator {generator.version} from run {run.info.run_id} (same data md5 "
+                       f"{data_md5} and config hash {chash}); pass retrain=true to train a new one")
+            log.info(message)
+            print(message, file=sys.stderr)
+            if mlflow.active_run() is not None:
+                mlflow.set_tags({"generator_reused_from": run.info.run_id, "generator_version": generator.version})
+            metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("generator/")}
+            return generator, {"run_id": run.info.run_id, "reused": True, "version": generator.version,
+                               "config_hash": chash, "data_md5": data_md5, "metrics": metrics}
+
+    record = {"generator": config.to_dict(), "quality": quality.to_dict(), "retrain": bool(retrain)}
+    with step_run(STEP, record, dataset_name, data_dir) as run:
+        mlflow.set_tags({"data_md5": data_md5, "generator_config_hash": chash})
+        generator = train_generator(dataset, config=config, data_md5=data_md5)
+        mlflow.set_tag("generator_version", generator.version)
+        summary = generator.training_summary
+        for step, value in enumerate(summary.get("loss_history", [])):
+            mlflow.log_metric("generator/train_loss", value, step=(step + 1) * 50)
+        mlflow.log_metrics({f"generator/{k}": float(v) for k, v in summary.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        metrics: dict[str, float] = {}
+        if evaluate:
+            report = evaluate_generator(generator, dataset, quality)
+            metrics = report.as_metrics()
+            mlflow.log_metrics(metrics)
+            mlflow.log_figure(report.figure, "generator/sample_grid.png")
+            log_json({"metrics": report.metrics, "per_class_accuracy": report.per_class_accuracy},
+                     "generator/quality.json")
+        with tempfile.TemporaryDirectory(prefix="fairforget-generator-") as tmp:
+            folder = generator.save(Path(tmp) / ARTIFACT)
+            mlflow.log_artifacts(str(folder), ARTIFACT)
+            if log_model:
+                log_generator_model(generator, folder)
+        info = {"run_id": run.info.run_id, "reused": False, "version": generator.version, "config_hash": chash,
+                "data_md5": data_md5, "metrics": metrics}
+    return generator, info
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generator options shared by ``train_generator`` and ``augment``."""
+    defaults = GeneratorConfig()
+    parser.add_argument("--architecture", default=defaults.architecture, help="auto | latent_mlp | pixel_unet")
+    parser.add_argument("--train-steps", type=int_arg, default=defaults.train_steps)
+    parser.add_argument("--autoencoder-epochs", type=int_arg, default=defaults.autoencoder_epochs)
+    parser.add_argument("--guidance-scale", type=float_arg, default=defaults.guidance_scale)
+    parser.add_argument("--sampling-steps", type=int_arg, default=defaults.sampling_steps)
+    parser.add_argument("--num-threads", type=int_arg, default=defaults.num_threads,
+                        help="torch threads while training/sampling (0 = torch's default)")
+    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--retrain", type=str2bool, default=False, help="train even if a matching generator exists")
+
+
+def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
+    return GeneratorConfig(architecture=args.architecture, train_steps=args.train_steps,
+                           autoencoder_epochs=args.autoencoder_epochs, guidance_scale=args.guidance_scale,
+                           sampling_steps=args.sampling_steps, device=args.device, seed=args.seed,
+                           num_threads=args.num_threads)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--seed", type=int_arg, default=0)
+    parser.add_argument("--eval-per-class", type=int_arg, default=QualityConfig.eval_per_class)
+    parser.add_argument("--evaluate", type=str2bool, default=True)
+    add_generator_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    dataset = load_dataset(args.data_dir)
+    data_md5 = dvc_md5_of_folder(args.data_dir)
+    config = generator_config_from_args(args)
+    config.validate()
+    quality = QualityConfig(eval_per_class=args.eval_per_class, seed=args.seed)
+    generator, info = get_or_train_generator(dataset, data_md5, config, args.retrain, quality,
+                                             data_dir=args.data_dir, evaluate=args.evaluate)
+    print(json.dumps(info, indent=2, default=float))
+    return info
+
+
+if __name__ == "__main__":
+    main()

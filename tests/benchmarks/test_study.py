@@ -1,0 +1,65 @@
+"""The results study (benchmarks/study.py, study_report.py) on the toy pipeline: its baselines, its checks, its page."""
+
+import json
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from benchmarks.study import BASELINES, oracle_success, oversampled_training_set, study_one_config
+from benchmarks.study_report import interval, write_report
+from fairforget.components.dataset import make_toy_dataset
+from tests.pipelines.test_pipeline import tiny_pipeline
+
+
+def test_oracle_success_is_the_best_threshold_on_the_evaluation_set():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(60), np.zeros(60)]
+    scores = labels * 0.5 + rng.normal(size=120)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    brute = max(((scores[labels == 1] >= t).mean() + (scores[labels == 0] < t).mean()) / 2
+                for t in np.r_[scores, np.inf])
+    assert np.isclose(oracle_success(fpr, tpr), brute)
+
+
+def test_oversampling_repeats_real_images_up_to_the_target_counts():
+    train = make_toy_dataset(per_class_train=(6, 6, 2, 3)).split("train")
+    out = oversampled_training_set(train, [6, 6, 5, 3])
+    assert np.bincount(out.labels).tolist() == [6, 6, 5, 3] and len(set(out.ids)) == len(out)
+    copies = out.select(np.char.find(out.ids.astype(str), "~copy") >= 0)
+    originals = train.by_ids([i.split("~")[0] for i in copies.ids])
+    assert np.array_equal(copies.images, originals.images) and np.array_equal(copies.labels, originals.labels)
+
+
+def test_student_t_interval_matches_scipy():
+    from scipy import stats
+
+    values = [0.70, 0.74, 0.71]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    mean, half = interval(values)
+    assert np.isclose(mean - half, low) and np.isclose(mean + half, high)
+
+
+def test_study_reproduces_the_pipeline_and_writes_the_page(tracking_uri, tmp_path):
+    config = tiny_pipeline(tmp_path, mia_threshold=1.0, min_accuracy=0.0)
+    # raises when the retrained S* model differs from the pipeline's iteration 0
+    record = study_one_config(config, tmp_path / "work", tmp_path / "results" / "figures" / "seed-0")
+    baselines = record["baselines"]
+    assert set(baselines) == set(BASELINES)
+    assert baselines["oversampled"]["class_counts"] == baselines["debiased"]["class_counts"]
+    assert baselines["oversampled"]["train_size"] > baselines["biased"]["train_size"]
+    for results in baselines.values():
+        for attack in results["attacks"].values():
+            assert attack["oracle_success"] >= attack["success"] - 1e-9
+    assert [row["iteration"] for row in record["iterations"]] == [0, 1, 2]
+    assert record["generator"]["generator/conditional_accuracy"] >= 0
+    assert (tmp_path / "results" / "figures" / "seed-0" / "sample_grid.png").is_file()
+
+    # a second call reuses the finished pipeline run instead of running it again
+    again = study_one_config(config, tmp_path / "work", None)
+    assert again["summary"]["run_id"] == record["summary"]["run_id"]
+
+    (tmp_path / "results" / "seed-0.json").write_text(json.dumps({**record, "seed": 0}, default=str))
+    page = write_report(tmp_path / "results", tmp_path / "results.md").read_text()
+    for heading in ("Bias before and after", "Table I", "Fig. 12", "The generator", "oracle"):
+        assert heading in page
+    assert (tmp_path / "results" / "figures" / "fig12_attacks.png").is_file()

@@ -1,0 +1,117 @@
+"""Canaries, the audit's positive control: built right, never mixed with audited records, caught by every attack
+family when memorised, and at chance once exactly unlearned."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fairforget.components.canaries import (
+    CanaryAudit,
+    auc_chance_bound,
+    audit_canaries,
+    cut_audit_pool,
+    with_canaries,
+)
+from fairforget.components.dataset import make_toy_dataset
+from fairforget.components.mia import AuditConfig
+from fairforget.components.mia.metrics import roc_auc
+from fairforget.components.mia.reference import train_reference_ensembles
+from fairforget.components.sisa.model import SisaConfig, SisaModel
+from fairforget.components.training import TrainConfig
+from fairforget.errors import ConfigError
+
+FAMILIES = {"loss": ("mloss", "mmean"), "metric": ("confidence", "entropy", "modified_entropy"),
+            "moments": ("moments",), "rmia": ("rmia",)}
+# The shards train without augmentation, so the audit replays no augmentation either (copy 0 only): the attacks
+# query the model the way it was trained, as the pipeline's audit does.
+AUDIT = AuditConfig(attacks=tuple(a for family in FAMILIES.values() for a in family), num_augmentations=1,
+                    num_bootstrap=10,
+                    fpr_levels=(), show_progress=False, reference_models=2)
+
+
+def test_canaries_carry_a_wrong_label_and_stay_out_of_the_audited_records():
+    data = make_toy_dataset(per_class_other=40)
+    pool = cut_audit_pool(data.split("audit"), canaries=8, seed=3)
+    canaries = pool.canaries
+    assert len(canaries) == 8 and len(canaries.held_out) == 8
+    assert all(i.startswith("canary-") and not i.startswith("canary-held-") for i in canaries.inserted.ids)
+    assert all(i.startswith("canary-held-") for i in canaries.held_out.ids)
+    for part in (canaries.inserted, canaries.held_out):
+        assert (part.labels != part.manifest["true_label"].to_numpy()).all()
+        assert set(part.manifest["origin"]) == {"canary"}
+    # matched: canary-<i> and canary-held-<i> show the same class and carry the same wrong label
+    assert (canaries.inserted.labels == canaries.held_out.labels).all()
+    assert (canaries.inserted.manifest["true_label"].to_numpy() == canaries.held_out.manifest["true_label"]).all()
+    # the canary images come out of the audit pool: neither reference data nor audited non-members
+    used = np.concatenate([pool.reference_half.images, pool.non_members.images]).reshape(-1, 64)
+    for image in np.concatenate([canaries.inserted.images, canaries.held_out.images]).reshape(-1, 64):
+        assert not (used == image).all(axis=1).any()
+    assert len(pool.reference_half) + len(pool.non_members) + 16 == len(data.split("audit"))
+    again = cut_audit_pool(data.split("audit"), canaries=8, seed=3)
+    assert (again.canaries.inserted.labels == canaries.inserted.labels).all()
+    assert list(with_canaries(data.split("train"), canaries).ids[-8:]) == list(canaries.inserted.ids)
+    assert cut_audit_pool(data.split("audit"), canaries=0).canaries is None
+
+
+@pytest.mark.parametrize("count, match", [(-1, "canaries must be >= 0"), (41, "more than a quarter")])
+def test_impossible_canary_counts_are_refused_with_the_fix(count, match):
+    with pytest.raises(ConfigError, match=match):
+        cut_audit_pool(make_toy_dataset(per_class_other=40).split("audit"), canaries=count)
+
+
+def test_auc_chance_bound_holds_the_null_at_its_level():
+    """Independent recomputation: AUCs of scores unrelated to membership exceed the bound about alpha of the time."""
+    rng = np.random.default_rng(0)
+    is_member = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    aucs = np.array([roc_auc(is_member, rng.normal(size=40)) for _ in range(4000)])
+    bound = auc_chance_bound(20, 20, alpha=0.05)
+    assert abs(np.mean(aucs > bound) - 0.05) < 0.015
+    assert auc_chance_bound(20, 20, 0.05, 8) == pytest.approx(0.731, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def memorising_sisa(tmp_path_factory):
+    """Two shards that train to convergence without augmentation on toy data plus 40 canaries, references
+    trained like them on the reference half, and the audit pool."""
+    data = make_toy_dataset(per_class_train=(40, 40, 40, 40), per_class_other=100, seed=1)
+    pool = cut_audit_pool(data.split("audit"), canaries=40, seed=0)
+    config = SisaConfig(num_shards=2, num_slices=1, executor="serial", max_deletion_fraction=0.5,
+                        train=TrainConfig(epochs=60, batch_size=16, lr=5e-3, augment=False))
+    sisa = SisaModel.create(with_canaries(data.split("train"), pool.canaries), config, tmp_path_factory.mktemp("s"))
+    sisa.train()
+    references = train_reference_ensembles(pool.reference_half, sisa_config=config, num_models=2,
+                                           state_dir=tmp_path_factory.mktemp("references"))
+    return sisa, pool, references
+
+
+def family_aucs(audit: CanaryAudit, subset: str) -> dict[str, float]:
+    return {family: max(audit.aucs[subset][a] for a in attacks) for family, attacks in FAMILIES.items()}
+
+
+def test_canary_audit_reports_live_and_forgotten_canaries_with_the_configured_attacks(memorising_sisa):
+    sisa, pool, references = memorising_sisa
+    no_rmia = dataclasses.replace(AUDIT, attacks=("mloss",))
+    audit = audit_canaries(sisa.ensemble().predict_proba, pool.canaries, live_ids=list(pool.canaries.inserted.ids)[:6],
+                           config=no_rmia)
+    assert set(audit.aucs) == {"live", "forgotten"} and set(audit.aucs["live"]) == {"mloss"}
+    # half of the 40 canaries calibrate, half are evaluated, split between the two subsets
+    assert audit.live.n_members + audit.forgotten.n_members == 20 and audit.live.n_non_members == 20
+
+
+def test_memorised_canaries_are_caught_by_every_attack_family_and_at_chance_after_exact_unlearning(memorising_sisa):
+    sisa, pool, references = memorising_sisa
+    canary_ids = list(pool.canaries.inserted.ids)
+    live = audit_canaries(sisa.ensemble().predict_proba, pool.canaries, live_ids=canary_ids, config=AUDIT,
+                          reference_predicts=references)
+    assert live.power and live.forgotten is None
+    assert min(family_aucs(live, "live").values()) >= 0.8, family_aucs(live, "live")
+
+    report = sisa.unlearn(canary_ids, audit=True)
+    assert report.exact is True
+    after = audit_canaries(sisa.ensemble().predict_proba, pool.canaries, live_ids=[], config=AUDIT,
+                           reference_predicts=references)
+    assert after.live is None and after.forgotten_within_bound and not after.power
+    assert after.forgotten.auc <= after.forgotten.auc_bound
+    metrics = after.metrics()
+    assert metrics["mia/canary/power"] == 0.0 and metrics["mia/canary/forgotten_within_bound"] == 1.0

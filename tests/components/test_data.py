@@ -1,0 +1,133 @@
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fairforget.components.data import DataConfig, biased_class_counts, prepare_dataset
+from fairforget.components.dataset import DataError, load_dataset, make_toy_dataset, save_dataset
+from fairforget.components.sources import FASHION_MNIST_CLASSES, FASHION_MNIST_SUPERCLASSES, read_source
+from fairforget.components.versioning import dvc_md5_of_folder
+
+
+def test_biased_counts_follow_the_papers_scenario():
+    counts = biased_class_counts(4000, FASHION_MNIST_CLASSES, FASHION_MNIST_SUPERCLASSES, "accessories", 0.8)
+    assert sum(counts.values()) == 4000
+    assert all(counts[c] == 800 for c in ("Sandal", "Sneaker", "Bag", "Ankle boot"))
+    apparel = [counts[c] for c in FASHION_MNIST_CLASSES if FASHION_MNIST_SUPERCLASSES[c] == "apparel"]
+    assert sum(apparel) == 800 and max(apparel) - min(apparel) <= 1
+
+
+def test_prepare_draws_disjoint_biased_splits(small_data_config):
+    ds = prepare_dataset(small_data_config)
+    m = ds.manifest
+    assert m["id"].is_unique
+    sizes = m["split"].value_counts().to_dict()
+    assert sizes == {"train": 100, "test": 50, "audit": 100, "reference": 100}
+    train = m[m["split"] == "train"]
+    assert (train["superclass"] == "accessories").mean() == pytest.approx(0.8)
+    assert (m[m["split"] == "test"]["label"].value_counts() == 5).all()
+    # test comes from the source's test partition, the rest from its train partition
+    assert m[m["split"] == "test"]["id"].str.startswith("fmnist-test-").all()
+    assert m[m["split"] != "test"]["id"].str.startswith("fmnist-train-").all()
+    assert ds.images.shape == (350, 28, 28, 1) and ds.images.dtype == np.uint8
+    # each image is the source image its id names
+    source = read_source("fashion_mnist", small_data_config.source_dir)
+    row = m.index[m["split"] == "audit"][0]
+    index = int(m.loc[row, "id"].split("-")[-1])
+    np.testing.assert_array_equal(ds.images[row], source.images[(source.partition == "train")][index])
+
+
+def test_preparing_twice_gives_identical_bytes_and_the_dvc_md5(tmp_path, small_data_config):
+    first, second = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    save_dataset(prepare_dataset(small_data_config), first)
+    save_dataset(prepare_dataset(small_data_config), second)
+    assert dvc_md5_of_folder(first) == dvc_md5_of_folder(second)
+    # our md5 is the one `dvc add` writes
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=first.parent, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data"], cwd=first.parent, check=True)
+    import yaml
+
+    recorded = yaml.safe_load((first.parent / "data.dvc").read_text())["outs"][0]["md5"]
+    assert recorded == dvc_md5_of_folder(first)
+
+
+def test_a_different_seed_draws_different_images(small_data_config):
+    from dataclasses import replace
+
+    a = prepare_dataset(small_data_config).manifest["id"]
+    b = prepare_dataset(replace(small_data_config, seed=1)).manifest["id"]
+    assert list(a) != list(b)
+
+
+def test_save_is_atomic_and_round_trips(tmp_path):
+    ds = make_toy_dataset()
+    folder = save_dataset(ds, tmp_path / "data")
+    back = load_dataset(folder)
+    np.testing.assert_array_equal(back.images, ds.images)
+    assert back.manifest.equals(ds.manifest) and back.class_names == ds.class_names
+    # a failure while writing leaves the previous version in place and no temporary folder behind
+    broken = make_toy_dataset(per_class_train=(1, 1, 1, 1))
+    broken.config = {"not json": object()}  # fails after images and manifest are written
+    with pytest.raises(TypeError):
+        save_dataset(broken, folder)
+    assert load_dataset(folder).manifest.equals(ds.manifest)
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(dataset="mnist-ish"), "unknown dataset"),
+    (dict(source_dir="/nonexistent/fashion"), "apt-get install dataset-fashion-mnist"),
+    (dict(majority_fraction=1.5), "strictly between 0 and 1"),
+    (dict(majority_fraction=-0.2), "strictly between 0 and 1"),
+    (dict(train_size=-5), "non-negative"),
+    (dict(train_size=100000), "not enough images"),
+    (dict(majority_superclass="vehicles"), "not a superclass"),
+])
+def test_bad_data_configs_give_one_clear_error(small_data_config, change, message):
+    from dataclasses import replace
+
+    with pytest.raises(DataError, match=message):
+        prepare_dataset(replace(small_data_config, **change))
+
+
+def test_corrupt_idx_file_is_reported(fake_fashion_mnist, small_data_config):
+    (fake_fashion_mnist / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"garbage"))
+    with pytest.raises(DataError, match="corrupt"):
+        prepare_dataset(small_data_config)
+
+
+def test_missing_cifar_and_celeba_folders_say_what_to_put_where(tmp_path):
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        read_source("cifar10", tmp_path)
+    with pytest.raises(DataError, match="list_attr_celeba.txt"):
+        read_source("celeba", tmp_path)
+    with pytest.raises(DataError, match="needs source_dir"):
+        read_source("folder", None)
+
+
+def test_folder_source_with_superclasses_and_a_corrupt_image(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog", "car"):
+        (tmp_path / name).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "superclasses.json").write_text(json.dumps({"cat": "animal", "dog": "animal", "car": "vehicle"}))
+    source = read_source("folder", tmp_path)
+    assert source.images.shape == (18, 12, 12, 3)
+    assert source.superclass_of == {"car": "vehicle", "cat": "animal", "dog": "animal"}
+    ds = prepare_dataset(DataConfig(dataset="folder", source_dir=str(tmp_path), train_size=5, test_size=3,
+                                    audit_size=0, reference_size=0, majority_superclass="animal"), source)
+    assert len(ds.split("train")) == 5
+    (tmp_path / "dog" / "3.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="3.png is not a readable image"):
+        read_source("folder", tmp_path)
+
+
+def test_load_dataset_of_a_missing_folder_says_how_to_make_it(tmp_path):
+    with pytest.raises(DataError, match="prepare the data first"):
+        load_dataset(tmp_path / "nothing")

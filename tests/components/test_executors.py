@@ -1,0 +1,75 @@
+"""Executors: same results, in task order, whichever runs them; SISA weights bit-identical across executors."""
+
+from __future__ import annotations
+
+import operator
+
+import pytest
+import torch
+
+from fairforget.components.dataset import make_toy_dataset
+from fairforget.components.executors import EXECUTORS, run_tasks
+from fairforget.components.sisa import SisaConfig, SisaModel
+from fairforget.components.training import TrainConfig
+
+
+def sisa_weights(executor: str, folder, **extra) -> list[dict]:
+    data = make_toy_dataset(per_class_train=(12, 12, 6, 6)).split("train")
+    config = SisaConfig(num_shards=2, num_slices=2, train=TrainConfig(epochs=2, batch_size=8, crop_padding=1),
+                        epochs_per_slice=1, executor=executor, max_workers=2, audit_exactness=False, **extra)
+    model = SisaModel.create(data, config, folder)
+    report = model.train()
+    assert report.shards_trained == [0, 1]
+    return [model.store.load(key)["model"] for key in model.final_keys()]
+
+
+def assert_same(a: list[dict], b: list[dict]) -> None:
+    for wa, wb in zip(a, b, strict=True):
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            assert torch.equal(wa[key], wb[key]), key
+
+
+@pytest.fixture(scope="module")
+def serial_weights(tmp_path_factory):
+    return sisa_weights("serial", tmp_path_factory.mktemp("serial"))
+
+
+def test_unknown_executor_lists_known_ones():
+    with pytest.raises(ValueError, match="local, ray, serial"):
+        run_tasks(operator.neg, [1], executor="dask")
+    assert set(EXECUTORS) == {"serial", "local", "ray"}
+
+
+def test_local_pool_keeps_task_order():
+    assert run_tasks(operator.neg, list(range(7)), executor="local", max_workers=2) == [-i for i in range(7)]
+    with pytest.raises(ValueError, match="max_workers"):
+        run_tasks(operator.neg, [1], executor="local", max_workers=0)
+
+
+def test_local_process_pool_gives_the_serial_weights(serial_weights, tmp_path):
+    assert_same(sisa_weights("local", tmp_path / "local"), serial_weights)
+
+
+def test_a_different_thread_count_is_a_different_checkpoint_key(tmp_path):
+    data = make_toy_dataset(per_class_train=(12, 12, 6, 6)).split("train")
+    one = SisaModel.create(data, SisaConfig(num_shards=2, num_slices=2), tmp_path / "a")
+    two = SisaModel.create(data, SisaConfig(num_shards=2, num_slices=2, threads_per_shard=2), tmp_path / "b")
+    assert one.final_keys() != two.final_keys()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"py_modules": [str(__import__("fairforget").__path__[0])]})
+    except Exception as err:  # Ray's own start-up failures vary by platform
+        pytest.skip(f"Ray cannot start on this machine: {type(err).__name__}: {err}")
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_the_serial_weights(local_ray, serial_weights, tmp_path):
+    assert run_tasks(operator.neg, [1, 2, 3], executor="ray") == [-1, -2, -3]
+    assert_same(sisa_weights("ray", tmp_path / "ray"), serial_weights)

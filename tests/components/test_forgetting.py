@@ -1,0 +1,99 @@
+"""Algorithm 2 as a pure component (no MLflow): one loop on toy data with a tiny generator and canaries."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fairforget.components import names
+from fairforget.components.canaries import cut_audit_pool, with_canaries
+from fairforget.components.config import ConfigBase
+from fairforget.components.dataset import make_toy_dataset
+from fairforget.components.forgetting import ForgettingLoop, LoopConfig, sampled_audit_config
+from fairforget.components.generator import tiny_config, train_generator
+from fairforget.components.mia import AuditConfig
+from fairforget.components.priors import build_target
+from fairforget.components.sisa.model import SisaConfig, SisaModel
+from fairforget.components.training import TrainConfig
+from fairforget.errors import ConfigError, DataError
+
+AUDIT = dataclasses.replace(AuditConfig(), attacks=("mloss", "mmean"), num_augmentations=2, num_bootstrap=10,
+                            fpr_levels=(0.1,), show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    data = make_toy_dataset(per_class_other=40)
+    train = data.split("train")
+    pool = cut_audit_pool(data.split("audit"), canaries=4, seed=0)
+    generator = train_generator(data, config=tiny_config(), data_md5="toy", progress=False)
+    sisa = SisaModel.create(with_canaries(train, pool.canaries), SisaConfig(
+        num_shards=2, num_slices=2, executor="serial", max_deletion_fraction=0.5,
+        train=TrainConfig(epochs=2, batch_size=16)),
+        tmp_path_factory.mktemp("sisa"))
+    sisa.train()
+    return ForgettingLoop(sisa=sisa, original_train=train, synthetic=train.select(np.zeros(len(train), bool)),
+                          generator=generator, target=build_target(train.manifest, ["superclass"]),
+                          test=data.split("test"), non_members=pool.non_members, canaries=pool.canaries,
+                          config=LoopConfig(forget_rate=0.25, iterations=2, convergence_patience=1,
+                                            shard_audit_size=8), audit_config=AUDIT)
+
+
+def test_an_iteration_forgets_replaces_and_measures_without_counting_the_canaries(loop):
+    first = loop.evaluate(0)
+    assert first.data_size == 64 and first.originals_forgotten == 0  # 64 originals; the 4 canaries not counted
+    result = loop.run()
+    assert [o.iteration for o in result.outcomes] == [1, 2] and result.stopped_because == "ran all 2 iterations"
+    last = result.outcomes[-1]
+    assert last.data_size == 64  # every forgotten record (original or canary) was replaced by a synthetic one
+    assert last.originals_forgotten + len(loop.canaries) - len(loop.live_canaries()) == 2 * 2 * loop.forget_per_shard()
+    assert set(loop.current().manifest["origin"]) == {"real", "synthetic"}
+    metrics = last.metrics()
+    for key in (names.ACC_TEST, names.ACC_RETAIN, names.UNLEARN_POINTS, names.REPLENISHED, names.CANARY_POWER,
+                "mia/forgotten/max_success", f"{names.SHARD_AUDIT_PREFIX}/0/max_success", "mia_shard/1/mloss/auc"):
+        assert key in metrics, key
+    assert metrics[names.UNLEARN_EXACT] == 1.0
+    row = last.history_row()
+    assert row["iteration"] == 2 and "canary_live_auc" in row and "max_success_forgotten" in row
+    assert "iteration 2: acc/test" in last.summary()
+
+
+def test_a_converged_loop_resumed_forgets_nothing_more(loop):
+    live = loop.sisa.plan.live_ids()
+    result = loop.run(after_iteration=1, converged_streak=1)  # patience 1 was reached before the restart
+    assert result.outcomes == [] and result.stopped_because.startswith("converged")
+    assert loop.sisa.plan.live_ids() == live
+
+
+def test_an_empty_request_is_refused(loop):
+    with pytest.raises(DataError, match="empty"):
+        loop.forget_and_replenish([], seed_base=1)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("forget_rate", 0.0, "forget_rate must lie in"), ("iterations", -1, "iterations must be"),
+    ("forget_order", "oldest", "unknown forget_order"), ("convergence_patience", -1, "convergence_patience"),
+    ("shard_audit_size", 1, "shard_audit_size")])
+def test_loop_config_names_the_bad_parameter(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        LoopConfig(**{field: value}).validate()
+
+
+def test_the_sampled_audit_keeps_only_the_fpr_levels_it_can_resolve():
+    config = sampled_audit_config(AuditConfig(), 1000, 4000)
+    assert config.sample_size == 1000 and config.fpr_levels == (0.01,)
+    assert sampled_audit_config(AuditConfig(), None, 4000).fpr_levels == (0.01, 0.001)
+
+
+def test_every_config_round_trips_through_its_dict():
+    from fairforget.pipelines.config import PipelineConfig
+
+    config = PipelineConfig(canaries=12, loop=LoopConfig(iterations=3))
+    assert PipelineConfig.from_dict(config.to_dict()) == config
+    for cls in ConfigBase.__subclasses__():
+        assert cls.__dataclass_params__.frozen, f"{cls.__name__} must be frozen"
+        if all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+               for f in dataclasses.fields(cls)):
+            assert cls.from_dict(cls().to_dict()) == cls(), cls.__name__
+    with pytest.raises(ConfigError, match="unknown LoopConfig keys \\['speed'\\]"):
+        LoopConfig.from_dict({"speed": 3})

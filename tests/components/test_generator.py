@@ -1,0 +1,198 @@
+"""The guided diffusion generator on 8x8 toy data: tiny networks, 2 DDIM steps, seconds per test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from fairforget.components.dataset import make_toy_dataset
+from fairforget.components.generator import (
+    ConditionSpace,
+    GeneratorConfig,
+    generator_version,
+    load_generator,
+    tiny_config,
+    train_generator,
+)
+from fairforget.components.generator.denoiser import draw_conditions
+from fairforget.components.generator.model import make_scheduler
+from fairforget.components.generator.sample import ddim_sample
+
+
+def toy_with_attribute(seed: int = 0):
+    """The toy data with an extra attribute ``tone`` (dark/light): light images are brighter, 3:1 dark."""
+    ds = make_toy_dataset(seed=seed)
+    rng = np.random.default_rng(seed)
+    tone = np.where(rng.random(len(ds)) < 0.25, "light", "dark")
+    images = ds.images.astype(np.int16)
+    images[tone == "light"] += 60
+    ds.images = np.clip(images, 0, 255).astype(np.uint8)
+    ds.manifest["tone"] = tone
+    ds.attributes = ["tone"]
+    return ds
+
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return make_toy_dataset()
+
+
+@pytest.fixture(scope="module", params=["latent_mlp", "pixel_unet"])
+def tiny_generator(request, toy):
+    return train_generator(toy, config=tiny_config(architecture=request.param), data_md5="md5-toy", progress=False)
+
+
+def conditions(*classes):
+    return pd.DataFrame({"class_name": list(classes)})
+
+
+def test_sample_shapes_dtype_and_metadata(tiny_generator, toy):
+    images = tiny_generator.sample(conditions("a", "b", "c", "d", "a"), seed=3)
+    assert images.shape == (5, 8, 8, 1) and images.dtype == np.uint8
+    assert tiny_generator.data_md5 == "md5-toy"
+    assert tiny_generator.space.names == ("class_name",)
+    assert tiny_generator.version == generator_version(tiny_generator.config, "md5-toy", tiny_generator.space)
+    assert tiny_generator.training_summary["train_images"] == len(toy.split("train"))
+
+
+def test_sampling_is_seeded_and_prefix_stable(tiny_generator):
+    table = conditions("a", "b", "c", "d")
+    first = tiny_generator.sample(table, seed=11)
+    np.testing.assert_array_equal(first, tiny_generator.sample(table, seed=11))
+    assert not np.array_equal(first, tiny_generator.sample(table, seed=12))
+    # sample k's noise is row k of one seeded draw: a prefix of the conditions gives a prefix of the images,
+    # whatever the batch size
+    np.testing.assert_array_equal(first[:2], tiny_generator.sample(table[:2], seed=11, batch_size=1))
+
+
+def test_save_load_roundtrip_gives_identical_samples(tiny_generator, tmp_path):
+    folder = tiny_generator.save(tmp_path / "gen")
+    assert sorted(p.name for p in folder.iterdir()) == ["generator.json", "weights.pt"]
+    loaded = load_generator(folder, device="cpu")
+    assert loaded.version == tiny_generator.version and loaded.data_md5 == "md5-toy"
+    table = conditions("d", "c", "b")
+    np.testing.assert_array_equal(loaded.sample(table, seed=5), tiny_generator.sample(table, seed=5))
+
+
+def test_bad_conditions_and_guidance_are_refused(tiny_generator):
+    with pytest.raises(ValueError, match="unknown condition class_name=\\['zebra'\\].*knows"):
+        tiny_generator.sample(conditions("a", "zebra"), seed=0)
+    with pytest.raises(ValueError, match="lack the columns"):
+        tiny_generator.sample(pd.DataFrame({"label": [0]}), seed=0)
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+        tiny_generator.sample(conditions("a"), seed=0, guidance_scale=-0.5)
+
+
+def test_config_validation_and_cpu_resolution():
+    with pytest.raises(ValueError, match="unknown generator architecture 'gan'"):
+        GeneratorConfig(architecture="gan").validate()
+    with pytest.raises(ValueError, match="multiple of unet_norm_groups"):
+        GeneratorConfig(unet_channels=(30, 64), unet_norm_groups=32).validate()
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+        GeneratorConfig(guidance_scale=-1).validate()
+    resolved = GeneratorConfig().resolved()
+    expected = "pixel_unet" if torch.cuda.is_available() else "latent_mlp"
+    assert resolved.architecture == expected
+    # sampling-only fields do not change what is trained, so they do not change the reuse hash
+    assert GeneratorConfig(guidance_scale=7).identity_record() == GeneratorConfig().identity_record()
+    assert GeneratorConfig(train_steps=10).identity_record() != GeneratorConfig().identity_record()
+    assert GeneratorConfig.from_dict(GeneratorConfig().to_dict()) == GeneratorConfig()
+
+
+class ConditionBlindDenoiser(torch.nn.Module):
+    """A fixed function of (x, t) that ignores the condition."""
+
+    def forward(self, x, t, codes):
+        return 0.3 * x + 0.001 * t.float().view(-1, *([1] * (x.dim() - 1)))
+
+
+class ConditionShiftDenoiser(torch.nn.Module):
+    """eps = 0.1 * x + 0.2 * code: the condition moves the prediction by a known amount."""
+
+    def forward(self, x, t, codes):
+        return 0.1 * x + 0.2 * codes[:, :1].float()
+
+
+def test_guidance_formula_against_a_hand_written_loop():
+    config = tiny_config(architecture="latent_mlp")
+    noise = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    codes = torch.tensor([[0], [1], [2], [1]])
+    nulls = torch.full((4, 1), 4)
+    scheduler = DDIMScheduler.from_config(make_scheduler(config).config)
+    blind = ConditionBlindDenoiser()
+    # a condition-blind model: guidance cannot change anything
+    out_1 = ddim_sample(blind, scheduler, noise, codes, nulls, 1.0, 2)
+    out_5 = ddim_sample(blind, scheduler, noise, codes, nulls, 5.0, 2)
+    torch.testing.assert_close(out_1, out_5)
+    # independent recomputation of eps = eps_null + w * (eps_cond - eps_null) with the scheduler's own step
+    model, w = ConditionShiftDenoiser(), 2.5
+    got = ddim_sample(model, scheduler, noise, codes, nulls, w, 3)
+    reference = DDIMScheduler.from_config(make_scheduler(config).config)
+    reference.set_timesteps(3)
+    x = noise.clone()
+    for t in reference.timesteps:
+        eps = model(x, t, nulls) + w * (model(x, t, codes) - model(x, t, nulls))
+        x = reference.step(eps, t, x, eta=0.0).prev_sample
+    torch.testing.assert_close(got, x)
+
+
+def test_latent_scheduler_does_not_clip_but_pixel_scheduler_does():
+    assert make_scheduler(tiny_config(architecture="latent_mlp").resolved()).config.clip_sample is False
+    assert make_scheduler(tiny_config(architecture="pixel_unet").resolved()).config.clip_sample is True
+
+
+def test_extra_attribute_is_a_condition_and_unknown_values_are_refused():
+    ds = toy_with_attribute()
+    generator = train_generator(ds, config=tiny_config(), data_md5="x", progress=False)
+    assert generator.space.names == ("class_name", "tone")
+    assert generator.space.values[1] == ("dark", "light")
+    images = generator.sample(pd.DataFrame({"class_name": ["a", "b"], "tone": ["dark", "light"]}), seed=0)
+    assert images.shape == (2, 8, 8, 1)
+    with pytest.raises(ValueError, match="unknown condition tone=\\['medium'\\]"):
+        generator.sample(pd.DataFrame({"class_name": ["a"], "tone": ["medium"]}), seed=0)
+    with pytest.raises(ValueError, match="lack the columns \\['tone'\\]"):
+        generator.sample(conditions("a"), seed=0)
+
+
+def test_draw_conditions_follows_the_attribute_mix_of_each_class():
+    ds = toy_with_attribute()
+    manifest = ds.split("train").manifest
+    space = ConditionSpace.from_dataset(ds.class_names, manifest, ["tone"])
+    table = draw_conditions(space, manifest, {"a": 4000, "c": 10}, seed=0)
+    assert table["class_name"].value_counts().to_dict() == {"a": 4000, "c": 10}
+    share = (table[table.class_name == "a"].tone == "light").mean()
+    expected = (manifest[manifest.class_name == "a"].tone == "light").mean()
+    assert abs(share - expected) < 0.03
+    with pytest.raises(ValueError, match="unknown condition class_name"):
+        draw_conditions(space, manifest, {"q": 1}, seed=0)
+
+
+def test_generator_learns_the_classes_of_the_toy_data():
+    """A small latent generator trained for a few seconds puts each class's bright square in its quadrant."""
+    ds = make_toy_dataset(per_class_train=(48, 48, 48, 48))
+    config = tiny_config(latent_dim=8, autoencoder_epochs=60, denoiser_width=64, embedding_dim=32,
+                         num_train_timesteps=100, train_steps=600, batch_size=64, ema_decay=0.99, sampling_steps=10,
+                         learning_rate=3e-3, guidance_scale=2.0)
+    generator = train_generator(ds, config=config, progress=False)
+    table = conditions(*np.repeat(["a", "b", "c", "d"], 25))
+    images = generator.sample(table, seed=0).astype(np.float64)[..., 0]
+    # independent check: the brightest quadrant (the toy data's class pattern) of each generated image
+    quadrants = np.stack([images[:, :4, :4].mean((1, 2)), images[:, :4, 4:].mean((1, 2)),
+                          images[:, 4:, :4].mean((1, 2)), images[:, 4:, 4:].mean((1, 2))], axis=1)
+    accuracy = np.mean(quadrants.argmax(axis=1) == np.repeat(np.arange(4), 25))
+    assert accuracy >= 0.9, accuracy
+
+
+def test_generator_trains_on_real_train_images_only():
+    ds = make_toy_dataset()
+    train = ds.split("train")
+    fake = train.select(np.arange(len(train)) < 3)
+    fake.manifest["id"] = [f"syn-{i}" for i in range(3)]
+    fake.manifest["origin"] = "synthetic"
+    with pytest.warns(UserWarning, match="learns from the real ones only"):
+        generator = train_generator(ds.concat(fake), config=tiny_config(train_steps=2), progress=False)
+    assert generator.training_summary["train_images"] == len(train)

@@ -1,0 +1,45 @@
+"""Real-data audit at the default sizes (marked slow: FAIRFORGET_SLOW=1; needs the prepared data in data/)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fairforget.components.dataset import load_dataset
+from fairforget.components.mia import AuditConfig, audit_membership, split_audit_pool, torch_predictor
+from fairforget.components.mia.reference import train_reference_models
+from fairforget.components.models import build_classifier
+from fairforget.components.training import TrainConfig, fit_classifier
+
+DATA_DIR = Path(os.environ.get("FAIRFORGET_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
+
+
+@pytest.mark.slow
+def test_default_audit_of_a_model_that_never_saw_the_members_is_at_chance():
+    if not (DATA_DIR / "manifest.csv").is_file():
+        pytest.skip(f"no prepared data in {DATA_DIR}: run the prepare step first")
+    data = load_dataset(DATA_DIR)
+    members = data.split("train")
+    members = members.select(members.manifest["origin"].to_numpy() == "real")
+    reference_half, non_members = split_audit_pool(data.split("audit"), seed=0)
+    outsiders = data.split("reference")  # balanced, never a member nor a non-member here
+    quick = TrainConfig(epochs=3)
+    model = build_classifier("small_cnn", data.num_classes, data.images.shape[3], data.images.shape[1], seed=5)
+    outsiders = outsiders.select(np.random.default_rng(5).permutation(len(outsiders)) < 4000)  # all classes
+    fit_classifier(model, outsiders.images, outsiders.labels, quick, seed=5)
+    references = train_reference_models(reference_half, num_models=1, train_config=quick, seed=0)
+    start = time.perf_counter()
+    report = audit_membership(torch_predictor(model), members, non_members, config=AuditConfig(show_progress=False),
+                              reference_predicts=references)
+    seconds = time.perf_counter() - start
+    print(report.summary(), f"\naudit: {seconds:.1f} s")
+    assert report.sizes["evaluation_members"] == report.sizes["evaluation_non_members"] == 2000
+    assert report.non_member_accuracy > 0.6  # a real classifier (chance is 0.1), not a constant
+    assert report.chance_bound["all"] <= 0.53
+    for attack, result in report.results["all"].items():
+        assert result.estimates["success"].value <= 0.53, attack
+        assert 0.46 < result.estimates["auc"].value < 0.54, attack

@@ -1,0 +1,54 @@
+"""The prepare and validate steps, end to end on a small fake Fashion-MNIST, against a real sqlite MLflow store."""
+
+import mlflow
+import pytest
+
+from fairforget.components.bias import BalanceConfig
+from fairforget.components.dataset import DataError
+from fairforget.components.versioning import dvc_md5_of_folder
+from fairforget.pipelines.data_steps import main, run_prepare, run_validate
+
+
+def test_prepare_then_validate_records_md5_bias_gx_and_figure(tracking_uri, tmp_path, small_data_config):
+    data_dir = tmp_path / "data"
+    md5 = run_prepare(small_data_config, data_dir, track=False)
+    assert md5 == dvc_md5_of_folder(data_dir)
+    outcome = run_validate(BalanceConfig(), data_dir)
+    assert outcome.bias.kl("superclass") == pytest.approx(0.2231, abs=1e-3)
+    assert outcome.validation.integrity_ok and not outcome.validation.balanced
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(outcome.extra["run_id"])
+    assert run.data.tags["data_md5"] == md5
+    assert run.data.tags["balance"] == "failed" and run.data.tags["integrity"] == "passed"
+    assert run.data.tags["git_commit"]
+    assert run.data.metrics["bias/kl/superclass"] == pytest.approx(0.2231, abs=1e-3)
+    assert run.data.metrics["bias/loss"] == pytest.approx(0.5 * 0.2231 ** 2, abs=1e-4)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"figures", "validation", "config.json", "bias_table.json"} <= artifacts
+    docs = {a.path for a in client.list_artifacts(run.info.run_id, "validation/data_docs")}
+    assert "validation/data_docs/index.html" in docs
+    assert run.inputs.dataset_inputs[0].dataset.digest == md5[:36]
+
+
+def test_validate_stops_on_broken_data(tracking_uri, tmp_path, small_data_config):
+    data_dir = tmp_path / "data"
+    run_prepare(small_data_config, data_dir, track=False)
+    manifest = (data_dir / "manifest.csv").read_text().splitlines()
+    fields = manifest[1].split(",")
+    fields[2] = "42"  # a label outside the class list
+    manifest[1] = ",".join(fields)
+    (data_dir / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    with pytest.raises(DataError, match="integrity"):
+        run_validate(BalanceConfig(), data_dir)
+
+
+def test_command_line_errors_are_one_line_and_non_zero(tracking_uri, tmp_path, capsys):
+    assert main(["prepare", "--dataset", "nope", "--data-dir", str(tmp_path / "d")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "unknown dataset 'nope'" in err[0]
+    assert not (tmp_path / "d").exists()
+    assert main(["validate", "--data-dir", str(tmp_path / "d"), "--rho", "0"]) == 2
+    assert "rho must be positive" in capsys.readouterr().err
+    assert main(["validate", "--data-dir", str(tmp_path / "missing")]) == 2
+    assert "prepare the data first" in capsys.readouterr().err

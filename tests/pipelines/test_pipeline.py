@@ -1,0 +1,192 @@
+"""Algorithm 2 end to end on the toy data set, against a real sqlite MLflow store and registry."""
+
+import dataclasses
+
+import mlflow
+import pytest
+
+from fairforget.components.augment import AugmentConfig
+from fairforget.components.dataset import DataError, load_dataset, make_toy_dataset, read_ids, save_dataset
+from fairforget.components.forgetting import LoopConfig, replenish_seed_base
+from fairforget.components.gate import GateConfig
+from fairforget.components.generator import tiny_config
+from fairforget.components.mia import AuditConfig
+from fairforget.components.sisa.model import SisaConfig, SisaModel
+from fairforget.components.training import TrainConfig
+from fairforget.pipelines.config import PipelineConfig
+from fairforget.pipelines.forget import main as forget_main
+from fairforget.pipelines.forget import serve_deletion_request
+from fairforget.pipelines.main import run_pipeline
+
+ATTACKS = ("mloss", "mmean")
+
+
+def tiny_pipeline(tmp_path, canaries: int = 0, **gate) -> PipelineConfig:
+    data_dir = tmp_path / "data"
+    if not data_dir.exists():
+        save_dataset(make_toy_dataset(per_class_train=(24, 24, 8, 8), per_class_other=16), data_dir)
+    return PipelineConfig(
+        generator=tiny_config(),
+        augment=AugmentConfig(rho=0.01),
+        sisa=SisaConfig(num_shards=2, num_slices=2, train=TrainConfig(epochs=2), executor="serial"),
+        audit=dataclasses.replace(AuditConfig(), attacks=ATTACKS, fpr_levels=(0.1,), num_bootstrap=20,
+                                  num_augmentations=2),
+        loop=LoopConfig(forget_rate=0.25, iterations=2),
+        gate=GateConfig(model_name="toy-classifier", **{"require_audit_power": False, **gate}),
+        canaries=canaries, prepare=False, data_dir=str(data_dir), outputs_dir=str(tmp_path / "outputs"))
+
+
+def test_any_augmentation_seed_replenishes_without_id_clashes(tracking_uri, tmp_path):
+    """Algorithm 1's seeds (augment seed * 1000 + round) once collided with iteration 1's replenishment seeds
+    (1000 + shard) when the augmentation seed was 1; every (seed, step) now has its own range."""
+    config = tiny_pipeline(tmp_path, mia_threshold=1.0, min_accuracy=0.0)
+    config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, seed=1),
+                                 loop=dataclasses.replace(config.loop, iterations=1))
+    assert run_pipeline(config)["iterations"] == 1
+    bases = {replenish_seed_base(seed, step) for seed in range(3) for step in (*range(1, 11), 10_000, 10_003)}
+    assert len(bases) == 3 * 12 and min(bases) > 999 * 1000 + 999  # above every Algorithm-1 seed of seeds < 1000
+
+
+def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri, tmp_path):
+    summary = run_pipeline(tiny_pipeline(tmp_path, mia_threshold=1.0, min_accuracy=0.0))
+    assert summary["gate"] == "passed" and summary["registered_version"] == "1"
+    client = mlflow.MlflowClient()
+    run = client.get_run(summary["run_id"])
+    for key in ("acc/retain", "acc/test", "acc/worst_class", "acc/big", "acc/small", "bias/kl/superclass",
+                "bias/loss", "data/original_fraction", "unlearn/points", "unlearn/exact", "time/unlearn_s",
+                "time/train_s", "time/audit_s", "time/augment_s", "mia/mloss/success", "mia/mloss/auc",
+                "mia/max_success", "final/mia/max_success", "final/mia/forgotten/max_success"):
+        assert key in run.data.metrics, key
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "acc/test")]
+    assert steps == [0, 1, 2]
+    assert run.data.metrics["unlearn/exact"] == 1.0
+    # 25% of the 64 originals per iteration: 16 forgotten each time, all replaced
+    history = client.get_metric_history(run.info.run_id, "data/original_fraction")
+    assert [round(m.value, 4) for m in sorted(history, key=lambda m: m.step)][-1] < 1.0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/confusion_biased.png", "figures/confusion_debiased.png", "figures/distribution_before.png",
+            "figures/distribution_after.png", "figures/table_I_iterations.png",
+            "figures/attack_vs_forgotten.png", "figures/roc_all.png", "figures/roc_forgotten.png"} <= artifacts
+    version = client.get_model_version_by_alias("toy-classifier", "candidate")
+    assert version.tags["gate"] == "passed" and version.tags["data_md5"].endswith(".dir")
+    assert "# Model card" in version.description
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert {"validate", "train_generator", "augment"} <= {c.data.tags.get("step") for c in children}
+
+    # promote, then serve a deletion request against the champion
+    assert forget_main(["promote", "--version", "1", "--model-name", "toy-classifier"]) == 0
+    state = next((tmp_path / "outputs").glob("*/*/sisa"))
+    live_before = SisaModel.load(state, load_dataset(tmp_path / "data").concat(
+        load_dataset(state.parent / "synthetic"))).plan.live_ids()
+    live = [i for i in live_before if i.startswith("toy-train")]
+    request = tmp_path / "request.txt"
+    request.write_text("\n".join(live[:4]) + "\n")
+    served = serve_deletion_request(read_ids(request), "toy-classifier")
+    assert served["forgotten"] == 4 and served["registered_version"] == "2" and served["requested_at_chance"]
+    after = SisaModel.load(state, load_dataset(tmp_path / "data").concat(load_dataset(state.parent / "synthetic")))
+    assert not set(live[:4]) & set(after.plan.live_ids())
+    assert len(after.plan.live_ids()) == len(live_before)  # replenished: the data set keeps its size
+    forget_run = client.get_run(served["run_id"])
+    assert "final/mia/requested/max_success" in forget_run.data.metrics
+    assert client.get_model_version("toy-classifier", "2").tags["served_from_version"] == "1"
+    # the same ids again, unknown ids, an empty file: clear errors, nothing changed
+    with pytest.raises(DataError, match="already forgotten"):
+        serve_deletion_request(live[:4], "toy-classifier")
+    with pytest.raises(DataError, match="not original training records"):
+        serve_deletion_request(["nobody"], "toy-classifier")
+    request.write_text("\n")
+    with pytest.raises(DataError, match="holds no ids"):
+        read_ids(request)
+
+
+def test_canaries_are_audited_every_iteration_and_the_gate_names_the_canary_check(tracking_uri, tmp_path):
+    """The toy model is too weak to memorise its canaries: every iteration logs the canary audit, the audit has no
+    demonstrated power, and the gate refuses its 'at chance' verdict, saying why."""
+    summary = run_pipeline(tiny_pipeline(tmp_path, canaries=4, mia_threshold=1.0, min_accuracy=0.0,
+                                         require_audit_power=True))
+    client = mlflow.MlflowClient()
+    run = client.get_run(summary["run_id"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "mia/canary/live_auc")] == [0, 1, 2]
+    assert run.data.metrics["data/canaries"] == 4
+    for key in ("mia/canary/power", "mia/canary/auc_chance_bound", "final/mia/canary/power",
+                "mia/canary/forgotten_within_bound"):
+        assert key in run.data.metrics, key
+    assert summary["gate"] == "rejected" and summary["registered_version"] is None
+    assert "could not detect canaries" in run.data.tags["gate_reason"]
+    assert run.data.tags["audit_power"] == "not_shown"
+
+
+def test_impossible_gate_registers_nothing(tracking_uri, tmp_path):
+    summary = run_pipeline(tiny_pipeline(tmp_path, mia_threshold=0.0, min_accuracy=0.0))
+    assert summary["gate"] == "rejected" and summary["registered_version"] is None
+    assert mlflow.MlflowClient().get_run(summary["run_id"]).data.tags["gate"] == "rejected"
+
+
+CRASHING_RUN = """
+from pathlib import Path
+from tests.pipelines.test_pipeline import tiny_pipeline
+from fairforget.pipelines.main import run_pipeline
+run_pipeline(tiny_pipeline(Path({tmp!r}), mia_threshold=1.0, min_accuracy=0.0), resume=True)
+"""
+
+
+def _final_state(summary, outputs):
+    client = mlflow.MlflowClient()
+    run = client.get_run(summary["run_id"])
+    histories = {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+                 for key in ("acc/test", "acc/retain", "unlearn/points", "data/original_fraction")}
+    plan = next(outputs.glob("*/*/sisa/plan.csv")).read_text()
+    return histories, plan
+
+
+def test_resume_after_kill_gives_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+    crashed.mkdir()
+    clean.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{crashed / 'mlflow.db'}",
+           "MLFLOW_EXPERIMENT_NAME": "fairforget-test"}
+    env.pop("MLFLOW_RUN_ID", None)
+    process = subprocess.Popen([sys.executable, "-c", CRASHING_RUN.format(tmp=str(crashed))], env=env, cwd=root,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    progress = None
+    while time.time() < deadline and process.poll() is None:
+        found = list((crashed / "outputs").glob("*/*/progress.json"))
+        if found and '"iteration": 1' in found[0].read_text():
+            progress = found[0]
+            break
+        time.sleep(0.2)
+    assert progress is not None, "the run never finished its first iteration"
+    plan = progress.parent / "sisa" / "plan.csv"
+    # kill it in the middle of iteration 2: after its unlearning changed the SISA plan, before it committed
+    while process.poll() is None and plan.stat().st_mtime <= progress.stat().st_mtime:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert '"iteration": 1' in progress.read_text(), "the kill came too late: iteration 2 had already committed"
+    assert plan.stat().st_mtime > progress.stat().st_mtime
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fairforget-test")
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    resumed = run_pipeline(tiny_pipeline(crashed, mia_threshold=1.0, min_accuracy=0.0), resume=True)
+    resumed_state = _final_state(resumed, crashed / "outputs")
+
+    clean_uri = f"sqlite:///{clean / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", clean_uri)
+    mlflow.set_tracking_uri(clean_uri)
+    uninterrupted = run_pipeline(tiny_pipeline(clean, mia_threshold=1.0, min_accuracy=0.0))
+    clean_state = _final_state(uninterrupted, clean / "outputs")
+
+    # same run continued, every iteration logged exactly once, identical numbers and identical SISA membership
+    assert resumed["run_id"] == progress.parent.joinpath("progress.json").read_text().split('"parent_run_id": "')[1][:32]
+    assert [s for s, _ in resumed_state[0]["acc/test"]] == [0, 1, 2]
+    assert resumed_state == clean_state

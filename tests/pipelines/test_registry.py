@@ -1,0 +1,113 @@
+"""The registry gate, ONNX parity and promotion, on a tiny SISA ensemble and a real sqlite registry."""
+
+import time
+
+import mlflow
+import numpy as np
+import pytest
+
+from fairforget.components.canaries import CanaryAudit, SubsetVerdict
+from fairforget.components.dataset import make_toy_dataset
+from fairforget.components.forgetting import audit_power_verdict
+from fairforget.components.gate import GateConfig, check_promotable, evaluate_gate
+from fairforget.components.sisa.model import SisaConfig, SisaModel
+from fairforget.components.training import TrainConfig, images_to_tensor
+from fairforget.pipelines.registry import CANDIDATE, CHAMPION, log_classifier, promote, register_if_passed
+
+
+@pytest.fixture(scope="module")
+def toy_ensemble(tmp_path_factory):
+    ds = make_toy_dataset()
+    sisa = SisaModel.create(ds.split("train"), SisaConfig(num_shards=2, num_slices=2, train=TrainConfig(epochs=2),
+                                                          executor="serial"), tmp_path_factory.mktemp("sisa"))
+    sisa.train()
+    return sisa.ensemble(), ds.split("test").images
+
+
+def gate(success, accuracy, threshold, floor, power="shown", **config):
+    return evaluate_gate(max_attack_success=success, test_accuracy=accuracy, audit_power=power,
+                         config=GateConfig(mia_threshold=threshold, min_accuracy=floor, **config))
+
+
+def test_gate_rules():
+    assert gate(0.52, 0.8, 0.55, 0.7).passed
+    decision = gate(0.60, 0.6, 0.55, 0.7)
+    assert not decision.passed and "mia/max_success 0.6000 > mia_threshold 0.5500" in decision.reason
+    assert "acc/test 0.6000 < min_accuracy 0.7000" in decision.reason
+    assert not gate(float("nan"), 0.9, 0.55, 0.0).passed
+
+
+def test_gate_accepts_at_chance_only_from_an_audit_that_detected_the_canaries():
+    undetected = gate(0.50, 0.9, 0.55, 0.7, power="not_shown")
+    assert not undetected.passed and "could not detect canaries" in undetected.reason
+    unverified = gate(0.50, 0.9, 0.55, 0.7, power="unverified")
+    assert not unverified.passed and "none were inserted" in unverified.reason
+    assert gate(0.50, 0.9, 0.55, 0.7, power="unverified", require_audit_power=False).passed
+
+
+def test_audit_power_verdict_follows_the_last_iteration_with_live_canaries():
+    def verdict(auc, bound):
+        return SubsetVerdict(auc, 0.0, "mloss", bound, 20, 20)
+
+    live = CanaryAudit(verdict(0.95, 0.73), None)
+    assert audit_power_verdict(live, []) == "shown"
+    assert audit_power_verdict(CanaryAudit(verdict(0.60, 0.73), None), []) == "not_shown"
+    assert audit_power_verdict(None, []) == "unverified"
+    # every canary forgotten: power must have been shown while some were live, and the forgotten ones be at chance
+    history = [{"canary_live_auc": 0.95, "canary_power": 1.0}, {"canary_live_auc": float("nan")}]
+    all_forgotten = CanaryAudit(None, verdict(0.55, 0.73))
+    assert audit_power_verdict(all_forgotten, history) == "shown"
+    assert audit_power_verdict(CanaryAudit(None, verdict(0.90, 0.73)), history) == "not_shown"
+    assert audit_power_verdict(all_forgotten, [{"canary_live_auc": 0.6, "canary_power": 0.0}]) == "not_shown"
+
+
+def test_promotion_rules():
+    good = {"gate": "passed", "data_md5": "a.dir", "audit_data_md5": "a.dir", "audit_time": "20", "data_time": "10"}
+    assert check_promotable(good).passed
+    assert "only versions that passed" in check_promotable({**good, "gate": "rejected"}).reason
+    assert "audit it again" in check_promotable({**good, "audit_data_md5": "b.dir"}).reason
+    assert "older than its data" in check_promotable({**good, "audit_time": "5"}).reason
+    assert "no audit record" in check_promotable({"gate": "passed"}).reason
+
+
+def test_gate_passes_registers_candidate_with_tags_and_onnx_matches(tracking_uri, toy_ensemble):
+    ensemble, test_images = toy_ensemble
+    with mlflow.start_run() as run:
+        logged = log_classifier(ensemble, test_images)
+        tags = {"data_md5": "m.dir", "audit_data_md5": "m.dir", "audit_time": f"{time.time():.0f}",
+                "data_time": "0", "mia_max_success": "0.51"}
+        version = register_if_passed(logged, gate(0.51, 0.9, 0.55, 0.5), "toy", tags, "# card")
+    assert logged.onnx_max_abs_diff <= 1e-4
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias("toy", CANDIDATE)
+    assert str(mv.version) == version and mv.tags["gate"] == "passed" and mv.tags["data_md5"] == "m.dir"
+    assert mv.description == "# card"
+    assert client.get_run(run.info.run_id).data.metrics["export/onnx_max_abs_diff"] <= 1e-4
+    # the registered pyfunc reproduces the ensemble's own probabilities
+    model = mlflow.pyfunc.load_model(f"models:/toy@{CANDIDATE}")
+    np.testing.assert_allclose(model.predict(images_to_tensor(test_images).numpy()),
+                               ensemble.predict_proba(test_images), atol=1e-5)
+    assert promote("toy", version).passed
+    assert str(client.get_model_version_by_alias("toy", CHAMPION).version) == version
+
+
+def test_impossible_gate_registers_nothing_and_tags_the_run(tracking_uri, toy_ensemble):
+    ensemble, test_images = toy_ensemble
+    with mlflow.start_run() as run:
+        logged = log_classifier(ensemble, test_images[:16])
+        assert register_if_passed(logged, gate(0.5, 0.9, 0.0, 0.5), "toy2", {}) is None
+    tags = mlflow.MlflowClient().get_run(run.info.run_id).data.tags
+    assert tags["gate"] == "rejected" and "mia_threshold 0.0000" in tags["gate_reason"]
+    assert mlflow.MlflowClient().search_model_versions("name='toy2'") == []
+
+
+def test_promote_refuses_an_ungated_version(tracking_uri, toy_ensemble):
+    ensemble, test_images = toy_ensemble
+    with mlflow.start_run():
+        logged = log_classifier(ensemble, test_images[:16])
+    version = mlflow.register_model(logged.model_uri, "toy3").version  # registered by hand, bypassing the gate
+    decision = promote("toy3", version)
+    assert not decision.passed and "only versions that passed" in decision.reason
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        mlflow.MlflowClient().get_model_version_by_alias("toy3", CHAMPION)
+    assert not promote("toy3", 99).passed
