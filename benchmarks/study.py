@@ -124,7 +124,7 @@ def audit_baselines(config, dataset, augmented, seed_dir: Path) -> dict:
     references = train_reference_ensembles(instruments.reference_half, sisa_config=config.sisa,
                                            num_models=config.audit.reference_models,
                                            state_dir=references_dir(config, instruments.reference_half))
-    audit_config = sampled_audit_config(config.audit, config.loop.iteration_audit_size,
+    audit_config = sampled_audit_config(config.audit.for_recipe(config.sisa.train), config.loop.iteration_audit_size,
                                         min(len(original), len(non_members)))
     weights = rebalancing_weights(original.labels, target_counts)
     setups = {

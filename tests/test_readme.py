@@ -27,7 +27,7 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(fairforget, "SisaConfig", lambda: SisaConfig(
         num_shards=2, num_slices=2, executor="serial", train=TrainConfig(epochs=2, batch_size=16)))
     monkeypatch.setattr(fairforget, "LoopConfig", lambda **kw: fairforget.components.forgetting.LoopConfig(
-        **{**kw, "iterations": 2, "forget_rate": 0.25}))
+        **{**kw, "iterations": 2, "forget_rate": 0.15}))
     tiny_audit = dataclasses.replace(AuditConfig(), num_augmentations=2, num_bootstrap=10, show_progress=False,
                                      reference_models=1)
     original_loop = fairforget.ForgettingLoop

@@ -249,7 +249,8 @@ class ForgettingLoop:
         self.canaries = canaries
         self.config = config or LoopConfig()
         self.config.validate()
-        self.audit_config = audit_config or AuditConfig()
+        # the audits replay the shards' own training augmentations (none for the default recipe)
+        self.audit_config = (audit_config or AuditConfig()).for_recipe(sisa.config.train)
         self.guidance_scale, self.augment_seed = guidance_scale, augment_seed
         self.original_ids = list(original_train.ids)
         self._original_set = set(self.original_ids)

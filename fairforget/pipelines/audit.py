@@ -171,7 +171,8 @@ def parse_args(argv=None) -> AuditStepConfig:
                         "or runs:/<run_id>/<path>")
     parser.add_argument("--data-dir", default=defaults.data_dir)
     parser.add_argument("--attacks", default=",".join(audit.attacks), help=f"comma list of {', '.join(ATTACKS)}")
-    parser.add_argument("--num-augmentations", type=int_arg, default=audit.num_augmentations)
+    parser.add_argument("--num-augmentations", type=int_arg, default=0,
+                        help="fixed augmented copies per image; 0: 10 (the flip + crop family)")
     parser.add_argument("--sample-size", type=int_arg, default=0, help="members (= non-members) audited; 0: all")
     parser.add_argument("--calibration-fraction", type=float_arg, default=audit.calibration_fraction)
     parser.add_argument("--num-bootstrap", type=int_arg, default=audit.num_bootstrap)
@@ -189,7 +190,7 @@ def parse_args(argv=None) -> AuditStepConfig:
     args = parser.parse_args(argv)
     audit = dataclasses.replace(
         audit, attacks=tuple(a.strip() for a in args.attacks.split(",") if a.strip()),
-        num_augmentations=args.num_augmentations, sample_size=args.sample_size or None,
+        num_augmentations=args.num_augmentations or None, sample_size=args.sample_size or None,
         calibration_fraction=args.calibration_fraction, num_bootstrap=args.num_bootstrap, seed=args.seed,
         fpr_levels=tuple(float(v) for v in args.fpr_levels.split(",") if v.strip()),
         num_threads=args.num_threads or None)

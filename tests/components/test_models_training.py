@@ -98,7 +98,7 @@ def test_class_weights_shift_the_classifier_towards_a_class(toy_dataset):
     train, test = toy_dataset.split("train"), toy_dataset.split("test")
 
     def predicted_share_of_class_3(weights):
-        config = TrainConfig(epochs=2, batch_size=8, augment=False, num_threads=1, class_weights=weights)
+        config = TrainConfig(epochs=1, batch_size=8, augment=False, num_threads=1, class_weights=weights)
         model = fit_classifier(build_classifier("small_cnn", 4, 1, 8, seed=0), train.images, train.labels, config,
                                seed=0)
         return np.mean(predict_logits(model, test.images).argmax(axis=1) == 3), model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fairforget.components.config import ConfigBase
 from fairforget.errors import ConfigError
@@ -21,7 +21,9 @@ class AuditConfig(ConfigBase):
     """
 
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
-    num_augmentations: int = 10  # N fixed augmented copies per image (Yu et al. use 10)
+    # N fixed copies per image: the training family replayed. None: follow the target's recipe (``for_recipe``):
+    # 10 (Yu et al.) when it trains with flip + crop, 1 (the image alone) when it trains without augmentation
+    num_augmentations: int | None = None
     augmentation_padding: int = 4  # the shift range of the training augmentation (crop with 4 px padding)
     sample_size: int | None = None
     calibration_fraction: float = 0.5
@@ -41,6 +43,16 @@ class AuditConfig(ConfigBase):
     seed: int = 0
     show_progress: bool = True
 
+    def for_recipe(self, train=None) -> "AuditConfig":
+        """This config with ``num_augmentations`` (when None) and ``augmentation_padding`` set from the target's
+        ``TrainConfig``: the attacks query the model under the augmentations it was trained with (Yu et al.'s
+        M-Mean and Moments read the losses of augmented copies; a model that never saw augmented copies carries no
+        extra signal in them). ``train`` None: a model trained with the classic flip + crop family."""
+        augmented = train is None or train.augment
+        count = self.num_augmentations if self.num_augmentations is not None else (10 if augmented else 1)
+        padding = train.crop_padding if train is not None and train.augment else self.augmentation_padding
+        return replace(self, num_augmentations=count, augmentation_padding=padding)
+
     def validate(self) -> None:
         if not self.attacks:
             raise ConfigError("attacks is empty: name at least one attack")
@@ -50,7 +62,7 @@ class AuditConfig(ConfigBase):
             raise ConfigError(f"sample_size must be >= 2 (or None for all), got {self.sample_size}")
         if self.reference_models < 1 and "rmia" in self.attacks:
             raise ConfigError(f"reference_models must be >= 1 when the attacks include rmia, got {self.reference_models}")
-        if self.num_augmentations < 1:
+        if self.num_augmentations is not None and self.num_augmentations < 1:
             raise ConfigError(f"num_augmentations must be >= 1, got {self.num_augmentations}")
         if self.num_bootstrap < 0:
             raise ConfigError(f"num_bootstrap must be >= 0, got {self.num_bootstrap}")

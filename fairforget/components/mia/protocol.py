@@ -176,7 +176,7 @@ def audit_membership(
     same outputs. Guarantees: fitted on calibration only, measured on evaluation only; identical inputs and seed
     give identical numbers.
     """
-    config = config or AuditConfig()
+    config = (config or AuditConfig()).for_recipe() if (config is None or config.num_augmentations is None) else config
     config.validate()
     attacks = tuple(attacks if attacks is not None else config.attacks)
     if not attacks:
