@@ -16,9 +16,11 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.study import STUDY_FORGET_RATE, STUDY_ITERATIONS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS_DIR = ROOT / "docs" / "results"
 PAGE = ROOT / "docs" / "results.md"
@@ -336,7 +338,9 @@ def _relative(folder: Path) -> str:
 
 def study_command(config: dict, folder: Path, seeds: list[int]) -> str:
     """The ``benchmarks.study`` command line that reproduces a study of ``config`` into ``folder``."""
-    default_train = {"epochs": 12, "augment": True}
+    from fairforget.components.training import TrainConfig
+
+    default_train = {"epochs": TrainConfig().epochs, "augment": TrainConfig().augment}
     parts = ["python -m benchmarks.study --seeds " + " ".join(map(str, seeds))]
     data, train, loop = config["data"], config["sisa"]["train"], config["loop"]
     if data["dataset"] != "fashion_mnist":
@@ -347,9 +351,9 @@ def study_command(config: dict, folder: Path, seeds: list[int]) -> str:
         parts.append("--attributes " + ",".join(config["balance"]["attributes"]))
     if train["epochs"] != default_train["epochs"]:
         parts.append(f"--epochs {train['epochs']}")
-    if not train["augment"]:
-        parts.append("--no-augmentation")
-    if loop["iterations"] != 10 or loop["forget_rate"] != 0.1:
+    if train["augment"] != default_train["augment"]:
+        parts.append("--augmentation " + ("on" if train["augment"] else "off"))
+    if loop["iterations"] != STUDY_ITERATIONS or loop["forget_rate"] != STUDY_FORGET_RATE:
         parts.append(f"--iterations {loop['iterations']} --forget-rate {loop['forget_rate']}")
     if folder.resolve() != RESULTS_DIR.resolve():
         parts.append(f"--results-dir {_relative(folder)}")
