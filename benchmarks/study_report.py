@@ -208,9 +208,11 @@ def section_privacy(records: list[dict], figures: Path) -> str:
         "## 4. Privacy: membership inference against the fraction forgotten (paper Fig. 12)", "",
         f"Members: every original training record (forgotten ones included); non-members: the held-out audit "
         f"half. Each audit draws {size} members and {size} non-members, fits thresholds on one part and measures "
-        f"on the other ({half} + {half}), {config['audit']['num_augmentations']} fixed augmentations per image, "
-        "RMIA with one reference model. Chance: success 0.5, AUC 0.5, TPR 0.01 at 1% FPR. The baseline models "
-        "are audited exactly like an iteration of the loop.", "",
+        f"on the other ({half} + {half}), {augmentation_text(config)}, RMIA with "
+        f"{config['audit'].get('reference_models', 1)} reference SISA ensembles trained like the target on the "
+        "reference half. "
+        "Chance: success 0.5, AUC 0.5, TPR 0.01 at 1% FPR. The baseline models are audited exactly like an "
+        "iteration of the loop.", "",
         *metric_tables,
         "![attacks against the fraction forgotten](results/figures/fig12_attacks.png)", "",
         "Success as fairforget reports it (thresholds fitted on the calibration part) / with the paper's oracle "
@@ -221,6 +223,104 @@ def section_privacy(records: list[dict], figures: Path) -> str:
         f"Final full audit of the deployed model (all {records[0]['baselines']['biased']['train_size']} originals "
         "against as many non-members, half for calibration):", "",
         table(["figure", "value"], final), ""])
+
+
+def _strongest_auc(row: dict, subset: str) -> float | None:
+    prefix = f"mia/{subset}/" if subset else "mia/"
+    values = [row.get(f"{prefix}{a}/auc") for a in ATTACK_LABELS]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def subset_values(records: list[dict], iteration: int, getter) -> list[float | None]:
+    out = []
+    for record in records:
+        match = [r for r in record["iterations"] if r["iteration"] == iteration]
+        out.append(getter(match[0]) if match else None)
+    return out
+
+
+def section_power(records: list[dict], figures: Path) -> str:
+    """The audit's positive control: canaries, and the records still held vs forgotten, per iteration."""
+    if not any("mia/canary/power" in row for row in records[0]["iterations"]):
+        return ""
+    iterations = sorted({row["iteration"] for row in records[0]["iterations"]})
+    rows = []
+    for it in iterations:
+        def get(key):
+            return subset_values(records, it, lambda row: row.get(key))
+        rows.append([str(it), fmt(get("data/forgotten_fraction"), 2),
+                     fmt(get("mia/canary/live_auc")), fmt(get("mia/canary/auc_chance_bound")),
+                     fmt(get("mia/canary/forgotten_auc")), fmt(get("mia/canary/forgotten_auc_chance_bound")),
+                     fmt(get("mia/canary/power"), 2),
+                     fmt(subset_values(records, it, lambda row: _strongest_auc(row, "retained" if it else ""))),
+                     fmt(subset_values(records, it, lambda row: _strongest_auc(row, "forgotten"))),
+                     fmt(get("mia/forgotten/max_success")), fmt(get("mia/forgotten/chance_success_high"))])
+    shard_rows = []
+    for it in iterations:
+        def shard_max(row):
+            values = [v for k, v in row.items() if k.startswith("mia_shard/") and k.endswith("/max_success")]
+            return max(values) if values else None
+
+        def shard_bound(row):
+            values = [v for k, v in row.items() if k.startswith("mia_shard/") and k.endswith("/chance_success_high")]
+            return min(values) if values else None
+        shard_rows.append([str(it), fmt(subset_values(records, it, shard_max)),
+                           fmt(subset_values(records, it, shard_bound))])
+    fit = subset_values(records, 0, lambda row: row.get("train/shard_fit_accuracy_min"))
+    canaries = records[0]["config"].get("canaries")
+    plot_power(records, iterations, figures / "fig12_power.png")
+    return "\n".join([
+        "## 4a. Could the audit have seen a leak? Canaries, retained and forgotten records", "",
+        f"Canaries: {'1% of S' if canaries is None else canaries} audit-pool images with a random wrong label "
+        "inserted into S (placed and forgotten like originals), against as many matched held-out canaries (same "
+        "true class, same wrong label, never trained on). A model can only predict a canary's label by memorising "
+        "it, so the live canaries are the audit's positive control: `power` is 1 when their strongest-attack AUC "
+        "is above its chance bound (one-sided 95%, Bonferroni over the attacks). The retained originals are the "
+        "records the model still holds; the forgotten ones must look like non-members. Every shard model fits its "
+        f"own training records: minimum shard accuracy at iteration 0 {fmt(fit)}.", "",
+        table(["iteration", "originals forgotten", "live canary AUC", "bound", "forgotten canary AUC", "bound",
+               "power", "retained originals: strongest AUC", "forgotten originals: strongest AUC",
+               "forgotten: strongest success", "chance bound"], rows), "",
+        "![canaries, retained and forgotten records](results/figures/fig12_power.png)", "",
+        "Per-shard audits (each shard model against its own live originals; strongest success over the shards and "
+        "the smallest shard's chance bound):", "",
+        table(["iteration", "strongest shard attack success", "chance bound"], shard_rows), ""])
+
+
+def plot_power(records, iterations, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [np.mean([v for v in iteration_values(records, it, "data/forgotten_fraction") if v is not None])
+         for it in iterations]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    series = [("live canaries", lambda row: row.get("mia/canary/live_auc")),
+              ("forgotten canaries", lambda row: row.get("mia/canary/forgotten_auc")),
+              ("retained originals", lambda row: _strongest_auc(row, "retained" if row["iteration"] else "")),
+              ("forgotten originals", lambda row: _strongest_auc(row, "forgotten"))]
+    for label, getter in series:
+        values = [[v for v in subset_values(records, it, getter) if v is not None] for it in iterations]
+        keep = [i for i, v in enumerate(values) if v]
+        if keep:
+            _band(ax, [x[i] for i in keep], [values[i] for i in keep], label)
+    bounds = [[v for v in iteration_values(records, it, "mia/canary/auc_chance_bound") if v is not None]
+              for it in iterations]
+    keep = [i for i, v in enumerate(bounds) if v]
+    if keep:
+        ax.plot([x[i] for i in keep], [np.mean(bounds[i]) for i in keep], linestyle="--", color="grey",
+                label="live-canary chance bound")
+    ax.axhline(0.5, color="black", linewidth=0.6, label="chance")
+    ax.set_xlabel("fraction of the original records forgotten")
+    ax.set_ylabel("strongest attack AUC")
+    ax.set_title(f"The audit's positive control (canaries) and the decline under unlearning, {len(records)} seeds",
+                 fontsize=9)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def section_generator(records: list[dict]) -> str:
@@ -329,6 +429,15 @@ def plot_privacy(records, attacks, path: Path) -> None:
     plt.close(fig)
 
 
+def augmentation_text(config: dict) -> str:
+    """How many fixed copies the attacks query: the configured number, or the training recipe's family."""
+    count = config["audit"]["num_augmentations"]
+    if count is None:
+        count = 10 if config["sisa"]["train"]["augment"] else 1
+    return f"{count} fixed augmentation{'s' if count != 1 else ''} per image (the classifiers' own training family)" \
+        if count != 1 else "each image queried as it is (the classifiers train without augmentation)"
+
+
 def _relative(folder: Path) -> str:
     try:
         return folder.resolve().relative_to(ROOT).as_posix()
@@ -402,7 +511,7 @@ def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
         f"{fmt(minutes, 1)} min; the four comparison models: "
         f"{fmt([r['baseline_seconds'] / 60 for r in records], 1)} min more.", ""])
     sections = [head, section_bias(records), section_fairness(records, figures), section_unlearning(records, figures),
-                section_privacy(records, figures), section_generator(records)]
+                section_privacy(records, figures), section_power(records, figures), section_generator(records)]
     notes = folder / "notes.md"
     if notes.is_file():
         sections.append(notes.read_text())

@@ -59,7 +59,7 @@ class AugmentConfig(ConfigBase):
     def validate(self) -> None:
         if not self.rho > 0:
             raise ConfigError(f"rho must be > 0, got {self.rho}: it is the KL threshold below which S counts as "
-                             "balanced (0.01 in the paper's setting)")
+                              "balanced (0.01 in the paper's setting)")
         if self.step_size < 0:
             raise ConfigError(f"step_size (lambda) must be >= 0, got {self.step_size}")
         if self.round_size < 0:
@@ -96,23 +96,23 @@ def target_cells(target, train: Dataset, generator: Generator) -> pd.DataFrame:
             unknown = sorted(set(joint[column]) - set(known))
             if unknown:
                 raise ConfigError(f"the prior asks for {column}={unknown}, which the generator was not conditioned "
-                                 f"on (it knows {list(known)}): retrain the generator on data that has them")
+                                  f"on (it knows {list(known)}): retrain the generator on data that has them")
             continue
         # A debiased attribute that is not a condition: it must follow from the class.
         if column not in manifest.columns:
             raise ConfigError(f"the prior names attribute {column!r}, which is neither a condition of the generator "
-                             f"({list(space.names)}) nor a column of the data")
+                              f"({list(space.names)}) nor a column of the data")
         per_class = manifest.groupby(CLASS_VARIABLE)[column].nunique()
         if (per_class > 1).any():
             raise ConfigError(f"the prior asks for attribute {column!r}, which the generator was not conditioned on "
-                             f"and which the class does not determine: retrain the generator with {column!r} "
-                             "among the data set's attributes")
+                              f"and which the class does not determine: retrain the generator with {column!r} "
+                              "among the data set's attributes")
         class_value = manifest.groupby(CLASS_VARIABLE)[column].first().astype(str)
         implied = joint[CLASS_VARIABLE].map(class_value)
         if (implied != joint[column]).any():
             bad = joint[implied != joint[column]].iloc[0]
             raise ConfigError(f"the target gives probability to {column}={bad[column]!r} with class "
-                             f"{bad[CLASS_VARIABLE]!r}, which the data never pairs: fix the prior")
+                              f"{bad[CLASS_VARIABLE]!r}, which the data never pairs: fix the prior")
     conditions_in_target = [c for c in space.names if c in columns]
     missing = [c for c in space.names if c not in columns]
     cells = joint.groupby(conditions_in_target, as_index=False)["probability"].sum()
@@ -125,7 +125,7 @@ def target_cells(target, train: Dataset, generator: Generator) -> pd.DataFrame:
         if cells["share"].isna().any():
             row = cells[cells["share"].isna()].iloc[0]
             raise ConfigError(f"the target asks for {dict(row[conditions_in_target])}, which S does not contain, "
-                             f"so the values of {missing} cannot be inferred: give them in the target")
+                              f"so the values of {missing} cannot be inferred: give them in the target")
         cells["probability"] = cells["probability"] * cells["share"]
         cells = cells.drop(columns="share")
     cells = cells[list(space.names) + ["probability"]]

@@ -32,8 +32,10 @@ from fairforget.components.canaries import CanaryAudit, CanarySet, audit_canarie
 from fairforget.components.config import ConfigBase
 from fairforget.components.dataset import Dataset
 from fairforget.components.fairness import FairnessReport, evaluate_predictions
+from fairforget.components.gate import AUDIT_POWER_NOT_SHOWN, AUDIT_POWER_SHOWN, AUDIT_POWER_UNVERIFIED
 from fairforget.components.generator import Generator
 from fairforget.components.mia import AuditConfig
+from fairforget.components.mia.metrics import required_non_members
 from fairforget.components.mia.protocol import audit_membership, audit_per_model
 from fairforget.components.mia.queries import TorchPredictor
 from fairforget.components.mia.results import AuditReport
@@ -83,13 +85,14 @@ def replenish_seed_base(augment_seed: int, step: int) -> int:
 
 
 def sampled_audit_config(audit: AuditConfig, size: int | None, available: int) -> AuditConfig:
-    """``audit`` on ``size`` members and as many non-members (all when ``size`` is None or >= ``available``),
-    keeping only the FPR levels the evaluation half can resolve (0.1% needs >= 1000 evaluation non-members)."""
-    if size is None or size >= available:
-        size = available
-    levels = tuple(level for level in audit.fpr_levels if level * size * (1 - audit.calibration_fraction) >= 1)
-    return dataclasses.replace(audit, sample_size=None if size == available and audit.sample_size is None else size,
-                               fpr_levels=levels or (0.1,))
+    """``audit`` on ``size`` members and as many non-members (``audit.sample_size`` when ``size`` is None; all
+    ``available`` when that is None or larger), keeping only the FPR levels its evaluation non-members can resolve
+    (TPR at 0.1% FPR needs >= 1000 of them): a small audit pool reports fewer levels instead of failing."""
+    size = audit.sample_size if size is None else size
+    size = available if size is None or size >= available else size
+    evaluation = size - round(audit.calibration_fraction * size)
+    levels = tuple(level for level in audit.fpr_levels if evaluation >= required_non_members(level))
+    return dataclasses.replace(audit, sample_size=None if size == available else size, fpr_levels=levels)
 
 
 def evaluate_model(predict_proba: Callable[[np.ndarray], np.ndarray], test: Dataset) -> FairnessReport:
@@ -102,8 +105,8 @@ def shard_fit_accuracies(sisa: SisaModel, dataset: Dataset) -> list[float]:
     """Each shard model's accuracy on its own live training records (``dataset`` must hold them all): how well
     every shard fits its data (a converged shard is near 1.0)."""
     accuracies = []
+    live = sisa.plan.live()
     for shard, model in enumerate(sisa.ensemble().models):
-        live = sisa.plan.live()
         own = dataset.by_ids(live.loc[live["shard"] == shard, "id"].tolist())
         accuracies.append(accuracy(predict_proba(model, own.images), own.labels))
     return accuracies
@@ -328,9 +331,12 @@ class ForgettingLoop:
     def audit(self, *, config: AuditConfig | None = None,
               extra_subsets: dict[str, list[str]] | None = None) -> AuditReport:
         """Membership inference on the current ensemble: every original record (or ``config.sample_size``) against
-        as many non-members, with the ``forgotten``/``retained`` subsets and ``extra_subsets``."""
+        as many non-members, with the ``forgotten``/``retained`` subsets and ``extra_subsets``. TPR levels the
+        evaluation non-members cannot resolve are left out (``sampled_audit_config``)."""
+        config = config or sampled_audit_config(self.audit_config, None,
+                                                min(len(self.original_train), len(self.non_members)))
         return audit_membership(self.sisa.ensemble().predict_proba, self.original_train, self.non_members,
-                                config=config or self.audit_config, reference_predicts=self.references,
+                                config=config, reference_predicts=self.references,
                                 member_subsets={**self.member_subsets(), **(extra_subsets or {})})
 
     def audit_shards(self) -> dict[int, AuditReport]:
@@ -432,8 +438,6 @@ def audit_power_verdict(final: CanaryAudit | None, history: Sequence[dict]) -> s
     last iteration with live canaries (``history`` rows, ``IterationOutcome.history_row``) detected them and the
     final audit finds the forgotten ones within their chance bound; ``unverified`` without canaries; otherwise
     ``not_shown``."""
-    from fairforget.components.gate import AUDIT_POWER_NOT_SHOWN, AUDIT_POWER_SHOWN, AUDIT_POWER_UNVERIFIED
-
     if final is None:
         return AUDIT_POWER_UNVERIFIED
     if final.live is not None:

@@ -299,7 +299,7 @@ def build_target(train_manifest: pd.DataFrame, attributes: Sequence[str], *, pri
             description = "uniform over " + ", ".join(attributes)
         elif isinstance(prior, str) and "=" not in prior and Path(prior).suffix.lower() not in {".json", ".yaml", ".yml"}:
             raise ConfigError(f"unknown prior {prior!r}; use one of {', '.join(PRIOR_KINDS)}, explicit proportions "
-                             "like 'superclass=accessories:0.5,apparel:0.5', or a JSON/YAML file")
+                              "like 'superclass=accessories:0.5,apparel:0.5', or a JSON/YAML file")
         else:
             wanted = parse_explicit_prior(prior)
             description = f"explicit {wanted}"
@@ -309,7 +309,7 @@ def build_target(train_manifest: pd.DataFrame, attributes: Sequence[str], *, pri
             unknown = sorted(set(values) - set(records[attribute].unique()))
             if unknown:
                 raise ConfigError(f"the prior asks for {attribute}={unknown}, which S does not contain; "
-                                 f"known values: {sorted(records[attribute].unique())}")
+                                  f"known values: {sorted(records[attribute].unique())}")
         model = fit_eda(structure, records, variables, first=attributes[0] if attributes else None, seed=seed)
         joint = _drop_unseen(model.joint(), records, variables)
         # Swap S's distribution of the debiased attributes for the prior: D(a, rest) = D(a) * M_S(rest | a).

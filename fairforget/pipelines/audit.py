@@ -90,8 +90,8 @@ def run_audit(config: AuditStepConfig, predict=None) -> AuditReport:
         train_config = TrainConfig(num_threads=audit.num_threads)
         if config.reference_epochs is not None:
             train_config = dataclasses.replace(train_config, epochs=config.reference_epochs)
-        references = train_reference_models(reference_half, num_models=config.reference_models, train_config=train_config,
-                                            model_name=config.classifier, seed=audit.seed)
+        references = train_reference_models(reference_half, num_models=config.reference_models,
+                                            train_config=train_config, model_name=config.classifier, seed=audit.seed)
     return audit_membership(predict, members, non_members, attacks=attacks, config=audit, reference_predicts=references,
                             member_subsets={k: v for k, v in subsets.items() if v})
 

@@ -83,8 +83,8 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
         generator = load_generator_from_run(tags["generator_run_id"])
         reference = dataset.split("reference")
         target = build_target(original_train.manifest, config.balance.attributes, prior=config.balance.prior,
-                              structure=config.balance.structure, reference_manifest=reference.manifest if len(reference) else None,
-                              seed=config.data.seed)
+                              structure=config.balance.structure,
+                              reference_manifest=reference.manifest if len(reference) else None, seed=config.data.seed)
         loop = build_loop(config, dataset, sisa=sisa, synthetic=synthetic, generator=generator, target=target,
                           instruments=instruments)
         request = int(tags.get("forget_requests", "0")) + 1

@@ -128,7 +128,8 @@ def train_biased_baseline(config: PipelineConfig, train: Dataset, test: Dataset,
         baseline.train()
         report = evaluate_model(baseline.ensemble().predict_proba, test)
         fit = shard_fit_accuracies(baseline, train)
-        mlflow.log_metrics({**report.metrics(), names.SHARD_FIT_MIN: min(fit), names.SHARD_FIT_MEAN: sum(fit) / len(fit)})
+        mlflow.log_metrics({**report.metrics(), names.SHARD_FIT_MIN: min(fit),
+                            names.SHARD_FIT_MEAN: sum(fit) / len(fit)})
     shutil.rmtree(state_dir / "sisa_biased", ignore_errors=True)
     return report
 

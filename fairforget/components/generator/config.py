@@ -79,7 +79,7 @@ class GeneratorConfig(ConfigBase):
                 raise ConfigError(f"generator {name} must be a positive integer, got {value!r}")
         if self.sampling_steps > self.num_train_timesteps:
             raise ConfigError(f"sampling_steps ({self.sampling_steps}) cannot exceed num_train_timesteps "
-                             f"({self.num_train_timesteps})")
+                              f"({self.num_train_timesteps})")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ConfigError(f"condition_dropout must lie in [0, 1), got {self.condition_dropout}: "
                              "classifier-free guidance needs some dropout (0.1 is usual)")
@@ -89,7 +89,7 @@ class GeneratorConfig(ConfigBase):
             raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if any(c % self.unet_norm_groups for c in self.unet_channels):
             raise ConfigError(f"every unet_channels value {self.unet_channels} must be a multiple of "
-                             f"unet_norm_groups={self.unet_norm_groups}")
+                              f"unet_norm_groups={self.unet_norm_groups}")
         if not isinstance(self.num_threads, int) or self.num_threads < 0:
             raise ConfigError(f"num_threads must be a non-negative integer (0 = torch's default), got {self.num_threads!r}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):

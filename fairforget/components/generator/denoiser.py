@@ -132,7 +132,7 @@ class PixelUNetDenoiser(nn.Module):
         factor = 2 ** (len(channels) - 1)
         if height % factor or width % factor:
             raise ConfigError(f"a UNet with {len(channels)} levels needs image sides divisible by {factor}, got "
-                             f"{height}x{width}: use fewer unet_channels levels")
+                              f"{height}x{width}: use fewer unet_channels levels")
         levels = len(channels)
         down = ["DownBlock2D"] * levels
         up = ["UpBlock2D"] * levels

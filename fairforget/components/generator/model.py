@@ -91,7 +91,7 @@ class Generator:
         guidance_scale = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
         if guidance_scale < 0:
             raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}: 0 is unconditional, 1 plain "
-                             "conditional, larger values follow the condition more closely")
+                              "conditional, larger values follow the condition more closely")
         steps = self.config.sampling_steps if steps is None else int(steps)
         if not 1 <= steps <= self.config.num_train_timesteps:
             raise ConfigError(f"steps must lie in [1, {self.config.num_train_timesteps}], got {steps}")

@@ -64,7 +64,7 @@ def make_fixed_augmentations(count: int = 10, padding: int = 4, seed: int = 0) -
     available = 2 * (2 * padding + 1) ** 2
     if count > available:
         raise ConfigError(f"only {available} distinct flip/shift augmentations exist with padding {padding}; "
-                         f"ask for at most that many or raise the padding")
+                          f"ask for at most that many or raise the padding")
     chosen = [FixedAugmentation(False, 0, 0), FixedAugmentation(True, 0, 0)][:count]
     rng = np.random.default_rng(seed)
     while len(chosen) < count:

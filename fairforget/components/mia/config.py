@@ -61,7 +61,8 @@ class AuditConfig(ConfigBase):
         if self.sample_size is not None and self.sample_size < 2:
             raise ConfigError(f"sample_size must be >= 2 (or None for all), got {self.sample_size}")
         if self.reference_models < 1 and "rmia" in self.attacks:
-            raise ConfigError(f"reference_models must be >= 1 when the attacks include rmia, got {self.reference_models}")
+            raise ConfigError(f"reference_models must be >= 1 when the attacks include rmia, got "
+                              f"{self.reference_models}")
         if self.num_augmentations is not None and self.num_augmentations < 1:
             raise ConfigError(f"num_augmentations must be >= 1, got {self.num_augmentations}")
         if self.num_bootstrap < 0:

@@ -52,8 +52,8 @@ def check_fpr_levels(levels, n_non_members: int) -> None:
         needed = required_non_members(level)
         if n_non_members < needed:
             raise ConfigError(f"TPR at {level:g} FPR needs at least {needed} evaluation non-members, got {n_non_members}: "
-                             f"use more non-members (a larger audit pool or calibration_fraction lower) or drop that level "
-                             f"from fpr_levels")
+                              f"use more non-members (a larger audit pool or calibration_fraction lower) or drop that level "
+                              f"from fpr_levels")
 
 
 def _validate(is_member: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

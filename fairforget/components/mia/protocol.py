@@ -14,7 +14,8 @@ Deterministic splits (``split_calibration_evaluation``), all functions of (ids, 
 Attacks, their models and their decision thresholds are fitted on calibration only; every reported figure is
 measured on evaluation only. A member subset (``forgotten``, ``retained``, ...) gets its own decision threshold,
 fitted on that subset's calibration members against the calibration non-members (the attack models themselves are
-fitted once, on all calibration members); a subset without calibration members uses the threshold of all members. Yu et al. fitted thresholds on the evaluation set (an oracle upper bound); we do not.
+fitted once, on all calibration members); a subset without calibration members uses the threshold of all members.
+Yu et al. fitted thresholds on the evaluation set (an oracle upper bound); we do not.
 """
 
 from __future__ import annotations
@@ -104,11 +105,11 @@ def _check_compatible(members: Dataset, non_members: Dataset) -> None:
         raise ConfigError("members and non-members have different class lists: take both from the same data version")
     if members.images.shape[1:] != non_members.images.shape[1:]:
         raise ConfigError(f"image shapes differ: members {members.images.shape[1:]}, non-members "
-                         f"{non_members.images.shape[1:]}")
+                          f"{non_members.images.shape[1:]}")
     overlap = set(members.ids) & set(non_members.ids)
     if overlap:
         raise ConfigError(f"{len(overlap)} samples are both members and non-members (e.g. {sorted(overlap)[:3]}): "
-                         f"non-members must come from the audit split, never from train")
+                          f"non-members must come from the audit split, never from train")
 
 
 def split_calibration_evaluation(members: Dataset, non_members: Dataset, config: AuditConfig) -> AuditSplit:
@@ -186,7 +187,7 @@ def audit_membership(
     attack_objects = {name: make_attack(name, config) for name in attacks}
     if "rmia" in attacks and not reference_predicts:
         raise ConfigError("rmia needs at least one reference model: pass reference_predicts=train_reference_models(...)"
-                         " or drop 'rmia' from the attacks")
+                          " or drop 'rmia' from the attacks")
     subsets = _check_subsets(member_subsets or {}, members, attacks)
     split = split_calibration_evaluation(members, non_members, config)
     check_fpr_levels(config.fpr_levels, len(split.evaluation_non_members))
@@ -306,7 +307,7 @@ def _check_subsets(member_subsets: Mapping[str, Sequence[str]], members: Dataset
         unknown = ids - known
         if unknown:
             raise ConfigError(f"subset {name!r} has {len(unknown)} ids that are not members (e.g. "
-                             f"{sorted(unknown)[:3]}): subsets must be drawn from the members")
+                              f"{sorted(unknown)[:3]}): subsets must be drawn from the members")
         out[name] = ids
     return out
 

@@ -119,15 +119,15 @@ def _check_outputs(outputs: np.ndarray, expected_rows: int, num_classes: int) ->
     outputs = np.asarray(outputs, dtype=np.float64)
     if outputs.ndim != 2 or outputs.shape[0] != expected_rows:
         raise ConfigError(f"the model returned shape {outputs.shape} for {expected_rows} images: it must return "
-                         f"(N, K) class probabilities")
+                          f"(N, K) class probabilities")
     if outputs.shape[1] != num_classes:
         raise ConfigError(f"the model predicts {outputs.shape[1]} classes but the data has {num_classes}: audit it "
-                         f"against the data version it was trained on")
+                          f"against the data version it was trained on")
     if not np.isfinite(outputs).all():
         raise ConfigError("the model returned NaN or infinite outputs")
     if (outputs < -_PROBABILITY_TOLERANCE).any() or np.abs(outputs.sum(axis=1) - 1.0).max() > _PROBABILITY_TOLERANCE:
         raise ConfigError("the model's outputs are not probabilities (negative, or rows not summing to 1): wrap a "
-                         "logits function with probabilities_from_logits(...)")
+                          "logits function with probabilities_from_logits(...)")
     return np.clip(outputs, 0.0, 1.0)
 
 

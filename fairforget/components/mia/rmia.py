@@ -36,7 +36,7 @@ class RmiaAttack:
         """(Pr(x | theta) (N,), Pr_OUT(x) (N,)): true-label probability averaged over augmentations (and models)."""
         if queries.reference_probabilities is None or len(queries.reference_probabilities) == 0:
             raise ConfigError("rmia needs at least one reference model: pass reference_predicts=train_reference_models(...)"
-                             " or drop 'rmia' from the attacks")
+                              " or drop 'rmia' from the attacks")
         target = queries.true_class_probability.mean(axis=1)
         labels = queries.labels[None, :, None, None]
         reference = np.take_along_axis(queries.reference_probabilities, np.broadcast_to(

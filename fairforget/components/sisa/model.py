@@ -190,7 +190,7 @@ class SisaModel:
             raise ConfigError("the new samples use a different class list than the SISA model")
         if dataset.images.shape[1:] != (self.spec.image_size, self.spec.image_size, self.spec.in_channels):
             raise ConfigError(f"new images have shape {dataset.images.shape[1:]}, the model takes "
-                             f"{(self.spec.image_size, self.spec.image_size, self.spec.in_channels)}")
+                              f"{(self.spec.image_size, self.spec.image_size, self.spec.in_channels)}")
 
     def shard_task(self, shard: int, checkpoint_dir: str | os.PathLike | None = None) -> ShardTask:
         """The training task of one shard on its current live data."""
@@ -312,7 +312,7 @@ class SisaModel:
         info = {"num_slices": self.config.num_slices, "seed": self.config.seed, "final_keys": self.final_keys(),
                 "forgotten": int(self.plan.table["deleted"].sum())}
         return ShardEnsemble(self.shard_models(), self.spec, self.class_names, aggregation or self.config.aggregation,
-                             self.plan.shard_sizes(), info)
+                              self.plan.shard_sizes(), info)
 
     def shard_sizes(self) -> list[int]:
         return self.plan.shard_sizes()
