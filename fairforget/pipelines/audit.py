@@ -32,6 +32,7 @@ from fairforget.components.report import plot_attack_success, plot_roc_curves
 from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.errors import ConfigError
 from fairforget.pipelines.cli import float_arg, int_arg
+from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import configure_tracking, step_run
 
 
@@ -74,7 +75,7 @@ def run_audit(config: AuditStepConfig, predict=None) -> AuditReport:
     for name in attacks:
         if name not in ATTACKS:
             raise ConfigError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}")
-    dataset = load_dataset(config.data_dir)
+    dataset = load_current_data(config.data_dir)
     members, non_members, reference_half = members_and_non_members(dataset, audit.seed)
     subsets = {}
     if config.forgotten_ids:

@@ -23,12 +23,13 @@ from typing import Sequence
 import mlflow
 
 from fairforget.components.augment import AugmentConfig, AugmentResult, augment, check_generator_version
-from fairforget.components.dataset import Dataset, load_dataset, save_dataset
+from fairforget.components.dataset import Dataset, save_dataset
 from fairforget.components.generator import Generator
 from fairforget.components.plots import plot_distributions, plot_image_grid
 from fairforget.components.priors import build_target
 from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.pipelines.cli import float_arg, int_arg, str2bool
+from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import log_json, step_run
 from fairforget.pipelines.train_generator import (
     add_generator_arguments,
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = AugmentConfig(rho=args.rho, step_size=args.step_size, round_size=args.round_size,
                            max_rounds=args.max_rounds, guidance_scale=args.guidance_scale, seed=args.seed)
     config.validate()  # before any expensive work
-    dataset = load_dataset(args.data_dir)
+    dataset = load_current_data(args.data_dir)
     data_md5 = dvc_md5_of_folder(args.data_dir)
     generator_config = generator_config_from_args(args)
     if args.generator_run_id:

@@ -43,6 +43,7 @@ class PipelineConfig(ConfigBase):
     loop: LoopConfig = field(default_factory=LoopConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     canaries: int | None = None  # canary records inserted into S (None: 1% of S, 40 on the default; 0: none)
+    policy_file: str = "registry_policy.yaml"  # the registry's written policy (relative to the project folder)
     retrain_generator: bool = False
     prepare: bool = True  # False: use the data set already in data_dir as it is (e.g. one pulled with DVC)
     data_dir: str = "data"
@@ -67,7 +68,7 @@ class PipelineConfig(ConfigBase):
     def state_key(self) -> str:
         """The hash naming this run's state folder: everything that changes results (not executors or paths)."""
         record = self.to_dict()
-        for volatile in ("retrain_generator", "data_dir", "outputs_dir", "prepare"):
+        for volatile in ("retrain_generator", "data_dir", "outputs_dir", "prepare", "policy_file"):
             record.pop(volatile)
         for volatile in ("executor", "max_workers", "ray_address", "progress"):
             record["sisa"].pop(volatile)
@@ -83,6 +84,13 @@ def canary_arg(text: str) -> int | None:
     if value < 0:
         raise argparse.ArgumentTypeError(f"canaries must be >= 0 or 'auto', got {text}")
     return value
+
+
+def policy_or(parse):
+    """An option whose value ``policy`` (or empty) means "the written policy's" (None)."""
+    def parse_or_policy(text: str):
+        return None if str(text).strip().lower() in ("", "policy", "none") else parse(text)
+    return parse_or_policy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,11 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attacks", default=",".join(audit.attacks))
     parser.add_argument("--iteration-audit-size", type=int_arg, default=loop.iteration_audit_size,
                         help="members audited per iteration (0: all); the final audit always uses all")
-    parser.add_argument("--mia-threshold", type=float_arg, default=gate.mia_threshold)
-    parser.add_argument("--min-accuracy", type=float_arg, default=gate.min_accuracy)
+    parser.add_argument("--mia-threshold", type=policy_or(float_arg), default=gate.mia_threshold,
+                        help="'policy' (default): registry_policy.yaml's; a lower value tightens it")
+    parser.add_argument("--min-accuracy", type=policy_or(float_arg), default=gate.min_accuracy,
+                        help="'policy' (default): registry_policy.yaml's; a higher value tightens it")
     parser.add_argument("--model-name", default=gate.model_name)
-    parser.add_argument("--require-audit-power", type=str2bool, default=gate.require_audit_power,
-                        help="the gate accepts 'at chance' only from an audit that detected the canaries")
+    parser.add_argument("--require-audit-power", type=policy_or(str2bool), default=gate.require_audit_power,
+                        help="'policy' (default); true requires canary power even where the policy does not")
+    parser.add_argument("--policy-file", default=PipelineConfig.policy_file,
+                        help="the registry's written policy (default registry_policy.yaml)")
     parser.add_argument("--canaries", type=canary_arg, default=None,
                         help="canary records inserted into S to prove the audit can see a leak; 'auto' (default): "
                              "1%% of S; 0: none")
@@ -145,7 +157,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                         convergence_patience=args.convergence_patience),
         gate=GateConfig(model_name=args.model_name, mia_threshold=args.mia_threshold, min_accuracy=args.min_accuracy,
                         require_audit_power=args.require_audit_power),
-        canaries=args.canaries,
+        canaries=args.canaries, policy_file=args.policy_file,
         retrain_generator=args.retrain_generator, data_dir=args.data_dir, outputs_dir=args.outputs_dir)
 
 

@@ -17,32 +17,49 @@ import mlflow
 
 from fairforget.components.bias import BalanceConfig, BiasReport, measure_bias
 from fairforget.components.data import DataConfig, prepare_dataset
-from fairforget.components.dataset import load_dataset, save_dataset
+from fairforget.components.dataset import Dataset, load_dataset, save_dataset
+from fairforget.components.ledger import apply_ledger, expected_split_sizes, ledger_ids, ledger_path
 from fairforget.components.plots import plot_distributions
 from fairforget.components.priors import TargetDistribution, build_target
 from fairforget.components.validation import ValidationResult, validate_dataset
-from fairforget.components.versioning import dvc_md5_of_folder
+from fairforget.components.versioning import dvc_md5_of_folder, md5_of_file
 from fairforget.pipelines.cli import float_arg, int_arg
 from fairforget.pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, run_cli, step_run
 
 log = logging.getLogger("fairforget")
 
 
-def dvc_track(data_dir: Path) -> str:
-    """``dvc add`` the folder when it is the project's own DVC-tracked folder; return its DVC md5."""
-    dvc_file = data_dir.with_name(data_dir.name + ".dvc")
-    if (PROJECT_ROOT / ".dvc").is_dir() and data_dir.resolve().parent == PROJECT_ROOT.resolve():
-        subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", data_dir.name], cwd=PROJECT_ROOT, check=True)
-        log.info("dvc: %s tracked by %s", data_dir.name, dvc_file.name)
-    return dvc_md5_of_folder(data_dir)
+def dvc_track(path: Path) -> str:
+    """``dvc add`` the folder (or file, e.g. the deletion ledger) when it sits at the top of the project, as
+    ``data/`` does; return its DVC md5."""
+    path = Path(path)
+    dvc_file = path.with_name(path.name + ".dvc")
+    if (PROJECT_ROOT / ".dvc").is_dir() and path.resolve().parent == PROJECT_ROOT.resolve():
+        subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", path.name], cwd=PROJECT_ROOT, check=True)
+        log.info("dvc: %s tracked by %s", path.name, dvc_file.name)
+    return md5_of_file(path) if path.is_file() else dvc_md5_of_folder(path)
+
+
+def load_current_data(data_dir: str | Path) -> Dataset:
+    """The data set in ``data_dir`` without the records of its deletion ledger (``forgotten.csv`` beside it).
+    A folder that still holds deleted records (an older DVC version checked out) is used without them, and the log
+    says to rewrite it (``prepare``)."""
+    dataset = load_dataset(data_dir)
+    deleted = ledger_ids(ledger_path(data_dir))
+    kept = apply_ledger(dataset, deleted)
+    if len(kept) < len(dataset):
+        log.warning("%s still holds %d records deleted on request: they are left out; run the prepare step to "
+                    "rewrite the folder without them", data_dir, len(dataset) - len(kept))
+    return kept
 
 
 def run_prepare(config: DataConfig, data_dir: str | Path = "data", track: bool = True) -> str:
-    """Prepare the data set into ``data_dir`` (atomically), DVC-track it, log it; return its DVC md5."""
+    """Prepare the data set into ``data_dir`` (atomically) without the records of the deletion ledger, DVC-track it,
+    log it; return its DVC md5."""
     config.validate()
     data_dir = Path(data_dir)
     with step_run("prepare", {"data": asdict(config), "data_dir": str(data_dir)}, config.dataset):
-        dataset = prepare_dataset(config)
+        dataset = apply_ledger(prepare_dataset(config), ledger_ids(ledger_path(data_dir)))
         save_dataset(dataset, data_dir)
         md5 = dvc_track(data_dir) if track else dvc_md5_of_folder(data_dir)
         log_data_version(data_dir, context="prepared")
@@ -82,8 +99,7 @@ def run_validate(balance: BalanceConfig, data_dir: str | Path = "data", dataset_
         target = build_target(train.manifest, balance.attributes, prior=balance.prior, structure=balance.structure,
                               reference_manifest=reference.manifest if len(reference) else None, seed=seed)
         report = measure_bias(train.manifest, target.priors())
-        cfg = dataset.config
-        expected = {s: cfg[f"{s}_size"] for s in ("train", "test", "audit", "reference") if f"{s}_size" in cfg}
+        expected = expected_split_sizes(dataset.config)  # the prepared sizes, less the records deleted on request
         result = validate_dataset(dataset, target.priors(), rho=balance.rho, expected_sizes=expected)
         mlflow.log_metrics(report.as_metrics())
         for outcome in result.outcomes:

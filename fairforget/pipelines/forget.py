@@ -1,11 +1,25 @@
 """Entry points ``forget`` (serve a deletion request) and ``promote`` (move alias ``champion``).
 
 ``forget``: a file of original record ids (one per line, or a CSV with an ``id`` column) is served against
-``models:/<model_name>@champion``: the SISA state of that version is reopened, the ids are unlearned exactly
-(only the shards holding them are retrained, from the checkpoint before the first affected slice), each shard gets
-as many new synthetic samples as it lost, the ensemble is re-audited with the requested ids as their own member
-subset, and a new version goes through the same registry gate. The audit line for ``requested`` says whether the
-forgotten ids are indistinguishable from non-members.
+``models:/<model_name>@champion``, atomically:
+
+1. ids that are not original training records (and were never deleted) are refused before anything changes;
+   ids already forgotten (by the loop, or by an earlier request: the deletion ledger) are reported and skipped;
+2. the champion's state folder is copied (checkpoints hard-linked: they are immutable) to a new state folder, and
+   only the copy changes: the ids, and any earlier request's ids the champion still holds, are unlearned exactly,
+   each shard gets as many synthetic samples as it lost, the ensemble is re-audited with the requested ids as their
+   own member subset, and a new version goes through the registry gate;
+3. only when it passes: the ids join the ledger (``forgotten.csv`` beside the data folder, DVC-tracked), the data
+   folder is rewritten without them (a new DVC version; ``dvc gc`` purges the old one from the cache), and every
+   version that still holds them is tagged ``contains_deleted=true`` (it can never be promoted again).
+   A rejection or a crash before that leaves the champion, its state, the data and the ledger as they were, and the
+   same request can be retried; a second request before the first version is promoted also forgets the first's ids.
+
+The requested ids are judged "indistinguishable from non-members" only when the final audit detected the live
+canaries and evaluated at least as many requested ids as canaries; otherwise the verdict is "too few records to
+tell". The generator that made the synthetic replacements was trained on the requested records; the log says so,
+and ``--refresh-generator true`` retrains it without them (and without every earlier deletion) for the
+replacements this request makes (docs/deletion.md says what each mode guarantees).
 
     mlflow run . -e forget -P ids=request.txt --env-manager local
     mlflow run . -e promote -P version=3 --env-manager local
@@ -16,100 +30,233 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 
 from fairforget.components.bias import measure_bias
 from fairforget.components.canaries import with_canaries
 from fairforget.components.dataset import load_dataset, read_ids, save_dataset
 from fairforget.components.forgetting import replenish_seed_base
+from fairforget.components.gate import CONTAINS_DELETED_TAG, POLICY_FILE, REQUESTED_VERDICT_TAG, load_policy
+from fairforget.components.ledger import append_to_ledger, apply_ledger, ledger_ids, ledger_path
+from fairforget.components.locks import exclusive
 from fairforget.components.priors import build_target
 from fairforget.components.sisa.model import SisaModel
 from fairforget.errors import DataError, PromotionRefused
+from fairforget.pipelines.cli import str2bool
 from fairforget.pipelines.config import PipelineConfig
+from fairforget.pipelines.data_steps import dvc_track
+from fairforget.pipelines.faults import fault_point
 from fairforget.pipelines.loop import (
     CONFIG_FILE,
+    PROGRESS_FILE,
+    SNAPSHOT_DIR,
     audit_pool,
     build_loop,
+    data_lock,
     final_audit,
     log_outcome,
+    project_path,
     publish,
 )
 from fairforget.pipelines.registry import CHAMPION, promote
-from fairforget.pipelines.tracking import PROJECT_ROOT, configure_tracking, log_data_version, run_cli, step_run
-from fairforget.pipelines.train_generator import load_generator_from_run
+from fairforget.pipelines.tracking import configure_tracking, log_data_version, run_cli, step_run
+from fairforget.pipelines.train_generator import get_or_train_generator, load_generator_from_run
 
 log = logging.getLogger("fairforget")
 FORGET_STEP_OFFSET = 10_000  # request n replenishes with the seeds of loop step 10_000 + n (never a loop step)
 
 
-def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classifier", alias: str = CHAMPION) -> dict:
-    """Forget ``ids`` from the model behind ``models:/<model_name>@<alias>``; return a summary dict."""
-    configure_tracking()
+def champion_of(model_name: str, alias: str):
     client = mlflow.MlflowClient()
     try:
-        version = client.get_model_version_by_alias(model_name, alias)
+        return client.get_model_version_by_alias(model_name, alias)
     except mlflow.exceptions.MlflowException as err:
         raise DataError(f"no version of {model_name} has alias {alias!r} ({err.error_code}): promote one first "
                         f"(`mlflow run . -e promote -P version=N`)") from err
+
+
+def copy_state(source: Path, target: Path) -> None:
+    """Copy a loop state folder; content-addressed checkpoints (immutable) are hard-linked, the rest copied."""
+    def link_or_copy(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, copy_function=link_or_copy,
+                    ignore=shutil.ignore_patterns(SNAPSHOT_DIR, "augmented", ".lock", PROGRESS_FILE))
+    for name in ("sisa/plan.csv", "sisa/sisa.json"):  # rewritten by the copy's unlearning: not shared with source
+        (tmp / name).unlink()
+        shutil.copy2(source / name, tmp / name)
+    tmp.rename(target)
+
+
+def versions_holding(model_name: str, ids: set[str], exclude: str) -> list[str]:
+    """Registered versions of ``model_name`` (other than ``exclude``) whose SISA state still holds one of ``ids``."""
+    client = mlflow.MlflowClient()
+    holding = []
+    for version in client.search_model_versions(f"name = '{model_name}'"):
+        if str(version.version) == str(exclude):
+            continue
+        plan_file = project_path(version.tags.get("state_dir", "")) / "sisa" / "plan.csv"
+        if not plan_file.is_file():
+            holding.append(str(version.version))  # no state to check: assume it holds them
+            continue
+        plan = pd.read_csv(plan_file, dtype={"id": str})
+        if plan.loc[~plan["deleted"].astype(bool), "id"].isin(ids).any():
+            holding.append(str(version.version))
+    return holding
+
+
+def requested_verdict(final, requested: str = "requested") -> str:
+    """``indistinguishable`` / ``distinguishable`` / ``too_few`` (see the module docstring)."""
+    report, canaries = final.report, final.canaries
+    if requested not in report.results:
+        return "too_few"
+    evaluated = next(iter(report.results[requested].values())).n_members
+    at_chance = report.indistinguishable(requested)
+    if not at_chance:
+        return "distinguishable"
+    if canaries is None or not canaries.power or evaluated < canaries.live.n_members:
+        return "too_few"
+    return "indistinguishable"
+
+
+def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classifier", alias: str = CHAMPION, *,
+                           refresh_generator: bool = False) -> dict:
+    """Forget ``ids`` from the model behind ``models:/<model_name>@<alias>`` (see the module docstring); return a
+    summary dict."""
+    configure_tracking()
+    version = champion_of(model_name, alias)
     tags = version.tags
-    state_dir = Path(tags.get("state_dir", ""))
-    state_dir = state_dir if state_dir.is_absolute() else PROJECT_ROOT / state_dir
+    state_dir = project_path(tags.get("state_dir", ""))
     if not (state_dir / CONFIG_FILE).is_file():
         raise DataError(f"{model_name} version {version.version} has no SISA state at {state_dir}: only versions "
                         "registered by this project's pipeline on this machine can serve deletion requests")
     config = PipelineConfig.from_dict(json.loads((state_dir / CONFIG_FILE).read_text()))
-    data_dir = Path(tags.get("data_dir", config.data_dir))
-    data_dir = data_dir if data_dir.is_absolute() else PROJECT_ROOT / data_dir
-    dataset = load_dataset(data_dir)
+    data_dir = project_path(tags.get("data_dir", config.data_dir))
+    ledger = ledger_path(data_dir)
+    with exclusive(project_path(config.outputs_dir) / ".locks" / f"{model_name}.lock", f"the model {model_name}"), \
+            exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
+        dataset = load_dataset(data_dir)
+        deleted_before = ledger_ids(ledger)
+        known = set(dataset.split("train").ids.astype(str)) | deleted_before
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise DataError(f"{len(unknown)} ids are not original training records, e.g. {unknown[:3]}: check the "
+                            "request (only original records can be forgotten; synthetic ones carry no one's data)")
+        live = set(pd.read_csv(state_dir / "sisa" / "plan.csv", dtype={"id": str}).query("deleted == False")["id"])
+        already = [i for i in ids if i not in live]
+        # what this request forgets: the requested ids the champion still holds, and every id an earlier request
+        # deleted that the champion still holds (a request served before the champion was promoted)
+        to_forget = [i for i in dict.fromkeys([*ids, *sorted(deleted_before)]) if i in live]
+        if already:
+            print(f"forget: {len(already)} of the {len(ids)} ids were already forgotten (by the loop or an earlier "
+                  f"request), e.g. {already[:3]}: skipped")
+        with step_run("forget", {"ids": len(ids), "model": f"{model_name}@{alias}", "from_version": version.version,
+                                 "refresh_generator": refresh_generator}, config.data.dataset, data_dir) as run:
+            mlflow.log_metrics({"forget/requested": len(ids), "forget/already_forgotten": len(already),
+                                "forget/forgotten_now": len(to_forget)})
+            new_state = project_path(config.outputs_dir) / config.state_key() / run.info.run_id
+            copy_state(state_dir, new_state)
+            try:
+                summary = _serve(ids, to_forget, config, dataset, data_dir, tags, version, new_state, run,
+                                 model_name, refresh_generator, deleted_before)
+            except BaseException:
+                shutil.rmtree(new_state, ignore_errors=True)
+                raise
+            if summary["registered_version"] is None:
+                shutil.rmtree(new_state, ignore_errors=True)
+                print("forget: nothing changed (the champion, its state, the data and the ledger are as before); "
+                      "the request can be retried")
+                return summary
+            fault_point("forget:registered")
+            commit_deletion(ids, data_dir, request_id=run.info.run_id, model_version=summary["registered_version"],
+                            model_name=model_name)
+            summary["already_forgotten"] = len(already)
+            return summary
+
+
+def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, run, model_name, refresh_generator,
+           deleted_before) -> dict:
+    data_md5 = log_data_version(data_dir)
     original_train = dataset.split("train")
-    known = set(original_train.ids)
-    unknown = [i for i in ids if i not in known]
-    if unknown:
-        raise DataError(f"{len(unknown)} ids are not original training records, e.g. {unknown[:3]}: only original "
-                        "records can be forgotten (synthetic ones carry no one's data)")
+    reference = dataset.split("reference")
+    target = build_target(original_train.manifest, config.balance.attributes, prior=config.balance.prior,
+                          structure=config.balance.structure,
+                          reference_manifest=reference.manifest if len(reference) else None, seed=config.data.seed)
     instruments = audit_pool(dataset, config)
     synthetic = load_dataset(state_dir / "synthetic")
-    sisa = SisaModel.load(state_dir / "sisa", with_canaries(original_train, instruments.canaries).concat(synthetic))
-    already = [i for i in ids if i not in set(sisa.plan.live_ids())]
-    if already:
-        raise DataError(f"{len(already)} ids were already forgotten, e.g. {already[:3]}: drop them from the request")
-
-    with step_run("forget", {"ids": len(ids), "model": f"{model_name}@{alias}", "from_version": version.version},
-                  config.data.dataset, data_dir) as run:
-        data_md5 = log_data_version(data_dir)
+    sisa = SisaModel.load(state_dir / "sisa", with_canaries(original_train, instruments.canaries).concat(synthetic),
+                          forgetting=to_forget)
+    if refresh_generator:
+        remaining = apply_ledger(dataset, deleted_before | set(ids))
+        generator, generator_info = get_or_train_generator(remaining, f"{data_md5}-without-{len(remaining)}",
+                                                           config.generator, dataset_name=config.data.dataset)
+        print(f"forget: replacements come from a generator retrained without the deleted records "
+              f"(run {generator_info['run_id']})")
+    else:
         generator = load_generator_from_run(tags["generator_run_id"])
-        reference = dataset.split("reference")
-        target = build_target(original_train.manifest, config.balance.attributes, prior=config.balance.prior,
-                              structure=config.balance.structure,
-                              reference_manifest=reference.manifest if len(reference) else None, seed=config.data.seed)
-        loop = build_loop(config, dataset, sisa=sisa, synthetic=synthetic, generator=generator, target=target,
-                          instruments=instruments)
-        request = int(tags.get("forget_requests", "0")) + 1
-        step = loop.forget_and_replenish(ids, seed_base=replenish_seed_base(config.augment.seed,
-                                                                            FORGET_STEP_OFFSET + request))
-        outcome = loop.evaluate(0, step=step)
-        log_outcome(outcome)
-        final = final_audit(loop, {"requested": ids})
-        at_chance = final.report.indistinguishable("requested")
-        mlflow.log_metric("forget/requested_indistinguishable", float(at_chance))
-        print(f"forget: {len(ids)} ids unlearned exactly (shards retrained: {len(step.unlearn.shards_retrained)}); "
-              f"requested ids {'indistinguishable' if at_chance else 'STILL DISTINGUISHABLE'} from non-members "
+        generator_info = {"run_id": tags["generator_run_id"], "version": generator.version}
+        print("forget: the generator that makes the replacements was trained on the requested records (it is never "
+              "unlearned); use refresh_generator=true to retrain it without them")
+    mlflow.log_metric("forget/generator_refreshed", float(refresh_generator))
+    loop = build_loop(config, dataset, sisa=sisa, synthetic=synthetic, generator=generator, target=target,
+                      instruments=instruments)
+    request = int(tags.get("forget_requests", "0")) + 1
+    step = None
+    if to_forget:
+        step = loop.forget_and_replenish(to_forget, seed_base=replenish_seed_base(config.augment.seed,
+                                                                                  FORGET_STEP_OFFSET + request))
+    fault_point("forget:unlearned")
+    outcome = loop.evaluate(0, step=step)
+    log_outcome(outcome)
+    present = [i for i in ids if i in set(original_train.ids.astype(str))]
+    final = final_audit(loop, {"requested": present} if present else None)
+    verdict = requested_verdict(final) if present else "too_few"
+    mlflow.log_metric("forget/requested_indistinguishable", float(verdict == "indistinguishable"))
+    mlflow.set_tag(REQUESTED_VERDICT_TAG, verdict)
+    if present and "requested" in final.report.results:
+        print(f"forget: {len(to_forget)} ids unlearned exactly; requested ids: {verdict.replace('_', ' ')} "
               f"(strongest attack {final.report.max_success('requested'):.4f}, chance bound "
-              f"{final.report.chance_bound['requested']:.4f})")
-        save_dataset(loop.synthetic, state_dir / "synthetic")
-        before = measure_bias(original_train.manifest, target.priors())
-        after = measure_bias(loop.current().manifest, target.priors())
-        decision, new_version = publish(
-            loop, config, outcome, final, data_md5=data_md5, bias_before=before, bias_after=after,
-            history=[outcome.history_row()], generator_info={"run_id": tags["generator_run_id"],
-                                                             "version": generator.version},
-            state_dir=state_dir, run_id=run.info.run_id,
-            extra_tags={"forget_requests": str(request), "served_from_version": str(version.version)})
-        return {"run_id": run.info.run_id, "forgotten": len(ids), "requested_at_chance": at_chance,
-                "gate": "passed" if decision.passed else "rejected", "registered_version": new_version}
+              f"{final.report.chance_bound['requested']:.4f}"
+              + (f"; the audit's power was shown on {final.canaries.live.n_members} canaries)"
+                 if final.canaries is not None and final.canaries.live is not None else ")"))
+    save_dataset(loop.synthetic, state_dir / "synthetic")
+    before = measure_bias(original_train.manifest, target.priors())
+    after = measure_bias(loop.current().manifest, target.priors())
+    decision, new_version = publish(
+        loop, config, outcome, final, data_md5=data_md5, bias_before=before, bias_after=after,
+        history=[outcome.history_row()], generator_info=generator_info, state_dir=state_dir, run_id=run.info.run_id,
+        extra_tags={"forget_requests": str(request), "served_from_version": str(version.version),
+                    REQUESTED_VERDICT_TAG: verdict, "generator_refreshed": str(refresh_generator).lower()})
+    return {"run_id": run.info.run_id, "requested": len(ids), "forgotten": len(to_forget),
+            "requested_verdict": verdict, "gate": "passed" if decision.passed else "rejected",
+            "registered_version": new_version}
+
+
+def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_version: str, model_name: str) -> None:
+    """After the new version passed the gate: the ledger, the data folder without the ids (DVC-tracked when it is
+    the project's), and ``contains_deleted=true`` on every other version that still holds them."""
+    ledger = ledger_path(data_dir)
+    added = append_to_ledger(ledger, ids, request_id=request_id, model_version=model_version)
+    dataset = load_dataset(data_dir)
+    save_dataset(apply_ledger(dataset, ledger_ids(ledger)), data_dir)
+    dvc_track(data_dir)
+    dvc_track(ledger)
+    client = mlflow.MlflowClient()
+    holding = versions_holding(model_name, set(ids), exclude=model_version)
+    for held in holding:
+        client.set_model_version_tag(model_name, held, CONTAINS_DELETED_TAG, "true")
+    print(f"forget: {added} ids added to the ledger {ledger.name}; {data_dir.name}/ rewritten without them; "
+          f"versions {holding or 'none'} tagged {CONTAINS_DELETED_TAG}=true")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,20 +266,25 @@ def main(argv: list[str] | None = None) -> int:
     forget.add_argument("--ids", required=True, help="file with one original record id per line (or CSV with id)")
     forget.add_argument("--model-name", default="fairforget-classifier")
     forget.add_argument("--alias", default=CHAMPION)
+    forget.add_argument("--refresh-generator", type=str2bool, default=False,
+                        help="retrain the generator without the deleted records for the replacements")
     prom = sub.add_parser("promote", help="move alias champion to a gated version")
     prom.add_argument("--version", required=True)
     prom.add_argument("--model-name", default="fairforget-classifier")
+    prom.add_argument("--policy-file", default=POLICY_FILE, help="the registry policy in force")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "forget":
-        return run_cli(lambda: serve_deletion_request(read_ids(args.ids), args.model_name, args.alias))
-    return run_cli(lambda: promote_version(args.model_name, args.version))
+        return run_cli(lambda: serve_deletion_request(read_ids(args.ids), args.model_name, args.alias,
+                                                      refresh_generator=args.refresh_generator))
+    return run_cli(lambda: promote_version(args.model_name, args.version, args.policy_file))
 
 
-def promote_version(model_name: str, version: str) -> None:
-    """``promote`` for the command line: raises ``PromotionRefused`` with the reason when the rules refuse."""
+def promote_version(model_name: str, version: str, policy_file: str = POLICY_FILE) -> None:
+    """``promote`` for the command line: checks the version against the policy in force now; raises
+    ``PromotionRefused`` with the reasons when the rules refuse."""
     configure_tracking()
-    decision = promote(model_name, version)
+    decision = promote(model_name, version, load_policy(project_path(policy_file)))
     if not decision.passed:
         raise PromotionRefused(f"promotion refused: {decision.reason}")
     print(f"promote: {model_name} version {version} is now '{CHAMPION}'")

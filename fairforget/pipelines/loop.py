@@ -22,7 +22,7 @@ from fairforget.components import names
 from fairforget.components.canaries import AuditPool, CanaryAudit, cut_audit_pool
 from fairforget.components.dataset import Dataset, replace_folder, save_dataset
 from fairforget.components.forgetting import ForgettingLoop, IterationOutcome, audit_power_verdict
-from fairforget.components.gate import GateDecision, evaluate_gate
+from fairforget.components.gate import GateDecision, evaluate_gate, load_policy
 from fairforget.components.generator import Generator
 from fairforget.components.mia.reference import train_reference_ensembles
 from fairforget.components.mia.results import AuditReport
@@ -33,6 +33,7 @@ from fairforget.components.sisa.model import SisaModel
 from fairforget.components.versioning import config_hash
 from fairforget.errors import ResumeError
 from fairforget.pipelines.config import PipelineConfig
+from fairforget.pipelines.faults import fault_point
 from fairforget.pipelines.registry import log_classifier, register_if_passed
 from fairforget.pipelines.tracking import PROJECT_ROOT, git_commit, log_figure
 
@@ -44,6 +45,12 @@ SNAPSHOT_FILES = ("sisa/plan.csv", "sisa/sisa.json")
 
 def project_path(path: str | Path) -> Path:
     return Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+
+
+def data_lock(data_dir: Path) -> Path:
+    """The lock file of a data folder (``.data.lock`` beside ``data/``): one writer of the folder at a time."""
+    data_dir = Path(data_dir).resolve()
+    return data_dir.with_name(f".{data_dir.name}.lock")
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -194,6 +201,7 @@ def final_audit(loop: ForgettingLoop, extra_subsets: dict[str, list[str]] | None
     """Audit every original record (and the canaries) of the current ensemble and log it (``log_final_audit``)."""
     start = time.perf_counter()
     report = loop.audit(extra_subsets=extra_subsets)
+    fault_point("final_audit")
     canaries = loop.audit_canaries()
     log_final_audit(report, canaries, time.perf_counter() - start)
     return FinalAudit(report, canaries)
@@ -206,8 +214,9 @@ def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutc
     final audit and the test accuracy. Returns (gate decision, registered version or None)."""
     metrics = {**outcome.metrics(), names.MIA_MAX_SUCCESS: final.report.max_success()}
     power = audit_power_verdict(final.canaries, history)
+    policy = load_policy(project_path(config.policy_file)).tightened(config.gate)
     decision = evaluate_gate(max_attack_success=metrics[names.MIA_MAX_SUCCESS], test_accuracy=metrics[names.ACC_TEST],
-                             config=config.gate, audit_power=power)
+                             policy=policy, audit_power=power)
     logged = log_classifier(loop.sisa.ensemble(), loop.test.images)
     audit_text = final.report.summary() + (f"\n\nCanaries: {final.canaries.summary()}" if final.canaries else "")
     card = render_model_card(
@@ -225,5 +234,5 @@ def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutc
             "forgotten_originals": str(len(loop.forgotten_originals())),
             "state_dir": str(state_dir.relative_to(PROJECT_ROOT) if state_dir.is_relative_to(PROJECT_ROOT)
                              else state_dir),
-            "generator_run_id": str(generator_info.get("run_id")), **(extra_tags or {})}
+            "generator_run_id": str(generator_info.get("run_id")), **policy.tags(), **(extra_tags or {})}
     return decision, register_if_passed(logged, decision, config.gate.model_name, tags, card)

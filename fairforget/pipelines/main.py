@@ -35,11 +35,14 @@ from fairforget.components.canaries import with_canaries
 from fairforget.components.data import DataConfig
 from fairforget.components.dataset import DataError, Dataset, load_dataset, save_dataset
 from fairforget.components.forgetting import IterationOutcome, evaluate_model, shard_fit_accuracies
+from fairforget.components.ledger import ledger_ids, ledger_path, without_ledger_record
+from fairforget.components.locks import exclusive
 from fairforget.components.plots import plot_attack_vs_forgotten, plot_confusion, plot_distributions, plot_iterations
 from fairforget.components.sisa.model import SisaModel
 from fairforget.pipelines.augment import run_augment
 from fairforget.pipelines.config import PipelineConfig, build_parser, config_from_args
 from fairforget.pipelines.data_steps import ValidationOutcome, run_prepare, run_validate
+from fairforget.pipelines.faults import fault_point
 from fairforget.pipelines.loop import (
     CONFIG_FILE,
     PROGRESS_FILE,
@@ -47,6 +50,7 @@ from fairforget.pipelines.loop import (
     audit_pool,
     build_loop,
     commit_iteration,
+    data_lock,
     final_audit,
     log_metrics_once,
     log_outcome,
@@ -135,10 +139,16 @@ def train_biased_baseline(config: PipelineConfig, train: Dataset, test: Dataset,
 
 
 def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
-    """Run Algorithm 2 end to end (see the module docstring); return a summary dict."""
+    """Run Algorithm 2 end to end (see the module docstring); return a summary dict. One run per data folder at a
+    time: a second one gets ``Busy`` at once."""
     config.validate()
     configure_tracking()
     data_dir = project_path(config.data_dir)
+    with exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
+        return _run_pipeline(config, resume, data_dir)
+
+
+def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
     config_dir = project_path(config.outputs_dir) / config.state_key()
     state_dir = latest_unfinished_state(config_dir) if resume else None
     state = LoopState.load(state_dir) if state_dir is not None else None
@@ -233,6 +243,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
                                     bias_after=balanced.bias_after, history=state.history,
                                     generator_info=balanced.generator_info, state_dir=state_dir,
                                     run_id=parent.info.run_id)
+        fault_point("publish:registered")
         state.finished = True
         state.save(state_dir)
         summary = {"run_id": parent.info.run_id, "data_md5": data_md5, "iterations": state.iteration,
@@ -258,10 +269,14 @@ def _log_balance(bias_before: BiasReport, balanced: Balanced) -> None:
 
 
 def _data_is_current(data_dir: Path, config: DataConfig) -> bool:
+    """The folder holds the data set of ``config`` and none of the records deleted on request."""
     try:
-        return load_dataset(data_dir).config == config.stored_record()
+        dataset = load_dataset(data_dir)
     except DataError:
         return False
+    deleted = ledger_ids(ledger_path(data_dir))
+    return (without_ledger_record(dataset.config) == config.stored_record()
+            and not deleted & set(dataset.ids.astype(str)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import onnx
 import torch
 
 from fairforget.components.export import EnsembleModule, export_onnx, export_torchscript, onnx_predict
-from fairforget.components.gate import GATE_TAG, PASSED, REJECTED, GateDecision, check_promotable
+from fairforget.components.gate import GATE_TAG, PASSED, REJECTED, GateDecision, RegistryPolicy, check_promotable
 from fairforget.components.training import images_to_tensor
 
 log = logging.getLogger("fairforget")
@@ -80,7 +80,12 @@ def register_if_passed(logged: LoggedClassifier, decision: GateDecision, model_n
         print(f"gate: rejected, nothing registered: {decision.reason}")
         return None
     client = mlflow.MlflowClient()
-    version = mlflow.register_model(logged.model_uri, model_name).version
+    run_id = mlflow.active_run().info.run_id
+    earlier = registered_by_run(model_name, run_id)
+    if earlier is not None:  # a resumed run that had registered before it died: the same version, never a second
+        print(f"gate: passed; {model_name} version {earlier} was already registered by this run")
+        return earlier
+    version = mlflow.register_model(logged.model_uri, model_name, tags={"run_id": run_id}).version
     all_tags = {GATE_TAG: PASSED, "onnx_uri": logged.onnx_uri, "onnx_max_abs_diff": f"{logged.onnx_max_abs_diff:.3e}",
                 **{k: str(v) for k, v in tags.items()}}
     for key, value in all_tags.items():
@@ -93,14 +98,25 @@ def register_if_passed(logged: LoggedClassifier, decision: GateDecision, model_n
     return str(version)
 
 
-def promote(model_name: str, version: str | int) -> GateDecision:
-    """Move alias ``champion`` to ``version`` if its tags allow it (``check_promotable``); return the decision."""
+def registered_by_run(model_name: str, run_id: str) -> str | None:
+    """The version of ``model_name`` that run ``run_id`` registered, if any."""
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}' and tags.run_id = '{run_id}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(versions[0].version) if versions else None
+
+
+def promote(model_name: str, version: str | int, policy: RegistryPolicy | None = None) -> GateDecision:
+    """Move alias ``champion`` to ``version`` if its tags meet the promotion rule and ``policy`` (the policy in
+    force now: ``check_promotable``); return the decision."""
     client = mlflow.MlflowClient()
     try:
         model_version = client.get_model_version(model_name, str(version))
     except mlflow.exceptions.MlflowException as err:
         return GateDecision(False, (f"{model_name} version {version} does not exist ({err.error_code})",))
-    decision = check_promotable(model_version.tags)
+    decision = check_promotable(model_version.tags, policy)
     if decision.passed:
         client.set_registered_model_alias(model_name, CHAMPION, str(version))
         client.set_model_version_tag(model_name, str(version), "promoted_at", f"{time.time():.0f}")

@@ -18,10 +18,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from fairforget.components.dataset import Dataset, load_dataset
+from fairforget.components.dataset import Dataset
 from fairforget.components.sisa import SisaConfig, SisaModel
 from fairforget.components.training import TrainConfig, accuracy
 from fairforget.pipelines.cli import float_arg, int_arg
+from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import log_json, step_run
 
 DEFAULT_STATE_DIR = "artifacts/sisa"
@@ -52,7 +53,7 @@ def run_train(config: SisaConfig, data_dir: str | Path = "data", state_dir: str 
               dataset_name: str | None = None) -> TrainOutcome:
     """Train (or bring up to date) the SISA shards on ``data_dir``'s train split inside an MLflow step run."""
     config.validate()
-    dataset = load_dataset(data_dir)
+    dataset = load_current_data(data_dir)
     name = dataset_name or dataset.config.get("dataset", "custom")
     step_config = {"sisa": config.to_dict(), "data_dir": str(data_dir), "state_dir": str(state_dir)}
     with step_run("train", step_config, name, data_dir) as run:

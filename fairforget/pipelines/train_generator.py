@@ -24,11 +24,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from fairforget.components.dataset import Dataset, load_dataset
+from fairforget.components.dataset import Dataset
 from fairforget.components.generator import Generator, GeneratorConfig, load_generator, train_generator
 from fairforget.components.quality import QualityConfig, evaluate_generator
 from fairforget.components.versioning import config_hash, dvc_md5_of_folder
 from fairforget.pipelines.cli import float_arg, int_arg, str2bool
+from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import configure_tracking, experiment_name, log_json, step_run
 
 STEP = "train_generator"
@@ -184,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_generator_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dataset = load_dataset(args.data_dir)
+    dataset = load_current_data(args.data_dir)
     data_md5 = dvc_md5_of_folder(args.data_dir)
     config = generator_config_from_args(args)
     config.validate()

@@ -4,6 +4,7 @@ import dataclasses
 
 import mlflow
 import pytest
+import yaml
 
 from fairforget.components.augment import AugmentConfig
 from fairforget.components.dataset import DataError, load_dataset, make_toy_dataset, read_ids, save_dataset
@@ -16,15 +17,21 @@ from fairforget.components.training import TrainConfig
 from fairforget.pipelines.config import PipelineConfig
 from fairforget.pipelines.forget import main as forget_main
 from fairforget.pipelines.forget import serve_deletion_request
+from fairforget.pipelines.loop import project_path
 from fairforget.pipelines.main import run_pipeline
 
 ATTACKS = ("mloss", "mmean")
 
 
-def tiny_pipeline(tmp_path, canaries: int = 0, **gate) -> PipelineConfig:
+def tiny_pipeline(tmp_path, canaries: int = 0, **policy) -> PipelineConfig:
+    """The whole pipeline on toy data in seconds, under a registry policy written for it (``policy``: its
+    values; by default a lax one, since a toy model neither learns much nor memorises its canaries)."""
     data_dir = tmp_path / "data"
     if not data_dir.exists():
         save_dataset(make_toy_dataset(per_class_train=(24, 24, 8, 8), per_class_other=16), data_dir)
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump({"mia_threshold": 1.0, "min_accuracy": 0.0, "require_audit_power": False,
+                                           **policy}))
     return PipelineConfig(
         generator=tiny_config(),
         augment=AugmentConfig(rho=0.01),
@@ -32,7 +39,7 @@ def tiny_pipeline(tmp_path, canaries: int = 0, **gate) -> PipelineConfig:
         audit=dataclasses.replace(AuditConfig(), attacks=ATTACKS, fpr_levels=(0.1,), num_bootstrap=20,
                                   num_augmentations=2),
         loop=LoopConfig(forget_rate=0.25, iterations=2),
-        gate=GateConfig(model_name="toy-classifier", **{"require_audit_power": False, **gate}),
+        gate=GateConfig(model_name="toy-classifier"), policy_file=str(policy_file),
         canaries=canaries, prepare=False, data_dir=str(data_dir), outputs_dir=str(tmp_path / "outputs"))
 
 
@@ -74,7 +81,8 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     assert {"validate", "train_generator", "augment"} <= {c.data.tags.get("step") for c in children}
 
     # promote, then serve a deletion request against the champion
-    assert forget_main(["promote", "--version", "1", "--model-name", "toy-classifier"]) == 0
+    assert forget_main(["promote", "--version", "1", "--model-name", "toy-classifier", "--policy-file",
+                        str(tmp_path / "policy.yaml")]) == 0
     state = next((tmp_path / "outputs").glob("*/*/sisa"))
     live_before = SisaModel.load(state, load_dataset(tmp_path / "data").concat(
         load_dataset(state.parent / "synthetic"))).plan.live_ids()
@@ -82,16 +90,18 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     request = tmp_path / "request.txt"
     request.write_text("\n".join(live[:4]) + "\n")
     served = serve_deletion_request(read_ids(request), "toy-classifier")
-    assert served["forgotten"] == 4 and served["registered_version"] == "2" and served["requested_at_chance"]
-    after = SisaModel.load(state, load_dataset(tmp_path / "data").concat(load_dataset(state.parent / "synthetic")))
+    assert served["forgotten"] == 4 and served["registered_version"] == "2" and served["gate"] == "passed"
+    assert served["requested_verdict"] == "too_few"  # no canaries here: the audit's power is not shown
+    new_state = project_path(client.get_model_version("toy-classifier", "2").tags["state_dir"]) / "sisa"
+    assert new_state != state  # the champion's state is never changed in place
+    after = SisaModel.load(new_state, load_dataset(tmp_path / "data").concat(
+        load_dataset(new_state.parent / "synthetic")))
     assert not set(live[:4]) & set(after.plan.live_ids())
     assert len(after.plan.live_ids()) == len(live_before)  # replenished: the data set keeps its size
     forget_run = client.get_run(served["run_id"])
     assert "final/mia/requested/max_success" in forget_run.data.metrics
     assert client.get_model_version("toy-classifier", "2").tags["served_from_version"] == "1"
-    # the same ids again, unknown ids, an empty file: clear errors, nothing changed
-    with pytest.raises(DataError, match="already forgotten"):
-        serve_deletion_request(live[:4], "toy-classifier")
+    # unknown ids and an empty file: clear errors, nothing changed
     with pytest.raises(DataError, match="not original training records"):
         serve_deletion_request(["nobody"], "toy-classifier")
     request.write_text("\n")

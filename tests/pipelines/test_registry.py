@@ -1,6 +1,7 @@
 """The registry gate, ONNX parity and promotion, on a tiny SISA ensemble and a real sqlite registry."""
 
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -9,9 +10,10 @@ import pytest
 from fairforget.components.canaries import CanaryAudit, SubsetVerdict
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.forgetting import audit_power_verdict
-from fairforget.components.gate import GateConfig, check_promotable, evaluate_gate
+from fairforget.components.gate import GateConfig, RegistryPolicy, check_promotable, evaluate_gate, load_policy
 from fairforget.components.sisa.model import SisaConfig, SisaModel
 from fairforget.components.training import TrainConfig, images_to_tensor
+from fairforget.errors import ConfigError
 from fairforget.pipelines.registry import CANDIDATE, CHAMPION, log_classifier, promote, register_if_passed
 
 
@@ -24,9 +26,9 @@ def toy_ensemble(tmp_path_factory):
     return sisa.ensemble(), ds.split("test").images
 
 
-def gate(success, accuracy, threshold, floor, power="shown", **config):
+def gate(success, accuracy, threshold, floor, power="shown", **policy):
     return evaluate_gate(max_attack_success=success, test_accuracy=accuracy, audit_power=power,
-                         config=GateConfig(mia_threshold=threshold, min_accuracy=floor, **config))
+                         policy=RegistryPolicy(mia_threshold=threshold, min_accuracy=floor, **policy))
 
 
 def test_gate_rules():
@@ -59,6 +61,38 @@ def test_audit_power_verdict_follows_the_last_iteration_with_live_canaries():
     assert audit_power_verdict(all_forgotten, history) == "shown"
     assert audit_power_verdict(CanaryAudit(None, verdict(0.90, 0.73)), history) == "not_shown"
     assert audit_power_verdict(all_forgotten, [{"canary_live_auc": 0.6, "canary_power": 0.0}]) == "not_shown"
+
+
+def test_run_parameters_only_tighten_the_written_policy(tmp_path):
+    policy = load_policy(Path(__file__).resolve().parents[2] / "registry_policy.yaml")
+    assert policy == RegistryPolicy()  # the committed policy is the documented default
+    looser = policy.tightened(GateConfig(mia_threshold=1.0, min_accuracy=0.0, require_audit_power=False))
+    assert looser == policy
+    stricter = policy.tightened(GateConfig(mia_threshold=0.52, min_accuracy=0.8))
+    assert (stricter.mia_threshold, stricter.min_accuracy, stricter.require_audit_power) == (0.52, 0.8, True)
+    assert set(policy.tags()) == {"policy_mia_threshold", "policy_min_accuracy", "policy_require_audit_power",
+                                  "policy_digest"}
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("mia_threshold: 1.5\n")
+    with pytest.raises(ConfigError, match="mia_threshold must lie in"):
+        load_policy(bad)
+    bad.write_text("mia_treshold: 0.5\n")
+    with pytest.raises(ConfigError, match="unknown RegistryPolicy keys"):
+        load_policy(bad)
+
+
+def test_promotion_checks_the_version_against_the_policy_in_force_now():
+    good = {"gate": "passed", "data_md5": "a.dir", "audit_data_md5": "a.dir", "audit_time": "20", "data_time": "10",
+            "mia_max_success": "0.52", "acc_test": "0.83", "audit_power": "shown"}
+    assert check_promotable(good, RegistryPolicy()).passed
+    assert "under the policy in force now: mia/max_success 0.5200 > mia_threshold 0.5100" in check_promotable(
+        good, RegistryPolicy(mia_threshold=0.51)).reason
+    assert "could not detect canaries" in check_promotable({**good, "audit_power": "unverified"},
+                                                            RegistryPolicy()).reason
+    assert "contains_deleted" in check_promotable({**good, "contains_deleted": "true"}).reason
+    assert "still distinguishable" in check_promotable({**good, "requested_verdict": "distinguishable"}).reason
+    reaudited = {**good, "mia_max_success": "0.61"}  # a later audit (the audit step rewrites the tag) failed
+    assert not check_promotable(reaudited, RegistryPolicy()).passed
 
 
 def test_promotion_rules():

@@ -157,9 +157,12 @@ class SisaModel:
         return self.state_dir
 
     @classmethod
-    def load(cls, state_dir: str | os.PathLike, dataset: Dataset, **overrides) -> "SisaModel":
-        """Reopen a state folder; ``dataset`` must hold every live sample (extra rows are ignored).
-        ``overrides`` replace config fields that do not change results (executor, max_workers, ...)."""
+    def load(cls, state_dir: str | os.PathLike, dataset: Dataset, *, forgetting: Sequence[str] = (),
+             **overrides) -> "SisaModel":
+        """Reopen a state folder; ``dataset`` must hold every live sample (extra rows are ignored) except those in
+        ``forgetting``: live records whose images are gone (deleted on request) and that the caller unlearns next
+        (``unlearn`` never needs the images of what it removes). ``overrides`` replace config fields that do not
+        change results (executor, max_workers, ...)."""
         state_dir = Path(state_dir)
         if not (state_dir / STATE_FILE).is_file():
             raise FileNotFoundError(f"{state_dir / STATE_FILE} is missing: {state_dir} is not a SISA state folder")
@@ -168,6 +171,8 @@ class SisaModel:
         plan = ShardPlan.from_csv_text((state_dir / PLAN_FILE).read_text(), config.num_shards, config.num_slices,
                                        config.seed)
         live = plan.live()
+        absent = set(map(str, forgetting)) - set(dataset.ids.astype(str))
+        live = live[~live["id"].isin(absent)]
         rows = dataset.by_ids(live["id"].tolist())
         if not np.array_equal(rows.labels, live["label"].to_numpy()):
             raise ConfigError("the data set's labels differ from the ones the SISA model trained on: pass the same data")

@@ -1,0 +1,175 @@
+"""Deletion requests that delete everywhere, atomically, under one written registry policy; resume and concurrency.
+
+Each test runs the toy pipeline (tests/pipelines/test_pipeline.py::tiny_pipeline) against its own sqlite store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from fairforget.components.dataset import load_dataset
+from fairforget.components.ledger import ledger_ids, ledger_path
+from fairforget.components.locks import Busy, exclusive
+from fairforget.components.versioning import dvc_md5_of_folder
+from fairforget.pipelines.forget import main as forget_main
+from fairforget.pipelines.forget import serve_deletion_request
+from fairforget.pipelines.loop import data_lock, project_path
+from fairforget.pipelines.main import run_pipeline
+from fairforget.pipelines.registry import CHAMPION
+from tests.pipelines.test_pipeline import tiny_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "toy-classifier"
+
+
+def promote(tmp_path, version) -> int:
+    return forget_main(["promote", "--version", str(version), "--model-name", MODEL, "--policy-file",
+                        str(tmp_path / "policy.yaml")])
+
+
+def live_ids(version) -> set[str]:
+    state = project_path(mlflow.MlflowClient().get_model_version(MODEL, str(version)).tags["state_dir"])
+    plan = pd.read_csv(state / "sisa" / "plan.csv", dtype={"id": str})
+    return set(plan.loc[~plan["deleted"].astype(bool), "id"])
+
+
+@pytest.fixture
+def champion(tracking_uri, tmp_path):
+    """A finished toy run whose version 1 is champion; returns (tmp_path, its originals still live, and one
+    original the loop forgot)."""
+    summary = run_pipeline(tiny_pipeline(tmp_path))
+    assert summary["registered_version"] == "1" and promote(tmp_path, 1) == 0
+    live = live_ids(1)
+    originals = set(load_dataset(tmp_path / "data").split("train").ids)
+    return tmp_path, sorted(i for i in live if i in originals), sorted(originals - live)
+
+
+def test_requests_mixing_live_and_forgotten_ids_delete_everywhere_and_two_requests_before_promotion_work(champion):
+    tmp_path, live, loop_forgotten = champion
+    data_dir = tmp_path / "data"
+    first = serve_deletion_request(live[:3] + loop_forgotten[:1], MODEL)
+    assert first["gate"] == "passed" and first["already_forgotten"] == 1 and first["forgotten"] == 3
+    ledger = pd.read_csv(ledger_path(data_dir), dtype=str)
+    assert set(ledger["id"]) == set(live[:3] + loop_forgotten[:1]) and set(ledger["model_version"]) == {"2"}
+    assert not set(ledger["id"]) & set(load_dataset(data_dir).ids)  # the data folder was rewritten without them
+    client = mlflow.MlflowClient()
+    assert client.get_model_version(MODEL, "1").tags["contains_deleted"] == "true"
+    assert "contains_deleted" not in client.get_model_version(MODEL, "2").tags
+    assert promote(tmp_path, 1) == 2  # the old champion can never be promoted again
+
+    # a second request before version 2 is promoted: served from version 1, it forgets the first request's ids too
+    second = serve_deletion_request(live[3:5], MODEL)
+    assert second["registered_version"] == "3" and second["forgotten"] == 5
+    assert not set(live[:5]) & live_ids(3)
+    assert ledger_ids(ledger_path(data_dir)) == set(live[:5] + loop_forgotten[:1])
+    assert client.get_model_version(MODEL, "2").tags["contains_deleted"] == "true"
+    assert promote(tmp_path, 3) == 0
+
+    # a fresh run of the pipeline never trains on a ledger id
+    rerun = run_pipeline(tiny_pipeline(tmp_path))
+    assert not ledger_ids(ledger_path(data_dir)) & live_ids(rerun["registered_version"])
+
+
+def test_a_rejected_request_changes_nothing_and_can_be_retried(champion, capsys):
+    tmp_path, live, _ = champion
+    data_dir = tmp_path / "data"
+    policy = tmp_path / "policy.yaml"
+    lax = policy.read_text()
+    before = (dvc_md5_of_folder(data_dir), sorted(os.listdir(next((tmp_path / "outputs").glob("*")))))
+    policy.write_text(yaml.safe_dump({"mia_threshold": 1.0, "min_accuracy": 1.0, "require_audit_power": False}))
+    rejected = serve_deletion_request(live[:2], MODEL)
+    assert rejected["gate"] == "rejected" and rejected["registered_version"] is None
+    assert "nothing changed" in capsys.readouterr().out
+    after = (dvc_md5_of_folder(data_dir), sorted(os.listdir(next((tmp_path / "outputs").glob("*")))))
+    assert after == before and not ledger_path(data_dir).exists()
+    assert str(mlflow.MlflowClient().get_model_version_by_alias(MODEL, CHAMPION).version) == "1"
+    policy.write_text(lax)
+    assert serve_deletion_request(live[:2], MODEL)["gate"] == "passed"
+
+
+def test_a_looser_run_parameter_cannot_loosen_the_policy(tracking_uri, tmp_path):
+    config = tiny_pipeline(tmp_path, min_accuracy=1.0)  # the written policy: impossible accuracy
+    config = config.replace(gate=config.gate.replace(min_accuracy=0.0, mia_threshold=1.0))
+    summary = run_pipeline(config)
+    assert summary["gate"] == "rejected"
+    reason = mlflow.MlflowClient().get_run(summary["run_id"]).data.tags["gate_reason"]
+    assert "< min_accuracy 1.0000" in reason
+
+
+def test_a_second_writer_of_the_same_data_folder_gets_one_line_at_once(tracking_uri, tmp_path, capsys):
+    config = tiny_pipeline(tmp_path)
+    with exclusive(data_lock(tmp_path / "data"), "the data folder"):
+        with pytest.raises(Busy, match="is being written by process"):
+            run_pipeline(config)
+    assert not (tmp_path / "outputs").exists()  # refused before any work
+
+
+CRASHING = """
+import sys
+from pathlib import Path
+from tests.pipelines.test_pipeline import tiny_pipeline
+from fairforget.pipelines.main import run_pipeline
+run_pipeline(tiny_pipeline(Path(sys.argv[1])), resume=True)
+"""
+
+
+def run_until_fault(tmp_path: Path, fault: str) -> int:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "MLFLOW_EXPERIMENT_NAME": "fairforget-test", "FAIRFORGET_FAULT": fault}
+    env.pop("MLFLOW_RUN_ID", None)
+    return subprocess.run([sys.executable, "-c", CRASHING, str(tmp_path)], env=env, cwd=ROOT, timeout=900,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+
+
+def final_record(summary: dict) -> tuple:
+    client = mlflow.MlflowClient()
+    metrics = client.get_run(summary["run_id"]).data.metrics
+    return (summary["registered_version"], metrics["acc/test"], metrics["final/mia/max_success"],
+            len(client.search_model_versions(f"name = '{MODEL}'")))
+
+
+@pytest.mark.parametrize("fault", ["final_audit", "publish:registered"])
+def test_a_run_killed_in_the_final_audit_or_in_publish_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch,
+                                                                                          fault):
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    clean.mkdir()
+    crashed.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{clean / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fairforget-test")
+    uninterrupted = final_record(run_pipeline(tiny_pipeline(clean)))
+
+    assert run_until_fault(crashed, fault) == -signal.SIGKILL
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{crashed / 'mlflow.db'}")
+    resumed = run_pipeline(tiny_pipeline(crashed), resume=True)
+    assert final_record(resumed) == uninterrupted  # same figures, and one version registered, never two
+
+
+FORGET_CRASH = """
+import sys
+from fairforget.pipelines.forget import serve_deletion_request
+serve_deletion_request(sys.argv[1].split(","), "toy-classifier")
+"""
+
+
+@pytest.mark.parametrize("fault", ["forget:unlearned", "forget:registered"])
+def test_a_request_killed_midway_leaves_the_champion_and_the_ledger_as_they_were(champion, fault):
+    tmp_path, live, _ = champion
+    data_dir = tmp_path / "data"
+    md5 = dvc_md5_of_folder(data_dir)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "FAIRFORGET_FAULT": fault}
+    completed = subprocess.run([sys.executable, "-c", FORGET_CRASH, ",".join(live[:2])], env=env, cwd=ROOT,
+                               timeout=900, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert completed.returncode == -signal.SIGKILL
+    assert dvc_md5_of_folder(data_dir) == md5 and not ledger_path(data_dir).exists()
+    assert str(mlflow.MlflowClient().get_model_version_by_alias(MODEL, CHAMPION).version) == "1"
+    assert set(live[:2]) <= live_ids(1)
+    retried = serve_deletion_request(live[:2], MODEL)  # the same request again
+    assert retried["gate"] == "passed" and ledger_ids(ledger_path(data_dir)) == set(live[:2])
+    assert json.dumps(retried)  # a plain summary
