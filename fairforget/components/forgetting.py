@@ -307,8 +307,9 @@ class ForgettingLoop:
         forgotten_rows = self.sisa.plan.rows_of(ids)
         # canaries are an instrument, not data: a forgotten canary gets no synthetic replacement
         forgotten_rows = forgotten_rows[~forgotten_rows["id"].isin(self._canary_set)]
-        remaining = self.current()
-        remaining = remaining.select(~np.isin(remaining.ids, ids))
+        dropped = set(ids)  # their images may be gone already (records deleted on request)
+        remaining = self.everything().by_ids([i for i in self.sisa.plan.live_ids()
+                                              if i not in dropped and i not in self._canary_set])
         parts, shards = [], []
         for shard, count in forgotten_rows.groupby("shard").size().items():
             new = replenish(remaining, int(count), self.generator, self.target, seed=seed_base + int(shard),

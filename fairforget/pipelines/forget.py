@@ -47,6 +47,7 @@ from fairforget.components.ledger import append_to_ledger, apply_ledger, ledger_
 from fairforget.components.locks import exclusive
 from fairforget.components.priors import build_target
 from fairforget.components.sisa.model import SisaModel
+from fairforget.components.versioning import config_hash
 from fairforget.errors import DataError, PromotionRefused
 from fairforget.pipelines.cli import str2bool
 from fairforget.pipelines.config import PipelineConfig
@@ -197,9 +198,12 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
     sisa = SisaModel.load(state_dir / "sisa", with_canaries(original_train, instruments.canaries).concat(synthetic),
                           forgetting=to_forget)
     if refresh_generator:
-        remaining = apply_ledger(dataset, deleted_before | set(ids))
-        generator, generator_info = get_or_train_generator(remaining, f"{data_md5}-without-{len(remaining)}",
-                                                           config.generator, dataset_name=config.data.dataset)
+        deleted = deleted_before | set(ids)
+        remaining = apply_ledger(dataset, deleted)
+        # cached by the data version and the deleted ids: a retry, or a later request with the same ledger, reuses it
+        version_key = f"{data_md5}-without-{config_hash(sorted(deleted))}"
+        generator, generator_info = get_or_train_generator(remaining, version_key, config.generator,
+                                                           dataset_name=config.data.dataset)
         print(f"forget: replacements come from a generator retrained without the deleted records "
               f"(run {generator_info['run_id']})")
     else:

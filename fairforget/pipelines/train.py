@@ -1,8 +1,9 @@
 """Step ``train``: SISA shard models on a data version's train split (the paper's Sec. III-C, Fig. 4).
 
 Run alone: ``python -m fairforget.pipelines.train --data-dir data`` or ``mlflow run . -e train --env-manager local``.
-Logs per-shard sizes (``shard/<i>/size``), per-shard and aggregate test accuracy (``shard/<i>/test_accuracy``,
-``test/accuracy``, ``test/accuracy/<superclass>``), ``time/train_s``, the stages trained, and the ensemble folder
+Logs per-shard sizes (``shard/<i>/size``), per-shard and aggregate test accuracy (``acc/shard/<i>/test``,
+``acc/test``, ``acc/<superclass>``, ``acc/class/<class>``: the names the loop uses), ``train/shard_fit_accuracy_min``,
+``time/train_s``, the stages trained, and the ensemble folder
 as the artifact ``ensemble``. The SISA state (plan + content-addressed checkpoints) stays in ``--state-dir`` for
 later unlearning; checkpoints already there for the same data and config are reused, not retrained.
 """
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import numpy as np
 
+from fairforget.components import names
 from fairforget.components.dataset import Dataset
+from fairforget.components.forgetting import evaluate_model, shard_fit_accuracies
 from fairforget.components.sisa import SisaConfig, SisaModel
 from fairforget.components.training import TrainConfig, accuracy
 from fairforget.pipelines.cli import float_arg, int_arg
@@ -36,16 +38,12 @@ class TrainOutcome:
 
 
 def evaluate_ensemble(model: SisaModel, test: Dataset) -> dict[str, float]:
-    """Per-shard and aggregate test accuracy, and aggregate accuracy per superclass."""
+    """The ensemble's accuracy and fairness on ``test`` (the loop's own names: ``acc/test``, ``acc/<superclass>``,
+    ``acc/class/<class>``, ...) and each shard model's test accuracy (``acc/shard/<i>/test``)."""
     ensemble = model.ensemble()
-    shard_proba = ensemble.shard_proba(test.images)
-    metrics = {f"shard/{i}/test_accuracy": accuracy(p, test.labels) for i, p in enumerate(shard_proba)}
-    predicted = np.argmax(ensemble.predict_proba(test.images), axis=1)
-    metrics["test/accuracy"] = float(np.mean(predicted == test.labels))
-    superclass = test.manifest["superclass"].to_numpy()
-    for name in sorted(set(superclass)):
-        mask = superclass == name
-        metrics[f"test/accuracy/{name}"] = float(np.mean(predicted[mask] == test.labels[mask]))
+    metrics = evaluate_model(ensemble.predict_proba, test).metrics()
+    for shard, proba in enumerate(ensemble.shard_proba(test.images)):
+        metrics[f"acc/shard/{shard}/test"] = accuracy(proba, test.labels)
     return metrics
 
 
@@ -68,6 +66,8 @@ def run_train(config: SisaConfig, data_dir: str | Path = "data", state_dir: str 
         test = dataset.split("test")
         if len(test):
             metrics.update(evaluate_ensemble(model, test))
+        fit = shard_fit_accuracies(model, dataset.split("train"))
+        metrics.update({names.SHARD_FIT_MIN: min(fit), names.SHARD_FIT_MEAN: sum(fit) / len(fit)})
         mlflow.log_metrics(metrics)
         mlflow.set_tag("sisa_state_dir", str(Path(state_dir).resolve()))
         log_json({"shard_sizes": model.shard_sizes(), "final_keys": model.final_keys(),
@@ -76,7 +76,7 @@ def run_train(config: SisaConfig, data_dir: str | Path = "data", state_dir: str 
             mlflow.log_artifacts(str(model.ensemble().save(Path(tmp) / "ensemble")), "ensemble")
         print(f"train: {config.num_shards} shards x {config.num_slices} slices, sizes {model.shard_sizes()}, "
               f"{report.stages_trained} stages trained in {report.seconds:.1f}s"
-              + (f", test accuracy {metrics['test/accuracy']:.4f}" if "test/accuracy" in metrics else ""))
+              + (f", test accuracy {metrics[names.ACC_TEST]:.4f}" if names.ACC_TEST in metrics else ""))
         return TrainOutcome(model, metrics, run.info.run_id)
 
 

@@ -52,3 +52,22 @@ def test_command_line_errors_are_one_line_and_non_zero(tracking_uri, tmp_path, c
     assert "rho must be positive" in capsys.readouterr().err
     assert main(["validate", "--data-dir", str(tmp_path / "missing")]) == 2
     assert "prepare the data first" in capsys.readouterr().err
+
+
+def test_prepare_leaves_out_the_records_of_the_deletion_ledger_and_validation_expects_it(tracking_uri, tmp_path,
+                                                                                        small_data_config):
+    from fairforget.components.dataset import load_dataset
+    from fairforget.components.ledger import append_to_ledger, ledger_path
+    from fairforget.pipelines.data_steps import load_current_data
+
+    data_dir = tmp_path / "data"
+    run_prepare(small_data_config, data_dir, track=False)
+    deleted = list(load_dataset(data_dir).split("train").ids[:3])
+    append_to_ledger(ledger_path(data_dir), deleted, request_id="r1", model_version="2")
+    assert set(deleted) <= set(load_dataset(data_dir).ids)  # the old version is still there
+    assert not set(deleted) & set(load_current_data(data_dir).ids)  # but every load leaves them out
+    run_prepare(small_data_config, data_dir, track=False)  # a new preparation never brings them back
+    prepared = load_dataset(data_dir)
+    assert not set(deleted) & set(prepared.ids) and len(prepared.split("train")) == 97
+    assert prepared.config["ledger"] == {"train": 3}
+    assert run_validate(BalanceConfig(), data_dir).validation.integrity_ok  # 97 train records are expected now

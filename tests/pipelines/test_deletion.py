@@ -173,3 +173,36 @@ def test_a_request_killed_midway_leaves_the_champion_and_the_ledger_as_they_were
     retried = serve_deletion_request(live[:2], MODEL)  # the same request again
     assert retried["gate"] == "passed" and ledger_ids(ledger_path(data_dir)) == set(live[:2])
     assert json.dumps(retried)  # a plain summary
+
+
+def test_refresh_generator_replaces_with_a_generator_that_never_saw_the_deleted_records(champion):
+    tmp_path, live, _ = champion
+    client = mlflow.MlflowClient()
+    served = serve_deletion_request(live[:2], MODEL, refresh_generator=True)
+    tags = client.get_model_version(MODEL, served["registered_version"]).tags
+    assert tags["generator_refreshed"] == "true"
+    assert tags["generator_run_id"] != client.get_model_version(MODEL, "1").tags["generator_run_id"]
+    generator_run = client.get_run(tags["generator_run_id"])
+    assert "-without-" in generator_run.data.tags["data_md5"]  # trained on the data less the ledger's records
+
+
+def test_the_ledger_is_dvc_tracked_and_pushed_like_the_data(tmp_path, monkeypatch):
+    """The project's own DVC commands on a throwaway project: ``dvc_track`` adds the ledger beside the data and
+    ``dvc push`` sends it to the remote."""
+    from fairforget.components.ledger import append_to_ledger
+    from fairforget.pipelines import data_steps
+
+    project = tmp_path / "project"
+    project.mkdir()
+    dvc = [sys.executable, "-m", "dvc"]
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=project, check=True, env=env)
+    subprocess.run([*dvc, "remote", "add", "-d", "local", str(tmp_path / "remote")], cwd=project, check=True,
+                   env=env)
+    ledger = project / "forgotten.csv"
+    append_to_ledger(ledger, ["a", "b"], request_id="r1", model_version="2")
+    monkeypatch.setattr(data_steps, "PROJECT_ROOT", project)
+    md5 = data_steps.dvc_track(ledger)
+    assert yaml.safe_load((project / "forgotten.csv.dvc").read_text())["outs"][0]["md5"] == md5
+    pushed = subprocess.run([*dvc, "push"], cwd=project, capture_output=True, text=True, env=env)
+    assert pushed.returncode == 0 and "1 file pushed" in pushed.stdout
