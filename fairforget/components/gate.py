@@ -4,7 +4,9 @@ Policy (``registry_policy.yaml``, versioned with the code): ``mia_threshold`` (t
 attack's success, balanced accuracy, may not exceed it), ``min_accuracy`` (test accuracy must reach it) and
 ``require_audit_power`` (the audit must have been shown able to fail: it detected the live canaries, or, once every
 canary had been forgotten, it detected them at the last iteration that still had live ones and finds the forgotten
-ones at chance). A run's parameters (``GateConfig``) may only make it stricter (``RegistryPolicy.tightened``).
+ones at chance) and ``require_generator_audit`` (the generator whose samples replaced the originals must pass its own
+membership audit: strongest attack's AUC within its chance bound; off in the shipped policy, because the default
+non-private generator does not pass it, see docs/generator.md). A run's parameters (``GateConfig``) may only make it stricter (``RegistryPolicy.tightened``).
 
 Gate: a model is registered only when it meets the effective policy. Without canaries the audit's power is
 unverified and the gate rejects unless the policy switches ``require_audit_power`` off (the version then carries
@@ -34,6 +36,7 @@ PASSED = "passed"
 REJECTED = "rejected"
 POLICY_FILE = "registry_policy.yaml"
 AUDIT_POWER_SHOWN, AUDIT_POWER_NOT_SHOWN, AUDIT_POWER_UNVERIFIED = "shown", "not_shown", "unverified"
+GENERATOR_WITHIN, GENERATOR_ABOVE, GENERATOR_UNMEASURED = "within_bound", "above_bound", "unmeasured"
 CONTAINS_DELETED_TAG = "contains_deleted"
 REQUESTED_VERDICT_TAG = "requested_verdict"
 DISTINGUISHABLE = "distinguishable"
@@ -51,6 +54,7 @@ class RegistryPolicy(ConfigBase):
     mia_threshold: float = 0.55  # strongest attack's balanced accuracy must not exceed this
     min_accuracy: float = 0.7  # test accuracy must reach this
     require_audit_power: bool = True  # the audit must have detected the canaries (see the module docstring)
+    require_generator_audit: bool = False  # the generator's membership audit must be within its chance bound
 
     def validate(self) -> None:
         _check_fraction("mia_threshold", self.mia_threshold)
@@ -61,7 +65,8 @@ class RegistryPolicy(ConfigBase):
         return RegistryPolicy(
             mia_threshold=min(self.mia_threshold, gate.mia_threshold if gate.mia_threshold is not None else 1.0),
             min_accuracy=max(self.min_accuracy, gate.min_accuracy if gate.min_accuracy is not None else 0.0),
-            require_audit_power=self.require_audit_power or bool(gate.require_audit_power))
+            require_audit_power=self.require_audit_power or bool(gate.require_audit_power),
+            require_generator_audit=self.require_generator_audit or bool(gate.require_generator_audit))
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -98,6 +103,7 @@ class GateConfig(ConfigBase):
     mia_threshold: float | None = None  # a lower value than the policy's tightens it
     min_accuracy: float | None = None  # a higher value than the policy's tightens it
     require_audit_power: bool | None = None  # True requires canary power even where the policy does not
+    require_generator_audit: bool | None = None  # True requires the generator audit even where the policy does not
 
     def validate(self) -> None:
         _check_fraction("mia_threshold", self.mia_threshold)
@@ -116,8 +122,28 @@ class GateDecision:
         return "; ".join(self.reasons) if self.reasons else "all checks passed"
 
 
+def generator_audit_verdict(metrics) -> str:
+    """``within_bound``, ``above_bound`` or ``unmeasured`` from a generator's ``generator/mia/*`` metrics."""
+    auc, bound = metrics.get("generator/mia/auc"), metrics.get("generator/mia/auc_chance_bound")
+    if auc is None or bound is None:
+        return GENERATOR_UNMEASURED
+    return GENERATOR_WITHIN if float(auc) <= float(bound) else GENERATOR_ABOVE
+
+
+def generator_tags(metrics) -> dict[str, str]:
+    """Model-version tags describing the generator behind the synthetic replacements: its privacy mode, its
+    achieved epsilon (DP) and its membership audit's AUC and bound, from its ``generator/*`` metrics."""
+    tags = {"generator_privacy": "dp" if "generator/dp_epsilon" in metrics else "none"}
+    for key, tag in (("generator/dp_epsilon", "generator_dp_epsilon"), ("generator/dp_delta", "generator_dp_delta"),
+                     ("generator/mia/auc", "generator_mia_auc"),
+                     ("generator/mia/auc_chance_bound", "generator_mia_auc_bound")):
+        if key in metrics:
+            tags[tag] = f"{float(metrics[key]):.4g}"
+    return tags
+
+
 def _policy_reasons(max_attack_success: float, test_accuracy: float, audit_power: str,
-                    policy: RegistryPolicy) -> list[str]:
+                    policy: RegistryPolicy, generator_audit: str = GENERATOR_UNMEASURED) -> list[str]:
     reasons = []
     if not max_attack_success <= policy.mia_threshold:
         reasons.append(f"mia/max_success {max_attack_success:.4f} > mia_threshold {policy.mia_threshold:.4f}")
@@ -128,15 +154,21 @@ def _policy_reasons(max_attack_success: float, test_accuracy: float, audit_power
     elif policy.require_audit_power and audit_power != AUDIT_POWER_SHOWN:
         reasons.append("the audit could not detect canaries: none were inserted (canaries=0), so its power is "
                        "unverified; insert canaries, or switch require_audit_power off in the policy")
+    if policy.require_generator_audit and generator_audit == GENERATOR_ABOVE:
+        reasons.append("the generator's membership audit is above its chance bound: its samples may carry the "
+                       "original records back (train it with generator_privacy=dp)")
+    elif policy.require_generator_audit and generator_audit != GENERATOR_WITHIN:
+        reasons.append("the generator was not audited for membership: retrain it (retrain_generator=true)")
     return reasons
 
 
 def evaluate_gate(*, max_attack_success: float, test_accuracy: float, policy: RegistryPolicy,
-                  audit_power: str = AUDIT_POWER_SHOWN) -> GateDecision:
+                  audit_power: str = AUDIT_POWER_SHOWN, generator_audit: str = GENERATOR_UNMEASURED) -> GateDecision:
     """Decide registration under ``policy`` (the written one, tightened by the run). ``max_attack_success`` and
     ``test_accuracy`` are fractions in [0, 1] (NaN fails); ``audit_power`` is ``shown`` (the canaries were
-    detected), ``not_shown`` or ``unverified`` (no canaries)."""
-    reasons = _policy_reasons(max_attack_success, test_accuracy, audit_power, policy)
+    detected), ``not_shown`` or ``unverified`` (no canaries); ``generator_audit`` is ``generator_audit_verdict``
+    of the generator's metrics."""
+    reasons = _policy_reasons(max_attack_success, test_accuracy, audit_power, policy, generator_audit)
     return GateDecision(not reasons, tuple(reasons))
 
 
@@ -169,5 +201,6 @@ def check_promotable(tags: Mapping[str, str], policy: RegistryPolicy | None = No
         except ValueError:
             success = accuracy = float("nan")
         reasons += [f"under the policy in force now: {reason}" for reason in
-                    _policy_reasons(success, accuracy, tags.get("audit_power", AUDIT_POWER_UNVERIFIED), policy)]
+                    _policy_reasons(success, accuracy, tags.get("audit_power", AUDIT_POWER_UNVERIFIED), policy,
+                                    tags.get("generator_audit", GENERATOR_UNMEASURED))]
     return GateDecision(not reasons, tuple(reasons))

@@ -22,6 +22,29 @@ def _bias_rows(report: BiasReport) -> list[str]:
     return rows
 
 
+def generator_privacy_lines(metrics: Mapping[str, float]) -> list[str]:
+    """What a served deletion request guarantees for the synthetic replacements, from the generator's metrics:
+    its privacy mode (DP epsilon and delta), and its membership audit against its chance bound."""
+    lines = []
+    if "generator/dp_epsilon" in metrics:
+        lines += [f"- mode: **differentially private** (DP-SGD, epsilon = {metrics['generator/dp_epsilon']:.2f}, "
+                  f"delta = {metrics.get('generator/dp_delta', float('nan')):.2e}, per record of S)",
+                  "- deletion: every record of S, deleted or not, influenced the replacements only within this "
+                  "(epsilon, delta) bound; no generator refresh is needed after a deletion request."]
+    else:
+        lines += ["- mode: **non-private** (the generator learned S directly and is never unlearned)",
+                  "- deletion: the replacements carry only what the membership audit below measures; "
+                  "`refresh_generator=true` retrains the generator without the deleted records."]
+    if "generator/mia/auc" in metrics:
+        auc, bound = metrics["generator/mia/auc"], metrics.get("generator/mia/auc_chance_bound", float("nan"))
+        verdict = "within its chance bound" if auc <= bound else "**above its chance bound: the generator leaks**"
+        lines.append(f"- membership audit of the generator (denoising loss): AUC {auc:.3f} (chance bound "
+                     f"{bound:.3f}, {verdict}), TPR at 1% FPR {metrics.get('generator/mia/tpr_at_1pct_fpr', float('nan')):.3f}")
+    else:
+        lines.append("- membership audit of the generator: not measured")
+    return lines
+
+
 def render_model_card(model_name: str, data_md5: str, code_version: str, bias_before: BiasReport,
                       bias_after: BiasReport, history: Sequence[Mapping[str, Any]], final_metrics: Mapping[str, float],
                       audit_summary: str, generator_info: Mapping[str, Any], decision, parameters: Mapping[str, Any],
@@ -91,6 +114,9 @@ def render_model_card(model_name: str, data_md5: str, code_version: str, bias_be
         "## Generator quality",
     ]
     metrics = generator_info.get("metrics") or {}
-    lines += [f"- {k}: {_fmt(v)}" for k, v in sorted(metrics.items())] or ["- not measured in this run"]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in sorted(metrics.items()) if not k.startswith(("generator/mia/",
+                                                                                        "generator/dp_"))] \
+        or ["- not measured in this run"]
+    lines += ["", "## Generator privacy (the synthetic replacements)", *generator_privacy_lines(metrics)]
     lines += ["", "## Parameters", "```json", json.dumps(parameters, indent=1, sort_keys=True, default=str), "```", ""]
     return "\n".join(lines)

@@ -40,3 +40,21 @@ def str2bool(text: str | bool) -> bool:
     if value in ("0", "false", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def auto_or(parse):
+    """An argument type that maps ``auto`` to None and parses anything else with ``parse``."""
+    def parse_or_auto(text: str):
+        return None if str(text).strip().lower() == "auto" else parse(text)
+    parse_or_auto.__name__ = getattr(parse, "__name__", "value")
+    return parse_or_auto
+
+
+def add_generator_privacy_arguments(parser: argparse.ArgumentParser, defaults) -> None:
+    """``--generator-privacy``, ``--dp-epsilon`` and ``--dp-delta`` (``auto``: 1 / |S|) from a ``GeneratorConfig``."""
+    parser.add_argument("--generator-privacy", default=defaults.privacy, choices=["none", "dp"],
+                        help="none, or dp: the denoiser trained with DP-SGD (opacus), the autoencoder on public data")
+    parser.add_argument("--dp-epsilon", type=float_arg, default=defaults.dp_epsilon,
+                        help="target epsilon of the DP generator (default 10)")
+    parser.add_argument("--dp-delta", type=auto_or(float_arg), default=defaults.dp_delta,
+                        help="delta of the DP generator; auto (default): 1 / |S|")

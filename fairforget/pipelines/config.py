@@ -21,7 +21,7 @@ from fairforget.components.sisa.model import SisaConfig
 from fairforget.components.sisa.unlearn import FORGET_ORDERS
 from fairforget.components.versioning import config_hash
 from fairforget.errors import ConfigError
-from fairforget.pipelines.cli import float_arg, int_arg, str2bool
+from fairforget.pipelines.cli import add_generator_privacy_arguments, float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import (
     _add_balance_args,
     _add_data_args,
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-name", default=gate.model_name)
     parser.add_argument("--require-audit-power", type=policy_or(str2bool), default=gate.require_audit_power,
                         help="'policy' (default); true requires canary power even where the policy does not")
+    parser.add_argument("--require-generator-audit", type=policy_or(str2bool), default=gate.require_generator_audit,
+                        help="'policy' (default); true requires the generator's membership audit within its bound")
     parser.add_argument("--policy-file", default=PipelineConfig.policy_file,
                         help="the registry's written policy (default registry_policy.yaml)")
     parser.add_argument("--canaries", type=canary_arg, default=None,
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "1%% of S; 0: none")
     parser.add_argument("--guidance-scale", type=float_arg, default=gen.guidance_scale)
     parser.add_argument("--generator-steps", type=int_arg, default=gen.train_steps)
+    add_generator_privacy_arguments(parser, gen)
     parser.add_argument("--retrain-generator", type=str2bool, default=False)
     parser.add_argument("--resume", type=str2bool, default=False)
     parser.add_argument("--data-dir", default="data")
@@ -147,7 +150,9 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(
         data=data_config_from_args(args), balance=balance,
         generator=dataclasses.replace(GeneratorConfig(), guidance_scale=args.guidance_scale,
-                                      train_steps=args.generator_steps, seed=args.seed),
+                                      train_steps=args.generator_steps, seed=args.seed,
+                                      privacy=args.generator_privacy, dp_epsilon=args.dp_epsilon,
+                                      dp_delta=args.dp_delta),
         augment=AugmentConfig(rho=balance.rho, guidance_scale=args.guidance_scale, seed=args.seed),
         sisa=sisa,
         audit=dataclasses.replace(AuditConfig(), attacks=tuple(a.strip() for a in args.attacks.split(",")
@@ -156,7 +161,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                         iteration_audit_size=args.iteration_audit_size or None,
                         convergence_patience=args.convergence_patience),
         gate=GateConfig(model_name=args.model_name, mia_threshold=args.mia_threshold, min_accuracy=args.min_accuracy,
-                        require_audit_power=args.require_audit_power),
+                        require_audit_power=args.require_audit_power,
+                        require_generator_audit=args.require_generator_audit),
         canaries=args.canaries, policy_file=args.policy_file,
         retrain_generator=args.retrain_generator, data_dir=args.data_dir, outputs_dir=args.outputs_dir)
 

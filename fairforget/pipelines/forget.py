@@ -208,7 +208,9 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
               f"(run {generator_info['run_id']})")
     else:
         generator = load_generator_from_run(tags["generator_run_id"])
-        generator_info = {"run_id": tags["generator_run_id"], "version": generator.version}
+        generator_metrics = mlflow.MlflowClient().get_run(tags["generator_run_id"]).data.metrics
+        generator_info = {"run_id": tags["generator_run_id"], "version": generator.version, "reused": True,
+                          "metrics": {k: v for k, v in generator_metrics.items() if k.startswith("generator/")}}
         print("forget: the generator that makes the replacements was trained on the requested records (it is never "
               "unlearned); use refresh_generator=true to retrain it without them")
     mlflow.log_metric("forget/generator_refreshed", float(refresh_generator))

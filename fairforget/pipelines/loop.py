@@ -22,7 +22,7 @@ from fairforget.components import names
 from fairforget.components.canaries import AuditPool, CanaryAudit, cut_audit_pool
 from fairforget.components.dataset import Dataset, replace_folder, save_dataset
 from fairforget.components.forgetting import ForgettingLoop, IterationOutcome, audit_power_verdict
-from fairforget.components.gate import GateDecision, evaluate_gate, load_policy
+from fairforget.components.gate import GateDecision, evaluate_gate, generator_audit_verdict, generator_tags, load_policy
 from fairforget.components.generator import Generator
 from fairforget.components.mia.reference import train_reference_ensembles
 from fairforget.components.mia.results import AuditReport
@@ -215,8 +215,10 @@ def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutc
     metrics = {**outcome.metrics(), names.MIA_MAX_SUCCESS: final.report.max_success()}
     power = audit_power_verdict(final.canaries, history)
     policy = load_policy(project_path(config.policy_file)).tightened(config.gate)
+    generator_metrics = generator_info.get("metrics") or {}
+    generator_audit = generator_audit_verdict(generator_metrics)
     decision = evaluate_gate(max_attack_success=metrics[names.MIA_MAX_SUCCESS], test_accuracy=metrics[names.ACC_TEST],
-                             policy=policy, audit_power=power)
+                             policy=policy, audit_power=power, generator_audit=generator_audit)
     logged = log_classifier(loop.sisa.ensemble(), loop.test.images)
     audit_text = final.report.summary() + (f"\n\nCanaries: {final.canaries.summary()}" if final.canaries else "")
     card = render_model_card(
@@ -234,5 +236,6 @@ def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutc
             "forgotten_originals": str(len(loop.forgotten_originals())),
             "state_dir": str(state_dir.relative_to(PROJECT_ROOT) if state_dir.is_relative_to(PROJECT_ROOT)
                              else state_dir),
-            "generator_run_id": str(generator_info.get("run_id")), **policy.tags(), **(extra_tags or {})}
+            "generator_run_id": str(generator_info.get("run_id")), "generator_audit": generator_audit,
+            **generator_tags(generator_metrics), **policy.tags(), **(extra_tags or {})}
     return decision, register_if_passed(logged, decision, config.gate.model_name, tags, card)

@@ -26,11 +26,13 @@ import pandas as pd
 
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator import Generator, GeneratorConfig, load_generator, train_generator
+from fairforget.components.generator.audit import GeneratorAuditConfig, audit_generator, matched_non_members
+from fairforget.components.generator.train import training_images
 from fairforget.components.quality import QualityConfig, evaluate_generator
 from fairforget.components.versioning import config_hash, dvc_md5_of_folder
-from fairforget.pipelines.cli import float_arg, int_arg, str2bool
+from fairforget.pipelines.cli import add_generator_privacy_arguments, float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import load_current_data
-from fairforget.pipelines.tracking import configure_tracking, experiment_name, log_json, step_run
+from fairforget.pipelines.tracking import configure_tracking, experiment_name, log_json, run_cli, step_run
 
 STEP = "train_generator"
 ARTIFACT = "generator"
@@ -97,6 +99,37 @@ def log_generator_model(generator: Generator, folder: Path) -> None:
     )
 
 
+def run_generator_audit(generator: Generator, dataset: Dataset, config: GeneratorAuditConfig | None = None,
+                        run_id: str | None = None) -> dict[str, float]:
+    """Audit ``generator`` for membership (``components/generator/audit.py``): its training records against
+    never-seen ``audit``-split records of the same class mix. Logs the ``generator/mia/*`` metrics, the ROC figure
+    and a summary into the active run, or into ``run_id`` (a finished generator run being completed); returns the
+    metrics."""
+    config = config or GeneratorAuditConfig()
+    pool = dataset.split("audit")
+    pool = pool.select(pool.manifest["origin"].to_numpy() == "real")
+    members, non_members = matched_non_members(training_images(dataset), pool, max_members=config.max_members,
+                                               seed=config.seed)
+    report = audit_generator(generator, members, non_members, config)
+    metrics = report.metrics()
+    figure = report.figure()
+    if run_id is None:
+        mlflow.log_metrics(metrics)
+        mlflow.log_figure(figure, "generator/mia_roc.png")
+        mlflow.log_text(report.summary(), "generator/mia_summary.txt")
+    else:
+        client = mlflow.MlflowClient()
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, value)
+        client.log_figure(run_id, figure, "generator/mia_roc.png")
+        client.log_text(run_id, report.summary(), "generator/mia_summary.txt")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    print(report.summary(), file=sys.stderr)
+    return metrics
+
+
 def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorConfig | None = None,
                            retrain: bool = False, quality: QualityConfig | None = None,
                            dataset_name: str | None = None, data_dir: str | Path | None = None,
@@ -124,12 +157,14 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
             if mlflow.active_run() is not None:
                 mlflow.set_tags({"generator_reused_from": run.info.run_id, "generator_version": generator.version})
             metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("generator/")}
+            if evaluate and "generator/mia/auc" not in metrics:  # a generator trained before the audit existed
+                metrics.update(run_generator_audit(generator, dataset, run_id=run.info.run_id))
             return generator, {"run_id": run.info.run_id, "reused": True, "version": generator.version,
                                "config_hash": chash, "data_md5": data_md5, "metrics": metrics}
 
     record = {"generator": config.to_dict(), "quality": quality.to_dict(), "retrain": bool(retrain)}
     with step_run(STEP, record, dataset_name, data_dir) as run:
-        mlflow.set_tags({"data_md5": data_md5, "generator_config_hash": chash})
+        mlflow.set_tags({"data_md5": data_md5, "generator_config_hash": chash, "generator_privacy": config.privacy})
         generator = train_generator(dataset, config=config, data_md5=data_md5)
         mlflow.set_tag("generator_version", generator.version)
         summary = generator.training_summary
@@ -145,6 +180,9 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
             mlflow.log_figure(report.figure, "generator/sample_grid.png")
             log_json({"metrics": report.metrics, "per_class_accuracy": report.per_class_accuracy},
                      "generator/quality.json")
+            metrics.update(run_generator_audit(generator, dataset))
+        metrics.update({f"generator/{k}": float(v) for k, v in summary.items()
+                        if k.startswith("dp_") and isinstance(v, (int, float))})
         with tempfile.TemporaryDirectory(prefix="fairforget-generator-") as tmp:
             folder = generator.save(Path(tmp) / ARTIFACT)
             mlflow.log_artifacts(str(folder), ARTIFACT)
@@ -167,16 +205,18 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads while training/sampling (0 = torch's default)")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--retrain", type=str2bool, default=False, help="train even if a matching generator exists")
+    add_generator_privacy_arguments(parser, defaults)
 
 
 def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
     return GeneratorConfig(architecture=args.architecture, train_steps=args.train_steps,
                            autoencoder_epochs=args.autoencoder_epochs, guidance_scale=args.guidance_scale,
                            sampling_steps=args.sampling_steps, device=args.device, seed=args.seed,
-                           num_threads=args.num_threads)
+                           num_threads=args.num_threads, privacy=args.generator_privacy,
+                           dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--seed", type=int_arg, default=0)
@@ -185,16 +225,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_generator_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dataset = load_current_data(args.data_dir)
-    data_md5 = dvc_md5_of_folder(args.data_dir)
-    config = generator_config_from_args(args)
-    config.validate()
-    quality = QualityConfig(eval_per_class=args.eval_per_class, seed=args.seed)
-    generator, info = get_or_train_generator(dataset, data_md5, config, args.retrain, quality,
-                                             data_dir=args.data_dir, evaluate=args.evaluate)
-    print(json.dumps(info, indent=2, default=float))
-    return info
+
+    def run() -> dict:
+        config = generator_config_from_args(args)
+        config.validate()  # every parameter checked before the data is read or anything is trained
+        quality = QualityConfig(eval_per_class=args.eval_per_class, seed=args.seed)
+        quality.validate()
+        dataset = load_current_data(args.data_dir)
+        data_md5 = dvc_md5_of_folder(args.data_dir)
+        generator, info = get_or_train_generator(dataset, data_md5, config, args.retrain, quality,
+                                                 data_dir=args.data_dir, evaluate=args.evaluate)
+        print(json.dumps(info, indent=2, default=float))
+        return info
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -179,8 +179,12 @@ def test_get_or_train_generator_reuses_and_retrains(tracking_uri, toy):
     run = mlflow.get_run(info["run_id"])
     assert run.data.tags["data_md5"] == "md5-a" and run.data.tags["generator_config_hash"] == info["config_hash"]
     assert "generator/conditional_accuracy" in run.data.metrics and "generator/fid" in run.data.metrics
+    assert run.data.metrics["generator/mia/auc"] == info["metrics"]["generator/mia/auc"]  # the membership audit
+    assert 0.5 < run.data.metrics["generator/mia/auc_chance_bound"] < 1.0
+    assert run.data.tags["generator_privacy"] == "none"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(info["run_id"], "generator")}
-    assert {"generator/generator.json", "generator/weights.pt", "generator/sample_grid.png"} <= artifacts
+    assert {"generator/generator.json", "generator/weights.pt", "generator/sample_grid.png",
+            "generator/mia_roc.png", "generator/mia_summary.txt"} <= artifacts
 
     again, info2 = get_or_train_generator(toy, "md5-a", tiny_config(guidance_scale=1.5), quality=quality,
                                           dataset_name="toy")

@@ -31,3 +31,27 @@ def test_mlproject_defaults_resolve_to_the_dataclass_defaults(entry_point, modul
     from_mlproject = module.config_from_args(parser.parse_args(command_with_defaults(entry_point)))
     from_python = module.config_from_args(parser.parse_args([]))
     assert from_mlproject.to_dict() == from_python.to_dict()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--generator-privacy", "dp", "--dp-epsilon", "0"], "dp_epsilon must be a positive number"),
+    (["--generator-privacy", "dp", "--dp-delta", "1.5"], "dp_delta must lie in (0, 1)"),
+    (["--generator-privacy", "dp", "--architecture", "pixel_unet"], "privacy=dp needs architecture=latent_mlp"),
+])
+def test_bad_generator_privacy_settings_fail_in_one_line_before_any_work(argv, message, tmp_path, capsys,
+                                                                        tracking_uri):
+    from fairforget.pipelines import main as main_step
+    from fairforget.pipelines import train_generator as generator_step
+
+    capsys.readouterr()  # the tracking fixture's own log lines
+    assert generator_step.main([*argv, "--data-dir", str(tmp_path / "absent")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    main_argv = [a for a in argv if a not in ("--architecture", "pixel_unet")]
+    if main_argv != argv:
+        return  # the main entry point picks the architecture itself
+    assert main_step.main([*main_argv, "--data-dir", str(tmp_path / "absent"),
+                           "--outputs-dir", str(tmp_path / "outputs")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "absent").exists()

@@ -76,6 +76,9 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
             "figures/attack_vs_forgotten.png", "figures/roc_all.png", "figures/roc_forgotten.png"} <= artifacts
     version = client.get_model_version_by_alias("toy-classifier", "candidate")
     assert version.tags["gate"] == "passed" and version.tags["data_md5"].endswith(".dir")
+    assert version.tags["generator_privacy"] == "none" and float(version.tags["generator_mia_auc"]) >= 0.0
+    assert version.tags["generator_audit"] in ("within_bound", "above_bound")
+    assert "## Generator privacy" in version.description
     assert "# Model card" in version.description
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert {"validate", "train_generator", "augment"} <= {c.data.tags.get("step") for c in children}

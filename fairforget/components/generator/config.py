@@ -18,6 +18,7 @@ classifier-free guidance: the condition is replaced by the null condition with p
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
@@ -25,6 +26,7 @@ from fairforget.components.config import ConfigBase
 from fairforget.errors import ConfigError
 
 ARCHITECTURES = ("auto", "latent_mlp", "pixel_unet")
+PRIVACY_MODES = ("none", "dp")
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,16 @@ class GeneratorConfig(ConfigBase):
     # torch intra-op threads while training/sampling (0 = leave torch's setting). One by default: on the shared
     # 2-core machine two spin-waiting OpenMP threads ran 2-3x slower than one (measured, see docs/generator.md).
     num_threads: int = 1
-
+    # privacy: "none", or "dp" (DP-SGD through opacus for the denoiser; the autoencoder learns from the public
+    # reference split only). dp_delta None = 1 / |S|. The dp_* fields apply with privacy="dp" only; there they
+    # replace train_steps and autoencoder_epochs (the public split is larger than S, and a DP-SGD step costs about
+    # three plain ones), to stay within the 20-minute budget on two CPU cores (docs/generator.md).
+    privacy: str = "none"
+    dp_epsilon: float = 10.0
+    dp_delta: float | None = None
+    dp_max_grad_norm: float = 1.0
+    dp_train_steps: int = 3000
+    dp_autoencoder_epochs: int = 12
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line fix for any out-of-range value."""
@@ -92,8 +103,33 @@ class GeneratorConfig(ConfigBase):
                               f"unet_norm_groups={self.unet_norm_groups}")
         if not isinstance(self.num_threads, int) or self.num_threads < 0:
             raise ConfigError(f"num_threads must be a non-negative integer (0 = torch's default), got {self.num_threads!r}")
+        if self.privacy not in PRIVACY_MODES:
+            raise ConfigError(f"unknown generator privacy {self.privacy!r}; known: {', '.join(PRIVACY_MODES)}")
+        if not (isinstance(self.dp_epsilon, (int, float)) and math.isfinite(self.dp_epsilon) and self.dp_epsilon > 0):
+            raise ConfigError(f"dp_epsilon must be a positive number, got {self.dp_epsilon!r}: it is the privacy "
+                              "budget (smaller is more private; 1 to 10 is usual)")
+        if self.dp_delta is not None and not 0.0 < self.dp_delta < 1.0:
+            raise ConfigError(f"dp_delta must lie in (0, 1), got {self.dp_delta}: use well below 1/|S| (the default)")
+        for name in ("dp_train_steps", "dp_autoencoder_epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"generator {name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.dp_max_grad_norm > 0:
+            raise ConfigError(f"dp_max_grad_norm must be positive, got {self.dp_max_grad_norm}")
+        if self.privacy == "dp" and self.architecture == "pixel_unet":
+            raise ConfigError("privacy=dp needs architecture=latent_mlp (a DP-SGD pixel UNet is out of the CPU budget "
+                              "and untested): pass architecture=latent_mlp")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+    @property
+    def denoiser_steps(self) -> int:
+        """The denoiser's training steps in this privacy mode."""
+        return self.dp_train_steps if self.privacy == "dp" else self.train_steps
+
+    @property
+    def autoencoder_epochs_effective(self) -> int:
+        """The autoencoder's epochs in this privacy mode."""
+        return self.dp_autoencoder_epochs if self.privacy == "dp" else self.autoencoder_epochs
 
     def resolved(self) -> "GeneratorConfig":
         """The config with ``architecture`` and ``device`` fixed for this machine (validated)."""
@@ -103,6 +139,8 @@ class GeneratorConfig(ConfigBase):
         cuda = torch.cuda.is_available()
         device = self.device if self.device != "auto" else ("cuda" if cuda else "cpu")
         architecture = self.architecture
+        if architecture == "auto" and self.privacy == "dp":
+            architecture = "latent_mlp"
         if architecture == "auto":
             architecture = "pixel_unet" if device.startswith("cuda") else "latent_mlp"
         return replace(self, architecture=architecture, device=device)
@@ -119,6 +157,12 @@ class GeneratorConfig(ConfigBase):
         else:
             for key in [k for k in record if k.startswith(("autoencoder_", "denoiser_")) or k == "latent_dim"]:
                 record.pop(key)
+        if record["privacy"] == "none":  # the non-private generator's identity predates the DP fields
+            for key in [k for k in record if k == "privacy" or k.startswith("dp_")]:
+                record.pop(key)
+        else:  # only the dp_ replacements matter
+            record.pop("train_steps")
+            record.pop("autoencoder_epochs")
         return record
 
 

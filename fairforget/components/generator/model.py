@@ -115,6 +115,17 @@ class Generator:
         return np.concatenate(out)
 
     @torch.no_grad()
+    def to_model_space(self, images: np.ndarray) -> torch.Tensor:
+        """float32 images (N, C, H, W) in [0, 1] -> what the denoiser works on (CPU tensor): standardised latents
+        (N, latent_dim) in the latent design, pixels in [-1, 1] (N, C, H, W) in the pixel design."""
+        if self.autoencoder is None:
+            return torch.from_numpy(np.asarray(images, dtype=np.float32)) * 2.0 - 1.0
+        from fairforget.components.generator.autoencoder import encode_images
+
+        latents = encode_images(self.autoencoder, np.asarray(images, dtype=np.float32), device=self.device)
+        return torch.from_numpy((latents - self.latent_mean) / self.latent_std)
+
+    @torch.no_grad()
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Model-space samples -> float images (N, C, H, W) in [0, 1]."""
         if self.autoencoder is None:

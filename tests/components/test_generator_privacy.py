@@ -1,0 +1,206 @@
+"""The generator's membership audit (positive and negative controls, scores against scikit-learn) and the
+differentially private generator (epsilon from opacus' accountant, checked independently; bad budgets refused)."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fairforget.components.dataset import make_toy_dataset
+from fairforget.components.gate import (
+    GENERATOR_ABOVE,
+    GENERATOR_UNMEASURED,
+    GENERATOR_WITHIN,
+    GateConfig,
+    RegistryPolicy,
+    check_promotable,
+    evaluate_gate,
+    generator_audit_verdict,
+    generator_tags,
+)
+from fairforget.components.generator import GeneratorConfig, tiny_config, train_generator
+from fairforget.components.generator.audit import (
+    GeneratorAuditConfig,
+    audit_generator,
+    audit_timesteps,
+    denoising_errors,
+    matched_non_members,
+)
+from fairforget.components.generator.train import dp_noise_multiplier
+from fairforget.components.model_card import generator_privacy_lines
+from fairforget.errors import ConfigError
+
+# A pixel UNet trained long on 64 tiny images learns them by heart (the positive control); the same recipe trained on
+# other images of the same distribution never saw the members (the negative control).
+MEMORISING = dict(architecture="pixel_unet", unet_channels=(16, 32), train_steps=600, batch_size=64,
+                  learning_rate=3e-3, ema_decay=0.95, condition_dropout=0.0)
+AUDIT = GeneratorAuditConfig(num_bootstrap=50)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return make_toy_dataset(per_class_train=(16, 16, 16, 16), per_class_other=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def audited_sets(toy):
+    return matched_non_members(toy.split("train"), toy.split("audit"), max_members=2000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def memorising_generator(toy):
+    return train_generator(toy, config=tiny_config(**MEMORISING), progress=False)
+
+
+@pytest.fixture(scope="module")
+def unseen_generator(toy):
+    """The same recipe trained on the reference split: it never saw the audited members."""
+    swapped = toy.manifest.split.map({"train": "reference", "reference": "train"}).fillna(toy.manifest.split)
+    return train_generator(dataclasses.replace(toy, manifest=toy.manifest.assign(split=swapped)),
+                           config=tiny_config(**MEMORISING), progress=False)
+
+
+def test_a_generator_that_memorised_its_records_is_caught(memorising_generator, audited_sets):
+    report = audit_generator(memorising_generator, *audited_sets, AUDIT)
+    assert report.auc >= 0.8
+    assert not report.within_bound
+    metrics = report.metrics()
+    assert metrics["generator/mia/auc"] == report.auc and metrics["generator/mia/within_bound"] == 0.0
+    assert generator_audit_verdict(metrics) == GENERATOR_ABOVE
+    assert "ABOVE" in report.summary()
+
+
+def test_a_generator_that_never_saw_the_members_is_at_chance(unseen_generator, audited_sets):
+    report = audit_generator(unseen_generator, *audited_sets, AUDIT)
+    assert report.within_bound, report.summary()
+    assert generator_audit_verdict(report.metrics()) == GENERATOR_WITHIN
+
+
+def test_the_audit_auc_agrees_with_scikit_learn(memorising_generator, audited_sets):
+    report = audit_generator(memorising_generator, *audited_sets, AUDIT)
+    for name, scores in report.scores.items():
+        expected = roc_auc_score(report.is_member[report.evaluation], scores[report.evaluation])
+        assert report.estimates[name]["auc"].value == pytest.approx(expected, abs=1e-12)
+    # the loss attack is the denoising error at the chosen timestep, recomputed here directly
+    members, non_members = audited_sets
+    errors = denoising_errors(memorising_generator, members.concat(non_members), timesteps=(report.chosen_timestep,),
+                              noise_draws=AUDIT.noise_draws, seed=AUDIT.seed)
+    assert roc_auc_score(report.is_member, -errors[:, 0]) == pytest.approx(
+        roc_auc_score(report.is_member, report.scores["loss"]), abs=1e-12)
+
+
+def test_denoising_errors_do_not_depend_on_the_batch(memorising_generator, toy):
+    records = toy.split("audit")
+    whole = denoising_errors(memorising_generator, records, timesteps=(2, 5), noise_draws=3, seed=4, batch_size=1024)
+    batched = denoising_errors(memorising_generator, records, timesteps=(2, 5), noise_draws=3, seed=4, batch_size=7)
+    np.testing.assert_allclose(whole, batched, rtol=1e-5)
+    assert whole.shape == (len(records), 2) and (whole > 0).all()
+
+
+def test_non_members_are_matched_class_by_class(toy):
+    members, non_members = matched_non_members(toy.split("train"), toy.split("audit"), max_members=40, seed=0)
+    assert np.bincount(members.labels, minlength=4).tolist() == np.bincount(non_members.labels, minlength=4).tolist()
+    assert len(members) == 40 and not set(members.manifest.id) & set(non_members.manifest.id)
+    assert audit_timesteps(1000, (0.02, 0.05, 0.1)) == (20, 50, 100)
+    assert audit_timesteps(50, (0.001, 0.99)) == (1, 49)
+
+
+# ------------------------------------------------------------------------------------------------ DP generator
+@pytest.fixture(scope="module")
+def dp_toy():
+    return make_toy_dataset(per_class_train=(24, 24, 24, 24), per_class_other=16, seed=0)
+
+
+def _dp_config(**overrides):
+    return tiny_config(**{"privacy": "dp", "dp_train_steps": 40, "dp_autoencoder_epochs": 5, "batch_size": 16,
+                          **overrides})
+
+
+def test_dp_training_reports_the_accountants_epsilon(dp_toy):
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    loose = train_generator(dp_toy, config=_dp_config(dp_epsilon=8.0), progress=False).training_summary
+    tight = train_generator(dp_toy, config=_dp_config(dp_epsilon=1.0), progress=False).training_summary
+    for summary, target in ((loose, 8.0), (tight, 1.0)):
+        assert math.isfinite(summary["dp_epsilon"]) and summary["dp_epsilon"] <= target * 1.02
+        assert summary["dp_delta"] == pytest.approx(1 / 96) and summary["dp_steps"] == 40
+        assert summary["autoencoder_images"] == 64  # the public reference split, not S
+        # an independent accountant run on the logged noise, rate and steps gives the logged epsilon
+        prv = PRVAccountant()
+        prv.history = [(summary["dp_noise_multiplier"], summary["dp_sample_rate"], summary["dp_steps"])]
+        assert prv.get_epsilon(summary["dp_delta"]) == pytest.approx(summary["dp_epsilon"], rel=0.02)
+        rdp = RDPAccountant()  # RDP is an upper bound of the same mechanism
+        rdp.history = [(summary["dp_noise_multiplier"], summary["dp_sample_rate"], summary["dp_steps"])]
+        assert rdp.get_epsilon(summary["dp_delta"]) >= summary["dp_epsilon"] * 0.98
+    assert tight["dp_noise_multiplier"] > loose["dp_noise_multiplier"]  # more noise, smaller epsilon
+
+
+def test_the_dp_generator_samples_and_its_identity_differs(dp_toy):
+    import pandas as pd
+
+    generator = train_generator(dp_toy, config=_dp_config(), progress=False)
+    images = generator.sample(pd.DataFrame({"class_name": ["a", "d"]}), seed=0)
+    assert images.shape == (2, 8, 8, 1) and images.dtype == np.uint8
+    private, plain = _dp_config().identity_record(), tiny_config().identity_record()
+    assert private["privacy"] == "dp" and "privacy" not in plain  # non-private identities (and reuse) are unchanged
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(dp_epsilon=0.0), "dp_epsilon must be a positive number"),
+    (dict(dp_epsilon=float("nan")), "dp_epsilon must be a positive number"),
+    (dict(dp_delta=0.0), "dp_delta must lie in (0, 1)"),
+    (dict(dp_delta=1.5), "dp_delta must lie in (0, 1)"),
+    (dict(privacy="laplace"), "unknown generator privacy"),
+    (dict(privacy="dp", architecture="pixel_unet"), "privacy=dp needs architecture=latent_mlp"),
+])
+def test_bad_privacy_settings_are_one_line_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        GeneratorConfig(**overrides).validate()
+    assert "\n" not in str(error.value)
+
+
+def test_an_unreachable_epsilon_is_refused_before_training(dp_toy, monkeypatch):
+    import fairforget.components.generator.train as train_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the autoencoder was trained before the budget was checked")
+
+    monkeypatch.setattr(train_module, "fit_autoencoder", no_training)
+    config = _dp_config(dp_epsilon=1e-4, batch_size=96, dp_train_steps=5000).resolved()
+    with pytest.raises(ConfigError, match="cannot be reached") as error:
+        train_generator(dp_toy, config=config, progress=False)
+    assert "\n" not in str(error.value)
+    assert dp_noise_multiplier(_dp_config(dp_epsilon=3.0).resolved(), 96) > 0
+
+
+# ------------------------------------------------------------------------------------------------ gate and card
+def test_the_gate_can_require_the_generator_audit():
+    policy = RegistryPolicy(require_generator_audit=True)
+    passing = dict(max_attack_success=0.5, test_accuracy=0.9, policy=policy)
+    assert evaluate_gate(**passing, generator_audit=GENERATOR_WITHIN).passed
+    above = evaluate_gate(**passing, generator_audit=GENERATOR_ABOVE)
+    assert not above.passed and "generator's membership audit is above its chance bound" in above.reason
+    assert "not audited" in evaluate_gate(**passing, generator_audit=GENERATOR_UNMEASURED).reason
+    # off in the shipped policy; a run may only switch it on
+    assert evaluate_gate(max_attack_success=0.5, test_accuracy=0.9, policy=RegistryPolicy(),
+                         generator_audit=GENERATOR_ABOVE).passed
+    assert RegistryPolicy().tightened(GateConfig(require_generator_audit=True)).require_generator_audit
+    assert RegistryPolicy(require_generator_audit=True).tightened(
+        GateConfig(require_generator_audit=False)).require_generator_audit
+    tags = {"gate": "passed", "data_md5": "m", "audit_data_md5": "m", "mia_max_success": "0.5", "acc_test": "0.9",
+            "audit_power": "shown", "generator_audit": GENERATOR_ABOVE}
+    assert not check_promotable(tags, policy).passed and check_promotable(tags, RegistryPolicy()).passed
+
+
+def test_the_model_card_says_what_a_deletion_guarantees_per_generator_mode():
+    plain = {"generator/mia/auc": 0.78, "generator/mia/auc_chance_bound": 0.53, "generator/mia/tpr_at_1pct_fpr": 0.04}
+    text = "\n".join(generator_privacy_lines(plain))
+    assert "non-private" in text and "refresh_generator=true" in text and "above its chance bound" in text
+    private = {**plain, "generator/mia/auc": 0.51, "generator/dp_epsilon": 9.97, "generator/dp_delta": 2.5e-4}
+    text = "\n".join(generator_privacy_lines(private))
+    assert "epsilon = 9.97" in text and "no generator refresh is needed" in text and "within its chance bound" in text
+    assert generator_tags(private) == {"generator_privacy": "dp", "generator_dp_epsilon": "9.97",
+                                       "generator_dp_delta": "0.00025", "generator_mia_auc": "0.51",
+                                       "generator_mia_auc_bound": "0.53"}
