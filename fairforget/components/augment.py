@@ -19,9 +19,16 @@ Algorithm 1, as implemented (paper line numbers in brackets):
           proportion to Lambda but never beyond a cell's headroom (water-filling), generated with seed
           ``seed * 1000 + r`` and added with origin=synthetic.
     [8] return S*
-Guarantees: no cell exceeds its headroom (no overshoot); the loop ends after at most
-ceil(total headroom / round_size) + 1 rounds; with ``round_size = 0`` (the default) one round adds the whole
-headroom, which brings S to D up to rounding (on the default data: +2400 apparel images, superclass KL 0.223 -> 0).
+Guarantees: no cell exceeds its headroom (no overshoot), so no more samples are added than the target needs; the
+loop ends after at most ceil(total headroom / round_size) + 1 rounds; with ``round_size = 0`` (the default) one
+round adds the whole headroom, which brings S to D up to rounding (on the default data: +2400 apparel images,
+superclass KL 0.223 -> 0). A target that even the whole headroom would leave at a partial bias >= rho (S has samples
+in cells D gives no probability, and samples are only ever added) is refused before anything is generated.
+
+Several debiased attributes: their combination is a partial bias of its own (``bias/kl/superclass x inverted``), in
+L_hat and in the stopping test, so the loop stops only when every marginal *and* the joint are within rho: balancing
+the marginals alone can be done by adding the cells that strengthen a spurious correlation. The dependence of each
+debiased attribute on the class (mutual information, ``bias.measure_dependence``) is reported before and after.
 """
 
 from __future__ import annotations
@@ -34,7 +41,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fairforget.components.bias import BiasReport, measure_bias
+from fairforget.components.bias import (
+    JOINT_VALUE_SEPARATOR,
+    BiasReport,
+    DependenceReport,
+    joint_attribute,
+    kl_divergence,
+    measure_bias,
+    measure_dependence,
+    with_joint_column,
+)
 from fairforget.components.config import ConfigBase
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator import CLASS_VARIABLE, Generator
@@ -242,7 +258,9 @@ def check_generator_version(generator: Generator, data_md5: str | None, force: b
 @dataclass
 class AugmentResult:
     """``dataset``: the input with the synthetic rows appended (split=train). ``synthetic``: those rows alone.
-    ``rounds``: one record per round (loss, KLs, counts, samples added). ``before``/``after``: bias of S."""
+    ``rounds``: one record per round (loss, KLs, dependence, counts, samples added). ``before``/``after``: bias of S
+    (with several attributes, their joint too). ``dependence_before``/``dependence_after``: I(attribute; class) and
+    P(attribute | superclass) of each debiased attribute the class does not determine. ``real``: |S| before."""
 
     dataset: Dataset
     synthetic: Dataset
@@ -251,6 +269,14 @@ class AugmentResult:
     after: BiasReport
     cells: pd.DataFrame
     config: dict = field(default_factory=dict)
+    dependence_before: DependenceReport | None = None
+    dependence_after: DependenceReport | None = None
+    real: int = 0
+
+    @property
+    def synthetic_to_real(self) -> float:
+        """Synthetic samples added per sample of S (``augment/synthetic_to_real_ratio``)."""
+        return len(self.synthetic) / self.real if self.real else float("nan")
 
 
 def _train_view(dataset: Dataset) -> Dataset:
@@ -277,29 +303,42 @@ def augment(dataset: Dataset, target, generator: Generator, *, config: AugmentCo
         ``before`` and ``after`` and one record per round.
 
     Raises:
-        ConfigError: bad settings, or a target the generator cannot produce; checked before anything is generated.
+        ConfigError: bad settings, a target the generator cannot produce, or one that adding samples cannot bring
+            within rho (S has samples in cells the target gives no probability); checked before anything is
+            generated.
     """
     config = config or AugmentConfig()
     config.validate()
     check_generator_version(generator, data_md5, force)
     priors = target.priors()
+    attributes = tuple(priors)
+    if len(attributes) > 1:  # a prior over several attributes is one over their joint: a partial bias of its own
+        priors[joint_attribute(attributes)] = target.attribute_joint()
     train = _train_view(dataset)
     cells = target_cells(target, train, generator)
     headroom = cell_headroom(cells)
-    cell_attributes = _cell_attribute_values(cells, priors, dataset)
-
+    cell_attributes = _cell_attribute_values(cells, attributes, dataset)
     counts = cells["count"].to_numpy(dtype=np.float64)
+    _check_reachable(cells, counts + headroom, priors, cell_attributes, config.rho)
+
+    def measure(manifest: pd.DataFrame) -> BiasReport:
+        return measure_bias(with_joint_column(manifest, attributes), priors)
+
     theta = torch.tensor(np.log(counts / counts.sum() + 1e-8), dtype=torch.float64)  # [1] Lambda = P(tau)
     added = np.zeros(len(cells), dtype=np.int64)
     synthetic_parts: list[Dataset] = []
     rounds: list[dict] = []
     current = train
-    before = measure_bias(current.manifest, priors)
+    before = measure(current.manifest)
+    dependence_before = measure_dependence(current.manifest, attributes)
+    dependent = tuple(a.attribute for a in dependence_before.attributes)  # the same attributes after, for comparison
     report = before
     for r in range(config.max_rounds + 1):
-        report = measure_bias(current.manifest, priors)  # [4]
+        report = measure(current.manifest)  # [4]
         remaining = headroom - added
+        dependence = dependence_before if r == 0 else measure_dependence(current.manifest, dependent)
         record = {"round": r, "loss": report.loss, "kl": {a.attribute: a.kl for a in report.attributes},
+                  "mutual_information": {a.attribute: a.mutual_information for a in dependence.attributes},
                   "size": len(current), "synthetic_total": int(added.sum()),
                   "lambda": dict(zip(_cell_labels(cells), torch.softmax(theta, 0).tolist()))}
         balanced = report.is_balanced(config.rho)  # [7]
@@ -331,8 +370,35 @@ def augment(dataset: Dataset, target, generator: Generator, *, config: AugmentCo
     for part in synthetic_parts[1:]:
         synthetic = synthetic.concat(part)
     cells = cells.assign(headroom=headroom, added=added)
+    dependence_after = measure_dependence(current.manifest, dependent)
+    risen = [f"{a.attribute}: {dependence_before.mutual_information(a.attribute):.4g} -> {a.mutual_information:.4g}"
+             for a in dependence_after.attributes
+             if a.mutual_information > dependence_before.mutual_information(a.attribute) + 1e-6]
+    if risen and len(attributes) > 1:  # a single attribute's target keeps S's classes given it, by design
+        warnings.warn("!!! the dependence between debiased attributes and the class rose during Algorithm 1 "
+                      f"(mutual information, nats: {'; '.join(risen)}): the target ties them to the class more "
+                      "than S did; check the prior", stacklevel=2)
     return AugmentResult(dataset.concat(synthetic) if len(synthetic) else dataset, synthetic, rounds, before,
-                         report, cells, asdict(config))
+                         report, cells, asdict(config), dependence_before, dependence_after, len(train))
+
+
+def _check_reachable(cells: pd.DataFrame, final_counts: np.ndarray, priors: dict, cell_attributes: dict,
+                     rho: float) -> None:
+    """Refuse (``ConfigError``) a target that S plus its whole headroom would still miss by a partial bias >= rho:
+    Algorithm 1 only adds samples, so cells with samples that D gives no probability can never shrink."""
+    for attribute, prior in priors.items():
+        values = cell_attributes[attribute]
+        categories = sorted(set(map(str, prior)) | set(values))
+        totals = np.array([final_counts[values == c].sum() for c in categories])
+        kl = kl_divergence(np.array([float(prior.get(c, 0.0)) for c in categories]), totals / totals.sum())
+        if kl >= rho:
+            unwanted = (cells["probability"].to_numpy() <= 0) & (cells["count"].to_numpy() > 0)
+            where = ", ".join(_cell_labels(cells[unwanted].head(3))) if unwanted.any() else "none"
+            raise ConfigError(f"the target cannot be reached by adding samples: even with all "
+                              f"{int(final_counts.sum() - cells['count'].sum())} it needs, KL({attribute}) would be "
+                              f"{kl:.4g} >= rho={rho}; S has {int(cells['count'].to_numpy()[unwanted].sum())} "
+                              f"samples in cells the target gives no probability ({where}): give them probability "
+                              "in the prior or raise rho")
 
 
 def _cell_labels(cells: pd.DataFrame) -> list[str]:
@@ -340,10 +406,10 @@ def _cell_labels(cells: pd.DataFrame) -> list[str]:
     return ["|".join(str(v) for v in row) for row in cells[names].itertuples(index=False)]
 
 
-def _cell_attribute_values(cells: pd.DataFrame, priors: dict, dataset: Dataset) -> dict[str, np.ndarray]:
-    """For each debiased attribute, its value in every cell (str (C,))."""
+def _cell_attribute_values(cells: pd.DataFrame, attributes: tuple[str, ...], dataset: Dataset) -> dict[str, np.ndarray]:
+    """For each debiased attribute, and for their joint when there are several, its value in every cell (str (C,))."""
     out = {}
-    for attribute in priors:
+    for attribute in attributes:
         if attribute in cells.columns:
             out[attribute] = cells[attribute].astype(str).to_numpy()
         elif attribute == "superclass":
@@ -352,6 +418,9 @@ def _cell_attribute_values(cells: pd.DataFrame, priors: dict, dataset: Dataset) 
             by_class = dataset.manifest.assign(**{CLASS_VARIABLE: dataset.manifest["class_name"]}).groupby(
                 CLASS_VARIABLE)[attribute].first().astype(str)
             out[attribute] = cells[CLASS_VARIABLE].map(by_class).astype(str).to_numpy()
+    if len(attributes) > 1:
+        out[joint_attribute(attributes)] = np.array([JOINT_VALUE_SEPARATOR.join(parts)
+                                                     for parts in zip(*(out[a] for a in attributes))])
     return out
 
 

@@ -6,6 +6,11 @@ a value with D(v) > 0 that S lacks gives +inf (S cannot represent the prior with
 Total loss:  L_hat = 1/2 * sum_i KL(D(tau_i) || P(tau_i))^2   (Alg. 1, line 4).
 
 Note the direction: Great Expectations' ``ExpectColumnKLDivergenceToBeLessThan`` computes KL(P || D), the reverse.
+
+Several debiased attributes: a prior over them is a prior over their joint, so Algorithm 1 also measures the partial
+bias of the combination (``joint_attribute``, e.g. ``superclass x inverted``): balanced marginals alone can hide a
+spurious correlation. Whether an attribute still tells the label is measured by ``measure_dependence``: the mutual
+information I(attribute; class) and the table P(attribute | superclass).
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from fairforget.components import names
 from fairforget.components.config import ConfigBase
 from fairforget.errors import ConfigError
+
+JOINT_SEPARATOR = " x "  # the name of a combination of attributes: "superclass x inverted"
+JOINT_VALUE_SEPARATOR = "|"  # its values: "small|yes"
 
 
 @dataclass(frozen=True)
@@ -142,3 +151,126 @@ def measure_bias(manifest: pd.DataFrame, priors: Mapping[str, Mapping[str, float
         items.append(AttributeBias(attribute, categories, prior_vec, observed, np.rint(counts).astype(int),
                                    kl_divergence(prior_vec, observed)))
     return BiasReport(tuple(items), bias_loss([i.kl for i in items]))
+
+
+# ------------------------------------------------------------------------------------ several attributes, jointly
+def joint_attribute(attributes: Sequence[str]) -> str:
+    """The name of the combination of ``attributes`` as a partial bias of its own: ``"superclass x inverted"``."""
+    return JOINT_SEPARATOR.join(attributes)
+
+
+def with_joint_column(manifest: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame:
+    """``manifest`` with a column ``joint_attribute(attributes)`` holding each row's values joined by ``|``
+    (``"small|yes"``); the manifest itself when there are fewer than two attributes."""
+    if len(attributes) < 2:
+        return manifest
+    missing = [a for a in attributes if a not in manifest.columns]
+    if missing:
+        raise ConfigError(f"attributes {missing} are not columns of the data; columns: {list(manifest.columns)}")
+    values = manifest[attributes[0]].astype(str)
+    for attribute in attributes[1:]:
+        values = values + JOINT_VALUE_SEPARATOR + manifest[attribute].astype(str)
+    return manifest.assign(**{joint_attribute(attributes): values})
+
+
+def mutual_information(first: Sequence | pd.Series, second: Sequence | pd.Series) -> float:
+    """I(first; second) in nats from two aligned samples of categorical values (the plug-in estimate, as
+    ``sklearn.metrics.mutual_info_score``): 0 exactly when the empirical joint is the product of its marginals."""
+    table = pd.crosstab(pd.Series(first).astype(str).to_numpy(), pd.Series(second).astype(str).to_numpy())
+    return mutual_information_of_table(table.to_numpy(dtype=np.float64))
+
+
+def mutual_information_of_table(table: np.ndarray) -> float:
+    """I(rows; columns) in nats of a (R, C) table of non-negative counts or probabilities."""
+    joint = np.asarray(table, dtype=np.float64)
+    joint = joint / joint.sum()
+    outer = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
+    nonzero = joint > 0
+    return float(max(0.0, np.sum(joint[nonzero] * np.log(joint[nonzero] / outer[nonzero]))))
+
+
+@dataclass(frozen=True)
+class AttributeDependence:
+    """How much one debiased attribute tells about the label.
+
+    ``mutual_information``: I(attribute; label) in nats (0 = independent). ``table``: P(attribute | group), one row
+    per group value (the superclasses), one column per attribute value, rows summing to 1. ``counts``: the same
+    table in samples.
+    """
+
+    attribute: str
+    mutual_information: float
+    table: pd.DataFrame
+    counts: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class DependenceReport:
+    """``attributes``: one ``AttributeDependence`` per debiased attribute the label does not determine."""
+
+    attributes: tuple[AttributeDependence, ...]
+    label: str
+    group: str
+
+    def mutual_information(self, attribute: str) -> float:
+        return self.by_name(attribute).mutual_information
+
+    def by_name(self, attribute: str) -> AttributeDependence:
+        for item in self.attributes:
+            if item.attribute == attribute:
+                return item
+        raise KeyError(f"no dependence measured for {attribute!r}; measured: {[a.attribute for a in self.attributes]}")
+
+    def as_metrics(self, when: str) -> dict[str, float]:
+        """``{bias/mi/<attribute>/<when>: I(attribute; label)}``, ``when`` being e.g. ``before`` or ``after``."""
+        return {f"{names.MI_PREFIX}/{a.attribute}/{when}": a.mutual_information for a in self.attributes}
+
+    def table(self) -> pd.DataFrame:
+        """One row per (attribute, group value, attribute value): count and proportion within the group."""
+        rows = []
+        for a in self.attributes:
+            for group_value in a.table.index:
+                for value in a.table.columns:
+                    rows.append({"attribute": a.attribute, self.group: str(group_value), "value": str(value),
+                                 "count": int(a.counts.loc[group_value, value]),
+                                 "proportion": float(a.table.loc[group_value, value]),
+                                 "mutual_information": a.mutual_information})
+        return pd.DataFrame(rows)
+
+
+def determined_by(manifest: pd.DataFrame, attribute: str, label: str) -> bool:
+    """True when every value of ``label`` comes with a single value of ``attribute`` (superclass given the class)."""
+    return bool((manifest.groupby(manifest[label].astype(str))[attribute].nunique() <= 1).all())
+
+
+def measure_dependence(manifest: pd.DataFrame, attributes: Sequence[str], *, label: str = "class_name",
+                       group: str = "superclass") -> DependenceReport:
+    """The dependence between each debiased attribute and the label (see ``AttributeDependence``).
+
+    Args:
+        manifest: one row per sample, with the columns ``attributes``, ``label`` and ``group``.
+        attributes: the debiased attributes. Those the label determines (``superclass``, a function of the class)
+            are left out: their dependence on the label is total by construction, not a bias.
+        label: the column the classifier predicts.
+        group: the rows of the conditional tables (``superclass``: "83% of small are inverted").
+
+    Returns:
+        A ``DependenceReport``; ``as_metrics("before")`` gives ``bias/mi/<attribute>/before``.
+
+    Raises:
+        ConfigError: an empty manifest or a column it lacks.
+    """
+    if len(manifest) == 0:
+        raise ConfigError("cannot measure the dependence in an empty data set")
+    missing = [c for c in (*attributes, label, group) if c not in manifest.columns]
+    if missing:
+        raise ConfigError(f"columns {missing} are not in the data; columns: {list(manifest.columns)}")
+    items = []
+    for attribute in attributes:
+        if attribute in (label, group) or determined_by(manifest, attribute, label):
+            continue
+        counts = pd.crosstab(manifest[group].astype(str), manifest[attribute].astype(str))
+        table = counts.div(counts.sum(axis=1), axis=0)
+        items.append(AttributeDependence(attribute, mutual_information(manifest[attribute], manifest[label]),
+                                         table, counts))
+    return DependenceReport(tuple(items), label, group)

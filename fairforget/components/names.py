@@ -2,8 +2,10 @@
 pipelines, the model card, the study and the tests read them back by the same names.
 
 Families built from a prefix (documented where they are made): ``acc/<superclass>``, ``acc/class/<class>``
-(``FairnessReport.metrics``), ``bias/kl/<attribute>`` (``BiasReport.as_metrics``), ``mia/[<subset>/]<attack>/<figure>``
-(``AuditReport.metrics``), ``mia/canary/...`` (``CanaryAudit.metrics``), ``mia_shard/<i>/...`` (per-shard audits).
+(``FairnessReport.metrics``), ``bias/kl/<attribute>`` (``BiasReport.as_metrics``; in Algorithm 1 with several
+debiased attributes also ``bias/kl/<a> x <b>``, their joint), ``bias/mi/<attribute>/<before|after>``
+(``DependenceReport.as_metrics``), ``mia/[<subset>/]<attack>/<figure>`` (``AuditReport.metrics``),
+``mia/canary/...`` (``CanaryAudit.metrics``), ``mia_shard/<i>/...`` (per-shard audits).
 """
 
 # accuracy and fairness (step = iteration)
@@ -23,6 +25,10 @@ FORGOTTEN_FRACTION = "data/forgotten_fraction"
 DATA_SIZE = "data/size"
 SYNTHETIC_INITIAL = "data/synthetic_initial"
 CANARIES_INSERTED = "data/canaries"
+
+# bias and dependence (Algorithm 1)
+MI_PREFIX = "bias/mi"  # bias/mi/<attribute>/<when>: I(attribute; class) in nats, when = before, after
+SYNTHETIC_TO_REAL = "augment/synthetic_to_real_ratio"  # synthetic images added by Algorithm 1 per real train image
 
 # unlearning and replenishment
 UNLEARN_POINTS = "unlearn/points"

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fairforget.components.bias import BiasReport  # noqa: E402
+from fairforget.components.bias import BiasReport, DependenceReport  # noqa: E402
 
 
 def plot_distributions(report: BiasReport, title: str = "Attribute distributions vs prior") -> plt.Figure:
@@ -30,6 +30,42 @@ def plot_distributions(report: BiasReport, title: str = "Attribute distributions
         ax.set_title(f"{item.attribute}: KL(D||P) = {item.kl:.4f}")
         ax.set_ylabel("fraction")
         ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dependence(before: DependenceReport, after: DependenceReport,
+                    title: str = "Debiased attributes vs the label") -> plt.Figure:
+    """One panel per debiased attribute: P(attribute | group) before (light) and after (dark) augmentation, one bar
+    pair per (group, value), with I(attribute; label) before -> after in the title. An empty report gives a figure
+    that says so."""
+    n = max(1, len(before.attributes))
+    fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 3.8), squeeze=False)
+    if not before.attributes:
+        axes[0][0].axis("off")
+        axes[0][0].text(0.5, 0.5, "no debiased attribute independent of the label", ha="center", va="center")
+    for ax, first in zip(axes[0], before.attributes):
+        second = after.by_name(first.attribute)
+        groups = sorted(set(first.table.index) | set(second.table.index))
+        values = sorted(set(first.table.columns) | set(second.table.columns))
+        old = first.table.reindex(index=groups, columns=values, fill_value=0.0)
+        new = second.table.reindex(index=groups, columns=values, fill_value=0.0)
+        width = 0.8 / (2 * len(values))
+        x = np.arange(len(groups))
+        for k, value in enumerate(values):
+            color = plt.get_cmap("tab10")(k % 10)
+            ax.bar(x + (2 * k) * width - 0.4 + width / 2, old[value], width, color=color, alpha=0.35,
+                   label=f"{value} before")
+            ax.bar(x + (2 * k + 1) * width - 0.4 + width / 2, new[value], width, color=color,
+                   label=f"{value} after")
+        ax.set_xticks(x, groups)
+        ax.set_xlabel(before.group)
+        ax.set_ylabel(f"P({first.attribute} | {before.group})")
+        ax.set_ylim(0, 1.15)
+        ax.set_title(f"I({first.attribute}; {before.label}): {first.mutual_information:.4f} -> "
+                     f"{second.mutual_information:.4f} nats", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -18,6 +18,14 @@ Two questions, two parameters:
    over impossible combinations, which ``build_target`` then drops (combinations that never occur in S) and
    renormalises. ``cga`` learns the same univariate model as UMDA with the compact-GA update rule.
 
+Several debiased attributes (``attributes=superclass,inverted``): a prior over several attributes is a prior over
+their joint. Unless the prior says otherwise (an EDA fitted on the reference split carries the population's own
+dependence), it is the product of the marginals: the attributes independent of each other and of the class, so
+that a spurious correlation in S (83% of "small" inverted, 83% of "big" not) is not carried into the target. The
+product is restricted to the combinations S contains and fitted to every marginal by raking (``rake_joint``,
+iterative proportional fitting), which keeps S's class proportions within each group. Reweighting one attribute
+after the other would not do: the second step undoes the first whenever the attributes are correlated in S.
+
 The EDAs here are the probabilistic models of UMDA, MIMIC and cGA, *fitted* to a sample (selection = the whole
 sample); they are not run as black-box optimisers, since there is no fitness function to optimise in this use.
 """
@@ -33,6 +41,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from fairforget.components.bias import JOINT_VALUE_SEPARATOR
 from fairforget.errors import ConfigError
 
 CLASS_COLUMN = "class_name"
@@ -207,6 +216,13 @@ class TargetDistribution:
         """{attribute: {value: probability}} for each debiased attribute."""
         return {a: self.marginal(a) for a in self.attributes}
 
+    def attribute_joint(self) -> dict[str, float]:
+        """D over the combinations of the debiased attributes, each keyed by its values joined with ``|`` in the
+        order of ``attributes`` (``{"big|no": 0.25, ...}``, as ``bias.with_joint_column`` writes them)."""
+        grouped = self.joint.groupby(list(self.attributes))["probability"].sum()
+        return {JOINT_VALUE_SEPARATOR.join(map(str, key if isinstance(key, tuple) else (key,))): float(v)
+                for key, v in grouped.items()}
+
 
 def parse_explicit_prior(spec: str | Mapping) -> dict[str, dict[str, float]]:
     """Parse ``"attr=v1:0.5,v2:0.5;attr2=..."``, a JSON/YAML file path, or a mapping; check sums and ranges."""
@@ -249,6 +265,122 @@ def parse_explicit_prior(spec: str | Mapping) -> dict[str, dict[str, float]]:
 PRIOR_KINDS = ("uniform", "umda", "mimic", "cga")
 
 
+# ------------------------------------------------------------------------------------------------------- raking
+def rake_joint(seed: pd.DataFrame, marginals: Mapping[str, Mapping[str, float]], *, tolerance: float = 1e-9,
+               max_sweeps: int = 2000) -> pd.DataFrame:
+    """Fit ``seed`` to ``marginals`` by raking (iterative proportional fitting, Deming & Stephan 1940).
+
+    Each sweep rescales, for one variable after the other, the cells of each value so that the variable's marginal
+    is met; sweeps repeat until every marginal is within ``tolerance``.
+
+    Args:
+        seed: one row per allowed combination, a column per variable (values as str) and a non-negative
+            ``probability`` (any scale). Combinations absent from it, or with probability 0, stay impossible.
+        marginals: variable -> {value: probability}, each summing to 1; values not listed get probability 0.
+            Variables of ``seed`` not named here are not raked.
+        tolerance: the largest absolute difference allowed between a fitted and a wanted marginal probability.
+        max_sweeps: the most sweeps before giving up.
+
+    Returns:
+        A copy of ``seed`` whose ``probability`` sums to 1 and meets every marginal within ``tolerance``. It is
+        the distribution with those marginals on the seed's support closest to the seed (the I-projection,
+        minimising KL(Q || seed)): every cell is the seed times one factor per raked variable's value, so the seed's
+        proportions within each combination of the raked variables (the classes within a superclass) and its
+        interactions (odds ratios) are kept. A seed that already meets the marginals is returned unchanged.
+
+    Raises:
+        ConfigError: a variable or column is missing, a marginal gives probability to a value no combination of the
+            seed has, or no distribution on the seed's support meets all the marginals at once (e.g. 50% inverted
+            when only the 20% "small" samples are ever inverted), which raking shows by not converging.
+    """
+    if "probability" not in seed.columns:
+        raise ConfigError(f"the seed of raking needs a 'probability' column; it has {list(seed.columns)}")
+    missing = [v for v in marginals if v not in seed.columns]
+    if missing:
+        raise ConfigError(f"cannot rake {missing}: not columns of the seed {list(seed.columns)}")
+    weights = seed["probability"].to_numpy(dtype=np.float64).copy()
+    if np.any(weights < 0) or not np.isfinite(weights).all() or weights.sum() <= 0:
+        raise ConfigError("the seed of raking needs non-negative, finite probabilities with a positive sum")
+    weights /= weights.sum()
+    fitted = []  # (variable, codes (N,), wanted (K,), values)
+    for variable, wanted in marginals.items():
+        values = sorted(set(map(str, wanted)) | set(seed[variable].astype(str)))
+        codes = pd.Categorical(seed[variable].astype(str), categories=values).codes
+        target = np.array([float(wanted.get(v, 0.0)) for v in values])
+        if abs(target.sum() - 1.0) > 1e-6:
+            raise ConfigError(f"the marginal of {variable!r} sums to {target.sum():.6g}, not 1: fix the proportions")
+        carried = np.bincount(codes, weights=weights, minlength=len(values))
+        lacking = [v for v, t, c in zip(values, target, carried) if t > 0 and c <= 0]
+        if lacking:
+            raise ConfigError(f"the prior asks for {variable}={lacking}, which no combination of the data has: "
+                              "drop it from the prior or add data that has it")
+        fitted.append((variable, codes, target, values))
+
+    def worst_gap() -> tuple[float, str, str, float, float]:
+        gaps = []
+        for variable, codes, target, values in fitted:
+            current = np.bincount(codes, weights=weights, minlength=len(values))
+            k = int(np.argmax(np.abs(current - target)))
+            gaps.append((float(abs(current[k] - target[k])), variable, values[k], float(current[k]), float(target[k])))
+        return max(gaps) if gaps else (0.0, "", "", 0.0, 0.0)
+
+    gap = worst_gap()
+    for _ in range(max_sweeps):
+        if gap[0] <= tolerance:
+            break
+        for _variable, codes, target, values in fitted:
+            current = np.bincount(codes, weights=weights, minlength=len(values))
+            factor = np.divide(target, current, out=np.zeros_like(target), where=current > 0)
+            weights = weights * factor[codes]
+        gap = worst_gap()
+    if gap[0] > tolerance:
+        _, variable, value, current, target = gap
+        raked = [v for v, *_ in fitted]
+        raise ConfigError(f"the prior cannot be met on the combinations of {raked} the data has: after {max_sweeps} "
+                          f"raking sweeps P({variable}={value}) is {current:.4g}, not {target:.4g}"
+                          f"{_missing_combinations(seed, raked)}: relax the prior or add data with those combinations")
+    out = seed.copy()
+    out["probability"] = weights / weights.sum()
+    return out
+
+
+def _missing_combinations(seed: pd.DataFrame, variables: Sequence[str], shown: int = 3) -> str:
+    """`` (the data has no a=x with b=y, ...)`` for the combinations of ``variables`` the seed lacks, or ''."""
+    if len(variables) < 2:
+        return ""
+    seen = set(map(tuple, seed[list(variables)].astype(str).drop_duplicates().to_numpy()))
+    domains = [sorted(seed[v].astype(str).unique()) for v in variables]
+    lacking = [combo for combo in itertools.product(*domains) if combo not in seen]
+    if not lacking:
+        return ""
+    text = "; ".join(" with ".join(f"{v}={x}" for v, x in zip(variables, combo)) for combo in lacking[:shown])
+    return f" (the data has no {text}{'; ...' if len(lacking) > shown else ''})"
+
+
+def independent_seed(records: pd.DataFrame, attributes: Sequence[str],
+                     marginals: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """The default joint before raking: prod_i D(a_i) * P_S(class) on each combination of ``attributes`` + class
+    that S contains (one row each, column ``probability``). The attributes are independent of each other and of
+    the class; raking then brings back the class proportions within each group where a debiased attribute is a
+    function of the class (the superclass)."""
+    variables = list(attributes) + ([CLASS_COLUMN] if CLASS_COLUMN not in attributes else [])
+    combos = records[variables].astype(str).drop_duplicates().reset_index(drop=True)
+    probability = np.ones(len(combos))
+    for attribute in attributes:
+        shares = {str(k): float(p) for k, p in marginals[attribute].items()}
+        probability *= combos[attribute].map(shares).fillna(0.0).to_numpy(dtype=np.float64)
+    if CLASS_COLUMN not in attributes:
+        class_share = records[CLASS_COLUMN].astype(str).value_counts(normalize=True)
+        probability *= combos[CLASS_COLUMN].map(class_share).to_numpy(dtype=np.float64)
+    return combos.assign(probability=probability)
+
+
+def _marginal_of(joint: pd.DataFrame, attribute: str) -> dict[str, float]:
+    """{value: probability} of ``attribute`` in a table with a ``probability`` column (normalised)."""
+    grouped = joint.groupby(joint[attribute].astype(str))["probability"].sum()
+    return {str(k): float(v) / float(grouped.sum()) for k, v in grouped.items()}
+
+
 def _drop_unseen(joint: pd.DataFrame, records: pd.DataFrame, variables: Sequence[str]) -> pd.DataFrame:
     """Keep only the combinations that occur in S (the generator can only be asked for those)."""
     observed = set(map(tuple, records[list(variables)].drop_duplicates().to_numpy()))
@@ -262,20 +394,26 @@ def build_target(train_manifest: pd.DataFrame, attributes: Sequence[str], *, pri
 
     Args:
         train_manifest: S, one row per sample.
-        attributes: the debiased attributes (columns of the manifest), e.g. ``["superclass"]``.
+        attributes: the debiased attributes (columns of the manifest), e.g. ``["superclass"]`` or
+            ``["superclass", "inverted"]``.
         prior: ``uniform``, an explicit ``"attr=value:p,..."`` string or mapping, a JSON/YAML file, or an EDA
-            name (``umda``, ``mimic``, ``cga``) estimated from ``reference_manifest``.
-        structure: the EDA fitted on S that extends the prior to the classes (``mimic`` keeps the original
-            within-superclass class proportions).
+            name (``umda``, ``mimic``, ``cga``) estimated from ``reference_manifest``. With several attributes a
+            uniform or explicit prior gives the marginals (S's own for an attribute it leaves out) and the joint is
+            their product, raked on S's combinations (``rake_joint``); an EDA prior gives the joint itself.
+        structure: the EDA fitted on S that extends a single attribute's prior to the classes (``mimic`` keeps the
+            original within-superclass class proportions). With several attributes it is not used: raking keeps
+            S's class proportions within each group, and the attributes independent of the class.
         reference_manifest: the population sample EDA priors are estimated from.
         seed: for the stochastic EDAs.
 
     Returns:
-        The ``TargetDistribution`` (``priors()`` per attribute, ``joint`` over attribute and class cells).
+        The ``TargetDistribution`` (``priors()`` per attribute, ``joint`` over attribute and class cells). Every
+        marginal of ``priors()`` equals the prior's within 1e-9.
 
     Raises:
-        ConfigError: an unknown prior or structure, an unknown attribute, a prior value S does not contain, or
-            proportions that do not sum to 1.
+        ConfigError: an unknown prior or structure, an unknown attribute, a prior value S does not contain,
+            proportions that do not sum to 1, or (several attributes) marginals that no distribution over the
+            combinations S has can meet at once.
     """
     attributes = list(dict.fromkeys(attributes))
     variables = attributes + ([CLASS_COLUMN] if CLASS_COLUMN not in attributes else [])
@@ -286,6 +424,7 @@ def build_target(train_manifest: pd.DataFrame, attributes: Sequence[str], *, pri
         raise ConfigError(f"unknown structure {structure!r}; known: {', '.join(sorted(EDA_MODELS))}")
 
     records = train_manifest[variables].astype(str)
+    several = len(attributes) > 1
     if isinstance(prior, str) and prior in EDA_MODELS:
         if reference_manifest is None:
             raise ConfigError(f"prior {prior!r} is estimated from the reference split: pass reference_manifest")
@@ -293,6 +432,12 @@ def build_target(train_manifest: pd.DataFrame, attributes: Sequence[str], *, pri
         model = fit_eda(prior, population, variables, first=attributes[0] if attributes else None, seed=seed)
         joint = model.joint()
         description = f"{prior} fitted on the reference split"
+        if several:
+            # The EDA's joint is the prior, dependence included; cut to S's combinations it misses the EDA's own
+            # marginals, so it is raked back to them.
+            wanted = {a: _marginal_of(joint, a) for a in attributes}
+            joint = rake_joint(_drop_unseen(joint, records, variables), wanted)
+            description += "; raked to its marginals on the combinations S has"
     else:
         if isinstance(prior, str) and prior == "uniform":
             wanted = {a: {v: 1.0 / records[a].nunique() for v in sorted(records[a].unique())} for a in attributes}
@@ -310,14 +455,23 @@ def build_target(train_manifest: pd.DataFrame, attributes: Sequence[str], *, pri
             if unknown:
                 raise ConfigError(f"the prior asks for {attribute}={unknown}, which S does not contain; "
                                   f"known values: {sorted(records[attribute].unique())}")
-        model = fit_eda(structure, records, variables, first=attributes[0] if attributes else None, seed=seed)
-        joint = _drop_unseen(model.joint(), records, variables)
-        # Swap S's distribution of the debiased attributes for the prior: D(a, rest) = D(a) * M_S(rest | a).
-        for attribute, values in wanted.items():
-            current = joint.groupby(attribute)["probability"].transform("sum").to_numpy()
-            target = joint[attribute].map(values).fillna(0.0).to_numpy()
-            joint["probability"] = np.where(current > 0, joint["probability"] / np.maximum(current, 1e-300) * target, 0.0)
-        description += f"; structure {structure} fitted on S"
+        if several:
+            # A prior over several attributes is a prior over their joint: the product of the marginals (S's own
+            # for an attribute the prior leaves out), raked on S's combinations so that every marginal is met.
+            wanted = {a: wanted.get(a, _marginal_of(records.assign(probability=1.0), a)) for a in attributes}
+            joint = rake_joint(independent_seed(records, attributes, wanted), wanted)
+            description += ("; joint = product of the marginals, raked on the combinations S has (class "
+                            "proportions within each group as in S)")
+        else:
+            model = fit_eda(structure, records, variables, first=attributes[0] if attributes else None, seed=seed)
+            joint = _drop_unseen(model.joint(), records, variables)
+            # Swap S's distribution of the debiased attribute for the prior: D(a, rest) = D(a) * M_S(rest | a).
+            for attribute, values in wanted.items():
+                current = joint.groupby(attribute)["probability"].transform("sum").to_numpy()
+                target = joint[attribute].map(values).fillna(0.0).to_numpy()
+                joint["probability"] = np.where(current > 0, joint["probability"] / np.maximum(current, 1e-300)
+                                                * target, 0.0)
+            description += f"; structure {structure} fitted on S"
 
     joint = _drop_unseen(joint, records, variables)
     total = joint["probability"].sum()

@@ -2,10 +2,12 @@
 
 Reads the data folder, gets the generator (``--generator-run-id``, else the reusable one for this data md5 and
 config, else trains one), builds the target D (``components.priors.build_target``), runs Algorithm 1 logging
-``bias/loss``, ``bias/kl/<attribute>`` and counts per round (step = round), logs the distribution figures
-before/after (the paper's Fig. 8), a grid of the synthetic images and the augmented data set (manifest + images)
-as the artifact folder ``augmented/``, and writes it to ``--output-dir`` (atomically, only once everything
-succeeded); ``--dvc-add true`` then runs ``dvc add`` on it.
+``bias/loss``, ``bias/kl/<attribute>`` (and ``bias/kl/<a> x <b>``, the joint of several attributes) and counts per
+round (step = round), logs the distribution figures before/after (the paper's Fig. 8), the dependence of each
+debiased attribute on the class (``bias/mi/<attribute>/before|after``, ``augment/dependence.png`` and
+``augment/dependence.json``), ``augment/synthetic_to_real_ratio``, a grid of the synthetic images and the augmented
+data set (manifest + images) as the artifact folder ``augmented/``, and writes it to ``--output-dir`` (atomically,
+only once everything succeeded); ``--dvc-add true`` then runs ``dvc add`` on it.
 
     python -m fairforget.pipelines.augment --data-dir data --output-dir augmented --rho 0.01 [--dvc-add true]
 """
@@ -21,16 +23,19 @@ from pathlib import Path
 from typing import Sequence
 
 import mlflow
+import pandas as pd
 
+from fairforget.components import names
 from fairforget.components.augment import AugmentConfig, AugmentResult, augment, check_generator_version
+from fairforget.components.bias import DependenceReport
 from fairforget.components.dataset import Dataset, save_dataset
 from fairforget.components.generator import Generator
-from fairforget.components.plots import plot_distributions, plot_image_grid
+from fairforget.components.plots import plot_dependence, plot_distributions, plot_image_grid
 from fairforget.components.priors import build_target
 from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.pipelines.cli import float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import load_current_data
-from fairforget.pipelines.tracking import log_json, step_run
+from fairforget.pipelines.tracking import log_figure, log_json, step_run
 from fairforget.pipelines.train_generator import (
     add_generator_arguments,
     generator_config_from_args,
@@ -51,6 +56,18 @@ def synthetic_grid(result: AugmentResult, per_class: int = 8):
             rows.append(images)
             labels.append(name)
     return plot_image_grid(rows, labels, title="synthetic images added by Algorithm 1") if rows else None
+
+
+def log_dependence(before: DependenceReport, after: DependenceReport, folder: str) -> None:
+    """Log ``bias/mi/<attribute>/before|after``, the figure ``<folder>/dependence.png`` and the conditional tables
+    ``<folder>/dependence.json`` (one row per attribute, superclass, value and moment) in the active run."""
+    metrics = {**before.as_metrics("before"), **after.as_metrics("after")}
+    if metrics:
+        mlflow.log_metrics(metrics)
+    log_figure(plot_dependence(before, after), f"{folder}/dependence.png")
+    table = pd.concat([before.table().assign(when="before"), after.table().assign(when="after")], ignore_index=True)
+    if len(table):
+        mlflow.log_table(table, f"{folder}/dependence.json")
 
 
 def run_augment(dataset: Dataset, generator: Generator, attributes: Sequence[str], config: AugmentConfig,
@@ -95,7 +112,9 @@ def run_augment(dataset: Dataset, generator: Generator, attributes: Sequence[str
         mlflow.log_text(result.cells.to_csv(index=False), "augment/cells.csv")
         mlflow.log_metrics({"augment/rounds": len(result.rounds) - 1,
                             "augment/synthetic_added": len(result.synthetic),
+                            names.SYNTHETIC_TO_REAL: result.synthetic_to_real,
                             "augment/balanced": float(result.after.is_balanced(config.rho))})
+        log_dependence(result.dependence_before, result.dependence_after, "augment")
         folder = save_dataset(result.dataset, output_dir)
         mlflow.log_artifacts(str(folder), "augmented")
         mlflow.set_tag("augmented_md5", dvc_md5_of_folder(folder))
@@ -150,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                          structure=args.structure, data_dir=args.data_dir, data_md5=data_md5, force=args.force,
                          dvc_add=args.dvc_add)
     summary = {"rounds": result.rounds[-1]["round"], "synthetic_added": len(result.synthetic),
+               "synthetic_to_real": result.synthetic_to_real,
                "before": result.before.as_metrics(), "after": result.after.as_metrics(),
                "output_dir": str(args.output_dir)}
     print(json.dumps(summary, indent=2, default=float))

@@ -30,7 +30,7 @@ import mlflow
 import pandas as pd
 
 from fairforget.components import names
-from fairforget.components.bias import BiasReport, measure_bias
+from fairforget.components.bias import BiasReport, measure_bias, measure_dependence
 from fairforget.components.canaries import with_canaries
 from fairforget.components.data import DataConfig
 from fairforget.components.dataset import DataError, Dataset, load_dataset, save_dataset
@@ -39,7 +39,7 @@ from fairforget.components.ledger import ledger_ids, ledger_path, without_ledger
 from fairforget.components.locks import exclusive
 from fairforget.components.plots import plot_attack_vs_forgotten, plot_confusion, plot_distributions, plot_iterations
 from fairforget.components.sisa.model import SisaModel
-from fairforget.pipelines.augment import run_augment
+from fairforget.pipelines.augment import log_dependence, run_augment
 from fairforget.pipelines.config import PipelineConfig, build_parser, config_from_args
 from fairforget.pipelines.data_steps import ValidationOutcome, run_prepare, run_validate
 from fairforget.pipelines.faults import fault_point
@@ -261,8 +261,14 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
 
 
 def _log_balance(bias_before: BiasReport, balanced: Balanced) -> None:
+    train = balanced.dataset.split("train").manifest
+    real = train[train["origin"] != "synthetic"]
     mlflow.log_metrics({**{f"debiased/{k}": v for k, v in balanced.bias_after.as_metrics().items()},
-                        names.TIME_AUGMENT: balanced.seconds, names.SYNTHETIC_INITIAL: len(balanced.initial_synthetic)})
+                        names.TIME_AUGMENT: balanced.seconds, names.SYNTHETIC_INITIAL: len(balanced.initial_synthetic),
+                        names.SYNTHETIC_TO_REAL: len(balanced.initial_synthetic) / max(len(real), 1)})
+    attributes = [a.attribute for a in bias_before.attributes if a.attribute in train.columns]  # not a joint
+    before = measure_dependence(real, attributes)
+    log_dependence(before, measure_dependence(train, [a.attribute for a in before.attributes]), "figures")
     log_figure(plot_distributions(bias_before, "Before augmentation (paper Fig. 6)"), "figures/distribution_before.png")
     log_figure(plot_distributions(balanced.bias_after, "After augmentation (paper Fig. 8)"),
                "figures/distribution_after.png")
