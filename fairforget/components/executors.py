@@ -24,8 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tqdm.auto import tqdm
-
+from fairforget.components.progress import progress as progress_bar
 from fairforget.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the fairforget package, shipped to Ray workers
@@ -33,7 +32,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the fairforget package, 
 
 def run_serial(function: Callable, tasks: Sequence, max_workers: int | None = None, ray_address: str | None = None,
                progress: bool = False) -> list:
-    return [function(task) for task in tqdm(tasks, desc="tasks", disable=not progress, leave=False)]
+    return [function(task) for task in progress_bar(tasks, enabled=progress, desc="tasks", leave=False)]
 
 
 def run_local_pool(function: Callable, tasks: Sequence, max_workers: int | None = None,
@@ -43,7 +42,7 @@ def run_local_pool(function: Callable, tasks: Sequence, max_workers: int | None 
     workers = min(len(tasks), max_workers or os.cpu_count() or 1)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(function, task) for task in tasks]
-        return [future.result() for future in tqdm(futures, desc="tasks", disable=not progress, leave=False)]
+        return [future.result() for future in progress_bar(futures, enabled=progress, desc="tasks", leave=False)]
 
 
 def start_ray(ray_address: str | None = None, num_cpus: int | None = None) -> Any:
@@ -74,7 +73,7 @@ def run_ray(function: Callable, tasks: Sequence, max_workers: int | None = None,
     remote = ray.remote(num_cpus=num_cpus_per_task, max_retries=0)(_apply)
     function_ref = ray.put(function)
     refs = [remote.remote(function_ref, task) for task in tasks]
-    return [ray.get(ref) for ref in tqdm(refs, desc="ray tasks", disable=not progress, leave=False)]
+    return [ray.get(ref) for ref in progress_bar(refs, enabled=progress, desc="ray tasks", leave=False)]
 
 
 EXECUTORS: dict[str, Callable[..., list]] = {

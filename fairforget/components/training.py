@@ -28,9 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from fairforget.components.config import ConfigBase
+from fairforget.components.progress import progress as progress_bar
 from fairforget.errors import ConfigError
 
 TRAIN_AUGMENTATIONS: dict[str, str] = {
@@ -235,7 +235,7 @@ def train_epochs(
         steps_per_epoch = n // config.batch_size + int(n % config.batch_size > 1 or n == 1)
         total_steps, step = epochs * steps_per_epoch, 0
         model.train()
-        bar = tqdm(range(epochs), desc=description, disable=not progress, leave=False)
+        bar = progress_bar(range(epochs), enabled=progress, desc=description, leave=False)
         for _ in bar:
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, config.batch_size):

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from fairforget.components.dataset import MANIFEST_COLUMNS, ORIGINS, SPLITS, DataError, Dataset
+from fairforget.components.progress import bars_wanted
 from fairforget.errors import ConfigError
 
 
@@ -140,6 +141,9 @@ def validate_dataset(dataset: Dataset, priors: Mapping[str, Mapping[str, float]]
         owned_tmp = tempfile.mkdtemp(prefix="fairforget-gx-")
         docs_root = owned_tmp
     context = gx.get_context(mode="file", project_root_dir=str(docs_root))
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context.variables.progress_bars = ProgressBarsConfig(globally=bars_wanted())  # terminal only
     source = context.data_sources.add_or_update_pandas("fairforget")
     outcomes: list[ExpectationOutcome] = []
     raw: dict = {}

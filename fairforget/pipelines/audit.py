@@ -31,7 +31,7 @@ from fairforget.components.mia.results import ALL_MEMBERS
 from fairforget.components.report import plot_attack_success, plot_roc_curves
 from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.errors import ConfigError
-from fairforget.pipelines.cli import float_arg, int_arg
+from fairforget.pipelines.cli import float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import configure_tracking, step_run
 
@@ -184,7 +184,8 @@ def parse_args(argv=None) -> AuditStepConfig:
     parser.add_argument("--classifier", default=defaults.classifier)
     parser.add_argument("--forgotten-ids", default="", help="file with one forgotten member id per line")
     parser.add_argument("--step", type=int_arg, default=-1, help="metric step (e.g. the iteration); -1: none")
-    parser.add_argument("--no-tag", action="store_true", help="do not tag the model version")
+    parser.add_argument("--tag", type=str2bool, default=True,
+                        help="tag the model version with this audit (false: measure only)")
     parser.add_argument("--num-threads", type=int_arg, default=0, help="torch threads for querying and the reference "
                         "models; 0: leave torch's setting")
     parser.add_argument("--seed", type=int_arg, default=audit.seed)
@@ -198,7 +199,7 @@ def parse_args(argv=None) -> AuditStepConfig:
     audit.validate()
     return AuditStepConfig(model_uri=args.model_uri, data_dir=args.data_dir, reference_models=args.reference_models,
                            reference_epochs=args.reference_epochs or None, classifier=args.classifier,
-                           forgotten_ids=args.forgotten_ids or None, tag_model=not args.no_tag,
+                           forgotten_ids=args.forgotten_ids or None, tag_model=args.tag,
                            step=None if args.step < 0 else args.step, audit=audit)
 
 

@@ -21,6 +21,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 import mlflow  # noqa: E402
 
+from fairforget.components.progress import quiet_third_party_bars  # noqa: E402
 from fairforget.components.versioning import dvc_md5_of_folder  # noqa: E402
 from fairforget.errors import FairforgetError  # noqa: E402
 
@@ -34,6 +35,7 @@ def configure_tracking() -> str:
     (``mlflow.set_registry_uri`` exports ``MLFLOW_REGISTRY_URI``, so that variable cannot tell a user's choice from
     a previous call: the registry always follows the tracking URI here.)
     """
+    quiet_third_party_bars()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

@@ -1,6 +1,11 @@
-"""MLproject and the Python command lines agree: an entry point run with MLproject's defaults resolves to the
-same configuration as the Python defaults (the dataclass fields), so a default is changed in one place."""
+"""MLproject and the Python command lines agree, for every entry point: every option of the parser the step really
+uses is an MLproject parameter passed to it, and an entry point run with MLproject's defaults resolves to the same
+arguments (and for main and train, the same configuration) as the Python defaults (the dataclass fields), so a
+default is changed in one place."""
 
+import argparse
+import importlib
+import re
 import shlex
 from pathlib import Path
 
@@ -11,18 +16,77 @@ from fairforget.pipelines import config as main_config
 from fairforget.pipelines import train as train_step
 
 MLPROJECT = yaml.safe_load((Path(__file__).resolve().parents[2] / "MLproject").read_text())
+ENTRY_POINTS = sorted(MLPROJECT["entry_points"])
+# parameters without a default, given the same value on both sides
+REQUIRED = {"ids": "ids.txt", "version": "1"}
+
+
+def render(entry_point: str, values: dict[str, str]) -> list[str]:
+    """The entry point's command with ``values``, as MLflow renders it, without the leading ``python -m module``."""
+    rendered = MLPROJECT["entry_points"][entry_point]["command"].format(
+        **{name: shlex.quote(value) for name, value in values.items()})
+    return shlex.split(rendered)[3:]
 
 
 def command_with_defaults(entry_point: str) -> list[str]:
-    """The entry point's command with every parameter at its MLproject default, rendered the way MLflow renders
-    it (floats such as ``10`` arrive as ``10.0``), without the leading ``python -m module``."""
-    spec = MLPROJECT["entry_points"][entry_point]
+    """Every parameter at its MLproject default, rendered the way MLflow renders it (floats such as ``10`` arrive
+    as ``10.0``)."""
     values = {}
-    for name, parameter in spec["parameters"].items():
-        default = parameter.get("default", "")
+    for name, parameter in MLPROJECT["entry_points"][entry_point]["parameters"].items():
+        default = parameter.get("default", REQUIRED.get(name, ""))
         values[name] = str(float(default)) if parameter["type"] == "float" else str(default)
-    rendered = spec["command"].format(**{name: shlex.quote(value) for name, value in values.items()})
-    return shlex.split(rendered)[3:]
+    return render(entry_point, values)
+
+
+class _Captured(Exception):
+    def __init__(self, parser):
+        self.parser = parser
+
+
+def real_parser(entry_point: str, monkeypatch) -> argparse.ArgumentParser:
+    """The parser the entry point's module builds in its ``main`` (captured at ``parse_args``), or the sub-command's."""
+    words = shlex.split(MLPROJECT["entry_points"][entry_point]["command"])
+    module, subcommand = words[2], (words[3] if not words[3].startswith("-") else None)
+
+    def capture(self, args=None, namespace=None):
+        raise _Captured(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", capture)
+        with pytest.raises(_Captured) as captured:
+            importlib.import_module(module).main([])
+    parser = captured.value.parser
+    if subcommand:
+        (choices,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = choices.choices[subcommand]
+    return parser
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_every_python_option_is_an_mlproject_parameter_and_back(entry_point, monkeypatch):
+    parser = real_parser(entry_point, monkeypatch)
+    spec = MLPROJECT["entry_points"][entry_point]
+    passed = dict(re.findall(r"(--[a-z0-9-]+)[ =]\{([a-z0-9_]+)\}", spec["command"]))
+    options = {option for action in parser._actions if action.dest != "help" for option in action.option_strings}
+    assert sorted(options - set(passed)) == [], "Python options missing from MLproject"
+    assert sorted(set(passed) - options) == [], "MLproject passes options the Python parser does not know"
+    assert sorted(set(spec["parameters"]) - set(passed.values())) == [], "MLproject parameters never passed"
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_mlproject_defaults_are_the_python_defaults(entry_point, monkeypatch):
+    parser = real_parser(entry_point, monkeypatch)
+    required = [word for name, value in REQUIRED.items() if name in MLPROJECT["entry_points"][entry_point]["parameters"]
+                for word in (f"--{name.replace('_', '-')}", value)]
+    command = command_with_defaults(entry_point)
+    if command and not command[0].startswith("-"):
+        command = command[1:]  # the sub-command (forget, promote, prepare, validate) selected the parser
+    from_mlproject = vars(parser.parse_args(command))
+    from_python = vars(parser.parse_args(required))
+    differing = {k: (from_mlproject[k], from_python[k]) for k in from_python
+                 if from_mlproject[k] != from_python[k] and not (from_mlproject[k] in ("", None)
+                                                                 and from_python[k] in ("", None))}
+    assert differing == {}, "MLproject default differs from the Python default (mlproject, python)"
 
 
 @pytest.mark.parametrize("entry_point, module", [("main", main_config), ("train", train_step)])

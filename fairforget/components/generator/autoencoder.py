@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from fairforget.components.progress import progress as progress_bar
 from fairforget.errors import ConfigError
 
 
@@ -73,7 +73,7 @@ def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, bat
                                                    pct_start=0.1)
     model.to(device).train()
     history = []
-    for _ in tqdm(range(epochs), desc="autoencoder", disable=not progress, leave=False):
+    for _ in progress_bar(range(epochs), enabled=progress, desc="autoencoder", leave=False):
         order = torch.randperm(len(data), generator=generator)
         losses = []
         for start in range(0, len(data), batch_size):

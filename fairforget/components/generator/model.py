@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
-from tqdm.auto import tqdm
 
 from fairforget.components.dataset import replace_folder
 from fairforget.components.generator.autoencoder import ConvAutoencoder
 from fairforget.components.generator.config import GeneratorConfig, torch_threads
 from fairforget.components.generator.denoiser import ConditionSpace, LatentDenoiser, PixelUNetDenoiser
 from fairforget.components.generator.sample import ddim_sample, to_uint8_images
+from fairforget.components.progress import progress as progress_bar
 from fairforget.errors import ConfigError
 
 META_FILE = "generator.json"
@@ -106,7 +106,8 @@ class Generator:
         out = []
         self.denoiser.eval()
         with torch_threads(self.config.num_threads):
-            for start in tqdm(range(0, len(codes), batch_size), desc="sampling", disable=not progress, leave=False):
+            for start in progress_bar(range(0, len(codes), batch_size), enabled=progress, desc="sampling",
+                                      leave=False):
                 chunk = torch.from_numpy(codes[start:start + batch_size]).to(self.device)
                 nulls = torch.from_numpy(self.space.null_codes(len(chunk))).to(self.device)
                 x = ddim_sample(self.denoiser, scheduler, noise[start:start + batch_size].to(self.device), chunk,

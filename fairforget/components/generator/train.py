@@ -26,13 +26,13 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator.autoencoder import encode_images, fit_autoencoder
 from fairforget.components.generator.config import GeneratorConfig, torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE, ConditionSpace
 from fairforget.components.generator.model import Generator, build_networks, make_scheduler
+from fairforget.components.progress import progress as progress_bar
 from fairforget.components.versioning import config_hash
 from fairforget.errors import ConfigError
 
@@ -154,7 +154,7 @@ def fit_denoiser_dp(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.nda
     alphas = make_scheduler(config).alphas_cumprod.to(device)
     nulls = torch.from_numpy(space.null_codes(1)).to(device)
     history, running, step = [], [], 0
-    bar = tqdm(total=config.denoiser_steps, desc="denoiser (DP-SGD)", disable=not progress, leave=False)
+    bar = progress_bar(total=config.denoiser_steps, enabled=progress, desc="denoiser (DP-SGD)", leave=False)
     while step < config.denoiser_steps:
         for x0, c in loader:
             if step >= config.denoiser_steps:
@@ -205,7 +205,7 @@ def fit_denoiser(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.ndarra
     alphas = scheduler.alphas_cumprod.to(device)
     history, running = [], []
     n = len(data)
-    for step in tqdm(range(config.train_steps), desc="denoiser", disable=not progress, leave=False):
+    for step in progress_bar(range(config.train_steps), enabled=progress, desc="denoiser", leave=False):
         index = torch.randint(0, n, (min(config.batch_size, n),), generator=rng).to(device)
         loss = _diffusion_loss(denoiser, data[index], codes_t[index], nulls, alphas, config, rng)
         optimizer.zero_grad(set_to_none=True)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from fairforget.components.mia.augmentations import FixedAugmentation
+from fairforget.components.progress import progress as progress_bar
 from fairforget.errors import ConfigError
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -161,7 +161,7 @@ def query_model(
         raise ConfigError(f"images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
     out = np.empty((len(images), len(augmentations), num_classes), dtype=np.float64)
     steps = [(t, start) for t in range(len(augmentations)) for start in range(0, len(images), batch_size)]
-    for t, start in tqdm(steps, desc=description, disable=not show_progress, leave=False):
+    for t, start in progress_bar(steps, enabled=show_progress, desc=description, leave=False):
         chunk = augmentations[t].apply(images[start:start + batch_size])
         out[start:start + len(chunk), t] = _check_outputs(predict(chunk), len(chunk), num_classes)
     return out
