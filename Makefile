@@ -21,7 +21,7 @@ export GX_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: env install fashion-mnist setup run test test-slow results docs ui dvc-push clean-env
+.PHONY: env install fashion-mnist postgres setup run test test-slow results docs ui dvc-push clean-env
 
 env: $(VENV)/.complete
 
@@ -49,6 +49,20 @@ fashion-mnist:
 	   { echo "error: apt-get could not install dataset-fashion-mnist" >&2; exit 2; }; \
 	fi
 
+# PostgreSQL's server binaries for tests/scale_out/test_mlflow_postgres.py, which starts a throw-away server (as an
+# unprivileged user, on loopback) and runs the tracking server against it. Debian's package puts them in
+# /usr/lib/postgresql/<version>/bin/.
+postgres:
+	@if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "error: PostgreSQL is missing and installing it needs root: run 'sudo apt-get install postgresql'" >&2; exit 2; \
+	  fi; \
+	  echo "installing Debian package postgresql"; \
+	  (apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq postgresql)) || \
+	   { echo "error: apt-get could not install postgresql" >&2; exit 2; }; \
+	fi
+
 # The package itself goes into the cached environment as an editable install of this clone (seconds; it only
 # writes a path hook, so every clone that runs `make` points the environment at itself).
 install: env
@@ -65,10 +79,10 @@ run: setup
 	@echo "MLflow UI: $(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 	@echo "DVC:      $(PY) -m dvc status && $(PY) -m dvc push"
 
-test: setup
+test: setup postgres
 	"$(PY)" -m pytest -q
 
-test-slow: setup
+test-slow: setup postgres
 	FAIRFORGET_SLOW=1 "$(PY)" -m pytest -q -m slow
 
 # The study behind docs/results.md: 3 seeds of the pipeline and its baselines (about 50 min on 2 cores).

@@ -1,6 +1,10 @@
 #!/bin/sh
-# Entry point of the fairforget images: run the command (by default `mlflow run . ...`), then, when the stack
-# gives a DVC remote, version the data the run used there.
+# Entry point of the fairforget images: refuse example or empty secrets, run the command (by default
+# `mlflow run . ...`), then, when the stack gives a DVC remote, version the data the run used there.
+#
+#   Every variable named *PASSWORD*, *SECRET* or *TOKEN* (MLFLOW_TRACKING_PASSWORD, AWS_SECRET_ACCESS_KEY,
+#   RAY_AUTH_TOKEN, ...) must be non-empty and differ from every secret of docker/.env.example (check_secrets.py,
+#   beside this script); otherwise the container stops with one line naming the variable (status 78).
 #
 #   DVC_REMOTE_URL    e.g. s3://dvc/fairforget (empty: no DVC remote, nothing is pushed)
 #   DVC_ENDPOINT_URL  e.g. http://minio:9000 (an S3-compatible endpoint such as MinIO)
@@ -8,6 +12,8 @@
 #
 # The image holds no .git, so DVC runs without an SCM (core.no_scm); the remote settings go to .dvc/config.local.
 set -eu
+
+python "$(dirname "$0")/check_secrets.py"
 
 python -m dvc config --local core.no_scm true
 if [ -n "${DVC_REMOTE_URL:-}" ]; then

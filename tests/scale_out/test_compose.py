@@ -1,8 +1,10 @@
 """The compose stack's configuration: the compose file, the env file and the Dockerfiles agree with each other,
 with requirements.txt and with the services and volumes docs/scaling.md promises; credentials only come from the env
-file; and `docker compose config` accepts the stack where a Docker client exists."""
+file; the stack is safe by default (loopback ports, MLflow behind a login, the pipeline not an admin, every secret
+checked before anything starts); and `docker compose config` accepts the stack where a Docker client exists."""
 
 
+import configparser
 import os
 import re
 import shutil
@@ -13,9 +15,11 @@ import pytest
 import yaml
 
 from tests.scale_out.helpers import (
+    CHECKED_SECRET,
     COMPOSE_FILE,
     DOCKER,
     ENV_EXAMPLE,
+    IMAGE_FILES,
     INTERPOLATION,
     LONG_RUNNING,
     ONE_SHOT,
@@ -23,6 +27,8 @@ from tests.scale_out.helpers import (
     SCALING_DOC,
     SECRET_NAME,
     compose,
+    interpolate,
+    pipeline_resources,
     promised,
     read_env_file,
     service_command,
@@ -76,7 +82,8 @@ def test_the_stack_is_wired_as_the_docs_say():
     assert mlflow_server[:2] == ["mlflow", "server"] and "--serve-artifacts" in mlflow_server
     option = {k: v for k, v in zip(mlflow_server, mlflow_server[1:]) if k.startswith("--")}
     backend = option["--backend-store-uri"]
-    assert backend.startswith("postgresql://") and "@postgres:5432/" in backend
+    # psycopg 3, the driver requirements.txt pins and tests/scale_out/test_mlflow_postgres.py runs against PostgreSQL
+    assert backend.startswith("postgresql+psycopg://") and "@postgres:5432/" in backend
     env = read_env_file(ENV_EXAMPLE)
     assert option["--artifacts-destination"].startswith(f"s3://{env['MLFLOW_BUCKET']}/")
     assert service_environment("mlflow")["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
@@ -157,9 +164,9 @@ def test_dockerfiles_build_from_the_pinned_requirements():
         if dockerfile.suffix != ".dockerignore":
             assert (DOCKER / f"{dockerfile.name}.dockerignore").is_file(), f"{dockerfile.name} has no .dockerignore"
     server = (DOCKER / "Dockerfile.mlflow").read_text()
-    for package in ("mlflow", "boto3"):
-        assert f"{package}=={pins[package]}" in server, f"Dockerfile.mlflow must install {package}=={pins[package]}"
-    assert "psycopg2-binary==" in server
+    for package, spelled in (("mlflow", "mlflow"), ("boto3", "boto3"), ("psycopg", "psycopg[binary]"),
+                             ("flask-wtf", "Flask-WTF")):
+        assert f"{spelled}=={pins[package]}" in server, f"Dockerfile.mlflow must install {spelled}=={pins[package]}"
 
 
 def compose_cli() -> list[str] | None:
@@ -191,9 +198,112 @@ def test_compose_itself_accepts_the_stack(tmp_path):
     env = read_env_file(ENV_EXAMPLE)
     assert resolved["services"]["pipeline"]["environment"]["RAY_AUTH_TOKEN"] == env["RAY_AUTH_TOKEN"]
     assert f"{env['POSTGRES_PASSWORD']}@postgres:5432" in " ".join(resolved["services"]["mlflow"]["command"])
+    # Compose's own reading of the ports: every one on loopback (v1 writes "127.0.0.1:5000:5000/tcp", v2 a mapping)
+    ports = [(name, port) for name, s in resolved["services"].items() for port in s.get("ports", [])]
+    assert len(ports) == 3
+    for name, port in ports:
+        host = port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]
+        assert host == "127.0.0.1", (name, port)
     # without the secrets Compose refuses to start, naming the variable to set
     env_file.write_text("\n".join(line for line in ENV_EXAMPLE.read_text().splitlines()
                                   if not line.startswith("POSTGRES_PASSWORD=")))
     refused = subprocess.run([*base, "--quiet"], capture_output=True, text=True, timeout=60,
                              env={k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"})
     assert refused.returncode != 0 and "POSTGRES_PASSWORD" in refused.stderr
+
+
+# ---- safe by default ----------------------------------------------------------------------------------------------
+def test_every_published_port_binds_to_loopback_unless_the_operator_opts_in():
+    services = compose()["services"]
+    env = read_env_file(ENV_EXAMPLE)
+    assert env["BIND_ADDRESS"] == "127.0.0.1"
+    without = {key: value for key, value in env.items() if key != "BIND_ADDRESS"}  # an older docker/.env
+    published = set()
+    for name, service in services.items():
+        assert service.get("network_mode") != "host", f"{name} must not share the host's network"
+        for port in service.get("ports", []):
+            assert isinstance(port, str) and port.startswith("${BIND_ADDRESS:-127.0.0.1}:"), (name, port)
+            for values in (env, without):
+                host, _, container = interpolate(port, values).split(":")
+                assert host == "127.0.0.1", (name, port)
+            assert interpolate(port, {**env, "BIND_ADDRESS": "0.0.0.0"}).startswith("0.0.0.0:")  # the opt-in
+            published.add((name, container))
+    # MLflow (login required), MinIO's S3 API and console (MinIO's root credentials); nothing of Ray
+    assert published == {("mlflow", "5000"), ("minio", "9000"), ("minio", "9001")}
+    assert "ports" not in services["ray-head"] and "ports" not in services["ray-worker"]
+    assert not {"RAY_CLIENT_PORT", "RAY_DASHBOARD_PORT"} & set(env)
+
+
+def test_mlflow_requires_a_login_and_the_pipeline_logs_in_as_its_own_user():
+    services = compose()["services"]
+    server = service_command("mlflow")
+    assert server[server.index("--app-name") + 1] == "basic-auth"
+    raw = services["mlflow"]["environment"]
+    assert raw["MLFLOW_AUTH_ADMIN_USERNAME"].startswith("${MLFLOW_ADMIN_USER:?")
+    assert raw["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    assert raw["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${MLFLOW_FLASK_SERVER_SECRET_KEY:?")
+    # the auth configuration the image points MLflow at: users in the mlflow-auth volume, no password in the file
+    dockerfile = (DOCKER / "Dockerfile.mlflow").read_text()
+    assert f"MLFLOW_AUTH_CONFIG_PATH={IMAGE_FILES}basic_auth.ini" in dockerfile
+    copied = re.search(rf"^COPY (.+) {IMAGE_FILES}$", dockerfile, re.MULTILINE).group(1).split()
+    assert {"basic_auth.ini", "check_secrets.py", "mlflow_users.py", ".env.example"} <= set(copied)
+    ignore = (DOCKER / "Dockerfile.mlflow.dockerignore").read_text().split()
+    assert ignore[ignore.index("*") + 1:] and {f"!{name}" for name in copied} <= set(ignore)
+    assert "!.env" not in ignore
+    config = configparser.ConfigParser()
+    config.read(DOCKER / "basic_auth.ini")
+    settings = config["mlflow"]
+    assert settings["default_permission"] == "READ"  # logged-in users read; writes need a grant or ownership
+    assert "admin_password" not in settings and "admin_username" not in settings
+    volume = next(m for m in services["mlflow"]["volumes"] if m.startswith("mlflow-auth:")).split(":")[1]
+    assert settings["database_uri"].startswith(f"sqlite:///{volume}/")
+    image_cmd = yaml.safe_load(re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE).group(1))
+    assert image_cmd[image_cmd.index("--app-name") + 1] == "basic-auth"  # the image alone starts no open server
+    # the pipeline authenticates as MLFLOW_PIPELINE_USER, never as the admin; the Ray nodes hold no MLflow login
+    for name in ("pipeline", "pipeline-gpu"):
+        environment = services[name]["environment"]
+        assert environment["MLFLOW_TRACKING_USERNAME"].startswith("${MLFLOW_PIPELINE_USER:?"), name
+        assert environment["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_PIPELINE_PASSWORD:?"), name
+        assert services[name]["depends_on"]["mlflow-users"]["condition"] == "service_completed_successfully"
+    for name in ("ray-head", "ray-worker"):
+        assert not any(key.startswith("MLFLOW_") for key in services[name]["environment"]), name
+    admin_users = {name for name, s in services.items() if "${MLFLOW_ADMIN_PASSWORD" in str(s.get("environment"))}
+    assert admin_users == {"secrets-check", "mlflow", "mlflow-users"}
+    env = read_env_file(ENV_EXAMPLE)
+    assert env["MLFLOW_PIPELINE_USER"] != env["MLFLOW_ADMIN_USER"]
+    assert all(len(env[key]) >= 12 for key in ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD"))  # MLflow's minimum
+    # mlflow-users prepares exactly the experiment and model the pipeline writes to
+    experiment, model = pipeline_resources()
+    pipeline = service_command("pipeline")
+    assert pipeline[pipeline.index("--experiment-name") + 1] == experiment
+    mlproject = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["main"]
+    assert mlproject["parameters"]["model_name"]["default"] == model
+
+
+def test_every_secret_is_checked_before_any_service_starts():
+    services = compose()["services"]
+    env = read_env_file(ENV_EXAMPLE)
+    secrets = {key for key in env if CHECKED_SECRET.search(key)}
+    check = services["secrets-check"]
+    assert check["entrypoint"] == ["python", f"{IMAGE_FILES}check_secrets.py"]
+    assert set(check["command"]) == secrets and set(check["environment"]) == secrets
+    for key, value in check["environment"].items():
+        assert value.startswith(f"${{{key}:?"), key
+
+    def waits_for(name: str) -> set[str]:
+        direct = set(services[name].get("depends_on") or {})
+        return direct.union(*(waits_for(d) for d in direct)) if direct else set()
+
+    for name in set(services) - {"secrets-check"}:
+        assert "secrets-check" in waits_for(name), f"{name} may start before the secrets are checked"
+    # the services that hold secrets check them again themselves (the images may run without compose)
+    for name in ("mlflow", "mlflow-users"):
+        entrypoint = services[name]["entrypoint"]
+        assert entrypoint[:2] == ["python", f"{IMAGE_FILES}check_secrets.py"] and entrypoint[-1] == "--", name
+        for required in entrypoint[2:-1]:
+            assert required in services[name]["environment"], (name, required)
+    assert 'python "$(dirname "$0")/check_secrets.py"' in (DOCKER / "entrypoint.sh").read_text()
+    # a secret never falls back to a value written in the compose file: ${NAME:?...}, never ${NAME:-...}
+    for match in INTERPOLATION.finditer(COMPOSE_FILE.read_text()):
+        if CHECKED_SECRET.search(match.group(1)):
+            assert match.group(2) in (None, ":?"), f"${{{match.group(1)}{match.group(2)}...}} has a default"

@@ -95,6 +95,8 @@ def test_the_image_entrypoint_pushes_the_data_to_the_stack_remote(s3_endpoint, t
     (app / ".dvc").mkdir(parents=True)
     shutil.copy(ROOT / ".dvc" / "config", app / ".dvc" / "config")
     entrypoint = shutil.copy(DOCKER / "entrypoint.sh", app / "entrypoint.sh")
+    for name in ("check_secrets.py", ".env.example"):  # beside the entrypoint, as in the image's /app/docker/
+        shutil.copy(DOCKER / name, app / name)
     files = write_data_folder(app / "data")
     stack = {**env, "DVC_REMOTE_URL": "s3://dvc/stack", "DVC_ENDPOINT_URL": endpoint}
 

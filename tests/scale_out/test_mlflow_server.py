@@ -1,43 +1,37 @@
-"""The ``mlflow`` service's own command (its backend and artifact store swapped for sqlite and a folder in tmp_path)
-receives a whole tiny pipeline run and its registered model version, alias ``candidate``."""
+"""The ``mlflow`` service as its container runs it (basic-auth; its backend and artifact store swapped for sqlite and
+a folder in tmp_path) receives a whole tiny pipeline run and its registered model version, alias ``candidate``,
+logged as the pipeline's own user that the ``mlflow-users`` one-shot set up."""
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
 
-from tests.scale_out.helpers import BIN, background, free_port, http_status, replace_option, service_command, wait_until
+from tests.scale_out.helpers import http_status, operator_env, run_mlflow_users, stack_mlflow_server
+
+EXPERIMENT, MODEL = "fairforget-scale-out-test", "toy-classifier"
 
 
 @pytest.fixture
 def tracking_server(tmp_path, monkeypatch):
-    """The ``mlflow`` service's command with sqlite for PostgreSQL and a folder for MinIO, on a free loopback port."""
+    """The stack's MLflow server on a free loopback port; the client logs in as the pipeline user."""
     import mlflow
 
-    port = free_port()
+    env_values = operator_env()
     artifacts = tmp_path / "server-artifacts"
-    command = service_command("mlflow")
-    command = replace_option(command, "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}")
-    command = replace_option(command, "--artifacts-destination", str(artifacts))
-    command = replace_option(command, "--host", "127.0.0.1")
-    command = replace_option(command, "--port", str(port))
-    command = replace_option(command, "--workers", "1")
-    command[0] = str(BIN / "mlflow")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    log = tmp_path / "mlflow-server.log"
-    url = f"http://127.0.0.1:{port}"
     previous = mlflow.get_tracking_uri()
-    with background(command, log, env=env, cwd=tmp_path) as server:
-        wait_until(lambda: http_status(f"{url}/health") == 200, 180, "mlflow server /health", server, log)
+    with stack_mlflow_server(tmp_path, env_values) as url:
+        users = run_mlflow_users(url, env_values, "--experiment", EXPERIMENT, "--model", MODEL)
+        assert users.returncode == 0, users.stderr
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", env_values["MLFLOW_PIPELINE_USER"])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", env_values["MLFLOW_PIPELINE_PASSWORD"])
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
         monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fairforget-scale-out-test")
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
         mlflow.set_tracking_uri(url)
         try:
-            yield url, artifacts
+            yield url, artifacts, (env_values["MLFLOW_PIPELINE_USER"], env_values["MLFLOW_PIPELINE_PASSWORD"])
         finally:
             while mlflow.active_run():
                 mlflow.end_run()
@@ -54,13 +48,14 @@ def test_a_whole_pipeline_run_lands_on_the_tracking_server(tracking_server, tmp_
     from fairforget.pipelines.main import run_pipeline
     from tests.pipelines.test_pipeline import tiny_pipeline
 
-    url, artifacts = tracking_server
+    url, artifacts, pipeline_user = tracking_server
     port = url.rsplit(":", 1)[1]
     # The Host header the pipeline container sends is accepted; a foreign one is refused (--allowed-hosts; the
     # health endpoint is exempt from that check, the API is not).
     api = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert http_status(api, host=f"mlflow:{port}") == 200
-    assert http_status(api, host="attacker.example") in (400, 403)
+    assert http_status(api, host=f"mlflow:{port}", auth=pipeline_user) == 200
+    assert http_status(api, host="attacker.example", auth=pipeline_user) in (400, 403)
+    assert http_status(api, host=f"mlflow:{port}") == 401  # no anonymous access
 
     monkeypatch.chdir(tmp_path)  # a client that wrote artifacts locally would leave mlruns/ or mlartifacts/ here
     summary = run_pipeline(tiny_pipeline(tmp_path, mia_threshold=1.0, min_accuracy=0.0))
