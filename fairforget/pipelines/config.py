@@ -60,6 +60,23 @@ class PipelineConfig(ConfigBase):
         self.audit.validate()
         self.loop.validate()
         self.gate.validate()
+        self._validate_against_each_other()
+
+    def _validate_against_each_other(self) -> None:
+        """Checks that need two configs at once, made before any work: the schedule against SISA's deletion cap and
+        the shard plan against the data size."""
+        if self.loop.forget_rate > self.sisa.max_deletion_fraction:
+            raise ConfigError(
+                f"forget_rate {self.loop.forget_rate} exceeds max_deletion_fraction {self.sisa.max_deletion_fraction}: "
+                "each iteration would ask a shard to unlearn more than that fraction of its records at once; lower "
+                "forget_rate (and raise iterations) or raise max_deletion_fraction")
+        canaries = self.canary_count(self.data.train_size)
+        cells = self.sisa.num_shards * self.sisa.num_slices
+        if cells > self.data.train_size + canaries:
+            raise ConfigError(
+                f"shards x slices = {self.sisa.num_shards} x {self.sisa.num_slices} = {cells} exceeds the "
+                f"{self.data.train_size + canaries} training records: every slice needs at least one record; use "
+                "fewer shards or slices")
 
     def canary_count(self, train_size: int) -> int:
         """The number of canaries for a private set of ``train_size`` records: ``canaries``, or 1% of it when None."""

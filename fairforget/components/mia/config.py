@@ -56,6 +56,11 @@ class AuditConfig(ConfigBase):
     def validate(self) -> None:
         if not self.attacks:
             raise ConfigError("attacks is empty: name at least one attack")
+        from fairforget.components.mia import ATTACKS
+
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        if unknown:
+            raise ConfigError(f"unknown attacks {unknown}; known attacks: {', '.join(sorted(ATTACKS))}")
         if not 0.0 < self.calibration_fraction < 1.0:
             raise ConfigError(f"calibration_fraction must lie strictly between 0 and 1, got {self.calibration_fraction}")
         if self.sample_size is not None and self.sample_size < 2:

@@ -75,6 +75,10 @@ class SisaConfig(ConfigBase):
         validate_counts(self.num_shards, self.num_slices)
         self.train.validate()
         check_aggregation(self.aggregation)
+        from fairforget.components.models import CLASSIFIERS
+
+        if self.classifier not in CLASSIFIERS:
+            raise ConfigError(f"unknown classifier {self.classifier!r}; known classifiers: {', '.join(sorted(CLASSIFIERS))}")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"unknown executor {self.executor!r}; known executors: {', '.join(sorted(EXECUTORS))}")
         if not 0 < self.max_deletion_fraction <= 1:
