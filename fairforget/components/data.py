@@ -35,12 +35,20 @@ class DataConfig(ConfigBase):
     audit_size: int = 8000
     reference_size: int = 10000
     seed: int = 0
+    missing_value: str | None = None  # dataset folder: the category for empty/NA cells of attributes.csv (None: refuse)
 
     def validate(self) -> None:
-        from fairforget.components.sources import SOURCES
+        from fairforget.components.sources import MISSING_MARKERS, SOURCES
 
         if self.dataset not in SOURCES:
             raise DataError(f"unknown dataset {self.dataset!r}; known: {', '.join(SOURCES)}")
+        if self.missing_value is not None:
+            if self.dataset != "folder":
+                raise DataError(f"missing_value is for dataset folder (its attributes.csv), not {self.dataset!r}: "
+                                "leave it empty")
+            value = self.missing_value
+            if value != value.strip() or value.lower() in MISSING_MARKERS:
+                raise DataError(f"missing_value must be a category name, e.g. 'unknown', got {value!r}")
         for name in ("train_size", "test_size", "audit_size", "reference_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -51,10 +59,17 @@ class DataConfig(ConfigBase):
             raise DataError(f"majority_fraction must lie strictly between 0 and 1, got {self.majority_fraction}")
 
     def stored_record(self) -> dict:
-        """The config as stored with the data (no machine paths: source_dir is reduced to its folder name)."""
+        """The config as stored with the data (no machine paths: source_dir is reduced to its folder name; an unset
+        missing_value is left out, so data prepared before that option existed keeps its bytes and DVC md5)."""
         record = self.to_dict()
         record["source_dir"] = None if self.source_dir is None else str(self.source_dir).rstrip("/").split("/")[-1]
+        if record["missing_value"] is None:
+            del record["missing_value"]
         return record
+
+    def source_options(self) -> dict:
+        """The keyword options of this config's source reader (``read_source(..., **options)``)."""
+        return {} if self.missing_value is None else {"missing_value": self.missing_value}
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -91,9 +106,13 @@ def prepare_dataset(config: DataConfig, source: SourceImages | None = None) -> D
     Raises ``DataError`` when the source lacks images for the requested sizes, naming the class and shortfall.
     """
     config.validate()
-    source = source if source is not None else read_source(config.dataset, config.source_dir)
+    source = source if source is not None else read_source(config.dataset, config.source_dir,
+                                                             **config.source_options())
     class_names, superclass_of = source.class_names, source.superclass_of
     majority = config.majority_superclass or source.default_majority
+    if majority is None:
+        raise DataError(f"dataset {source.name} has no default majority superclass: give majority_superclass "
+                        f"(--majority-superclass), one of {sorted(set(source.superclass_of.values()))}")
     bias_attribute = None
     if source.name == "celeba":
         # CelebA's bias is on a per-image attribute, not on the class.

@@ -150,17 +150,23 @@ def save_dataset(dataset: Dataset, folder: str | os.PathLike) -> Path:
     """
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
-        np.save(tmp / IMAGES_FILE, np.ascontiguousarray(dataset.images, dtype=np.uint8), allow_pickle=False)
-        dataset.manifest.to_csv(tmp / MANIFEST_FILE, index=False, lineterminator="\n")
-        meta = {
-            "class_names": dataset.class_names,
-            "superclass_of": dataset.superclass_of,
-            "attributes": dataset.attributes,
-            "image_shape": list(dataset.images.shape[1:]),
-            "config": dataset.config,
-        }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_dataset_files(dataset, tmp)
     return folder
+
+
+def write_dataset_files(dataset: Dataset, folder: Path) -> None:
+    """Write the three files of ``dataset`` into the existing ``folder`` as they come (not atomic: for a folder
+    that nothing reads yet, such as the one ``atomic_folder`` yields)."""
+    np.save(folder / IMAGES_FILE, np.ascontiguousarray(dataset.images, dtype=np.uint8), allow_pickle=False)
+    dataset.manifest.to_csv(folder / MANIFEST_FILE, index=False, lineterminator="\n")
+    meta = {
+        "class_names": dataset.class_names,
+        "superclass_of": dataset.superclass_of,
+        "attributes": dataset.attributes,
+        "image_shape": list(dataset.images.shape[1:]),
+        "config": dataset.config,
+    }
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager

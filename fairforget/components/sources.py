@@ -9,14 +9,42 @@ extra attributes, and which of the source's own partitions (``train``/``test``) 
 | ``cifar10``     | the CIFAR-10 python folder ``cifar-10-batches-py/`` inside ``source_dir``                 |
 | ``celeba``      | ``img_align_celeba/`` and ``list_attr_celeba.txt`` inside ``source_dir``                  |
 | ``folder``      | ``source_dir/<class>/*.png|jpg``; optional ``superclasses.json`` {class: superclass} and ``attributes.csv`` (column ``file`` = path relative to ``source_dir``, one column per attribute) |
+
+The ``folder`` source is checked before any image is decoded, and each problem is a ``DataError`` naming the file,
+line or name and the fix:
+
+- at least two class sub-folders (hidden ones, starting with ``.``, are skipped), each holding at least one image
+  (suffixes ``IMAGE_SUFFIXES``; hidden files skipped);
+- ``superclasses.json``: one JSON object {class folder: superclass}; classes it leaves out are their own superclass;
+  it must name only existing class folders and leave at least two superclasses (debiasing moves images between
+  superclasses; without the file every class is its own superclass);
+- names: class folders, superclasses and attribute columns become parts of MLflow metric names
+  (``acc/class/<class>``, ``acc/<superclass>``, ``bias/kl/<attribute>``), so each must be at most
+  ``MAX_NAME_LENGTH`` characters of letters, digits, ``_``, ``-``, ``.`` and spaces (MLflow's portable set less the
+  ``/``, which would nest metrics), and not ``.`` or ``..``; a name outside that is refused, never rewritten, so
+  metric names always equal folder names;
+- ``attributes.csv`` (UTF-8, comma-separated, a header line): a ``file`` column naming each image exactly once by
+  its path relative to ``source_dir`` (``bag/0.png``); a repeated file, a file that is no image of the folder, an
+  image without a row, a row with too many or too few fields, and attribute columns that are unnamed, repeated or
+  named like a manifest column (``MANIFEST_COLUMNS``) are refused. Cells are stripped of surrounding spaces. An
+  empty cell or an NA marker (``MISSING_MARKERS``: NA, N/A, NaN, null, <NA>, #N/A, any case) is refused unless
+  ``missing_value`` names a category for them: they become that category and their count is logged (warning);
+- images: each at most ``MAX_IMAGE_PIXELS`` pixels (width x height, read from the header before decoding, so a
+  decompression bomb is refused without being decompressed); all are resized to the first image's size (or
+  ``image_size``) and converted to its mode (grayscale or RGB).
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
+import logging
 import os
+import posixpath
+import re
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,8 +52,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from fairforget.components.dataset import DataError
+from fairforget.components.dataset import MANIFEST_COLUMNS, DataError
 from fairforget.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 # In label order (0..9), as Fashion-MNIST defines them.
@@ -37,6 +67,17 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR10_SUPERCLASSES = {name: ("vehicles" if name in {"airplane", "automobile", "ship", "truck"} else "animals")
                         for name in CIFAR10_CLASSES}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+# The largest image accepted (width x height): 16.8 M pixels, far above what the models use (28 x 28 to 218 x 178)
+# and below Pillow's own decompression-bomb warning (89 M). Checked from the header, before decoding.
+MAX_IMAGE_PIXELS = 4096 * 4096
+# Cell values of attributes.csv read as "no value" (compared without case, after stripping spaces).
+MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "<na>", "#n/a"})
+# Class, superclass and attribute names end up in MLflow metric names; two may be joined in one (bias/kl/<a> x <b>)
+# under MLflow's 250-character key limit.
+MAX_NAME_LENGTH = 100
+_NAME_PATTERN = re.compile(r"[\w.\- ]+")
+SUPERCLASSES_FILE = "superclasses.json"
+ATTRIBUTES_FILE = "attributes.csv"
 
 
 @dataclass
@@ -124,15 +165,26 @@ def read_cifar10(source_dir: str | None) -> SourceImages:
     )
 
 
-def _load_image(path: Path, size: int | None, mode: str) -> np.ndarray:
+def _load_image(path: Path, size: int | None, mode: str | None) -> np.ndarray:
+    """The image at ``path`` as uint8 (H, W, C), converted to ``mode`` (``L`` or ``RGB``; None: ``L`` for a
+    grayscale file, else ``RGB``) and resized to ``size`` x ``size`` when given. Its pixel count is checked against
+    ``MAX_IMAGE_PIXELS`` from the header, before anything is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if size is not None:
-                img = img.resize((size, size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{path} is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS} pixels "
+                                    "per image (a guard against decompression bombs): shrink it or remove it")
+                img = img.convert(mode or ("L" if img.mode in {"L", "1", "I;16"} else "RGB"))
+                if size is not None:
+                    img = img.resize((size, size), Image.BILINEAR)
+                array = np.asarray(img, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{path} is refused as a possible decompression bomb ({err}): shrink it or remove it") from err
     except (OSError, UnidentifiedImageError) as err:
         raise DataError(f"{path} is not a readable image ({err}): remove or replace it") from err
     return array[..., None] if array.ndim == 2 else array
@@ -163,47 +215,167 @@ def read_celeba(source_dir: str | None, target_attribute: str = "Smiling", bias_
                         np.array(["train"] * n), np.arange(n), attributes, default_majority=bias_attribute)
 
 
-def read_folder(source_dir: str | None, image_size: int | None = None) -> SourceImages:
+def check_name(name: str, what: str, fix: str) -> str:
+    """Return ``name`` when MLflow can use it inside a metric name (see the module docstring), else raise a
+    ``DataError`` naming ``what`` it is and the ``fix``."""
+    if (len(name) > MAX_NAME_LENGTH or not _NAME_PATTERN.fullmatch(name)
+            or posixpath.normpath(f"x/{name}/x") != f"x/{name}/x"):
+        raise DataError(f"{what} {name!r} cannot be part of an MLflow metric name: use at most {MAX_NAME_LENGTH} "
+                        f"letters, digits, '_', '-', '.' and spaces, and not '.' or '..'; {fix}")
+    return name
+
+
+def read_folder(source_dir: str | None, image_size: int | None = None, *,
+                missing_value: str | None = None) -> SourceImages:
+    """An image folder of one's own: ``source_dir/<class>/<image>``, with optional ``superclasses.json`` and
+    ``attributes.csv`` (the rules and checks are in the module docstring).
+
+    Args:
+        source_dir: the folder.
+        image_size: resize every image to this square size (None: the first image's height).
+        missing_value: the category given to empty or NA cells of ``attributes.csv``; None refuses them.
+
+    Returns:
+        ``SourceImages`` with every image in partition ``train``, in class then file-name order.
+
+    Raises:
+        DataError: the folder breaks one of the rules; the message names the file, line or name and the fix.
+    """
     if not source_dir:
         raise DataError("dataset folder needs source_dir: a folder with one sub-folder of images per class")
     root = _require(Path(source_dir), "give a folder with one sub-folder of images per class")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder: give a folder with one sub-folder of images per class")
     class_names = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(class_names) < 2:
-        raise DataError(f"{root} has {len(class_names)} class sub-folders; an image folder needs at least 2")
+        found = f" ({class_names[0]!r})" if class_names else ""
+        raise DataError(f"{root} has {len(class_names)} class sub-folders{found}; an image folder needs at least 2: "
+                        f"put each class's images in its own sub-folder, {root}/<class>/<image>.png")
+    for name in class_names:
+        check_name(name, "class folder", f"rename {root / name}")
     files, labels = [], []
     for label, name in enumerate(class_names):
-        for path in sorted((root / name).iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(path)
-                labels.append(label)
-    first = _load_image(files[0], image_size, "RGB")
-    mode = "L" if _is_gray(files[0]) else "RGB"
-    images = np.stack([_load_image(p, image_size or first.shape[0], mode) for p in files])
-    superclass_of = {c: c for c in class_names}
-    if (root / "superclasses.json").is_file():
-        mapping = json.loads((root / "superclasses.json").read_text())
-        unknown = sorted(set(mapping) - set(class_names))
-        if unknown:
-            raise DataError(f"superclasses.json names classes {unknown} that have no folder in {root}")
-        superclass_of.update({str(k): str(v) for k, v in mapping.items()})
+        found = [p for p in sorted((root / name).iterdir())
+                 if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")]
+        if not found:
+            raise DataError(f"class folder {root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): "
+                            "add its images or remove the folder")
+        files.extend(found)
+        labels.extend([label] * len(found))
+    superclass_of = _read_superclasses(root, class_names)
+    relpaths = [p.relative_to(root).as_posix() for p in files]
     attributes = pd.DataFrame(index=range(len(files)))
-    if (root / "attributes.csv").is_file():
-        table = pd.read_csv(root / "attributes.csv", dtype=str).set_index("file")
-        relpaths = [p.relative_to(root).as_posix() for p in files]
-        missing = [r for r in relpaths if r not in table.index]
-        if missing:
-            raise DataError(f"attributes.csv has no row for {len(missing)} images, e.g. {missing[:2]}")
-        attributes = table.loc[relpaths].reset_index(drop=True)
+    if (root / ATTRIBUTES_FILE).is_file():
+        attributes = _read_attributes(root / ATTRIBUTES_FILE, relpaths, missing_value)
+    first = _load_image(files[0], image_size, None)  # sets the mode and, without image_size, the size
+    size, mode = image_size or first.shape[0], ("L" if first.shape[-1] == 1 else "RGB")
+    images = np.stack([_load_image(p, size, mode) for p in files])
     n = len(files)
     return SourceImages("folder", images, np.asarray(labels, dtype=np.int64), class_names, superclass_of,
                         np.array(["train"] * n), np.arange(n), attributes)
 
 
-def _is_gray(path: Path) -> bool:
-    from PIL import Image
+def _read_superclasses(root: Path, class_names: list[str]) -> dict[str, str]:
+    """{class: superclass}: each class its own unless ``superclasses.json`` maps it; at least two superclasses."""
+    superclass_of = {c: c for c in class_names}
+    path = root / SUPERCLASSES_FILE
+    if path.is_file():
+        example = json.dumps({class_names[0]: "group_a", class_names[1]: "group_b"})
+        try:
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"{path} is not valid JSON ({err}): write one object {{class: superclass}}, "
+                            f"e.g. {example}") from err
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise DataError(f"{path} must hold one JSON object mapping class folders to superclass names, "
+                            f"e.g. {example}")
+        unknown = sorted(set(mapping) - set(class_names))
+        if unknown:
+            raise DataError(f"{SUPERCLASSES_FILE} names classes {unknown} that have no folder in {root}: "
+                            f"known classes: {class_names}")
+        superclass_of.update(mapping)
+        for superclass in sorted(set(mapping.values())):
+            check_name(superclass, "superclass", f"rename it in {path}")
+    superclasses = sorted(set(superclass_of.values()))
+    if len(superclasses) < 2:
+        raise DataError(f"{path} puts every class in superclass {superclasses[0]!r}; debiasing needs at least two "
+                        f"superclasses: map the classes onto two or more, or delete {SUPERCLASSES_FILE} to make "
+                        "each class its own superclass")
+    return superclass_of
 
-    with Image.open(path) as img:
-        return img.mode in {"L", "1", "I;16"}
+
+def _read_attributes(path: Path, relpaths: list[str], missing_value: str | None) -> pd.DataFrame:
+    """The attribute columns of ``attributes.csv`` (N, A), row i for image ``relpaths[i]``, as strings."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            lines = [(reader.line_num, row) for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} is not a readable UTF-8 CSV file ({err}): save it as UTF-8 CSV") from err
+    if not lines:
+        raise DataError(f"{path} is empty: write a header line 'file,<attribute>,...' and one row per image")
+    header = [name.strip() for name in lines[0][1]]
+    if "file" not in header:
+        raise DataError(f"{path} has no 'file' column (header: {header}): name the column of image paths "
+                        f"(relative to the folder, e.g. {relpaths[0]!r}) 'file'")
+    for position, name in enumerate(header, start=1):
+        if not name:
+            raise DataError(f"{path}: column {position} of the header has no name: name it or remove it")
+        if header.count(name) > 1:
+            raise DataError(f"{path}: column {name!r} appears {header.count(name)} times in the header: "
+                            "keep one column per attribute")
+        if name != "file":
+            if name in MANIFEST_COLUMNS:
+                raise DataError(f"{path}: column {name!r} would overwrite the manifest's own column of that name: "
+                                "rename it")
+            check_name(name, "attribute column", f"rename the column in {path}")
+    rows, line_of = [], []
+    for line, row in lines[1:]:
+        if len(row) != len(header):
+            raise DataError(f"{path} line {line} has {len(row)} fields but the header has {len(header)}: "
+                            "give every row one value per column (quote values that hold commas)")
+        rows.append([value.strip() for value in row])
+        line_of.append(line)
+    table = pd.DataFrame(rows, columns=header, dtype=object)
+    table["file"] = [posixpath.normpath(f) if f else f for f in table["file"]]
+
+    lines_of_file: dict[str, list[int]] = {}
+    for name, line in zip(table["file"], line_of):
+        lines_of_file.setdefault(name, []).append(line)
+    if "" in lines_of_file:
+        raise DataError(f"{path} line {lines_of_file[''][0]} has no file name: give the image's path or remove "
+                        "the row")
+    repeated = {name: at for name, at in lines_of_file.items() if len(at) > 1}
+    if repeated:
+        name, at = next(iter(repeated.items()))
+        more = f"; {len(repeated) - 1} more files are repeated" if len(repeated) > 1 else ""
+        raise DataError(f"{path} lists {name!r} {len(at)} times (lines {', '.join(map(str, at))}{more}): keep one "
+                        "row per image")
+    images = set(relpaths)
+    strangers = [name for name in lines_of_file if name not in images]
+    if strangers:
+        more = f"; {len(strangers) - 1} more rows name no image" if len(strangers) > 1 else ""
+        raise DataError(f"{path} line {lines_of_file[strangers[0]][0]} names {strangers[0]!r}, which is not an "
+                        f"image of {path.parent}{more}: give the path relative to the folder (e.g. "
+                        f"{relpaths[0]!r}), or remove the row")
+    missing = [r for r in relpaths if r not in lines_of_file]
+    if missing:
+        raise DataError(f"{path} has no row for {len(missing)} images, e.g. {missing[:2]}: add one row per image")
+
+    columns = [c for c in header if c != "file"]
+    for column in columns:
+        empty = table[column].str.lower().isin(MISSING_MARKERS).to_numpy()
+        if not empty.any():
+            continue
+        if missing_value is None:
+            first = line_of[int(np.flatnonzero(empty)[0])]
+            raise DataError(f"{path} column {column!r} has {int(empty.sum())} empty or NA values (first on line "
+                            f"{first}): fill them in, or give missing_value (--missing-value / -P "
+                            "missing_value=<category>) to put them in a category of their own")
+        table.loc[empty, column] = missing_value
+        log.warning("%s: %d empty or NA values of %r put in category %r (missing_value)", path, int(empty.sum()),
+                    column, missing_value)
+    return table.set_index("file").loc[relpaths, columns].reset_index(drop=True).astype(str)
 
 
 SOURCES: dict[str, Callable[..., SourceImages]] = {

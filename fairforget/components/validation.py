@@ -58,13 +58,13 @@ class ValidationResult:
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([o.__dict__ for o in self.outcomes])
 
-    def raise_for_integrity(self) -> None:
-        """Raise ``DataError`` naming the first broken expectations when the integrity suite failed."""
+    def raise_for_integrity(self, fix: str = "Prepare it again (`mlflow run . -e prepare --env-manager local`) "
+                                             "or fix the source files") -> None:
+        """Raise ``DataError`` naming the first broken expectations, then ``fix``, when the integrity suite failed."""
         broken = self.failures("integrity")
         if broken:
             names = "; ".join(f"{o.expectation}({o.column}) observed {o.observed!r}" for o in broken[:3])
-            raise DataError(f"the data set failed {len(broken)} integrity checks: {names}. Prepare it again "
-                            "(`mlflow run . -e prepare --env-manager local`) or fix the source files")
+            raise DataError(f"the data set failed {len(broken)} integrity checks: {names}. {fix}")
 
 
 def image_statistics(images: np.ndarray) -> pd.DataFrame:
@@ -87,6 +87,7 @@ def validate_dataset(dataset: Dataset, priors: Mapping[str, Mapping[str, float]]
     """
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     if rho <= 0:
@@ -141,9 +142,7 @@ def validate_dataset(dataset: Dataset, priors: Mapping[str, Mapping[str, float]]
         owned_tmp = tempfile.mkdtemp(prefix="fairforget-gx-")
         docs_root = owned_tmp
     context = gx.get_context(mode="file", project_root_dir=str(docs_root))
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context.variables.progress_bars = ProgressBarsConfig(globally=bars_wanted())  # terminal only
+    context.variables.progress_bars = ProgressBarsConfig(globally=bars_wanted())  # a terminal's stderr only
     source = context.data_sources.add_or_update_pandas("fairforget")
     outcomes: list[ExpectationOutcome] = []
     raw: dict = {}
@@ -173,6 +172,14 @@ def validate_dataset(dataset: Dataset, priors: Mapping[str, Mapping[str, float]]
                                                    item.result.get("unexpected_count")))))
     docs = Path(docs_root) / "gx" / "uncommitted" / "data_docs" / "local_site"
     return ValidationResult(outcomes, docs if docs.is_dir() else None, raw)
+
+
+def validate_integrity(dataset: Dataset, *, expected_sizes: Mapping[str, int] | None = None) -> ValidationResult:
+    """Only the ``integrity`` suite (no balance, no Data Docs kept): the check a freshly prepared data set passes
+    before it replaces the current one. ``expected_sizes`` as in ``validate_dataset``."""
+    with tempfile.TemporaryDirectory(prefix="fairforget-gx-") as docs_root:
+        result = validate_dataset(dataset, {}, rho=1.0, expected_sizes=expected_sizes, docs_root=docs_root)
+    return ValidationResult(result.outcomes, None, result.raw)
 
 
 def _short(value: object) -> object:

@@ -17,11 +17,11 @@ import mlflow
 
 from fairforget.components.bias import BalanceConfig, BiasReport, measure_bias
 from fairforget.components.data import DataConfig, prepare_dataset
-from fairforget.components.dataset import Dataset, load_dataset, save_dataset
+from fairforget.components.dataset import Dataset, atomic_folder, load_dataset, write_dataset_files
 from fairforget.components.ledger import apply_ledger, expected_split_sizes, ledger_ids, ledger_path
 from fairforget.components.plots import plot_distributions
 from fairforget.components.priors import TargetDistribution, build_target
-from fairforget.components.validation import ValidationResult, validate_dataset
+from fairforget.components.validation import ValidationResult, validate_dataset, validate_integrity
 from fairforget.components.versioning import dvc_md5_of_folder, md5_of_file
 from fairforget.pipelines.cli import float_arg, int_arg
 from fairforget.pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, run_cli, step_run
@@ -54,13 +54,22 @@ def load_current_data(data_dir: str | Path) -> Dataset:
 
 
 def run_prepare(config: DataConfig, data_dir: str | Path = "data", track: bool = True) -> str:
-    """Prepare the data set into ``data_dir`` (atomically) without the records of the deletion ledger, DVC-track it,
-    log it; return its DVC md5."""
+    """Prepare the data set into ``data_dir`` without the records of the deletion ledger, DVC-track it, log it;
+    return its DVC md5.
+
+    The new data set is read, written and checked (the integrity suite, on the files as written) in a temporary
+    sibling folder first; only then does it replace ``data_dir`` (a rename), get ``dvc add``-ed and its MLflow run
+    open. Any error before that (a ``DataError`` for bad source data) leaves ``data_dir``, its ``.dvc`` file and
+    the tracking store exactly as they were.
+    """
     config.validate()
     data_dir = Path(data_dir)
+    dataset = apply_ledger(prepare_dataset(config), ledger_ids(ledger_path(data_dir)))
+    with atomic_folder(data_dir) as staged:
+        write_dataset_files(dataset, staged)
+        checked = validate_integrity(load_dataset(staged), expected_sizes=expected_split_sizes(dataset.config))
+        checked.raise_for_integrity(f"Fix the source files; {data_dir} is left as it was")
     with step_run("prepare", {"data": asdict(config), "data_dir": str(data_dir)}, config.dataset):
-        dataset = apply_ledger(prepare_dataset(config), ledger_ids(ledger_path(data_dir)))
-        save_dataset(dataset, data_dir)
         md5 = dvc_track(data_dir) if track else dvc_md5_of_folder(data_dir)
         log_data_version(data_dir, context="prepared")
         counts = dataset.manifest.groupby(["split", "superclass"]).size().rename("count").reset_index()
@@ -134,13 +143,15 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-size", type=int_arg, default=defaults.audit_size)
     parser.add_argument("--reference-size", type=int_arg, default=defaults.reference_size)
     parser.add_argument("--seed", type=int_arg, default=defaults.seed)
+    parser.add_argument("--missing-value", default="",
+                        help="dataset folder: the category for empty or NA cells of attributes.csv (default: refuse)")
 
 
 def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     return DataConfig(dataset=args.dataset, source_dir=args.source_dir or None, train_size=args.train_size,
                       majority_superclass=args.majority_superclass or None, majority_fraction=args.majority_fraction,
                       test_size=args.test_size, audit_size=args.audit_size, reference_size=args.reference_size,
-                      seed=args.seed)
+                      seed=args.seed, missing_value=args.missing_value or None)
 
 
 def _add_balance_args(parser: argparse.ArgumentParser) -> None:

@@ -85,6 +85,7 @@ def test_save_is_atomic_and_round_trips(tmp_path):
     (dict(train_size=-5), "non-negative"),
     (dict(train_size=100000), "not enough images"),
     (dict(majority_superclass="vehicles"), "not a superclass"),
+    (dict(missing_value="unknown"), "missing_value is for dataset folder"),
 ])
 def test_bad_data_configs_give_one_clear_error(small_data_config, change, message):
     from dataclasses import replace
@@ -131,3 +132,88 @@ def test_folder_source_with_superclasses_and_a_corrupt_image(tmp_path):
 def test_load_dataset_of_a_missing_folder_says_how_to_make_it(tmp_path):
     with pytest.raises(DataError, match="prepare the data first"):
         load_dataset(tmp_path / "nothing")
+
+
+def write_image_folder(root, per_class: int = 6):
+    """An image folder as a new user brings one: Fashion-MNIST-like 8x8 grayscale images in class folders,
+    ``superclasses.json`` and an ``attributes.csv`` whose ``colour`` follows the superclass (all but one image of
+    each superclass). Row order: class, then image; line 2 is ``Ankle boot/0.png``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    superclass_of = {"Ankle boot": "accessories", "Bag": "accessories", "Shirt": "apparel"}
+    rows = ["file,colour"]
+    for name, superclass in superclass_of.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(1, 256, (8, 8), dtype=np.uint8)).save(root / name / f"{i}.png")
+            dark = (i < per_class - 1) == (superclass == "accessories")
+            rows.append(f"{name}/{i}.png,{'dark' if dark else 'light'}")
+    (root / "superclasses.json").write_text(json.dumps(superclass_of))
+    (root / "attributes.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_folder_attributes_follow_their_file_names_not_the_row_order(tmp_path):
+    root = write_image_folder(tmp_path / "clothes")
+    lines = (root / "attributes.csv").read_text().splitlines()
+    expected = dict(line.split(",") for line in lines[1:])
+    (root / "attributes.csv").write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    source = read_source("folder", root)
+    files = [f"{source.class_names[k]}/{i}.png" for k, i in zip(source.labels, [0, 1, 2, 3, 4, 5] * 3)]
+    assert list(source.attributes["colour"]) == [expected[f] for f in files]
+    assert source.images.shape == (18, 8, 8, 1)
+    assert source.superclass_of == {"Ankle boot": "accessories", "Bag": "accessories", "Shirt": "apparel"}
+
+
+def test_empty_and_na_attribute_values_are_refused_unless_missing_value_names_a_category(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "clothes")
+    lines = (root / "attributes.csv").read_text().splitlines()
+    lines[2] = "Ankle boot/1.png,"
+    lines[8] = "Bag/1.png, na "
+    (root / "attributes.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"column 'colour' has 2 empty or NA values \(first on line 3\)"):
+        read_source("folder", root)
+    with caplog.at_level("WARNING"):
+        source = read_source("folder", root, missing_value="unknown")
+    colours = source.attributes["colour"].tolist()
+    assert colours[1] == colours[7] == "unknown" and colours.count("unknown") == 2
+    assert "2 empty or NA values of 'colour' put in category 'unknown'" in caplog.text
+
+
+@pytest.mark.parametrize("name, accepted", [
+    ("Shirt", True), ("Ankle boot", True), ("T-shirt_top", True), ("v1.2", True), ("élan", True), ("a..b", True),
+    ("a/b", False), ("..", False), (".", False), ("", False), ("a+b", False), ("a&b", False), ("a:b", False),
+    ("x" * 101, False),
+])
+def test_names_are_checked_for_mlflow_metric_names(name, accepted):
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_metric_name
+
+    from fairforget.components.sources import check_name
+
+    if accepted:
+        assert check_name(name, "class folder", "rename it") == name
+        _validate_metric_name(f"acc/class/{name}")  # MLflow takes every name we accept
+        _validate_metric_name(f"bias/kl/{name} x {name}")
+    else:
+        with pytest.raises(DataError, match="cannot be part of an MLflow metric name.*; rename it"):
+            check_name(name, "class folder", "rename it")
+        if name in ("..", ".", "", "a+b", "a&b"):  # the others MLflow takes, but they nest metrics or break on Windows
+            with pytest.raises(MlflowException):
+                _validate_metric_name(f"acc/class/{name}")
+
+
+def test_an_unset_missing_value_leaves_the_stored_config_as_before():
+    # data prepared before the option existed keeps its meta.json bytes, its DVC md5 and counts as current
+    assert "missing_value" not in DataConfig().stored_record()
+    assert DataConfig(dataset="folder", missing_value="unknown").stored_record()["missing_value"] == "unknown"
+
+
+def test_a_folder_without_majority_superclass_says_which_to_give(tmp_path):
+    root = write_image_folder(tmp_path / "clothes")
+    config = DataConfig(dataset="folder", source_dir=str(root), train_size=6, test_size=3, audit_size=0,
+                        reference_size=0)
+    with pytest.raises(DataError, match=r"no default majority superclass: give majority_superclass "
+                                        r"\(--majority-superclass\), one of \['accessories', 'apparel'\]"):
+        prepare_dataset(config)
