@@ -16,8 +16,8 @@ Logged: metrics ``mia/...`` (``AuditReport.metrics``, at ``--step``), ``audit/mi
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -31,9 +31,9 @@ from fairforget.components.mia.results import ALL_MEMBERS
 from fairforget.components.report import plot_attack_success, plot_roc_curves
 from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.errors import ConfigError
-from fairforget.pipelines.cli import float_arg, int_arg, str2bool
+from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import load_current_data
-from fairforget.pipelines.tracking import configure_tracking, step_run
+from fairforget.pipelines.tracking import configure_tracking, run_cli, step_run
 
 
 @dataclass
@@ -167,7 +167,7 @@ def audit_step(config: AuditStepConfig) -> AuditReport:
 
 def parse_args(argv=None) -> AuditStepConfig:
     defaults, audit = AuditStepConfig(), AuditConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-uri", default=defaults.model_uri, help="models:/name/version, models:/name@alias "
                         "or runs:/<run_id>/<path>")
     parser.add_argument("--data-dir", default=defaults.data_dir)
@@ -203,9 +203,15 @@ def parse_args(argv=None) -> AuditStepConfig:
                            step=None if args.step < 0 else args.step, audit=audit)
 
 
-def main(argv=None) -> AuditReport:
+def run(argv=None) -> AuditReport:
+    """Parse and validate ``argv``, then audit; returns the report (errors raise)."""
     return audit_step(parse_args(argv))
 
 
+def main(argv=None) -> int:
+    """The command line: a user error is one ``error: ...`` line and exit code 2."""
+    return run_cli(lambda: run(argv))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,6 @@ only once everything succeeded); ``--dvc-add true`` then runs ``dvc add`` on it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -33,9 +32,9 @@ from fairforget.components.generator import Generator
 from fairforget.components.plots import plot_dependence, plot_distributions, plot_image_grid
 from fairforget.components.priors import build_target
 from fairforget.components.versioning import dvc_md5_of_folder
-from fairforget.pipelines.cli import float_arg, int_arg, str2bool
+from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import load_current_data
-from fairforget.pipelines.tracking import log_figure, log_json, step_run
+from fairforget.pipelines.tracking import log_figure, log_json, run_cli, step_run
 from fairforget.pipelines.train_generator import (
     add_generator_arguments,
     generator_config_from_args,
@@ -135,8 +134,9 @@ def dvc_add_folder(folder: Path) -> Path:
     return folder.with_name(folder.name + ".dvc")
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run(argv: Sequence[str] | None = None) -> dict:
+    """Parse and validate ``argv``, then run Algorithm 1; returns the summary (errors raise)."""
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     defaults = AugmentConfig()
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--output-dir", default="augmented")
@@ -156,9 +156,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = AugmentConfig(rho=args.rho, step_size=args.step_size, round_size=args.round_size,
                            max_rounds=args.max_rounds, guidance_scale=args.guidance_scale, seed=args.seed)
     config.validate()  # before any expensive work
+    generator_config = generator_config_from_args(args)
+    generator_config.validate()
     dataset = load_current_data(args.data_dir)
     data_md5 = dvc_md5_of_folder(args.data_dir)
-    generator_config = generator_config_from_args(args)
     if args.generator_run_id:
         generator = load_generator_from_run(args.generator_run_id)
     else:
@@ -176,5 +177,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return summary
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: a user error is one ``error: ...`` line and exit code 2."""
+    return run_cli(lambda: run(argv))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

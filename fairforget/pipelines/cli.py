@@ -6,6 +6,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (``error: argument --x: ...; see --help``) and exit
+    code 2, like every other user error of the entry points."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def int_arg(text: str) -> int:

@@ -21,7 +21,7 @@ from fairforget.components.sisa.model import SisaConfig
 from fairforget.components.sisa.unlearn import FORGET_ORDERS
 from fairforget.components.versioning import config_hash
 from fairforget.errors import ConfigError
-from fairforget.pipelines.cli import add_generator_privacy_arguments, float_arg, int_arg, str2bool
+from fairforget.pipelines.cli import OneLineParser, add_generator_privacy_arguments, float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import (
     _add_balance_args,
     _add_data_args,
@@ -111,7 +111,7 @@ def policy_or(parse):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     loop, gate, sisa, audit, gen = LoopConfig(), GateConfig(), SisaConfig(), AuditConfig(), GeneratorConfig()
     parser.add_argument("--forget-rate", type=float_arg, default=loop.forget_rate)
     parser.add_argument("--iterations", type=int_arg, default=loop.iterations)

@@ -23,7 +23,7 @@ from fairforget.components.plots import plot_distributions
 from fairforget.components.priors import TargetDistribution, build_target
 from fairforget.components.validation import ValidationResult, validate_dataset, validate_integrity
 from fairforget.components.versioning import dvc_md5_of_folder, md5_of_file
-from fairforget.pipelines.cli import float_arg, int_arg
+from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg
 from fairforget.pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, run_cli, step_run
 
 log = logging.getLogger("fairforget")
@@ -168,7 +168,7 @@ def balance_config_from_args(args: argparse.Namespace) -> BalanceConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = OneLineParser(description=__doc__)
     sub = parser.add_subparsers(dest="step", required=True)
     prepare = sub.add_parser("prepare", help="build and DVC-track the data set")
     _add_data_args(prepare)

@@ -49,7 +49,7 @@ from fairforget.components.priors import build_target
 from fairforget.components.sisa.model import SisaModel
 from fairforget.components.versioning import config_hash
 from fairforget.errors import DataError, PromotionRefused
-from fairforget.pipelines.cli import str2bool
+from fairforget.pipelines.cli import OneLineParser, str2bool
 from fairforget.pipelines.config import PipelineConfig
 from fairforget.pipelines.data_steps import dvc_track
 from fairforget.pipelines.faults import fault_point
@@ -266,7 +266,7 @@ def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_ve
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     forget = sub.add_parser("forget", help="serve a deletion request against the champion")
     forget.add_argument("--ids", required=True, help="file with one original record id per line (or CSV with id)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,9 @@ from fairforget.components.dataset import Dataset
 from fairforget.components.forgetting import evaluate_model, shard_fit_accuracies
 from fairforget.components.sisa import SisaConfig, SisaModel
 from fairforget.components.training import TrainConfig, accuracy
-from fairforget.pipelines.cli import float_arg, int_arg
+from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg
 from fairforget.pipelines.data_steps import load_current_data
-from fairforget.pipelines.tracking import log_json, step_run
+from fairforget.pipelines.tracking import log_json, run_cli, step_run
 
 DEFAULT_STATE_DIR = "artifacts/sisa"
 
@@ -82,7 +83,7 @@ def run_train(config: SisaConfig, data_dir: str | Path = "data", state_dir: str 
 
 def build_parser() -> argparse.ArgumentParser:
     sisa, train = SisaConfig(), TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     parser.add_argument("--seed", type=int_arg, default=sisa.seed)
@@ -114,10 +115,18 @@ def config_from_args(args: argparse.Namespace) -> SisaConfig:
                       ray_address=args.ray_address or None, progress=bool(args.progress))
 
 
-def main(argv: list[str] | None = None) -> TrainOutcome:
+def run(argv: list[str] | None = None) -> TrainOutcome:
+    """Parse ``argv``, validate every parameter, then train; returns the outcome (errors raise)."""
     args = build_parser().parse_args(argv)
-    return run_train(config_from_args(args), args.data_dir, args.state_dir)
+    config = config_from_args(args)
+    config.validate()
+    return run_train(config, args.data_dir, args.state_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: a user error is one ``error: ...`` line and exit code 2."""
+    return run_cli(lambda: run(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

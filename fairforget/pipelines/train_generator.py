@@ -26,11 +26,10 @@ import pandas as pd
 
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator import Generator, GeneratorConfig, load_generator, train_generator
-from fairforget.components.generator.audit import GeneratorAuditConfig, audit_generator, matched_non_members
-from fairforget.components.generator.train import training_images
+from fairforget.components.generator.audit import GeneratorAuditConfig, audit_generator_on_splits
 from fairforget.components.quality import QualityConfig, evaluate_generator
 from fairforget.components.versioning import config_hash, dvc_md5_of_folder
-from fairforget.pipelines.cli import add_generator_privacy_arguments, float_arg, int_arg, str2bool
+from fairforget.pipelines.cli import OneLineParser, add_generator_privacy_arguments, float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import configure_tracking, experiment_name, log_json, run_cli, step_run
 
@@ -105,12 +104,7 @@ def run_generator_audit(generator: Generator, dataset: Dataset, config: Generato
     never-seen ``audit``-split records of the same class mix. Logs the ``generator/mia/*`` metrics, the ROC figure
     and a summary into the active run, or into ``run_id`` (a finished generator run being completed); returns the
     metrics."""
-    config = config or GeneratorAuditConfig()
-    pool = dataset.split("audit")
-    pool = pool.select(pool.manifest["origin"].to_numpy() == "real")
-    members, non_members = matched_non_members(training_images(dataset), pool, max_members=config.max_members,
-                                               seed=config.seed)
-    report = audit_generator(generator, members, non_members, config)
+    report = audit_generator_on_splits(generator, dataset, config)
     metrics = report.metrics()
     figure = report.figure()
     if run_id is None:
@@ -217,7 +211,7 @@ def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--seed", type=int_arg, default=0)
     parser.add_argument("--eval-per-class", type=int_arg, default=QualityConfig.eval_per_class)

@@ -276,7 +276,7 @@ def test_train_step_logs_sizes_accuracies_and_the_ensemble(tracking_uri, tmp_pat
     import mlflow
 
     from fairforget.components.dataset import save_dataset
-    from fairforget.pipelines.train import main
+    from fairforget.pipelines.train import run as main
 
     data = make_toy_dataset(per_class_train=(16, 16, 8, 8))
     save_dataset(data, tmp_path / "data")

@@ -34,7 +34,7 @@ def _log_and_register(weights, name):
 
 
 def test_audit_step_logs_metrics_figures_and_tags_the_version(tracking_uri, tmp_path):
-    from fairforget.pipelines.audit import main
+    from fairforget.pipelines.audit import run as main
 
     data = make_toy_dataset(per_class_train=(50, 50, 50, 50), per_class_other=100)
     data_dir = save_dataset(data, tmp_path / "data")

@@ -119,3 +119,52 @@ def test_bad_generator_privacy_settings_fail_in_one_line_before_any_work(argv, m
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "absent").exists()
+
+
+BAD_INPUTS = [
+    ("main", ["--iterations", "inf"], "argument --iterations: expected a whole number"),
+    ("main", ["--attacks", "mloss,bogus"], "unknown attacks ['bogus']"),
+    ("main", ["--classifier", "nope"], "unknown classifier 'nope'"),
+    ("main", ["--forget-rate", "0.9"], "forget_rate 0.9 exceeds max_deletion_fraction 0.2"),
+    ("main", ["--shards", "5000"], "exceeds the 4040 training records"),
+    ("main", ["--mia-threshold", "-1"], "mia_threshold must lie in [0, 1]"),
+    ("train", ["--num-slices", "0"], "num_slices (R) must be >= 1"),
+    ("audit", ["--attacks", "bogus"], "unknown attacks ['bogus']"),
+    ("augment", ["--rho", "-1"], "rho must be > 0"),
+    ("train_generator", ["--train-steps", "0"], "train_steps must be a positive integer"),
+    ("forget", ["forget", "--ids", "absent.txt"], "does not exist"),
+    ("promote", ["promote", "--version", "1", "--model-name", "never-registered"], "never-registered"),
+    ("prepare", ["prepare", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    ("validate", ["validate", "--rho", "0"], "rho must be positive"),
+]
+
+
+@pytest.mark.parametrize("entry_point, argv, message", BAD_INPUTS, ids=[f"{e}:{a[-1]}" for e, a, _ in BAD_INPUTS])
+def test_every_entry_point_turns_a_bad_input_into_one_line_and_exit_code_2(entry_point, argv, message, tmp_path,
+                                                                           capsys, tracking_uri, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anything written by mistake would land here
+    module = shlex.split(MLPROJECT["entry_points"][entry_point]["command"])[2]
+    data = ["--data-dir", str(tmp_path / "data")] if entry_point not in ("forget", "promote") else []
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    with pytest.raises(SystemExit) if argv[-1] == "inf" else _no_exit():
+        code = importlib.import_module(module).main([*argv, *data])
+        assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert _snapshot(tmp_path) == before, "a refused input wrote something (files or the tracking store)"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).digest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class _no_exit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -282,3 +282,17 @@ def audit_generator(generator: Generator, members: Dataset, non_members: Dataset
         mean_error={"members": float(errors[is_member, chosen].mean()),
                     "non_members": float(errors[~is_member, chosen].mean())},
         scores=scores, is_member=is_member, evaluation=evaluation)
+
+
+def audit_generator_on_splits(generator: Generator, dataset: Dataset,
+                              config: GeneratorAuditConfig | None = None) -> GeneratorAuditReport:
+    """The generator audit on a prepared data set: members = the real ``train`` records it learned from, non-members
+    = real ``audit``-split records (never seen by any generator, private or not) with the same class counts."""
+    from fairforget.components.generator.train import training_images
+
+    config = config or GeneratorAuditConfig()
+    pool = dataset.split("audit")
+    pool = pool.select(pool.manifest["origin"].to_numpy() == "real")
+    members, non_members = matched_non_members(training_images(dataset), pool, max_members=config.max_members,
+                                               seed=config.seed)
+    return audit_generator(generator, members, non_members, config)

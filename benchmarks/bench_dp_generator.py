@@ -1,0 +1,145 @@
+"""The privacy/quality trade-off of the generator: DP-SGD at several epsilons against the non-private generator.
+
+For each target epsilon the DP generator (``privacy="dp"``: autoencoder on the public reference split, denoiser
+trained with DP-SGD) is trained on the default data, then judged exactly like the non-private one: conditional
+accuracy and CAS ratio (``components/quality.py``) and the generator membership audit (AUC against its chance
+bound). The non-private generator of the project's tracking store is the baseline (found by data version and
+config, as ``make run`` would reuse it; trained when missing). Each point is written to
+``<out>/eps-<epsilon>.json`` as soon as it exists and is skipped when present, so points can be computed in
+parallel processes and the table rebuilt afterwards:
+
+    python -m benchmarks.bench_dp_generator --epsilons 1 3 10      # train what is missing, then report
+    python -m benchmarks.bench_dp_generator --report-only           # table and plot from the saved points
+
+Prints one row per point and the ratio of each DP figure to the non-private one; writes the table as JSON and the
+plot ``dp_tradeoff.png`` into ``--out`` (default ``docs/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+ROW_METRICS = ("generator/conditional_accuracy", "generator/cas_ratio", "generator/fid", "generator/mia/auc",
+               "generator/mia/auc_chance_bound")
+
+
+def _point(generator, dataset, seconds: float) -> dict:
+    from fairforget.components.generator.audit import audit_generator_on_splits
+    from fairforget.components.quality import QualityConfig, evaluate_generator
+
+    metrics = evaluate_generator(generator, dataset, QualityConfig()).as_metrics()
+    metrics.update(audit_generator_on_splits(generator, dataset).metrics())
+    summary = {k: v for k, v in generator.training_summary.items() if k != "loss_history"}
+    return {"train_seconds": seconds, "summary": summary, "metrics": metrics}
+
+
+def measure_dp(epsilon: float, dataset, out: Path) -> dict:
+    """Train, judge and audit the DP generator at ``epsilon`` (or read its saved point)."""
+    from fairforget.components.generator import GeneratorConfig, train_generator
+
+    path = out / f"eps-{epsilon:g}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    started = time.perf_counter()
+    generator = train_generator(dataset, config=GeneratorConfig(privacy="dp", dp_epsilon=epsilon), progress=False)
+    point = {"mode": "dp", "target_epsilon": epsilon,
+             **_point(generator, dataset, time.perf_counter() - started)}
+    path.write_text(json.dumps(point, indent=1, default=float) + "\n")
+    return point
+
+
+def measure_non_private(dataset, data_md5: str, out: Path) -> dict:
+    """The non-private generator's point: reused from the tracking store (its training time from its run)."""
+    path = out / "eps-inf.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from fairforget.pipelines.train_generator import get_or_train_generator
+
+    generator, info = get_or_train_generator(dataset, data_md5, dataset_name="fashion_mnist")
+    point = {"mode": "none", "target_epsilon": math.inf, "train_seconds": generator.training_summary.get(
+        "train_seconds", float("nan")), "summary": {k: v for k, v in generator.training_summary.items()
+                                                    if k != "loss_history"},
+             "metrics": dict(info["metrics"]), "run_id": info["run_id"]}
+    path.write_text(json.dumps(point, indent=1, default=float) + "\n")
+    return point
+
+
+def report(points: list[dict], out: Path) -> list[dict]:
+    """Print the table with ratios to the non-private point; write it as JSON and plot it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    baseline = next((p for p in points if p["mode"] == "none"), None)
+    rows = []
+    print("bench_dp_generator: epsilon | achieved | cond. acc | CAS ratio | FID | MIA AUC (bound) | train min")
+    for p in sorted(points, key=lambda p: p["target_epsilon"]):
+        m = p["metrics"]
+        row = {"target_epsilon": p["target_epsilon"], "achieved_epsilon": p["summary"].get("dp_epsilon", math.inf),
+               "train_minutes": p["train_seconds"] / 60, **{k: m.get(k, float("nan")) for k in ROW_METRICS}}
+        rows.append(row)
+        ratio = ""
+        if baseline is not None and p is not baseline:
+            b = baseline["metrics"]
+            ratio = (f"  (x{m['generator/conditional_accuracy'] / b['generator/conditional_accuracy']:.2f} accuracy, "
+                     f"x{m['generator/cas_ratio'] / b['generator/cas_ratio']:.2f} CAS of non-private)")
+        print(f"bench_dp_generator: {row['target_epsilon']:>7g} | {row['achieved_epsilon']:8.2f} | "
+              f"{row['generator/conditional_accuracy']:9.3f} | {row['generator/cas_ratio']:9.3f} | "
+              f"{row['generator/fid']:6.1f} | {row['generator/mia/auc']:.3f} ({row['generator/mia/auc_chance_bound']:.3f})"
+              f" | {row['train_minutes']:5.1f}{ratio}")
+    (out / "dp_tradeoff.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+
+    dp_rows = [r for r in rows if math.isfinite(r["target_epsilon"])]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for key, label in (("generator/conditional_accuracy", "conditional accuracy"), ("generator/cas_ratio", "CAS ratio")):
+        axes[0].plot([r["achieved_epsilon"] for r in dp_rows], [r[key] for r in dp_rows], "o-", label=f"DP: {label}")
+        if baseline is not None:
+            axes[0].axhline(baseline["metrics"][key], ls="--", lw=0.8, color=axes[0].lines[-1].get_color(),
+                            label=f"non-private: {label}")
+    axes[0].set(xscale="log", xlabel="epsilon (achieved)", ylabel="quality", title="Quality", ylim=(0, 1.05))
+    axes[0].legend(fontsize=7)
+    axes[1].plot([r["achieved_epsilon"] for r in dp_rows], [r["generator/mia/auc"] for r in dp_rows], "o-",
+                 label="DP generator")
+    axes[1].plot([r["achieved_epsilon"] for r in dp_rows], [r["generator/mia/auc_chance_bound"] for r in dp_rows],
+                 "k:", label="chance bound")
+    if baseline is not None:
+        axes[1].axhline(baseline["metrics"]["generator/mia/auc"], ls="--", color="C3", label="non-private")
+    axes[1].set(xscale="log", xlabel="epsilon (achieved)", ylabel="membership AUC", title="Leakage", ylim=(0.45, 1))
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "dp_tradeoff.png", dpi=120)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epsilons", type=float, nargs="*", default=[1.0, 3.0, 10.0])
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--out", default="docs/results")
+    parser.add_argument("--skip-baseline", action="store_true", help="do not measure the non-private generator")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the table from saved points")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        from fairforget.components.versioning import dvc_md5_of_folder
+        from fairforget.pipelines.data_steps import load_current_data
+        from fairforget.pipelines.tracking import configure_tracking
+
+        configure_tracking()
+        dataset = load_current_data(args.data_dir)
+        if not args.skip_baseline:
+            measure_non_private(dataset, dvc_md5_of_folder(args.data_dir), out)
+        for epsilon in args.epsilons:
+            measure_dp(epsilon, dataset, out)
+    points = [json.loads(p.read_text()) for p in sorted(out.glob("eps-*.json"))]
+    return report(points, out)
+
+
+if __name__ == "__main__":
+    main()
