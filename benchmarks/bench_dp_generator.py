@@ -60,10 +60,18 @@ def measure_non_private(dataset, data_md5: str, out: Path) -> dict:
     from fairforget.pipelines.train_generator import get_or_train_generator
 
     generator, info = get_or_train_generator(dataset, data_md5, dataset_name="fashion_mnist")
-    point = {"mode": "none", "target_epsilon": math.inf, "train_seconds": generator.training_summary.get(
-        "train_seconds", float("nan")), "summary": {k: v for k, v in generator.training_summary.items()
-                                                    if k != "loss_history"},
-             "metrics": dict(info["metrics"]), "run_id": info["run_id"]}
+    # negative control on the real data: the same generator and attacks, with "members" it never saw (reference
+    # records, same class counts) against the audit pool: must stay within the chance bound
+    from fairforget.components.generator.audit import audit_generator, matched_non_members
+
+    pool = dataset.split("audit")
+    unseen, non_members = matched_non_members(dataset.split("reference"), pool, max_members=2000, seed=0)
+    control = audit_generator(generator, unseen, non_members)
+    print(f"bench_dp_generator: negative control (non-private generator, records it never saw): {control.summary()}")
+    summary = {k: v for k, v in generator.training_summary.items() if k != "loss_history"}
+    point = {"mode": "none", "target_epsilon": math.inf, "train_seconds": summary.get("train_seconds", float("nan")),
+             "summary": summary, "metrics": dict(info["metrics"]), "negative_control": control.metrics(),
+             "run_id": info["run_id"]}
     path.write_text(json.dumps(point, indent=1, default=float) + "\n")
     return point
 
@@ -77,6 +85,10 @@ def report(points: list[dict], out: Path) -> list[dict]:
 
     baseline = next((p for p in points if p["mode"] == "none"), None)
     rows = []
+    if baseline is not None and "negative_control" in baseline:
+        control = baseline["negative_control"]
+        print(f"bench_dp_generator: negative control AUC {control['generator/mia/auc']:.3f} "
+              f"(bound {control['generator/mia/auc_chance_bound']:.3f}) on records the generator never saw")
     print("bench_dp_generator: epsilon | achieved | cond. acc | CAS ratio | FID | MIA AUC (bound) | train min")
     for p in sorted(points, key=lambda p: p["target_epsilon"]):
         m = p["metrics"]

@@ -28,7 +28,13 @@ import numpy as np
 from fairforget.components import names
 from fairforget.components.augment import replenish
 from fairforget.components.bias import BiasReport, measure_bias
-from fairforget.components.canaries import CanaryAudit, CanarySet, audit_canaries, without_canary_columns
+from fairforget.components.canaries import (
+    INSERTED_PREFIX,
+    CanaryAudit,
+    CanarySet,
+    audit_canaries,
+    without_canary_columns,
+)
 from fairforget.components.config import ConfigBase
 from fairforget.components.dataset import Dataset
 from fairforget.components.fairness import FairnessReport, evaluate_predictions
@@ -103,9 +109,11 @@ def evaluate_model(predict_proba: Callable[[np.ndarray], np.ndarray], test: Data
 
 def shard_fit_accuracies(sisa: SisaModel, dataset: Dataset) -> list[float]:
     """Each shard model's accuracy on its own live training records (``dataset`` must hold them all): how well
-    every shard fits its data (a converged shard is near 1.0)."""
+    every shard fits its data (a converged shard is near 1.0). Canaries (ids ``canary-*``) are an audit instrument
+    with deliberately wrong labels and are left out, like from every other accuracy figure."""
     accuracies = []
     live = sisa.plan.live()
+    live = live[~live["id"].astype(str).str.startswith(INSERTED_PREFIX)]
     for shard, model in enumerate(sisa.ensemble().models):
         own = dataset.by_ids(live.loc[live["shard"] == shard, "id"].tolist())
         accuracies.append(accuracy(predict_proba(model, own.images), own.labels))

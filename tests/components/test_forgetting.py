@@ -97,3 +97,21 @@ def test_every_config_round_trips_through_its_dict():
             assert cls.from_dict(cls().to_dict()) == cls(), cls.__name__
     with pytest.raises(ConfigError, match="unknown LoopConfig keys \\['speed'\\]"):
         LoopConfig.from_dict({"speed": 3})
+
+
+def test_shard_fit_leaves_the_canaries_out(tmp_path):
+    from fairforget.components.forgetting import shard_fit_accuracies
+    from fairforget.components.training import accuracy, predict_proba
+
+    data = make_toy_dataset(per_class_other=40)
+    pool = cut_audit_pool(data.split("audit"), canaries=4, seed=0)
+    everything = with_canaries(data.split("train"), pool.canaries)
+    sisa = SisaModel.create(everything, SisaConfig(num_shards=2, num_slices=1, executor="serial",
+                                                   train=TrainConfig(epochs=2, batch_size=16)), tmp_path)
+    sisa.train()
+    live = sisa.plan.live()
+    for shard, (model, fit) in enumerate(zip(sisa.ensemble().models, shard_fit_accuracies(sisa, everything))):
+        ids = [i for i in live.loc[live["shard"] == shard, "id"] if not str(i).startswith("canary-")]
+        own = everything.by_ids(ids)
+        assert fit == pytest.approx(accuracy(predict_proba(model, own.images), own.labels))
+    assert int(live["id"].astype(str).str.startswith("canary-").sum()) == 4  # they were trained on, and left out

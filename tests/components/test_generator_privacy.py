@@ -114,7 +114,8 @@ def dp_toy():
 
 
 def _dp_config(**overrides):
-    return tiny_config(**{"privacy": "dp", "dp_train_steps": 40, "dp_autoencoder_epochs": 5, "batch_size": 16,
+    return tiny_config(**{"privacy": "dp", "dp_train_steps": 40, "dp_autoencoder_epochs": 5, "dp_batch_size": 16,
+                          "dp_denoiser_width": 32, "dp_denoiser_depth": 2, "dp_embedding_dim": 16, "dp_warmup_steps": 5,
                           **overrides})
 
 
@@ -145,6 +146,8 @@ def test_the_dp_generator_samples_and_its_identity_differs(dp_toy):
     assert images.shape == (2, 8, 8, 1) and images.dtype == np.uint8
     private, plain = _dp_config().identity_record(), tiny_config().identity_record()
     assert private["privacy"] == "dp" and "privacy" not in plain  # non-private identities (and reuse) are unchanged
+    assert private["denoiser_width"] == 32 and private["train_steps"] == 40  # the DP recipe is what is trained
+    assert generator.config.denoiser_width == 32 and generator.config.privacy == "dp"
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -168,7 +171,7 @@ def test_an_unreachable_epsilon_is_refused_before_training(dp_toy, monkeypatch):
         raise AssertionError("the autoencoder was trained before the budget was checked")
 
     monkeypatch.setattr(train_module, "fit_autoencoder", no_training)
-    config = _dp_config(dp_epsilon=1e-4, batch_size=96, dp_train_steps=5000).resolved()
+    config = _dp_config(dp_epsilon=1e-4, dp_batch_size=96, dp_train_steps=5000).resolved()
     with pytest.raises(ConfigError, match="cannot be reached") as error:
         train_generator(dp_toy, config=config, progress=False)
     assert "\n" not in str(error.value)

@@ -81,7 +81,7 @@ def _learning_rate_factor(config: GeneratorConfig):
     def factor(step: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
-        progress_ = (step - config.warmup_steps) / max(1, config.denoiser_steps - config.warmup_steps)
+        progress_ = (step - config.warmup_steps) / max(1, config.train_steps - config.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
     return factor
 
@@ -94,18 +94,19 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay_m
 
 
 def dp_noise_multiplier(config: GeneratorConfig, n_private: int) -> float:
-    """The Gaussian noise multiplier that meets (``dp_epsilon``, ``dp_delta`` or 1/n) over ``dp_train_steps`` steps of
+    """The Gaussian noise multiplier that meets (``dp_epsilon``, ``dp_delta`` or 1/n) over ``train_steps`` steps of
     Poisson sampling at rate ``batch_size / n`` (opacus, PRV accountant). Raises ``ConfigError`` when the target
     needs more noise than ``DP_MAX_NOISE_MULTIPLIER`` (or opacus finds none)."""
     from opacus.accountants.utils import get_noise_multiplier
 
+    config = config.effective()
     delta = config.dp_delta if config.dp_delta is not None else 1.0 / n_private
     rate = min(1.0, config.batch_size / n_private)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sigma = float(get_noise_multiplier(target_epsilon=config.dp_epsilon, target_delta=delta,
-                                               sample_rate=rate, steps=config.denoiser_steps,
+                                               sample_rate=rate, steps=config.train_steps,
                                                accountant=DP_ACCOUNTANT, epsilon_tolerance=0.01))
     except ValueError as error:
         sigma = math.inf
@@ -113,9 +114,9 @@ def dp_noise_multiplier(config: GeneratorConfig, n_private: int) -> float:
     else:
         reason = f"it needs a noise multiplier of {sigma:.0f} > {DP_MAX_NOISE_MULTIPLIER:.0f}"
     if sigma > DP_MAX_NOISE_MULTIPLIER:
-        raise ConfigError(f"dp_epsilon={config.dp_epsilon} cannot be reached with {config.denoiser_steps} steps at "
+        raise ConfigError(f"dp_epsilon={config.dp_epsilon} cannot be reached with {config.train_steps} steps at "
                           f"sampling rate {rate:.3f} ({reason}): raise dp_epsilon, or lower dp_train_steps or "
-                          "batch_size")
+                          "dp_batch_size")
     return sigma
 
 
@@ -154,10 +155,10 @@ def fit_denoiser_dp(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.nda
     alphas = make_scheduler(config).alphas_cumprod.to(device)
     nulls = torch.from_numpy(space.null_codes(1)).to(device)
     history, running, step = [], [], 0
-    bar = progress_bar(total=config.denoiser_steps, enabled=progress, desc="denoiser (DP-SGD)", leave=False)
-    while step < config.denoiser_steps:
+    bar = progress_bar(total=config.train_steps, enabled=progress, desc="denoiser (DP-SGD)", leave=False)
+    while step < config.train_steps:
         for x0, c in loader:
-            if step >= config.denoiser_steps:
+            if step >= config.train_steps:
                 break
             optimizer.zero_grad(set_to_none=True)
             if len(x0):
@@ -172,7 +173,7 @@ def fit_denoiser_dp(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.nda
             _update_ema(ema, denoiser, step, config.ema_decay)
             step += 1
             bar.update(1)
-            if step % 50 == 0 or step == config.denoiser_steps:
+            if step % 50 == 0 or step == config.train_steps:
                 history.append(float(np.mean(running)) if running else float("nan"))
                 running = []
     bar.close()
@@ -226,7 +227,7 @@ def train_generator(dataset: Dataset, *, config: GeneratorConfig | None = None, 
                     progress: bool = True) -> Generator:
     """Train a generator on ``dataset``'s real training images, conditioned on the class and on every entry of
     ``dataset.attributes``. ``data_md5`` records the data version it learned from. Returns it in eval mode."""
-    config = (config or GeneratorConfig()).resolved()
+    config = (config or GeneratorConfig()).resolved().effective()
     with torch_threads(config.num_threads):
         return _train_generator(dataset, config, data_md5, progress)
 
@@ -263,7 +264,7 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
     if autoencoder is not None:
         # DP: everything but the denoiser learns from public images only, so S reaches only the DP-SGD step.
         fit_images = public_images(dataset).to_float_tensor_array() if private else images
-        history = fit_autoencoder(autoencoder, fit_images, config.autoencoder_epochs_effective, config.autoencoder_batch_size,
+        history = fit_autoencoder(autoencoder, fit_images, config.autoencoder_epochs, config.autoencoder_batch_size,
                                   config.autoencoder_learning_rate, config.seed, config.device, progress)
         summary["autoencoder_loss"] = history[-1]
         summary["autoencoder_images"] = len(fit_images)
