@@ -107,6 +107,22 @@ def evaluate_model(predict_proba: Callable[[np.ndarray], np.ndarray], test: Data
     return evaluate_predictions(test.labels, predicted, test.class_names, test.manifest["superclass"].to_numpy())
 
 
+def check_schedule_capacity(*, forget_rate: float, forgettable: int, total: int, num_shards: int,
+                            max_deletion_fraction: float) -> int:
+    """Refuse a schedule whose iterations would ask a shard to unlearn more than ``max_deletion_fraction`` of its
+    records at once: each iteration forgets ``round(forget_rate * forgettable / num_shards)`` records per shard
+    (``ForgettingLoop.forget_per_shard``) from shards of about ``total / num_shards`` records. Returns the per-shard
+    count. Raises ``ConfigError`` naming both parameters and the fix."""
+    per_shard = max(1, round(forget_rate * forgettable / num_shards))
+    smallest = total // num_shards
+    if per_shard > max_deletion_fraction * smallest:
+        raise ConfigError(
+            f"forget_rate {forget_rate} forgets {per_shard} records per shard each iteration, above "
+            f"max_deletion_fraction {max_deletion_fraction} of a shard's {smallest}: lower forget_rate (and raise "
+            "iterations) or raise max_deletion_fraction")
+    return per_shard
+
+
 def shard_fit_accuracies(sisa: SisaModel, dataset: Dataset) -> list[float]:
     """Each shard model's accuracy on its own live training records (``dataset`` must hold them all): how well
     every shard fits its data (a converged shard is near 1.0). Canaries (ids ``canary-*``) are an audit instrument

@@ -63,13 +63,9 @@ class PipelineConfig(ConfigBase):
         self._validate_against_each_other()
 
     def _validate_against_each_other(self) -> None:
-        """Checks that need two configs at once, made before any work: the schedule against SISA's deletion cap and
-        the shard plan against the data size."""
-        if self.loop.forget_rate > self.sisa.max_deletion_fraction:
-            raise ConfigError(
-                f"forget_rate {self.loop.forget_rate} exceeds max_deletion_fraction {self.sisa.max_deletion_fraction}: "
-                "each iteration would ask a shard to unlearn more than that fraction of its records at once; lower "
-                "forget_rate (and raise iterations) or raise max_deletion_fraction")
+        """Checks that need two configs at once, made before any work: the shard plan against the data size. (The
+        schedule against SISA's deletion cap needs the size of S*: ``check_schedule_capacity``, right after
+        Algorithm 1 and before any classifier is trained.)"""
         canaries = self.canary_count(self.data.train_size)
         cells = self.sisa.num_shards * self.sisa.num_slices
         if cells > self.data.train_size + canaries:

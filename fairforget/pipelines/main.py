@@ -34,7 +34,12 @@ from fairforget.components.bias import BiasReport, measure_bias, measure_depende
 from fairforget.components.canaries import with_canaries
 from fairforget.components.data import DataConfig
 from fairforget.components.dataset import DataError, Dataset, load_dataset, save_dataset
-from fairforget.components.forgetting import IterationOutcome, evaluate_model, shard_fit_accuracies
+from fairforget.components.forgetting import (
+    IterationOutcome,
+    check_schedule_capacity,
+    evaluate_model,
+    shard_fit_accuracies,
+)
 from fairforget.components.ledger import ledger_ids, ledger_path, without_ledger_record
 from fairforget.components.locks import exclusive
 from fairforget.components.plots import plot_attack_vs_forgotten, plot_confusion, plot_distributions, plot_iterations
@@ -177,6 +182,11 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
         original_train, test = dataset.split("train"), dataset.split("test")
         instruments = audit_pool(dataset, config)
         balanced = generate_balanced(config, dataset, data_md5, validated, data_dir, state_dir)
+        canary_count = len(instruments.canaries) if instruments.canaries else 0
+        check_schedule_capacity(forget_rate=config.loop.forget_rate, forgettable=len(original_train) + canary_count,
+                                total=len(balanced.dataset.split("train")) + canary_count,
+                                num_shards=config.sisa.num_shards,
+                                max_deletion_fraction=config.sisa.max_deletion_fraction)
         if fresh:
             _log_balance(validated.bias, balanced)
             mlflow.log_metric(names.CANARIES_INSERTED, len(instruments.canaries) if instruments.canaries else 0)

@@ -115,3 +115,17 @@ def test_shard_fit_leaves_the_canaries_out(tmp_path):
         own = everything.by_ids(ids)
         assert fit == pytest.approx(accuracy(predict_proba(model, own.images), own.labels))
     assert int(live["id"].astype(str).str.startswith("canary-").sum()) == 4  # they were trained on, and left out
+
+
+def test_a_schedule_above_the_deletion_cap_is_refused_with_both_parameters():
+    from fairforget.components.forgetting import check_schedule_capacity
+
+    # the default: 10% of 4040 forgettable records over 5 shards of 6440 / 5 = 1288 records: 81 <= 0.2 * 1288
+    assert check_schedule_capacity(forget_rate=0.1, forgettable=4040, total=6440, num_shards=5,
+                                   max_deletion_fraction=0.2) == 81
+    # 25% of the originals is still fine when synthetic records make the shards large enough ...
+    assert check_schedule_capacity(forget_rate=0.25, forgettable=64, total=128, num_shards=2,
+                                   max_deletion_fraction=0.2) == 8
+    # ... and refused when it is not
+    with pytest.raises(ConfigError, match="forget_rate 0.9 forgets 727 records per shard .* max_deletion_fraction 0.2"):
+        check_schedule_capacity(forget_rate=0.9, forgettable=4040, total=6440, num_shards=5, max_deletion_fraction=0.2)

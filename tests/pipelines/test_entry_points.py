@@ -125,7 +125,7 @@ BAD_INPUTS = [
     ("main", ["--iterations", "inf"], "argument --iterations: expected a whole number"),
     ("main", ["--attacks", "mloss,bogus"], "unknown attacks ['bogus']"),
     ("main", ["--classifier", "nope"], "unknown classifier 'nope'"),
-    ("main", ["--forget-rate", "0.9"], "forget_rate 0.9 exceeds max_deletion_fraction 0.2"),
+    ("main", ["--forget-rate", "1.5"], "forget_rate must lie in (0, 1]"),
     ("main", ["--shards", "5000"], "exceeds the 4040 training records"),
     ("main", ["--mia-threshold", "-1"], "mia_threshold must lie in [0, 1]"),
     ("train", ["--num-slices", "0"], "num_slices (R) must be >= 1"),
