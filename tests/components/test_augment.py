@@ -264,13 +264,14 @@ def test_command_lines_train_reuse_and_augment(tracking_uri, tmp_path, capsys):
 
     data_dir = save_dataset(make_toy_dataset(), tmp_path / "data")
     small = ["--data-dir", str(data_dir), "--train-steps", "5.0", "--autoencoder-epochs", "1", "--num-threads", "1"]
-    info = train_step.main(small + ["--evaluate", "false"])
+    assert train_step.main(small + ["--evaluate", "false"]) == 0
+    info = json.loads(capsys.readouterr().out)
     assert info["reused"] is False and info["data_md5"] == dvc_md5_of_folder(data_dir)
     out = tmp_path / "augmented"
-    summary = augment_step.main(small + ["--output-dir", str(out), "--rho", "0.01"])
+    summary = augment_step.run(small + ["--output-dir", str(out), "--rho", "0.01"])
     assert "reusing generator" in capsys.readouterr().err
     assert summary["synthetic_added"] == 32 and summary["after"]["bias/kl/superclass"] < 0.01
     assert len(load_dataset(out)) == len(make_toy_dataset()) + 32
-    with pytest.raises(ValueError, match="rho must be > 0"):
-        augment_step.main(small + ["--output-dir", str(tmp_path / "never"), "--rho", "0"])
+    assert augment_step.main(small + ["--output-dir", str(tmp_path / "never"), "--rho", "0"]) == 2
+    assert "error: rho must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
