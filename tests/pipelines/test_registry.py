@@ -71,7 +71,7 @@ def test_run_parameters_only_tighten_the_written_policy(tmp_path):
     stricter = policy.tightened(GateConfig(mia_threshold=0.52, min_accuracy=0.8))
     assert (stricter.mia_threshold, stricter.min_accuracy, stricter.require_audit_power) == (0.52, 0.8, True)
     assert set(policy.tags()) == {"policy_mia_threshold", "policy_min_accuracy", "policy_require_audit_power",
-                                  "policy_digest"}
+                                  "policy_require_generator_audit", "policy_digest"}
     bad = tmp_path / "policy.yaml"
     bad.write_text("mia_threshold: 1.5\n")
     with pytest.raises(ConfigError, match="mia_threshold must lie in"):
