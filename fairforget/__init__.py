@@ -10,7 +10,8 @@ The method from Python, without MLflow (the MLflow project in ``fairforget.pipel
 4. Algorithm 2: ``ForgettingLoop`` (forget originals, replenish with synthetic samples, evaluate, audit), with
    ``IterationOutcome`` per iteration;
 5. audits: ``audit_membership`` (M-Loss, M-Mean, Moments, metric attacks, RMIA; AUC and TPR at low FPR),
-   ``cut_audit_pool`` (canaries, reference half, non-members) and the canaries that prove the audit can see.
+   ``cut_audit_pool`` (canaries, reference half, non-members) and the canaries that prove the audit can see;
+   ``audit_generator`` (can the generator's denoising loss tell its training records from unseen ones?).
 
 Every user error raises a ``FairforgetError`` subclass whose message says what to do.
 """
@@ -30,6 +31,7 @@ from fairforget.components.forgetting import (
 )
 from fairforget.components.gate import GateConfig, evaluate_gate
 from fairforget.components.generator import Generator, GeneratorConfig, load_generator, train_generator
+from fairforget.components.generator.audit import GeneratorAuditConfig, audit_generator, audit_generator_on_splits
 from fairforget.components.mia import AuditConfig, audit_membership
 from fairforget.components.mia.reference import train_reference_ensembles, train_reference_models
 from fairforget.components.mia.results import AuditReport
@@ -53,6 +55,7 @@ __all__ = [
     "BalanceConfig", "BiasReport", "TargetDistribution", "build_target", "measure_bias",
     # Algorithm 1
     "Generator", "GeneratorConfig", "train_generator", "load_generator",
+    "GeneratorAuditConfig", "audit_generator", "audit_generator_on_splits",
     "AugmentConfig", "AugmentResult", "augment", "replenish",
     # SISA
     "SisaConfig", "SisaModel", "TrainConfig",
