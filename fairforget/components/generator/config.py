@@ -27,6 +27,9 @@ from fairforget.errors import ConfigError
 
 ARCHITECTURES = ("auto", "latent_mlp", "pixel_unet")
 PRIVACY_MODES = ("none", "dp")
+# The DP recipe: with privacy="dp", field ``dp_<name>`` replaces field ``<name>`` (``GeneratorConfig.effective``).
+DP_RECIPE = ("train_steps", "batch_size", "learning_rate", "warmup_steps", "denoiser_width", "denoiser_depth",
+             "embedding_dim", "autoencoder_epochs")
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,7 @@ class GeneratorConfig(ConfigBase):
                               "budget (smaller is more private; 1 to 10 is usual)")
         if self.dp_delta is not None and not 0.0 < self.dp_delta < 1.0:
             raise ConfigError(f"dp_delta must lie in (0, 1), got {self.dp_delta}: use well below 1/|S| (the default)")
-        for name in ("dp_train_steps", "dp_batch_size", "dp_warmup_steps", "dp_denoiser_width", "dp_denoiser_depth",
-                     "dp_embedding_dim", "dp_autoencoder_epochs"):
+        for name in (f"dp_{field}" for field in DP_RECIPE if field != "learning_rate"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"generator {name} must be a positive integer, got {getattr(self, name)!r}")
         if not self.dp_max_grad_norm > 0:
@@ -134,10 +136,7 @@ class GeneratorConfig(ConfigBase):
         in place of the plain fields; otherwise unchanged."""
         if self.privacy != "dp":
             return self
-        return replace(self, train_steps=self.dp_train_steps, batch_size=self.dp_batch_size,
-                       learning_rate=self.dp_learning_rate, warmup_steps=self.dp_warmup_steps,
-                       denoiser_width=self.dp_denoiser_width, denoiser_depth=self.dp_denoiser_depth,
-                       embedding_dim=self.dp_embedding_dim, autoencoder_epochs=self.dp_autoencoder_epochs)
+        return replace(self, **{field: getattr(self, f"dp_{field}") for field in DP_RECIPE})
 
     def resolved(self) -> "GeneratorConfig":
         """The config with ``architecture`` and ``device`` fixed for this machine (validated)."""
@@ -165,9 +164,8 @@ class GeneratorConfig(ConfigBase):
         else:
             for key in [k for k in record if k.startswith(("autoencoder_", "denoiser_")) or k == "latent_dim"]:
                 record.pop(key)
-        recipe = [k for k in record if k.startswith("dp_") and k not in ("dp_epsilon", "dp_delta", "dp_max_grad_norm")]
-        for key in recipe:  # already in place (DP) or unused (non-private)
-            record.pop(key)
+        for field in DP_RECIPE:  # already in place (DP) or unused (non-private)
+            record.pop(f"dp_{field}")
         if record["privacy"] == "none":  # the non-private generator's identity predates the DP fields
             for key in ("privacy", "dp_epsilon", "dp_delta", "dp_max_grad_norm"):
                 record.pop(key)
