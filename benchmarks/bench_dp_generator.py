@@ -1,14 +1,19 @@
 """The privacy/quality trade-off of the generator: DP-SGD at several epsilons against the non-private generator.
 
 For each target epsilon the DP generator (``privacy="dp"``: autoencoder on the public reference split, denoiser
-trained with DP-SGD) is trained on the default data, then judged exactly like the non-private one: conditional
-accuracy and CAS ratio (``components/quality.py``) and the generator membership audit (AUC against its chance
-bound). The non-private generator of the project's tracking store is the baseline (found by data version and
-config, as ``make run`` would reuse it; trained when missing). Each point is written to
-``<out>/eps-<epsilon>.json`` as soon as it exists and is skipped when present, so points can be computed in
-parallel processes and the table rebuilt afterwards:
+pre-trained on it, then trained on S with DP-SGD) is trained on the default data, then judged exactly like the
+non-private one: conditional accuracy and CAS ratio (``components/quality.py``) and the generator membership audit
+(AUC against its chance bound). Conditional accuracy is also measured by an independent judge trained on the audit
+split, since the default judge learned from the reference split that the DP generator pre-trains on. Two controls
+as variants: DP-SGD from scratch (``dp-scratch``, DPDM without public data) and the public pre-training alone
+(``public-only``: one DP step on S, i.e. what the generator knows without S). The non-private generator of the
+project's tracking store is the baseline (found by data version and config, as ``make run`` would reuse it; trained
+when missing). Each point is written to ``<out>/<variant>-<epsilon>.json`` (``eps-<epsilon>.json`` for ``dp``) as
+soon as it exists and is skipped when present, so points can be computed in parallel processes and the table
+rebuilt afterwards:
 
-    python -m benchmarks.bench_dp_generator --epsilons 1 3 10      # train what is missing, then report
+    python -m benchmarks.bench_dp_generator --epsilons 1 3 10                       # train what is missing
+    python -m benchmarks.bench_dp_generator --variants public-only --epsilons 10    # the public-only control
     python -m benchmarks.bench_dp_generator --report-only           # table and plot from the saved points
 
 Prints one row per point and the ratio of each DP figure to the non-private one; writes the table as JSON and the
@@ -27,27 +32,69 @@ ROW_METRICS = ("generator/conditional_accuracy", "generator/cas_ratio", "generat
                "generator/mia/auc_chance_bound")
 
 
-def _point(generator, dataset, seconds: float) -> dict:
+INDEPENDENT_JUDGE_KEY = "generator/conditional_accuracy_independent_judge"
+
+
+def independent_judge(dataset):
+    """A second judge, trained like the reference classifier but on the ``audit`` split: no generator ever learns
+    from it (the DP generator pre-trains on the public reference split, which the default judge learned from)."""
+    from fairforget.components.models import build_classifier
+    from fairforget.components.quality import QualityConfig
+    from fairforget.components.training import TrainConfig, fit_classifier
+
+    config = QualityConfig()
+    audit = dataset.split("audit")
+    _, height, _, channels = dataset.images.shape
+    model = build_classifier(config.classifier, dataset.num_classes, channels, height, seed=config.seed)
+    return fit_classifier(model, audit.images, audit.labels, TrainConfig(epochs=config.reference_epochs,
+                                                                         augment=config.reference_augment),
+                          seed=config.seed)
+
+
+def _independent_accuracy(generator, dataset, judge) -> float:
+    """Conditional accuracy of 200 samples per class under ``judge`` (same conditions and seed as the quality
+    evaluation's)."""
+    from fairforget.components.generator import CLASS_VARIABLE
+    from fairforget.components.generator.denoiser import draw_conditions
+    from fairforget.components.quality import QualityConfig, conditional_accuracy
+
+    config = QualityConfig()
+    train = dataset.split("train")
+    conditions = draw_conditions(generator.space, train.manifest, {c: config.eval_per_class
+                                                                   for c in dataset.class_names}, seed=config.seed)
+    labels = conditions[CLASS_VARIABLE].map({c: i for i, c in enumerate(dataset.class_names)}).to_numpy()
+    return conditional_accuracy(judge, generator.sample(conditions, seed=config.seed), labels)
+
+
+def _point(generator, dataset, seconds: float, judge) -> dict:
     from fairforget.components.generator.audit import audit_generator_on_splits
     from fairforget.components.quality import QualityConfig, evaluate_generator
 
     metrics = evaluate_generator(generator, dataset, QualityConfig()).as_metrics()
+    metrics[INDEPENDENT_JUDGE_KEY] = _independent_accuracy(generator, dataset, judge)
     metrics.update(audit_generator_on_splits(generator, dataset).metrics())
     summary = {k: v for k, v in generator.training_summary.items() if k != "loss_history"}
     return {"train_seconds": seconds, "summary": summary, "metrics": metrics}
 
 
-def measure_dp(epsilon: float, dataset, out: Path) -> dict:
-    """Train, judge and audit the DP generator at ``epsilon`` (or read its saved point)."""
+# The DP variants: the default (public pre-training on the reference split, then DP-SGD on S), DP-SGD from scratch
+# (DPDM), and the public pre-training alone (one DP step on S: what the public data gives without S).
+DP_VARIANTS = {"dp": {}, "dp-scratch": {"dp_public_pretrain_steps": 0}, "public-only": {"dp_train_steps": 1}}
+
+
+def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp") -> dict:
+    """Train, judge and audit the DP generator ``variant`` at ``epsilon`` (or read its saved point)."""
     from fairforget.components.generator import GeneratorConfig, train_generator
 
-    path = out / f"eps-{epsilon:g}.json"
+    prefix = "eps" if variant == "dp" else variant
+    path = out / f"{prefix}-{epsilon:g}.json"
     if path.is_file():
         return json.loads(path.read_text())
     started = time.perf_counter()
-    generator = train_generator(dataset, config=GeneratorConfig(privacy="dp", dp_epsilon=epsilon), progress=False)
-    point = {"mode": "dp", "target_epsilon": epsilon,
-             **_point(generator, dataset, time.perf_counter() - started)}
+    config = GeneratorConfig(privacy="dp", dp_epsilon=epsilon, **DP_VARIANTS[variant])
+    generator = train_generator(dataset, config=config, progress=False)
+    point = {"mode": variant, "target_epsilon": epsilon,
+             **_point(generator, dataset, time.perf_counter() - started, judge)}
     path.write_text(json.dumps(point, indent=1, default=float) + "\n")
     return point
 
@@ -89,28 +136,36 @@ def report(points: list[dict], out: Path) -> list[dict]:
         control = baseline["negative_control"]
         print(f"bench_dp_generator: negative control AUC {control['generator/mia/auc']:.3f} "
               f"(bound {control['generator/mia/auc_chance_bound']:.3f}) on records the generator never saw")
-    print("bench_dp_generator: epsilon | achieved | cond. acc | CAS ratio | FID | MIA AUC (bound) | train min")
-    for p in sorted(points, key=lambda p: p["target_epsilon"]):
+    print("bench_dp_generator:        mode epsilon | achieved | cond. acc | CAS ratio | FID | MIA AUC (bound) | train min")
+    for p in sorted(points, key=lambda p: (MODE_ORDER.index(p["mode"]), p["target_epsilon"])):
         m = p["metrics"]
         row = {"target_epsilon": p["target_epsilon"], "achieved_epsilon": p["summary"].get("dp_epsilon", math.inf),
                "train_minutes": p["train_seconds"] / 60, **{k: m.get(k, float("nan")) for k in ROW_METRICS}}
+        row["mode"] = p["mode"]
+        row[INDEPENDENT_JUDGE_KEY] = m.get(INDEPENDENT_JUDGE_KEY, float("nan"))
         rows.append(row)
         ratio = ""
         if baseline is not None and p is not baseline:
             b = baseline["metrics"]
             ratio = (f"  (x{m['generator/conditional_accuracy'] / b['generator/conditional_accuracy']:.2f} accuracy, "
                      f"x{m['generator/cas_ratio'] / b['generator/cas_ratio']:.2f} CAS of non-private)")
-        print(f"bench_dp_generator: {row['target_epsilon']:>7g} | {row['achieved_epsilon']:8.2f} | "
+        print(f"bench_dp_generator: {p['mode']:>11} {row['target_epsilon']:>5g} | {row['achieved_epsilon']:8.2f} | "
               f"{row['generator/conditional_accuracy']:9.3f} | {row['generator/cas_ratio']:9.3f} | "
               f"{row['generator/fid']:6.1f} | {row['generator/mia/auc']:.3f} ({row['generator/mia/auc_chance_bound']:.3f})"
               f" | {row['train_minutes']:5.1f}{ratio}")
     (out / "dp_tradeoff.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
     print(markdown_table(rows, baseline))
 
-    dp_rows = [r for r in rows if math.isfinite(r["target_epsilon"])]
+    dp_rows = [r for r in rows if r["mode"] == "dp"]
+    scratch_rows = [r for r in rows if r["mode"] == "dp-scratch"]
+    if not dp_rows:
+        return rows
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for key, label in (("generator/conditional_accuracy", "conditional accuracy"), ("generator/cas_ratio", "CAS ratio")):
         axes[0].plot([r["achieved_epsilon"] for r in dp_rows], [r[key] for r in dp_rows], "o-", label=f"DP: {label}")
+        if scratch_rows:
+            axes[0].plot([r["achieved_epsilon"] for r in scratch_rows], [r[key] for r in scratch_rows], "x:",
+                         color=axes[0].lines[-1].get_color(), label=f"DP from scratch: {label}")
         if baseline is not None:
             axes[0].axhline(baseline["metrics"][key], ls="--", lw=0.8, color=axes[0].lines[-1].get_color(),
                             label=f"non-private: {label}")
@@ -118,6 +173,9 @@ def report(points: list[dict], out: Path) -> list[dict]:
     axes[0].legend(fontsize=7)
     axes[1].plot([r["achieved_epsilon"] for r in dp_rows], [r["generator/mia/auc"] for r in dp_rows], "o-",
                  label="DP generator")
+    if scratch_rows:
+        axes[1].plot([r["achieved_epsilon"] for r in scratch_rows], [r["generator/mia/auc"] for r in scratch_rows],
+                     "x:", color="C0", label="DP from scratch")
     axes[1].plot([r["achieved_epsilon"] for r in dp_rows], [r["generator/mia/auc_chance_bound"] for r in dp_rows],
                  "k:", label="chance bound")
     if baseline is not None:
@@ -129,16 +187,23 @@ def report(points: list[dict], out: Path) -> list[dict]:
     return rows
 
 
+MODE_ORDER = ("dp", "dp-scratch", "public-only", "none")
+MODE_NAMES = {"dp": "DP, public pre-training, target {epsilon:g}", "dp-scratch": "DP from scratch, target {epsilon:g}",
+              "public-only": "public pre-training only (1 DP step)", "none": "non-private"}
+
+
 def markdown_table(rows: list[dict], baseline: dict | None) -> str:
     """The table of docs/generator.md: one row per point, DPDM's published Fashion-MNIST figures as the anchor."""
-    lines = ["| generator | epsilon (achieved) | training (min) | conditional accuracy | CAS ratio | FID | "
-             "membership AUC (chance bound) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| generator | epsilon (achieved) | training (min) | conditional accuracy (independent judge) | "
+             "CAS ratio | FID | membership AUC (chance bound) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = "non-private" if not math.isfinite(r["target_epsilon"]) else f"DP, target {r['target_epsilon']:g}"
+        name = MODE_NAMES[r["mode"]].format(epsilon=r["target_epsilon"])
         eps = "-" if not math.isfinite(r["achieved_epsilon"]) else f"{r['achieved_epsilon']:.2f}"
-        lines.append(f"| {name} | {eps} | {r['train_minutes']:.1f} | {r['generator/conditional_accuracy']:.3f} | "
-                     f"{r['generator/cas_ratio']:.3f} | {r['generator/fid']:.1f} | {r['generator/mia/auc']:.3f} "
-                     f"({r['generator/mia/auc_chance_bound']:.3f}) |")
+        independent = r.get(INDEPENDENT_JUDGE_KEY, float("nan"))
+        independent = f" ({independent:.3f})" if math.isfinite(independent) else ""
+        lines.append(f"| {name} | {eps} | {r['train_minutes']:.1f} | {r['generator/conditional_accuracy']:.3f}"
+                     f"{independent} | {r['generator/cas_ratio']:.3f} | {r['generator/fid']:.1f} | "
+                     f"{r['generator/mia/auc']:.3f} ({r['generator/mia/auc_chance_bound']:.3f}) |")
     if baseline is not None and "negative_control" in baseline:
         control = baseline["negative_control"]
         lines.append(f"| non-private, on records it never saw (negative control) | - | - | - | - | - | "
@@ -151,6 +216,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epsilons", type=float, nargs="*", default=[1.0, 3.0, 10.0])
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", default="docs/results")
+    parser.add_argument("--variants", nargs="*", default=["dp"], choices=sorted(DP_VARIANTS),
+                        help="dp: public pre-training then DP-SGD (the default config); dp-scratch: DP-SGD from "
+                             "scratch; public-only: the pre-training alone")
     parser.add_argument("--skip-baseline", action="store_true", help="do not measure the non-private generator")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table from saved points")
     args = parser.parse_args(argv)
@@ -165,9 +233,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         dataset = load_current_data(args.data_dir)
         if not args.skip_baseline:
             measure_non_private(dataset, dvc_md5_of_folder(args.data_dir), out)
-        for epsilon in args.epsilons:
-            measure_dp(epsilon, dataset, out)
-    points = [json.loads(p.read_text()) for p in sorted(out.glob("eps-*.json"))]
+        judge = independent_judge(dataset)
+        for variant in args.variants:
+            for epsilon in args.epsilons:
+                measure_dp(epsilon, dataset, out, judge, variant)
+    points = [json.loads(p.read_text()) for pattern in ("eps-*.json", "dp-scratch-*.json", "public-only-*.json")
+              for p in sorted(out.glob(pattern))]
     return report(points, out)
 
 

@@ -6,6 +6,9 @@
   the real test split; reported with its ratio to the same classifier trained the same way on as many real images.
 - FID and KID (Heusel et al. 2017; Binkowski et al. 2018) on the reference classifier's penultimate features
   (no Inception weights can be fetched here), with the real-vs-real FID of two real samples for scale.
+- Diversity (``diversity_ratio``): per class, the mean pairwise distance of the synthetic images' features over
+  that of as many real test images of the class, averaged over classes (``diversity_ratio_min``: the worst class);
+  a generator that repeats one image per class scores 0, one as varied as the real images 1.
 - Memorization: for each synthetic image, the L2 pixel distance to its nearest (d1) and second nearest (d2) real
   training image; a near-copy has d1 / d2 < 1/3 (the copy-detection rule of Carlini et al. 2023).
 - A sample grid: one row per class, real images on the left, synthetic on the right.
@@ -126,6 +129,28 @@ def kernel_inception_distance(features_a: np.ndarray, features_b: np.ndarray, su
     return float(np.mean(values)), float(np.std(values))
 
 
+def mean_pairwise_distance(features: np.ndarray) -> float:
+    """Mean Euclidean distance over all unordered pairs of distinct rows of ``features`` (N, F), N >= 2."""
+    squared = np.sum(features ** 2, axis=1)
+    gram = squared[:, None] + squared[None, :] - 2.0 * features @ features.T
+    distances = np.sqrt(np.maximum(gram, 0.0))
+    n = len(features)
+    return float(distances[np.triu_indices(n, k=1)].mean())
+
+
+def diversity_ratios(features_synthetic: np.ndarray, labels_synthetic: np.ndarray, features_real: np.ndarray,
+                     labels_real: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Per class k: mean pairwise feature distance of the synthetic images of class k over that of the real images
+    of class k ({k: ratio}, classes with fewer than 2 images on either side left out). 1 = as diverse as the real
+    images; a generator that repeats one image per class gives 0."""
+    ratios = {}
+    for k in range(num_classes):
+        synthetic, real = features_synthetic[labels_synthetic == k], features_real[labels_real == k]
+        if len(synthetic) >= 2 and len(real) >= 2:
+            ratios[k] = mean_pairwise_distance(synthetic) / max(mean_pairwise_distance(real), 1e-12)
+    return ratios
+
+
 @torch.no_grad()
 def nearest_neighbour_distances(queries: np.ndarray, references: np.ndarray, chunk: int = 512) -> np.ndarray:
     """float64 (N, 2): L2 distance of each uint8 query image to its nearest and second-nearest reference image
@@ -233,6 +258,11 @@ def evaluate_generator(generator: Generator, dataset: Dataset, config: QualityCo
     features_ref = classifier_features(classifier, reference.images[reference_rows])
     kid, kid_std = kernel_inception_distance(features_syn, features_test, config.kid_subset_size, config.kid_subsets,
                                              config.seed)
+    # diversity: per class, synthetic vs the same number of real test images of that class
+    test_rows = np.concatenate([np.flatnonzero(test.labels == i)[:config.eval_per_class]
+                                for i in range(dataset.num_classes)])
+    diversity = diversity_ratios(features_syn, labels, features_test[test_rows], test.labels[test_rows],
+                                 dataset.num_classes)
     distances = nearest_neighbour_distances(images, train.images)
     real_distances = nearest_neighbour_distances(test.images[:len(images)], train.images)
 
@@ -250,6 +280,8 @@ def evaluate_generator(generator: Generator, dataset: Dataset, config: QualityCo
         "fid_real_vs_real": frechet_distance(features_ref, features_test),
         "kid": kid,
         "kid_std": kid_std,
+        "diversity_ratio": float(np.mean(list(diversity.values()))) if diversity else float("nan"),
+        "diversity_ratio_min": float(min(diversity.values())) if diversity else float("nan"),
         "near_copy_fraction": near_copy_fraction(distances, config.near_copy_ratio),
         "near_copy_fraction_real_test": near_copy_fraction(real_distances, config.near_copy_ratio),
         "nn_distance_median": float(np.median(distances[:, 0])),

@@ -3,9 +3,11 @@ differentially private generator (epsilon from opacus' accountant, checked indep
 
 import dataclasses
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from fairforget.components.dataset import make_toy_dataset
@@ -136,6 +138,54 @@ def test_dp_training_reports_the_accountants_epsilon(dp_toy):
         rdp.history = [(summary["dp_noise_multiplier"], summary["dp_sample_rate"], summary["dp_steps"])]
         assert rdp.get_epsilon(summary["dp_delta"]) >= summary["dp_epsilon"] * 0.98
     assert tight["dp_noise_multiplier"] > loose["dp_noise_multiplier"]  # more noise, smaller epsilon
+
+
+def _denoiser_before_dp_sgd(dataset, config) -> dict:
+    """The denoiser's weights when DP-SGD starts (after the public pre-training, if any)."""
+    from fairforget.components.generator import train as train_module
+
+    captured = {}
+    real = train_module.fit_denoiser_dp
+
+    def spy(denoiser, *args, **kwargs):
+        captured.update({k: v.clone() for k, v in denoiser.state_dict().items()})
+        return real(denoiser, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "fit_denoiser_dp", spy)
+        train_generator(dataset, config=config, progress=False)
+    return captured
+
+
+def test_the_public_pre_training_learns_from_the_reference_split_only(dp_toy):
+    # S with one training image replaced: the starting point of DP-SGD must not change (S reaches only DP-SGD)
+    images = dp_toy.images.copy()
+    first_train = int(np.flatnonzero(dp_toy.manifest["split"].to_numpy() == "train")[0])
+    images[first_train] = 255 - images[first_train]
+    neighbour = replace(dp_toy, images=images)
+    config = _dp_config(dp_train_steps=2, dp_public_pretrain_steps=15)
+    before = _denoiser_before_dp_sgd(dp_toy, config)
+    assert all(torch.equal(v, before_neighbour) for (k, v), before_neighbour
+               in zip(before.items(), _denoiser_before_dp_sgd(neighbour, config).values()))
+    # and the pre-training did train (dp_public_pretrain_steps=0 starts DP-SGD from the initial weights)
+    scratch = _denoiser_before_dp_sgd(dp_toy, replace(config, dp_public_pretrain_steps=0))
+    assert any(not torch.equal(before[k], scratch[k]) for k in before)
+    summary = train_generator(dp_toy, config=config, progress=False).training_summary
+    assert summary["public_pretrain_steps"] == 15 and math.isfinite(summary["public_pretrain_loss"])
+
+
+def test_public_condition_codes_use_the_null_code_for_unknown_attribute_values():
+    from fairforget.components.generator.denoiser import ConditionSpace
+    from fairforget.components.generator.train import public_condition_codes
+
+    toy = make_toy_dataset()
+    manifest = toy.manifest.assign(colour=np.where(toy.manifest["split"] == "train", "red", "blue"))
+    toy = replace(toy, manifest=manifest, attributes=["colour"])
+    space = ConditionSpace.from_dataset(toy.class_names, toy.split("train").manifest, ["colour"])
+    reference = toy.split("reference")
+    codes = public_condition_codes(space, toy, reference)
+    assert codes[:, 0].tolist() == reference.labels.tolist()  # the class is always known
+    assert (codes[:, 1] == space.cardinalities[1]).all()  # "blue" is not in S's space: null
 
 
 def test_the_dp_generator_samples_and_its_identity_differs(dp_toy):

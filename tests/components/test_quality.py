@@ -12,9 +12,11 @@ from fairforget.components.models import build_classifier
 from fairforget.components.quality import (
     QualityConfig,
     classifier_features,
+    diversity_ratios,
     evaluate_generator,
     frechet_distance,
     kernel_inception_distance,
+    mean_pairwise_distance,
     near_copy_fraction,
     nearest_neighbour_distances,
     sample_grid,
@@ -31,6 +33,29 @@ def test_frechet_distance_matches_the_eigenvalue_formula():
     expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mean_pairwise_distance_matches_scipy_pdist():
+    from scipy.spatial.distance import pdist
+
+    features = np.random.default_rng(5).normal(size=(37, 6))
+    assert mean_pairwise_distance(features) == pytest.approx(pdist(features).mean(), rel=1e-9)
+
+
+def test_diversity_ratio_on_constructed_cases():
+    rng = np.random.default_rng(6)
+    real = rng.normal(size=(200, 8))
+    real_labels = np.repeat([0, 1], 100)
+    # class 0: the real images' own distribution scaled by 0.5 -> pairwise distances halve exactly
+    # class 1: one image repeated -> no diversity at all
+    synthetic = np.concatenate([0.5 * real[:100], np.repeat(real[100:101], 50, axis=0)])
+    synthetic_labels = np.repeat([0, 1], [100, 50])
+    ratios = diversity_ratios(synthetic, synthetic_labels, real, real_labels, num_classes=3)
+    assert ratios[0] == pytest.approx(0.5, rel=1e-9)
+    assert ratios[1] == pytest.approx(0.0, abs=1e-6)
+    assert 2 not in ratios  # no images of class 2 on either side: left out, not a division by zero
+    # real images judged against themselves: exactly 1
+    assert diversity_ratios(real, real_labels, real, real_labels, 2) == pytest.approx({0: 1.0, 1: 1.0})
 
 
 def test_kid_matches_a_naive_unbiased_mmd():
@@ -85,7 +110,8 @@ def test_evaluate_generator_reports_every_metric_and_a_grid():
                                                             kid_subset_size=10, kid_subsets=2, grid_per_class=3))
     m = report.metrics
     for key in ("conditional_accuracy", "cas", "cas_real_baseline", "cas_ratio", "fid", "fid_real_vs_real", "kid",
-                "near_copy_fraction", "nn_distance_median", "reference_classifier_test_accuracy"):
+                "near_copy_fraction", "nn_distance_median", "reference_classifier_test_accuracy", "diversity_ratio",
+                "diversity_ratio_min"):
         assert key in m and np.isfinite(m[key]), key
     assert 0 <= m["conditional_accuracy"] <= 1 and 0 <= m["near_copy_fraction"] <= 1
     assert m["cas_ratio"] == pytest.approx(m["cas"] / m["cas_real_baseline"])

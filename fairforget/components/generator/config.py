@@ -87,6 +87,10 @@ class GeneratorConfig(ConfigBase):
     dp_denoiser_depth: int = 3
     dp_embedding_dim: int = 128
     dp_autoencoder_epochs: int = 12
+    # DP: steps of non-private pre-training of the denoiser on the public reference split (plain batch_size and
+    # learning_rate) before DP-SGD fine-tunes it on S (Ghalebikesabi et al. 2023: public pre-training, then DP
+    # fine-tuning); 0 = DP-SGD from scratch (DPDM). S still reaches only the DP-SGD steps, so epsilon is unchanged.
+    dp_public_pretrain_steps: int = 4000
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line fix for any out-of-range value."""
@@ -123,6 +127,9 @@ class GeneratorConfig(ConfigBase):
         for name in (f"dp_{field}" for field in DP_RECIPE if field != "learning_rate"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"generator {name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.dp_public_pretrain_steps, int) or self.dp_public_pretrain_steps < 0:
+            raise ConfigError(f"dp_public_pretrain_steps must be a non-negative integer (0 = no public pre-training), "
+                              f"got {self.dp_public_pretrain_steps!r}")
         if not self.dp_max_grad_norm > 0:
             raise ConfigError(f"dp_max_grad_norm must be positive, got {self.dp_max_grad_norm}")
         if self.privacy == "dp" and self.architecture == "pixel_unet":
@@ -167,7 +174,7 @@ class GeneratorConfig(ConfigBase):
         for field in DP_RECIPE:  # already in place (DP) or unused (non-private)
             record.pop(f"dp_{field}")
         if record["privacy"] == "none":  # the non-private generator's identity predates the DP fields
-            for key in ("privacy", "dp_epsilon", "dp_delta", "dp_max_grad_norm"):
+            for key in ("privacy", "dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_public_pretrain_steps"):
                 record.pop(key)
         return record
 
@@ -192,6 +199,7 @@ def tiny_config(**overrides: Any) -> GeneratorConfig:
     base = dict(latent_dim=8, autoencoder_channels=(8, 16), autoencoder_epochs=20, denoiser_width=32,
                 denoiser_depth=2, embedding_dim=16, unet_channels=(8, 16), unet_layers_per_block=1,
                 unet_norm_groups=4, unet_attention=False, num_train_timesteps=50, train_steps=30, batch_size=32,
-                warmup_steps=5, ema_decay=0.9, sampling_steps=2, sample_batch_size=64, device="cpu", num_threads=1)
+                warmup_steps=5, ema_decay=0.9, sampling_steps=2, sample_batch_size=64, device="cpu", num_threads=1,
+                dp_public_pretrain_steps=10)
     base.update(overrides)
     return GeneratorConfig(**base)

@@ -13,12 +13,16 @@ denoiser, which is trained with DP-SGD through opacus: Poisson sampling with rat
 record's gradient clipped to ``dp_max_grad_norm``, Gaussian noise with the multiplier that opacus'
 ``get_noise_multiplier`` finds for (``dp_epsilon``, ``dp_delta``) over ``dp_train_steps`` steps with its PRV
 accountant. The accountant's epsilon after training is reported (``dp_epsilon`` in the summary). The EMA of the
-weights and sampling are post-processing and cost no privacy.
+weights and sampling are post-processing and cost no privacy. With ``dp_public_pretrain_steps > 0`` the denoiser
+first learns, without DP, from the public reference split's latents and labels (Ghalebikesabi et al. 2023's public
+pre-training), and DP-SGD fine-tunes that starting point on S: the public data costs no privacy, so the accounting
+is unchanged.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 import math
 import time
 import warnings
@@ -242,6 +246,20 @@ def public_images(dataset: Dataset) -> Dataset:
     return reference
 
 
+def public_condition_codes(space: ConditionSpace, dataset: Dataset, public: Dataset) -> np.ndarray:
+    """int64 (N, J) condition codes of the public images: the class always, an attribute value that S's condition
+    space does not know as the null (unconditional) code."""
+    conditions = public.manifest.copy()
+    conditions[CLASS_VARIABLE] = [dataset.class_names[i] for i in public.labels]
+    codes = space.null_codes(len(public))
+    for j, (name, known) in enumerate(zip(space.names, space.values)):
+        if name not in conditions.columns:
+            continue
+        index = {value: i for i, value in enumerate(known)}
+        codes[:, j] = [index.get(value, codes[0, j]) for value in conditions[name].astype(str)]
+    return codes
+
+
 def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, progress: bool) -> Generator:
     train = training_images(dataset)
     space = ConditionSpace.from_dataset(dataset.class_names, train.manifest, dataset.attributes)
@@ -279,6 +297,18 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         summary["autoencoder_seconds"] = time.perf_counter() - started
     else:
         data = torch.from_numpy(images * 2.0 - 1.0)
+    if private and config.dp_public_pretrain_steps and autoencoder is not None:
+        # public pre-training: the reference latents (already computed for the statistics) and their labels
+        public = public_images(dataset)
+        public_data = torch.from_numpy((fit_latents - latent_mean) / latent_std)
+        pretrain = replace(config, train_steps=config.dp_public_pretrain_steps, batch_size=GeneratorConfig.batch_size,
+                           learning_rate=GeneratorConfig.learning_rate, warmup_steps=GeneratorConfig.warmup_steps)
+        pretrained, pretrain_history = fit_denoiser(denoiser, public_data, public_condition_codes(space, dataset, public),
+                                                    space, pretrain, progress)
+        denoiser.load_state_dict(pretrained.state_dict())
+        summary["public_pretrain_steps"] = config.dp_public_pretrain_steps
+        summary["public_pretrain_loss"] = pretrain_history[-1]
+        summary["public_pretrain_seconds"] = time.perf_counter() - started
     if private:
         ema, history, record = fit_denoiser_dp(denoiser, data, codes, space, config, progress, noise_multiplier)
         summary.update(record)
