@@ -31,6 +31,13 @@ def generator_privacy_lines(metrics: Mapping[str, float]) -> list[str]:
                   f"delta = {metrics.get('generator/dp_delta', float('nan')):.2e}, per record of S)",
                   "- deletion: every record of S, deleted or not, influenced the replacements only within this "
                   "(epsilon, delta) bound; no generator refresh is needed after a deletion request."]
+        if metrics.get("generator/public_pretrain_steps", 0) > 0:
+            lines.append("- public data: the autoencoder and the denoiser's pre-training "
+                         f"({metrics['generator/public_pretrain_steps']:.0f} steps) learned from the reference split, "
+                         "which this bound treats as public (it covers S only)")
+        else:
+            lines.append("- public data: the autoencoder learned from the reference split, which this bound treats "
+                         "as public (it covers S only)")
     else:
         lines += ["- mode: **non-private** (the generator learned S directly and is never unlearned)",
                   "- deletion: the replacements carry only what the membership audit below measures; "

@@ -176,7 +176,7 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
                      "generator/quality.json")
             metrics.update(run_generator_audit(generator, dataset))
         metrics.update({f"generator/{k}": float(v) for k, v in summary.items()
-                        if k.startswith("dp_") and isinstance(v, (int, float))})
+                        if k.startswith(("dp_", "public_pretrain_")) and isinstance(v, (int, float))})
         with tempfile.TemporaryDirectory(prefix="fairforget-generator-") as tmp:
             folder = generator.save(Path(tmp) / ARTIFACT)
             mlflow.log_artifacts(str(folder), ARTIFACT)

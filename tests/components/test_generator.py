@@ -20,6 +20,7 @@ from fairforget.components.generator import (
 from fairforget.components.generator.denoiser import draw_conditions
 from fairforget.components.generator.model import make_scheduler
 from fairforget.components.generator.sample import ddim_sample
+from fairforget.errors import ConfigError
 
 
 def toy_with_attribute(seed: int = 0):
@@ -196,3 +197,45 @@ def test_generator_trains_on_real_train_images_only():
     with pytest.warns(UserWarning, match="learns from the real ones only"):
         generator = train_generator(ds.concat(fake), config=tiny_config(train_steps=2), progress=False)
     assert generator.training_summary["train_images"] == len(train)
+
+
+def test_the_perceptual_network_is_a_frozen_trunk_of_feature_maps():
+    from fairforget.components.generator.autoencoder import fit_perceptual_network
+
+    toy = make_toy_dataset()
+    train = toy.split("train")
+    trunk = fit_perceptual_network(train.images, train.labels, toy.num_classes, epochs=1, seed=0)
+    features = trunk(torch.from_numpy(train.to_float_tensor_array()[:5]))
+    assert features.shape == (5, 64, 4, 4) and not trunk.training
+    assert not any(p.requires_grad for p in trunk.parameters())
+
+
+def test_the_autoencoder_loss_adds_the_weighted_feature_matching_term():
+    import copy
+
+    import torch.nn.functional as F
+
+    from fairforget.components.generator.autoencoder import ConvAutoencoder, fit_autoencoder
+
+    images = make_toy_dataset().split("train").to_float_tensor_array()[:32]
+    torch.manual_seed(0)
+    model = ConvAutoencoder((8, 8, 1), 4, (4, 8))
+    initial = copy.deepcopy(model)
+    features = torch.nn.Conv2d(1, 3, 3).requires_grad_(False)  # any frozen images -> features map
+    # one epoch of one batch: the recorded loss is the loss at the initial weights
+    history = fit_autoencoder(model, images, epochs=1, batch_size=64, learning_rate=1e-3, seed=0,
+                              progress=False, perceptual=features, perceptual_weight=2.5)
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        recon = initial(x)
+        expected = (F.mse_loss(recon, x) + 0.1 * F.l1_loss(recon, x)
+                    + 2.5 * F.mse_loss(features(recon), features(x)))
+    assert history[0] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_perceptual_loss_changes_the_identity_only_when_on():
+    plain, sharp = GeneratorConfig().identity_record(), GeneratorConfig(autoencoder_perceptual_weight=1.0).identity_record()
+    assert "autoencoder_perceptual_weight" not in plain  # generators trained before the option are still reused
+    assert sharp["autoencoder_perceptual_weight"] == 1.0 and sharp["autoencoder_perceptual_epochs"] == 10
+    with pytest.raises(ConfigError, match="autoencoder_perceptual_weight must be >= 0"):
+        GeneratorConfig(autoencoder_perceptual_weight=-1.0).validate()

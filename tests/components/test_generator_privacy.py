@@ -254,6 +254,9 @@ def test_the_model_card_says_what_a_deletion_guarantees_per_generator_mode():
     private = {**plain, "generator/mia/auc": 0.51, "generator/dp_epsilon": 9.97, "generator/dp_delta": 2.5e-4}
     text = "\n".join(generator_privacy_lines(private))
     assert "epsilon = 9.97" in text and "no generator refresh is needed" in text and "within its chance bound" in text
+    assert "treats as public" in text and "pre-training" not in text
+    pretrained = "\n".join(generator_privacy_lines({**private, "generator/public_pretrain_steps": 4000.0}))
+    assert "pre-training (4000 steps) learned from the reference split" in pretrained
     assert generator_tags(private) == {"generator_privacy": "dp", "generator_dp_epsilon": "9.97",
                                        "generator_dp_delta": "0.00025", "generator_mia_auc": "0.51",
                                        "generator_mia_auc_bound": "0.53"}

@@ -29,7 +29,7 @@ ARCHITECTURES = ("auto", "latent_mlp", "pixel_unet")
 PRIVACY_MODES = ("none", "dp")
 # The DP recipe: with privacy="dp", field ``dp_<name>`` replaces field ``<name>`` (``GeneratorConfig.effective``).
 DP_RECIPE = ("train_steps", "batch_size", "learning_rate", "warmup_steps", "denoiser_width", "denoiser_depth",
-             "embedding_dim", "autoencoder_epochs")
+             "embedding_dim", "autoencoder_epochs", "autoencoder_perceptual_weight")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ class GeneratorConfig(ConfigBase):
     autoencoder_epochs: int = 30
     autoencoder_batch_size: int = 128
     autoencoder_learning_rate: float = 2e-3
+    # feature-matching (perceptual) loss of the autoencoder: weight (0 = pixels only) and the epochs of the small_cnn
+    # whose features it matches (trained on the autoencoder's own images). Off by default: measured in
+    # docs/generator.md (sharper samples, about twice the autoencoder's training time)
+    autoencoder_perceptual_weight: float = 0.0
+    autoencoder_perceptual_epochs: int = 10
     # latent_mlp: denoiser
     denoiser_width: int = 512
     denoiser_depth: int = 4
@@ -87,6 +92,7 @@ class GeneratorConfig(ConfigBase):
     dp_denoiser_depth: int = 3
     dp_embedding_dim: int = 128
     dp_autoencoder_epochs: int = 12
+    dp_autoencoder_perceptual_weight: float = 0.0
     # DP: steps of non-private pre-training of the denoiser on the public reference split (plain batch_size and
     # learning_rate) before DP-SGD fine-tunes it on S (Ghalebikesabi et al. 2023: public pre-training, then DP
     # fine-tuning); 0 = DP-SGD from scratch (DPDM). S still reaches only the DP-SGD steps, so epsilon is unchanged.
@@ -96,7 +102,10 @@ class GeneratorConfig(ConfigBase):
         """Raise ``ValueError`` with a one-line fix for any out-of-range value."""
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(f"unknown generator architecture {self.architecture!r}; known: {', '.join(ARCHITECTURES)}")
-        for name in ("latent_dim", "autoencoder_epochs", "autoencoder_batch_size", "denoiser_width",
+        for name in ("autoencoder_perceptual_weight", "dp_autoencoder_perceptual_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{name} must be >= 0 (0 = no feature-matching loss), got {getattr(self, name)}")
+        for name in ("latent_dim", "autoencoder_epochs", "autoencoder_perceptual_epochs", "autoencoder_batch_size", "denoiser_width",
                      "denoiser_depth", "embedding_dim", "num_train_timesteps", "train_steps", "batch_size",
                      "sampling_steps", "sample_batch_size", "unet_layers_per_block", "unet_norm_groups"):
             value = getattr(self, name)
@@ -124,7 +133,8 @@ class GeneratorConfig(ConfigBase):
                               "budget (smaller is more private; 1 to 10 is usual)")
         if self.dp_delta is not None and not 0.0 < self.dp_delta < 1.0:
             raise ConfigError(f"dp_delta must lie in (0, 1), got {self.dp_delta}: use well below 1/|S| (the default)")
-        for name in (f"dp_{field}" for field in DP_RECIPE if field != "learning_rate"):
+        for name in (f"dp_{field}" for field in DP_RECIPE if field not in ("learning_rate",
+                                                                           "autoencoder_perceptual_weight")):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"generator {name} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.dp_public_pretrain_steps, int) or self.dp_public_pretrain_steps < 0:
@@ -171,6 +181,9 @@ class GeneratorConfig(ConfigBase):
         else:
             for key in [k for k in record if k.startswith(("autoencoder_", "denoiser_")) or k == "latent_dim"]:
                 record.pop(key)
+        if record.get("autoencoder_perceptual_weight") == 0:  # off: identities from before the option stay valid
+            record.pop("autoencoder_perceptual_weight")
+            record.pop("autoencoder_perceptual_epochs")
         for field in DP_RECIPE:  # already in place (DP) or unused (non-private)
             record.pop(f"dp_{field}")
         if record["privacy"] == "none":  # the non-private generator's identity predates the DP fields
@@ -200,6 +213,6 @@ def tiny_config(**overrides: Any) -> GeneratorConfig:
                 denoiser_depth=2, embedding_dim=16, unet_channels=(8, 16), unet_layers_per_block=1,
                 unet_norm_groups=4, unet_attention=False, num_train_timesteps=50, train_steps=30, batch_size=32,
                 warmup_steps=5, ema_decay=0.9, sampling_steps=2, sample_batch_size=64, device="cpu", num_threads=1,
-                dp_public_pretrain_steps=10)
+                dp_public_pretrain_steps=10, autoencoder_perceptual_epochs=2)
     base.update(overrides)
     return GeneratorConfig(**base)

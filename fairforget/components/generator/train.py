@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from fairforget.components.dataset import Dataset
-from fairforget.components.generator.autoencoder import encode_images, fit_autoencoder
+from fairforget.components.generator.autoencoder import encode_images, fit_autoencoder, fit_perceptual_network
 from fairforget.components.generator.config import GeneratorConfig, torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE, ConditionSpace
 from fairforget.components.generator.model import Generator, build_networks, make_scheduler
@@ -281,9 +281,16 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
     latent_mean = latent_std = None
     if autoencoder is not None:
         # DP: everything but the denoiser learns from public images only, so S reaches only the DP-SGD step.
-        fit_images = public_images(dataset).to_float_tensor_array() if private else images
+        fit_split = public_images(dataset) if private else train
+        fit_images = fit_split.to_float_tensor_array()
+        perceptual = None
+        if config.autoencoder_perceptual_weight > 0:
+            perceptual = fit_perceptual_network(fit_split.images, fit_split.labels, dataset.num_classes,
+                                                config.autoencoder_perceptual_epochs, config.seed + 4).to(config.device)
+            summary["perceptual_network_seconds"] = time.perf_counter() - started
         history = fit_autoencoder(autoencoder, fit_images, config.autoencoder_epochs, config.autoencoder_batch_size,
-                                  config.autoencoder_learning_rate, config.seed, config.device, progress)
+                                  config.autoencoder_learning_rate, config.seed, config.device, progress,
+                                  perceptual, config.autoencoder_perceptual_weight)
         summary["autoencoder_loss"] = history[-1]
         summary["autoencoder_images"] = len(fit_images)
         fit_latents = encode_images(autoencoder, fit_images, device=config.device)
