@@ -5,6 +5,8 @@ diffusers ``UNet2DModel`` of the issue (28 px, channels (32, 64, 128), one layer
 timed for a few training steps (batch 128) and for guided DDIM sampling of a few images.
 
     python benchmarks/bench_generator.py --data-dir data [--generator-dir DIR] [--output bench.json]
+    python -m benchmarks.bench_generator --set latent_dim=64 --set autoencoder_perceptual_weight=1 \
+        --compare-dir DIR        # a config variant, judged next to a saved generator by the same judge
 
 The CPU is shared: the load average is printed with the numbers, since another job on the two cores slows
 everything down (two spin-waiting OpenMP threads collapse worst; ``--threads 1`` avoids that).
@@ -30,7 +32,7 @@ from fairforget.components.generator import GeneratorConfig, load_generator, tra
 from fairforget.components.generator.denoiser import ConditionSpace, PixelUNetDenoiser  # noqa: E402
 from fairforget.components.generator.model import make_scheduler  # noqa: E402
 from fairforget.components.generator.sample import ddim_sample  # noqa: E402
-from fairforget.components.quality import QualityConfig, evaluate_generator  # noqa: E402
+from fairforget.components.quality import QualityConfig, evaluate_generator, train_reference_classifier  # noqa: E402
 
 TRAIN_BUDGET_S = 600.0
 SAMPLING_BUDGET_IPS = 100.0
@@ -64,6 +66,24 @@ def pixel_unet_baseline(dataset, steps: int, guidance: float) -> dict:
             "parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
+def config_with_overrides(assignments: list[str]) -> GeneratorConfig:
+    """``GeneratorConfig()`` with ``FIELD=VALUE`` overrides, each value parsed as the field's default's type."""
+    from dataclasses import fields, replace
+
+    defaults = GeneratorConfig()
+    known = {f.name for f in fields(GeneratorConfig)}
+    changes = {}
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        if name not in known:
+            raise SystemExit(f"error: --set {assignment}: unknown GeneratorConfig field {name!r}")
+        default = getattr(defaults, name)
+        changes[name] = type(default)(value) if default is not None and not isinstance(default, tuple) else value
+    config = replace(defaults, **changes)
+    config.validate()
+    return config
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data")
@@ -72,6 +92,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--sample-images", type=int, default=2000)
     parser.add_argument("--output", default="")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a GeneratorConfig field of the trained generator (repeatable)")
+    parser.add_argument("--compare-dir", default="", help="a saved generator judged by the same judge in the same run")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,7 +108,7 @@ def main(argv=None) -> dict:
         results["train_seconds_note"] = "from the saved generator's training summary"
     else:
         started = time.perf_counter()
-        generator = train_generator(dataset, config=GeneratorConfig(), data_md5="benchmark")
+        generator = train_generator(dataset, config=config_with_overrides(args.set), data_md5="benchmark")
         results["train_seconds"] = time.perf_counter() - started
         if args.save_dir:
             generator.save(args.save_dir)
@@ -108,8 +131,15 @@ def main(argv=None) -> dict:
     results["speedup_training_vs_pixel_unet"] = results["baseline_train_seconds_same_images"] / results["train_seconds"]
 
     started = time.perf_counter()
-    report = evaluate_generator(generator, dataset, QualityConfig())
+    judge = train_reference_classifier(dataset, QualityConfig())
+    report = evaluate_generator(generator, dataset, QualityConfig(), reference_classifier=judge)
     results["evaluation_seconds"] = time.perf_counter() - started
+    if args.compare_dir:
+        other = load_generator(args.compare_dir, device="cpu")
+        compared = evaluate_generator(other, dataset, QualityConfig(), reference_classifier=judge)
+        results["compared"] = {"generator_dir": args.compare_dir, "quality": compared.metrics,
+                               "per_class_conditional_accuracy": compared.per_class_accuracy,
+                               "train_seconds": other.training_summary.get("train_seconds")}
     results["quality"] = report.metrics
     results["per_class_conditional_accuracy"] = report.per_class_accuracy
     results["load_average_after"] = os.getloadavg()[0]
@@ -132,6 +162,14 @@ def main(argv=None) -> dict:
     print(f"near-copy fraction   {q['near_copy_fraction']:8.4f}   (target < 0.01; real test images: "
           f"{q['near_copy_fraction_real_test']:.4f}); median NN distance {q['nn_distance_median']:.2f} vs real "
           f"{q['nn_distance_median_real_test']:.2f}")
+    q["diversity_ratio"] = q.get("diversity_ratio", float("nan"))
+    print(f"diversity ratio      {q['diversity_ratio']:8.3f}   (target >= 0.8; worst class {q['diversity_ratio_min']:.3f})")
+    print("per class            " + ", ".join(f"{c} {v:.2f}" for c, v in report.per_class_accuracy.items()))
+    if args.compare_dir:
+        c = results["compared"]["quality"]
+        print(f"compared with {args.compare_dir} (same judge): " + ", ".join(
+            f"{key} {q[key]:.3f} vs {c[key]:.3f}" for key in ("conditional_accuracy", "cas_ratio", "fid",
+                                                              "diversity_ratio", "near_copy_fraction")))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2, default=float) + "\n")
     return results

@@ -21,7 +21,8 @@ from fairforget.components.sisa.model import SisaConfig
 from fairforget.components.sisa.unlearn import FORGET_ORDERS
 from fairforget.components.versioning import config_hash
 from fairforget.errors import ConfigError
-from fairforget.pipelines.cli import OneLineParser, add_generator_privacy_arguments, float_arg, int_arg, str2bool
+from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_generator_privacy_arguments,
+                                      float_arg, int_arg, str2bool)
 from fairforget.pipelines.data_steps import (
     _add_balance_args,
     _add_data_args,
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "1%% of S; 0: none")
     parser.add_argument("--guidance-scale", type=float_arg, default=gen.guidance_scale)
     parser.add_argument("--generator-steps", type=int_arg, default=gen.train_steps)
+    add_autoencoder_arguments(parser, gen, prefix="generator-")
     add_generator_privacy_arguments(parser, gen)
     parser.add_argument("--retrain-generator", type=str2bool, default=False)
     parser.add_argument("--resume", type=str2bool, default=False)
@@ -164,6 +166,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         data=data_config_from_args(args), balance=balance,
         generator=dataclasses.replace(GeneratorConfig(), guidance_scale=args.guidance_scale,
                                       train_steps=args.generator_steps, seed=args.seed,
+                                      latent_dim=args.generator_latent_dim,
+                                      autoencoder_perceptual_weight=args.generator_autoencoder_perceptual_weight,
                                       privacy=args.generator_privacy, dp_epsilon=args.dp_epsilon,
                                       dp_delta=args.dp_delta),
         augment=AugmentConfig(rho=balance.rho, guidance_scale=args.guidance_scale, seed=args.seed),

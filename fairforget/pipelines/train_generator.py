@@ -29,7 +29,8 @@ from fairforget.components.generator import Generator, GeneratorConfig, load_gen
 from fairforget.components.generator.audit import GeneratorAuditConfig, audit_generator_on_splits
 from fairforget.components.quality import QualityConfig, evaluate_generator
 from fairforget.components.versioning import config_hash, dvc_md5_of_folder
-from fairforget.pipelines.cli import OneLineParser, add_generator_privacy_arguments, float_arg, int_arg, str2bool
+from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_generator_privacy_arguments,
+                                      float_arg, int_arg, str2bool)
 from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import configure_tracking, experiment_name, log_json, run_cli, step_run
 
@@ -199,6 +200,7 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads while training/sampling (0 = torch's default)")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--retrain", type=str2bool, default=False, help="train even if a matching generator exists")
+    add_autoencoder_arguments(parser, defaults)
     add_generator_privacy_arguments(parser, defaults)
 
 
@@ -207,6 +209,8 @@ def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
                            autoencoder_epochs=args.autoencoder_epochs, guidance_scale=args.guidance_scale,
                            sampling_steps=args.sampling_steps, device=args.device, seed=args.seed,
                            num_threads=args.num_threads, privacy=args.generator_privacy,
+                           latent_dim=args.latent_dim,
+                           autoencoder_perceptual_weight=args.autoencoder_perceptual_weight,
                            dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
 
 
