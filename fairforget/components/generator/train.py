@@ -22,10 +22,10 @@ is unchanged.
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 import math
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import torch
