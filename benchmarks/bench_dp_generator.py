@@ -38,17 +38,9 @@ INDEPENDENT_JUDGE_KEY = "generator/conditional_accuracy_independent_judge"
 def independent_judge(dataset):
     """A second judge, trained like the reference classifier but on the ``audit`` split: no generator ever learns
     from it (the DP generator pre-trains on the public reference split, which the default judge learned from)."""
-    from fairforget.components.models import build_classifier
-    from fairforget.components.quality import QualityConfig
-    from fairforget.components.training import TrainConfig, fit_classifier
+    from fairforget.components.quality import QualityConfig, train_reference_classifier
 
-    config = QualityConfig()
-    audit = dataset.split("audit")
-    _, height, _, channels = dataset.images.shape
-    model = build_classifier(config.classifier, dataset.num_classes, channels, height, seed=config.seed)
-    return fit_classifier(model, audit.images, audit.labels, TrainConfig(epochs=config.reference_epochs,
-                                                                         augment=config.reference_augment),
-                          seed=config.seed)
+    return train_reference_classifier(dataset, QualityConfig(), split="audit")
 
 
 def _independent_accuracy(generator, dataset, judge) -> float:

@@ -64,12 +64,13 @@ class QualityConfig(ConfigBase):
             raise ConfigError(f"near_copy_ratio must lie in (0, 1), got {self.near_copy_ratio}")
 
 
-def train_reference_classifier(dataset: Dataset, config: QualityConfig) -> nn.Module:
-    """A ``config.classifier`` trained on the ``reference`` split (real, held out from S, test and audit), for
-    ``config.reference_epochs`` epochs, with the training augmentations only if ``config.reference_augment``."""
-    reference = dataset.split("reference")
+def train_reference_classifier(dataset: Dataset, config: QualityConfig, split: str = "reference") -> nn.Module:
+    """A ``config.classifier`` trained on ``split`` (default the ``reference`` split: real, held out from S, test and
+    audit), for ``config.reference_epochs`` epochs, with the training augmentations only if
+    ``config.reference_augment``."""
+    reference = dataset.split(split)
     if len(reference) == 0:
-        raise ConfigError("the data set has no reference split: the quality metrics need held-out real images")
+        raise ConfigError(f"the data set has no {split} split: the quality metrics need held-out real images")
     _, height, width, channels = dataset.images.shape
     model = build_classifier(config.classifier, dataset.num_classes, channels, height, seed=config.seed)
     train_config = TrainConfig(epochs=config.reference_epochs, augment=config.reference_augment)
