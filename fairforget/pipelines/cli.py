@@ -63,11 +63,12 @@ def auto_or(parse):
 def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix: str = "") -> None:
     """``--[<prefix>]latent-dim`` and ``--[<prefix>]autoencoder-perceptual-weight`` from a ``GeneratorConfig``."""
     parser.add_argument(f"--{prefix}latent-dim", type=int_arg, default=defaults.latent_dim,
-                        help="size of the latent generator's latent vector")
+                        help="size of the latent generator's latent vector (a DP generator uses its recipe's "
+                             "dp_latent_dim)")
     parser.add_argument(f"--{prefix}autoencoder-perceptual-weight", type=float_arg,
                         default=defaults.autoencoder_perceptual_weight,
-                        help="weight of the autoencoder's feature-matching loss (0: pixel loss only; 1 with "
-                             "latent 64 gives sharper samples at about twice the autoencoder's time)")
+                        help="weight of the autoencoder's feature-matching loss (0: pixel loss only, faster and "
+                             "blurrier; a DP generator uses its recipe's dp_autoencoder_perceptual_weight)")
 
 
 def add_generator_privacy_arguments(parser: argparse.ArgumentParser, defaults) -> None:

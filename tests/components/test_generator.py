@@ -220,10 +220,12 @@ def test_the_autoencoder_loss_adds_the_weighted_feature_matching_term():
     images = make_toy_dataset().split("train").to_float_tensor_array()[:32]
     torch.manual_seed(0)
     model = ConvAutoencoder((8, 8, 1), 4, (4, 8))
-    initial = copy.deepcopy(model)
+    fit_autoencoder(model, images, epochs=30, batch_size=8, learning_rate=1e-2, seed=0, progress=False)
+    initial = copy.deepcopy(model)  # trained a little, so that its reconstructions differ from image to image
     features = torch.nn.Conv2d(1, 3, 3).requires_grad_(False)  # any frozen images -> features map
-    # one epoch of one batch: the recorded loss is the loss at the initial weights
-    history = fit_autoencoder(model, images, epochs=1, batch_size=64, learning_rate=1e-3, seed=0,
+    # learning rate 0: every batch is scored at the initial weights, and the epoch's mean over 4 shuffled batches of
+    # 8 is the loss of all 32 images (each target's features, computed once, must follow its image into its batch)
+    history = fit_autoencoder(model, images, epochs=1, batch_size=8, learning_rate=0.0, seed=0,
                               progress=False, perceptual=features, perceptual_weight=2.5)
     x = torch.from_numpy(images)
     with torch.no_grad():
@@ -234,8 +236,20 @@ def test_the_autoencoder_loss_adds_the_weighted_feature_matching_term():
 
 
 def test_the_perceptual_loss_changes_the_identity_only_when_on():
-    plain, sharp = GeneratorConfig().identity_record(), GeneratorConfig(autoencoder_perceptual_weight=1.0).identity_record()
-    assert "autoencoder_perceptual_weight" not in plain  # generators trained before the option are still reused
+    plain = GeneratorConfig(latent_dim=32, autoencoder_perceptual_weight=0.0).identity_record()
+    sharp = GeneratorConfig().identity_record()
+    # pixel-loss generators trained before the option keep their identity, so they are still reused
+    assert "autoencoder_perceptual_weight" not in plain and "autoencoder_perceptual_epochs" not in plain
     assert sharp["autoencoder_perceptual_weight"] == 1.0 and sharp["autoencoder_perceptual_epochs"] == 10
+    assert sharp["latent_dim"] == 64
+
+
+def test_the_dp_recipe_keeps_its_measured_autoencoder():
+    """The DP generator was measured with the pixel-loss autoencoder at latent 32 (docs/generator.md): its recipe
+    keeps them whatever the non-private defaults are, and its identity does not move with them."""
+    dp = GeneratorConfig(privacy="dp").effective()
+    assert dp.latent_dim == 32 and dp.autoencoder_perceptual_weight == 0.0
+    assert (GeneratorConfig(privacy="dp").identity_record()
+            == GeneratorConfig(privacy="dp", latent_dim=16, autoencoder_perceptual_weight=3.0).identity_record())
     with pytest.raises(ConfigError, match="autoencoder_perceptual_weight must be >= 0"):
         GeneratorConfig(autoencoder_perceptual_weight=-1.0).validate()

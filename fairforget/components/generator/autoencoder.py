@@ -74,17 +74,23 @@ def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, bat
     total_steps = epochs * math.ceil(len(data) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=total_steps,
                                                    pct_start=0.1)
+    matching = perceptual is not None and perceptual_weight > 0
+    if matching:  # the targets' features never change (frozen network, no augmentation): computed once
+        with torch.no_grad():
+            targets = torch.cat([perceptual(data[start:start + batch_size].to(device)).cpu()
+                                 for start in range(0, len(data), batch_size)])
     model.to(device).train()
     history = []
     for _ in progress_bar(range(epochs), enabled=progress, desc="autoencoder", leave=False):
         order = torch.randperm(len(data), generator=generator)
         losses = []
         for start in range(0, len(data), batch_size):
-            batch = data[order[start:start + batch_size]].to(device)
+            rows = order[start:start + batch_size]
+            batch = data[rows].to(device)
             recon = model(batch)
             loss = F.mse_loss(recon, batch) + 0.1 * F.l1_loss(recon, batch)
-            if perceptual is not None and perceptual_weight > 0:
-                loss = loss + perceptual_weight * F.mse_loss(perceptual(recon), perceptual(batch))
+            if matching:
+                loss = loss + perceptual_weight * F.mse_loss(perceptual(recon), targets[rows].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
