@@ -120,13 +120,17 @@ def section_fairness(records: list[dict], figures: Path) -> str:
     majority, minority = superclass_names(records[0])
     classes = records[0]["class_names"]
     header = ["model", "test accuracy", f"{minority} (minority)", f"{majority}", "worst class", "superclass gap"]
-    per_class_header = ["class"] + [name for name in MODEL_LABELS]
+    from fairforget.components.fairness import safe_name
+
+    last = max(r["iteration"] for r in records[0]["iterations"])
+    per_class_header = ["class"] + [name for name in MODEL_LABELS] + [f"debiased after {last} iterations"]
     per_class_rows = []
     for k, cls in enumerate(classes):
         row = [cls]
         for name in MODEL_LABELS:
             row.append(fmt([np.diag(np.asarray(r["baselines"][name]["confusion"], float))[k] /
                             max(np.asarray(r["baselines"][name]["confusion"], float)[k].sum(), 1) for r in records]))
+        row.append(fmt(iteration_values(records, last, f"acc/class/{safe_name(cls)}")))
         per_class_rows.append(row)
     plot_confusions(records[0], figures / "confusions_seed0.png")
     sisa = records[0]["config"]["sisa"]
@@ -325,6 +329,14 @@ def plot_power(records, iterations, path: Path) -> None:
     plt.close(fig)
 
 
+def generator_label(config: dict) -> str:
+    """How a study's generator is built, from its configuration, e.g. ``latent 64, feature matching 1``."""
+    generator = config["generator"]
+    weight = generator.get("autoencoder_perceptual_weight", 0.0)
+    loss = f"feature matching {weight:g}" if weight else "pixel loss"
+    return f"latent {generator['latent_dim']}, {loss}"
+
+
 def section_generator(records: list[dict]) -> str:
     keys = [("conditional accuracy (judge: reference classifier)", "generator/conditional_accuracy", 3),
             ("judge's accuracy on real test images", "generator/reference_classifier_test_accuracy", 3),
@@ -334,18 +346,66 @@ def section_generator(records: list[dict]) -> str:
             ("FID real vs real", "generator/fid_real_vs_real", 2), ("KID", "generator/kid", 3),
             ("near-copy fraction (d1/d2 < 1/3)", "generator/near_copy_fraction", 4),
             ("near-copy fraction of real test images", "generator/near_copy_fraction_real_test", 4),
-            ("training seconds (autoencoder + denoiser)", "generator/train_seconds", 0)]
+            ("diversity ratio (synthetic / real mean pairwise distance, per class)", "generator/diversity_ratio", 3),
+            ("diversity ratio, worst class", "generator/diversity_ratio_min", 3),
+            ("training seconds (one core shared with the other seeds)", "generator/train_seconds", 0)]
     rows = [[label, fmt([r["generator"].get(key) for r in records], digits)] for label, key, digits in keys]
     classes = records[0]["class_names"]
     per_class = [[cls, fmt([r["generator"].get(f"generator/conditional_accuracy/{cls}") for r in records])]
                  for cls in classes]
     return "\n".join([
         "## 5. The generator", "",
-        "Latent diffusion on the CPU (conv autoencoder to 32 numbers + MLP denoiser, diffusers DDPM/DDIM, "
-        "classifier-free guidance 3), trained on the real images of S only. See docs/generator.md.", "",
+        f"Latent diffusion on the CPU (conv autoencoder, {generator_label(records[0]['config'])}; MLP denoiser, "
+        "diffusers DDPM/DDIM, classifier-free guidance "
+        f"{records[0]['config']['generator']['guidance_scale']:g}), trained on the real images of S only. See "
+        "docs/generator.md.", "",
         table(["figure", "value"], rows), "", "Conditional accuracy per class:", "",
         table(["class", "conditional accuracy"], per_class), "",
         "![sample grid](results/figures/seed-0/sample_grid.png)", ""])
+
+
+def earlier_studies(folder: Path) -> list[tuple[str, list[dict]]]:
+    """The studies kept in ``<folder>/generator-*/`` (the same study with an earlier generator), oldest first."""
+    out = []
+    for sub in sorted(folder.glob("generator-*")):
+        records = [json.loads(p.read_text()) for p in sorted(sub.glob("seed-*.json"))]
+        if records:
+            out.append((generator_label(records[0]["config"]), records))
+    return out
+
+
+def section_tradeoff(records: list[dict], earlier: list[tuple[str, list[dict]]]) -> str:
+    """The paper's two utility claims against the generator that made S*: one row per study (earlier generators
+    first), so that generator cost can be read against S* vs oversampling and accuracy after forgetting."""
+    if not earlier:
+        return ""
+    majority, minority = superclass_names(records[0])
+    last = max(r["iteration"] for r in records[0]["iterations"])
+
+    def gap(study, name, key):  # S* minus a baseline, per seed
+        return [r["baselines"]["debiased"]["metrics"][key] - r["baselines"][name]["metrics"][key] for r in study]
+
+    def drop(study):  # test accuracy, iteration 0 minus the last iteration, per seed
+        return [iteration_values([r], 0, "acc/test")[0] - iteration_values([r], last, "acc/test")[0] for r in study]
+
+    rows = []
+    for label, study in [*earlier, (generator_label(records[0]["config"]) + " (this page)", records)]:
+        rows.append([label, fmt([r["generator"].get("generator/train_seconds", float("nan")) / 60 for r in study], 1),
+                     fmt([r["generator"].get("generator/cas_ratio") for r in study]),
+                     fmt([r["generator"].get("generator/fid") for r in study], 1),
+                     fmt(gap(study, "oversampled", f"acc/{minority}")),
+                     fmt(gap(study, "oversampled", "acc/worst_class")),
+                     fmt(iteration_values(study, 0, "acc/test")), fmt(iteration_values(study, last, "acc/test")),
+                     fmt(drop(study))])
+    return "\n".join([
+        "## 5a. What a better generator buys: the same study with each generator", "",
+        "The paper's claims are that S* beats oversampling on the minority superclass and on the worst class, and "
+        "that accuracy holds while the originals are replaced. Positive differences favour S*; the drop is test "
+        f"accuracy at iteration 0 minus after {last} iterations (target: at most 0.02). Generator minutes are those "
+        "of the study (one core shared by three seeds; docs/generator.md times them alone). Earlier studies are "
+        "kept in `docs/results/generator-*/`.", "",
+        table(["generator", "training min", "CAS ratio", "FID", f"S* - oversampled, {minority}",
+               "S* - oversampled, worst class", "test acc., iteration 0", f"after {last}", "drop"], rows), ""])
 
 
 # figures ---------------------------------------------------------------------------------------------------
@@ -513,7 +573,8 @@ def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
         f"{fmt(minutes, 1)} min; the four comparison models: "
         f"{fmt([r['baseline_seconds'] / 60 for r in records], 1)} min more.", ""])
     sections = [head, section_bias(records), section_fairness(records, figures), section_unlearning(records, figures),
-                section_privacy(records, figures), section_power(records, figures), section_generator(records)]
+                section_privacy(records, figures), section_power(records, figures), section_generator(records),
+                section_tradeoff(records, earlier_studies(folder))]
     notes = folder / "notes.md"
     if notes.is_file():
         sections.append(notes.read_text())

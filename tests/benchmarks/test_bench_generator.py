@@ -9,9 +9,9 @@ from fairforget.errors import ConfigError
 
 
 def test_overrides_are_parsed_as_the_fields_type():
-    config = config_with_overrides(["latent_dim=64", "autoencoder_perceptual_weight=1"])
-    assert config.latent_dim == 64 and isinstance(config.latent_dim, int)
-    assert config.autoencoder_perceptual_weight == 1.0 and config.train_steps == 4000
+    config = config_with_overrides(["latent_dim=32", "autoencoder_perceptual_weight=0.5"])
+    assert config.latent_dim == 32 and isinstance(config.latent_dim, int)
+    assert config.autoencoder_perceptual_weight == 0.5 and config.train_steps == 4000
 
 
 def test_unknown_fields_and_bad_values_are_refused():

@@ -63,3 +63,38 @@ def test_study_reproduces_the_pipeline_and_writes_the_page(tracking_uri, tmp_pat
     for heading in ("Bias before and after", "Table I", "Fig. 12", "The generator", "oracle"):
         assert heading in page
     assert (tmp_path / "results" / "figures" / "fig12_attacks.png").is_file()
+    assert "5a." not in page  # no earlier study to compare with
+
+    # an earlier study of the same setting, kept in generator-*/, gets a row of the trade-off table
+    (tmp_path / "results" / "generator-old").mkdir()
+    (tmp_path / "results" / "generator-old" / "seed-0.json").write_text(json.dumps({**record, "seed": 0}, default=str))
+    page = write_report(tmp_path / "results", tmp_path / "results.md").read_text()
+    assert "5a. What a better generator buys" in page and "(this page)" in page
+
+
+def _study_record(minority_debiased, minority_oversampled, worst_debiased, worst_oversampled, accuracies):
+    """The fields of a seed's record that the trade-off table reads."""
+    def metrics(minority, worst):
+        return {"acc/apparel": minority, "acc/worst_class": worst}
+    return {"config": {"generator": {"latent_dim": 64, "autoencoder_perceptual_weight": 1.0},
+                       "data": {"majority_superclass": "accessories"}},
+            "superclass_of": {"Shirt": "apparel", "Bag": "accessories"},
+            "generator": {"generator/train_seconds": 600.0, "generator/cas_ratio": 0.9, "generator/fid": 10.0},
+            "baselines": {"debiased": {"metrics": metrics(minority_debiased, worst_debiased)},
+                          "oversampled": {"metrics": metrics(minority_oversampled, worst_oversampled)}},
+            "iterations": [{"iteration": i, "acc/test": a} for i, a in enumerate(accuracies)]}
+
+
+def test_the_tradeoff_table_shows_s_star_against_oversampling_and_the_drop():
+    from benchmarks.study_report import section_tradeoff
+
+    current = [_study_record(0.80, 0.70, 0.60, 0.50, [0.85, 0.84, 0.83])]
+    earlier = [_study_record(0.60, 0.70, 0.40, 0.50, [0.80, 0.70, 0.65])]
+    earlier[0]["config"]["generator"] = {"latent_dim": 32, "autoencoder_perceptual_weight": 0.0}
+    assert section_tradeoff(current, []) == ""
+    lines = section_tradeoff(current, [("latent 32, pixel loss", earlier)]).splitlines()
+    old, new = [line for line in lines if line.startswith("| latent")]
+    # S* - oversampled on the minority and the worst class; iteration 0, last, drop
+    assert old.split(" | ")[4:9] == ["-0.100", "-0.100", "0.800", "0.650", "0.150 |"]
+    assert new.startswith("| latent 64, feature matching 1 (this page)")
+    assert new.split(" | ")[4:9] == ["0.100", "0.100", "0.850", "0.830", "0.020 |"]
