@@ -47,6 +47,17 @@ def tracking_uri(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def real_dataset():
+    """The prepared default data (``data/``, or FAIRFORGET_DATA_DIR) for the slow real-data tests; skips without it."""
+    from fairforget.components.dataset import load_dataset
+
+    data_dir = Path(os.environ.get("FAIRFORGET_DATA_DIR", ROOT / "data"))
+    if not (data_dir / "manifest.csv").is_file():
+        pytest.skip(f"no prepared data in {data_dir}: run the prepare step first")
+    return load_dataset(data_dir)
+
+
+@pytest.fixture
 def toy_dataset():
     from fairforget.components.dataset import make_toy_dataset
 

@@ -118,18 +118,10 @@ def test_memorised_canaries_are_caught_by_every_attack_family_and_at_chance_afte
 
 
 @pytest.mark.slow
-def test_the_default_recipe_memorises_canaries_on_real_data_and_exact_unlearning_removes_them(tmp_path):
+def test_the_default_recipe_memorises_canaries_on_real_data_and_exact_unlearning_removes_them(tmp_path, real_dataset):
     """Real Fashion-MNIST (the prepared data/ folder), the default SISA recipe, 40 canaries: live canary AUC >= 0.85;
     after unlearning every canary, the forgotten ones are within their chance bound."""
-    import os
-    from pathlib import Path
-
-    from fairforget.components.dataset import load_dataset
-
-    data_dir = Path(os.environ.get("FAIRFORGET_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
-    if not (data_dir / "manifest.csv").is_file():
-        pytest.skip(f"no prepared data in {data_dir}: run the prepare step first")
-    data = load_dataset(data_dir)
+    data = real_dataset
     pool = cut_audit_pool(data.split("audit"), canaries=40, seed=0)
     sisa = SisaModel.create(with_canaries(data.split("train"), pool.canaries), SisaConfig(), tmp_path / "sisa")
     sisa.train()

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fairforget.components.dataset import load_dataset
 from fairforget.components.mia import AuditConfig, audit_membership, split_audit_pool, torch_predictor
 from fairforget.components.mia.reference import train_reference_models
 from fairforget.components.models import build_classifier
 from fairforget.components.training import TrainConfig, fit_classifier
 
-DATA_DIR = Path(os.environ.get("FAIRFORGET_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
-
 
 @pytest.mark.slow
-def test_default_audit_of_a_model_that_never_saw_the_members_is_at_chance():
-    if not (DATA_DIR / "manifest.csv").is_file():
-        pytest.skip(f"no prepared data in {DATA_DIR}: run the prepare step first")
-    data = load_dataset(DATA_DIR)
+def test_default_audit_of_a_model_that_never_saw_the_members_is_at_chance(real_dataset):
+    data = real_dataset
     members = data.split("train")
     members = members.select(members.manifest["origin"].to_numpy() == "real")
     reference_half, non_members = split_audit_pool(data.split("audit"), seed=0)

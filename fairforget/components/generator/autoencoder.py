@@ -67,7 +67,9 @@ def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, bat
     """Train ``model`` on float32 images (N, C, H, W) in [0, 1] by MSE + 0.1 L1 reconstruction, plus
     ``perceptual_weight`` times the MSE between ``perceptual``'s features (a frozen network, images -> features) of
     the reconstruction and of the image (a feature-matching loss: without it the decoder averages textures away);
-    returns the mean loss per epoch. Deterministic given ``seed`` on the CPU."""
+    returns the mean loss per epoch. The images' features are computed once, before the first epoch (the network is
+    frozen and the images are not augmented): N x the feature size in float32 more memory, one forward pass of
+    ``perceptual`` per batch fewer. Deterministic given ``seed`` on the CPU."""
     generator = torch.Generator().manual_seed(seed)
     data = torch.from_numpy(images)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
