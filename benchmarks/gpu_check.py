@@ -60,11 +60,11 @@ def measure(generator_factory, dataset, quality_config, sample_images: int = 100
     return row
 
 
-def format_table(rows: dict[str, dict]) -> str:
-    """One line per figure, one column per generator, and the target."""
+def format_table(rows: dict[str, dict], keys: tuple[str, ...] = ROWS) -> str:
+    """One line per figure (``keys``), one column per generator, and the target."""
     names = list(rows)
     lines = [f"{'figure':<26}" + "".join(f"{name:>16}" for name in names) + "   target"]
-    for key in ROWS:
+    for key in keys:
         cells = "".join(f"{rows[name].get(key, float('nan')):>16.3f}" for name in names)
         target = TARGETS.get(key)
         lines.append(f"{key:<26}{cells}   " + (f"{target[0]} {target[1]}" if target else ""))

@@ -253,3 +253,24 @@ def test_the_dp_recipe_keeps_its_measured_autoencoder():
             == GeneratorConfig(privacy="dp", latent_dim=16, autoencoder_perceptual_weight=3.0).identity_record())
     with pytest.raises(ConfigError, match="autoencoder_perceptual_weight must be >= 0"):
         GeneratorConfig(autoencoder_perceptual_weight=-1.0).validate()
+
+
+def test_a_generator_saved_before_the_feature_matching_option_loads_as_what_it_was_trained(tmp_path):
+    """Its saved config has no autoencoder_perceptual_weight: it was trained with pixel loss, whatever today's
+    default, and its stored version is still the hash of its config (so the pipeline still reuses it)."""
+    import json
+
+    from fairforget.components.generator import generator_version, load_generator
+
+    dataset = make_toy_dataset()
+    generator = train_generator(dataset, config=tiny_config(autoencoder_perceptual_weight=0.0), progress=False)
+    folder = generator.save(tmp_path / "generator")
+    meta = json.loads((folder / "generator.json").read_text())
+    for key in ("autoencoder_perceptual_weight", "autoencoder_perceptual_epochs", "dp_latent_dim",
+                "dp_autoencoder_perceptual_weight", "dp_public_pretrain_steps"):
+        meta["config"].pop(key)
+    (folder / "generator.json").write_text(json.dumps(meta))
+    loaded = load_generator(folder, device="cpu")
+    assert GeneratorConfig().autoencoder_perceptual_weight > 0  # the default it must not take
+    assert loaded.config.autoencoder_perceptual_weight == 0.0 and loaded.config.dp_public_pretrain_steps == 0
+    assert generator_version(loaded.config, loaded.data_md5, loaded.space) == loaded.version == generator.version

@@ -32,6 +32,12 @@ DP_RECIPE = ("train_steps", "batch_size", "learning_rate", "warmup_steps", "deno
              "embedding_dim", "latent_dim", "autoencoder_epochs", "autoencoder_perceptual_weight")
 
 
+# Fields added after generators were first saved, each with the value that generators saved before it existed were
+# trained with: a saved config without the key must not take today's default (``GeneratorConfig.from_saved``).
+FIELDS_BEFORE_THEY_EXISTED = {"autoencoder_perceptual_weight": 0.0, "dp_autoencoder_perceptual_weight": 0.0,
+                              "dp_latent_dim": 32, "dp_public_pretrain_steps": 0}
+
+
 @dataclass(frozen=True)
 class GeneratorConfig(ConfigBase):
     """Every knob of the generator. ``resolved()`` fixes ``architecture`` and ``device``."""
@@ -169,6 +175,12 @@ class GeneratorConfig(ConfigBase):
         if architecture == "auto":
             architecture = "pixel_unet" if device.startswith("cuda") else "latent_mlp"
         return replace(self, architecture=architecture, device=device)
+
+    @classmethod
+    def from_saved(cls, record: dict[str, Any]) -> "GeneratorConfig":
+        """The config a saved generator was trained with: ``from_dict`` with every field the record predates set to
+        what it meant then (``FIELDS_BEFORE_THEY_EXISTED``), not to today's default."""
+        return cls.from_dict({**FIELDS_BEFORE_THEY_EXISTED, **record})
 
     def identity_record(self) -> dict[str, Any]:
         """The fields that decide what is trained (sampling-only fields and the device excluded): hashed to

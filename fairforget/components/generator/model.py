@@ -183,7 +183,7 @@ def load_generator(folder: str | os.PathLike, device: str | None = None) -> Gene
             raise FileNotFoundError(f"{folder / name} is missing: train the generator first (`mlflow run . -e "
                                     "train_generator --env-manager local`) or give the folder it was saved to")
     meta = json.loads((folder / META_FILE).read_text())
-    config = GeneratorConfig.from_dict(meta["config"])
+    config = GeneratorConfig.from_saved(meta["config"])
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from dataclasses import replace

@@ -1,0 +1,82 @@
+"""Guidance scale against quality on one saved generator: the lever that costs no training.
+
+Classifier-free guidance trades diversity for fidelity (Ho & Salimans 2022). For each scale the saved generator is
+judged exactly as the pipeline judges it (``evaluate_generator``), by one judge trained once, so the columns are
+comparable; the generator's own scale (its config's ``guidance_scale``) is the baseline of the same run, and every
+figure is also printed as a ratio to it.
+
+    python -m benchmarks.bench_guidance --generator-dir DIR --scales 1 2 3 4 5 [--output sweep.json]
+
+DIR: a saved generator, e.g. the ``generator`` artifact of a ``train_generator`` run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.gpu_check import ROWS, format_table
+
+SWEPT = tuple(key for key in ROWS if key not in ("train_seconds", "images_per_second"))
+
+
+def sweep(generator, dataset, scales, quality_config=None, judge=None) -> dict[float, dict]:
+    """scale -> {figure: value for figure in SWEPT, "per_class_conditional_accuracy": {class: accuracy}}; one judge
+    (trained here unless given) for every scale."""
+    import dataclasses
+
+    from fairforget.components.quality import QualityConfig, evaluate_generator, train_reference_classifier
+
+    quality_config = quality_config or QualityConfig()
+    judge = judge or train_reference_classifier(dataset, quality_config)
+    rows = {}
+    for scale in scales:
+        report = evaluate_generator(generator, dataset, dataclasses.replace(quality_config, guidance_scale=scale),
+                                    reference_classifier=judge)
+        row = {key: report.metrics[key] for key in SWEPT if key in report.metrics}
+        row["conditional_accuracy_min"] = min(report.per_class_accuracy.values())
+        row["per_class_conditional_accuracy"] = report.per_class_accuracy
+        rows[float(scale)] = row
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--generator-dir", required=True, help="a saved generator")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 5.0])
+    parser.add_argument("--output", default="", help="write the figures here as JSON")
+    args = parser.parse_args(argv)
+
+    from fairforget.components.dataset import load_dataset
+    from fairforget.components.generator import load_generator
+
+    dataset = load_dataset(args.data_dir)
+    generator = load_generator(args.generator_dir, device="cpu")
+    baseline = generator.config.guidance_scale
+    scales = sorted(set(args.scales) | {baseline})
+    rows = sweep(generator, dataset, scales)
+    print(f"bench_guidance: {args.generator_dir}, trained with guidance {baseline:g}; one judge for every column")
+    print(format_table({f"guidance {scale:g}": row for scale, row in rows.items()}, SWEPT))
+    classes = dataset.class_names
+    print("per class (conditional accuracy):")
+    for scale, row in rows.items():
+        print(f"  guidance {scale:<4g} " + ", ".join(f"{c} {row['per_class_conditional_accuracy'][c]:.2f}"
+                                                    for c in classes))
+    print(f"ratio to guidance {baseline:g} (same run):")
+    for scale, row in rows.items():
+        print(f"  guidance {scale:<4g} " + ", ".join(f"{key} x{row[key] / rows[baseline][key]:.2f}"
+                                                    for key in ("conditional_accuracy", "cas_ratio", "fid",
+                                                                "diversity_ratio") if rows[baseline][key]))
+    if args.output:
+        target = Path(args.output)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(json.dumps({"generator_dir": args.generator_dir, "baseline_scale": baseline,
+                                   "rows": {str(k): v for k, v in rows.items()}}, indent=1))
+        tmp.replace(target)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

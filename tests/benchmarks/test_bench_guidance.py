@@ -1,0 +1,41 @@
+"""The guidance sweep: one judge for every scale, and each column is what the pipeline's evaluation reports."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from benchmarks.bench_guidance import SWEPT, sweep
+from fairforget.components.dataset import make_toy_dataset
+from fairforget.components.generator import tiny_config, train_generator
+from fairforget.components.quality import QualityConfig, evaluate_generator, train_reference_classifier
+
+
+def test_each_scale_is_judged_like_the_pipeline_by_one_judge(monkeypatch):
+    dataset = make_toy_dataset()
+    generator = train_generator(dataset, config=tiny_config(), progress=False)
+    quality = QualityConfig(reference_epochs=1, cas_epochs=1, eval_per_class=6, kid_subset_size=10, kid_subsets=2,
+                            grid_per_class=2)
+    judge = train_reference_classifier(dataset, quality)
+    scales_sampled = []
+    sample = generator.sample
+
+    def recording_sample(conditions, seed, guidance_scale=None, **options):
+        scales_sampled.append(guidance_scale)
+        return sample(conditions, seed, guidance_scale=guidance_scale, **options)
+
+    monkeypatch.setattr(generator, "sample", recording_sample)
+    rows = sweep(generator, dataset, [0.0, 2.0], quality, judge=judge)
+    assert list(rows) == [0.0, 2.0]
+    # every image of a column is drawn at that column's scale (the tiny generator barely reacts to guidance, so
+    # this is checked at the call rather than on the images)
+    half = len(scales_sampled) // 2
+    assert scales_sampled == [0.0] * half + [2.0] * half
+    direct = evaluate_generator(generator, dataset, dataclasses.replace(quality, guidance_scale=2.0),
+                                reference_classifier=judge)
+    for key in SWEPT:
+        assert np.isfinite(rows[2.0][key]), key
+        if key in direct.metrics:
+            assert rows[2.0][key] == direct.metrics[key], key
+    assert rows[2.0]["conditional_accuracy_min"] == min(direct.per_class_accuracy.values())
