@@ -117,11 +117,11 @@ def accuracy_rows(records: list[dict], minority: str, majority: str) -> list[lis
 
 
 def section_fairness(records: list[dict], figures: Path) -> str:
+    from fairforget.components.fairness import safe_name
+
     majority, minority = superclass_names(records[0])
     classes = records[0]["class_names"]
     header = ["model", "test accuracy", f"{minority} (minority)", f"{majority}", "worst class", "superclass gap"]
-    from fairforget.components.fairness import safe_name
-
     last = max(r["iteration"] for r in records[0]["iterations"])
     per_class_header = ["class"] + [name for name in MODEL_LABELS] + [f"debiased after {last} iterations"]
     per_class_rows = []
@@ -379,7 +379,7 @@ def section_tradeoff(records: list[dict], earlier: list[tuple[str, list[dict]]])
     first), so that generator cost can be read against S* vs oversampling and accuracy after forgetting."""
     if not earlier:
         return ""
-    majority, minority = superclass_names(records[0])
+    _, minority = superclass_names(records[0])
     last = max(r["iteration"] for r in records[0]["iterations"])
 
     def gap(study, name, key):  # S* minus a baseline, per seed
