@@ -85,7 +85,7 @@ test: setup postgres
 test-slow: setup postgres
 	FAIRFORGET_SLOW=1 "$(PY)" -m pytest -q -m slow
 
-# The study behind docs/results.md: 3 seeds of the pipeline and its baselines (about 50 min on 2 cores).
+# The study behind docs/results.md: 3 seeds of the pipeline and its baselines (its wall time is in the head of docs/results.md).
 results: setup
 	"$(PY)" -m benchmarks.study --seeds 0 1 2 --parallel 3
 

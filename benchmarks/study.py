@@ -1,6 +1,6 @@
 """The results study behind ``docs/results.md``: the default pipeline at several seeds, plus its baselines.
 
-    python -m benchmarks.study --seeds 0 1 2 --parallel 3    # about 50 min on 2 CPU cores, then the report
+    python -m benchmarks.study --seeds 0 1 2 --parallel 3    # wall time: the head of docs/results.md; then the report
     python -m benchmarks.study_report                        # rewrite docs/results.md from the saved results
     python -m benchmarks.study --dataset cifar10 --source-dir ~/data/cifar10 --classifier resnet18 \
         --results-dir docs/results/cifar10                   # the same study on another data set (GPU advised)
