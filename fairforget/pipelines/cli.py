@@ -61,7 +61,8 @@ def auto_or(parse):
 
 
 def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix: str = "") -> None:
-    """``--[<prefix>]latent-dim`` and ``--[<prefix>]autoencoder-perceptual-weight`` from a ``GeneratorConfig``."""
+    """``--[<prefix>]latent-dim``, ``--[<prefix>]autoencoder-perceptual-weight`` and
+    ``--[<prefix>]public-pretrain-steps`` from a ``GeneratorConfig``."""
     parser.add_argument(f"--{prefix}latent-dim", type=int_arg, default=defaults.latent_dim,
                         help="size of the latent generator's latent vector (a DP generator uses its recipe's "
                              "dp_latent_dim)")
@@ -69,6 +70,9 @@ def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix:
                         default=defaults.autoencoder_perceptual_weight,
                         help="weight of the autoencoder's feature-matching loss (0: pixel loss only, faster and "
                              "blurrier; a DP generator uses its recipe's dp_autoencoder_perceptual_weight)")
+    parser.add_argument(f"--{prefix}public-pretrain-steps", type=int_arg, default=defaults.public_pretrain_steps,
+                        help="steps of pre-training of the denoiser on the public reference split before S "
+                             "(0: S only; a DP generator uses its recipe's dp_public_pretrain_steps)")
 
 
 def add_generator_privacy_arguments(parser: argparse.ArgumentParser, defaults) -> None:

@@ -168,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                                       train_steps=args.generator_steps, seed=args.seed,
                                       latent_dim=args.generator_latent_dim,
                                       autoencoder_perceptual_weight=args.generator_autoencoder_perceptual_weight,
+                                      public_pretrain_steps=args.generator_public_pretrain_steps,
                                       privacy=args.generator_privacy, dp_epsilon=args.dp_epsilon,
                                       dp_delta=args.dp_delta),
         augment=AugmentConfig(rho=balance.rho, guidance_scale=args.guidance_scale, seed=args.seed),

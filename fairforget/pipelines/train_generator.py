@@ -211,6 +211,7 @@ def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
                            num_threads=args.num_threads, privacy=args.generator_privacy,
                            latent_dim=args.latent_dim,
                            autoencoder_perceptual_weight=args.autoencoder_perceptual_weight,
+                           public_pretrain_steps=args.public_pretrain_steps,
                            dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
 
 

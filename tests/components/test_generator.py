@@ -267,10 +267,50 @@ def test_a_generator_saved_before_the_feature_matching_option_loads_as_what_it_w
     folder = generator.save(tmp_path / "generator")
     meta = json.loads((folder / "generator.json").read_text())
     for key in ("autoencoder_perceptual_weight", "autoencoder_perceptual_epochs", "dp_latent_dim",
-                "dp_autoencoder_perceptual_weight", "dp_public_pretrain_steps"):
+                "dp_autoencoder_perceptual_weight", "dp_public_pretrain_steps", "public_pretrain_steps"):
         meta["config"].pop(key)
     (folder / "generator.json").write_text(json.dumps(meta))
     loaded = load_generator(folder, device="cpu")
     assert GeneratorConfig().autoencoder_perceptual_weight > 0  # the default it must not take
     assert loaded.config.autoencoder_perceptual_weight == 0.0 and loaded.config.dp_public_pretrain_steps == 0
+    assert loaded.config.public_pretrain_steps == 0
     assert generator_version(loaded.config, loaded.data_md5, loaded.space) == loaded.version == generator.version
+
+
+@pytest.mark.parametrize("architecture", ["latent_mlp", "pixel_unet"])
+def test_public_pre_training_learns_from_the_reference_split_then_from_s(architecture, monkeypatch):
+    """public_pretrain_steps: the denoiser's first fit sees the reference split's images (as latents of the
+    autoencoder fitted on S, or as pixels) for that many steps, the second sees S for train_steps; 0 = S only."""
+    from fairforget.components.generator import generator_version
+    from fairforget.components.generator import train as train_module
+
+    dataset = make_toy_dataset()
+    fits = []
+    real = train_module.fit_denoiser
+
+    def recording_fit(denoiser, data, codes, space, config, progress):
+        fits.append((len(data), config.train_steps))
+        return real(denoiser, data, codes, space, config, progress)
+
+    monkeypatch.setattr(train_module, "fit_denoiser", recording_fit)
+    config = tiny_config(architecture=architecture, public_pretrain_steps=7)
+    generator = train_generator(dataset, config=config, progress=False)
+    reference, train = len(dataset.split("reference")), len(dataset.split("train"))
+    assert fits == [(reference, 7), (train, config.train_steps)]
+    assert generator.training_summary["public_pretrain_steps"] == 7
+    fits.clear()
+    plain = train_generator(dataset, config=tiny_config(architecture=architecture), progress=False)
+    assert fits == [(train, config.train_steps)] and "public_pretrain_steps" not in plain.training_summary
+    # another thing trained, another version; 0 keeps the identity generators had before the option existed
+    assert generator.version != plain.version
+    assert "public_pretrain_steps" not in tiny_config(architecture=architecture).identity_record()
+    assert generator_version(plain.config, plain.data_md5, plain.space) == plain.version
+
+
+def test_public_pre_training_needs_a_reference_split():
+    dataset = make_toy_dataset()
+    without = dataset.select(dataset.manifest["split"].to_numpy() != "reference")
+    with pytest.raises(ConfigError, match="public_pretrain_steps=0"):
+        train_generator(without, config=tiny_config(public_pretrain_steps=5), progress=False)
+    with pytest.raises(ConfigError, match="public_pretrain_steps must be a non-negative integer"):
+        tiny_config(public_pretrain_steps=-1).validate()

@@ -35,7 +35,7 @@ DP_RECIPE = ("train_steps", "batch_size", "learning_rate", "warmup_steps", "deno
 # Fields added after generators were first saved, each with the value that generators saved before it existed were
 # trained with: a saved config without the key must not take today's default (``GeneratorConfig.from_saved``).
 FIELDS_BEFORE_THEY_EXISTED = {"autoencoder_perceptual_weight": 0.0, "dp_autoencoder_perceptual_weight": 0.0,
-                              "dp_latent_dim": 32, "dp_public_pretrain_steps": 0}
+                              "dp_latent_dim": 32, "dp_public_pretrain_steps": 0, "public_pretrain_steps": 0}
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ class GeneratorConfig(ConfigBase):
     batch_size: int = 256
     learning_rate: float = 1e-3
     warmup_steps: int = 200
+    # non-private: steps of pre-training of the denoiser on the public reference split's latents (encoded by the
+    # autoencoder fitted on S) before its train_steps on S; 0 = S only. Public images carry what S lacks (e.g. the
+    # minority classes' variety), at the cost of a generator that no longer learns from S alone (docs/generator.md)
+    public_pretrain_steps: int = 0
     ema_decay: float = 0.999
     condition_dropout: float = 0.1
     # sampling
@@ -144,9 +148,10 @@ class GeneratorConfig(ConfigBase):
                                                                            "autoencoder_perceptual_weight")):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"generator {name} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.dp_public_pretrain_steps, int) or self.dp_public_pretrain_steps < 0:
-            raise ConfigError(f"dp_public_pretrain_steps must be a non-negative integer (0 = no public pre-training), "
-                              f"got {self.dp_public_pretrain_steps!r}")
+        for name in ("public_pretrain_steps", "dp_public_pretrain_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be a non-negative integer (0 = no public pre-training), "
+                                  f"got {getattr(self, name)!r}")
         if not self.dp_max_grad_norm > 0:
             raise ConfigError(f"dp_max_grad_norm must be positive, got {self.dp_max_grad_norm}")
         if self.privacy == "dp" and self.architecture == "pixel_unet":
@@ -199,6 +204,8 @@ class GeneratorConfig(ConfigBase):
             record.pop("autoencoder_perceptual_epochs")
         for field in DP_RECIPE:  # already in place (DP) or unused (non-private)
             record.pop(f"dp_{field}")
+        if record["privacy"] == "dp" or record["public_pretrain_steps"] == 0:  # DP has its own; 0: identities
+            record.pop("public_pretrain_steps")                                  # from before the option stay valid
         if record["privacy"] == "none":  # the non-private generator's identity predates the DP fields
             for key in ("privacy", "dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_public_pretrain_steps"):
                 record.pop(key)

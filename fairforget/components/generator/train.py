@@ -16,7 +16,8 @@ accountant. The accountant's epsilon after training is reported (``dp_epsilon`` 
 weights and sampling are post-processing and cost no privacy. With ``dp_public_pretrain_steps > 0`` the denoiser
 first learns, without DP, from the public reference split's latents and labels (Ghalebikesabi et al. 2023's public
 pre-training), and DP-SGD fine-tunes that starting point on S: the public data costs no privacy, so the accounting
-is unchanged.
+is unchanged. The non-private generator can be pre-trained the same way (``public_pretrain_steps > 0``): its
+denoiser first learns from the public split (latents in the autoencoder fitted on S), then from S.
 """
 
 from __future__ import annotations
@@ -237,12 +238,14 @@ def train_generator(dataset: Dataset, *, config: GeneratorConfig | None = None, 
 
 
 def public_images(dataset: Dataset) -> Dataset:
-    """The public images a DP generator's autoencoder learns from: the ``reference`` split's real images."""
+    """The public images a generator may learn from besides S: the ``reference`` split's real images (a DP
+    generator's autoencoder, and public pre-training of the denoiser)."""
     reference = dataset.split("reference")
     reference = reference.select(reference.manifest["origin"].to_numpy() == "real")
     if len(reference) == 0:
-        raise ConfigError("privacy=dp trains the autoencoder on the public reference split, and this data set has "
-                          "none: prepare the data with a reference split (reference_size > 0) or use privacy=none")
+        raise ConfigError("privacy=dp and public pre-training learn from the public reference split, and this data "
+                          "set has none: prepare the data with a reference split (reference_size > 0), or use "
+                          "privacy=none with public_pretrain_steps=0")
     return reference
 
 
@@ -304,16 +307,24 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         summary["autoencoder_seconds"] = time.perf_counter() - started
     else:
         data = torch.from_numpy(images * 2.0 - 1.0)
-    if private and config.dp_public_pretrain_steps and autoencoder is not None:
-        # public pre-training: the reference latents (already computed for the statistics) and their labels
+    pretrain_steps = config.dp_public_pretrain_steps if private else config.public_pretrain_steps
+    if pretrain_steps and (autoencoder is not None or not private):
+        # public pre-training on the reference split's latents and labels (DP: already computed, the autoencoder
+        # learned from them; non-private: encoded by the autoencoder fitted on S, in S's latent statistics; pixel
+        # design: the images themselves)
         public = public_images(dataset)
-        public_data = torch.from_numpy((fit_latents - latent_mean) / latent_std)
-        pretrain = replace(config, train_steps=config.dp_public_pretrain_steps, batch_size=GeneratorConfig.batch_size,
+        if autoencoder is None:
+            public_data = torch.from_numpy(public.to_float_tensor_array() * 2.0 - 1.0)
+        else:
+            public_latents = fit_latents if private else encode_images(autoencoder, public.to_float_tensor_array(),
+                                                                       device=config.device)
+            public_data = torch.from_numpy((public_latents - latent_mean) / latent_std)
+        pretrain = replace(config, train_steps=pretrain_steps, batch_size=GeneratorConfig.batch_size,
                            learning_rate=GeneratorConfig.learning_rate, warmup_steps=GeneratorConfig.warmup_steps)
         pretrained, pretrain_history = fit_denoiser(denoiser, public_data, public_condition_codes(space, dataset, public),
                                                     space, pretrain, progress)
         denoiser.load_state_dict(pretrained.state_dict())
-        summary["public_pretrain_steps"] = config.dp_public_pretrain_steps
+        summary["public_pretrain_steps"] = pretrain_steps
         summary["public_pretrain_loss"] = pretrain_history[-1]
         summary["public_pretrain_seconds"] = time.perf_counter() - started
     if private:
