@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "1%% of S; 0: none")
     parser.add_argument("--guidance-scale", type=float_arg, default=gen.guidance_scale)
     parser.add_argument("--generator-steps", type=int_arg, default=gen.train_steps)
+    parser.add_argument("--generator-num-threads", type=int_arg, default=gen.num_threads,
+                        help="torch threads of the generator (0: every core; 1 on a machine shared with other jobs)")
     add_autoencoder_arguments(parser, gen, prefix="generator-")
     add_generator_privacy_arguments(parser, gen)
     parser.add_argument("--retrain-generator", type=str2bool, default=False)
@@ -169,6 +171,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                                       latent_dim=args.generator_latent_dim,
                                       autoencoder_perceptual_weight=args.generator_autoencoder_perceptual_weight,
                                       public_pretrain_steps=args.generator_public_pretrain_steps,
+                                      num_threads=args.generator_num_threads,
                                       privacy=args.generator_privacy, dp_epsilon=args.dp_epsilon,
                                       dp_delta=args.dp_delta),
         augment=AugmentConfig(rho=balance.rho, guidance_scale=args.guidance_scale, seed=args.seed),

@@ -197,7 +197,8 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-scale", type=float_arg, default=defaults.guidance_scale)
     parser.add_argument("--sampling-steps", type=int_arg, default=defaults.sampling_steps)
     parser.add_argument("--num-threads", type=int_arg, default=defaults.num_threads,
-                        help="torch threads while training/sampling (0 = torch's default)")
+                        help="torch threads while training/sampling (0: every core; 1 on a machine shared with "
+                             "other jobs)")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--retrain", type=str2bool, default=False, help="train even if a matching generator exists")
     add_autoencoder_arguments(parser, defaults)

@@ -98,3 +98,15 @@ def test_the_tradeoff_table_shows_s_star_against_oversampling_and_the_drop():
     assert old.split(" | ")[4:9] == ["-0.100", "-0.100", "0.800", "0.650", "0.150 |"]
     assert new.startswith("| latent 64, feature matching 1 (this page)")
     assert new.split(" | ")[4:9] == ["0.100", "0.100", "0.850", "0.830", "0.020 |"]
+
+
+def test_parallel_seeds_pin_one_thread_each(tmp_path):
+    """Seeds run in parallel processes on shared cores: each generator and each shard gets one thread (two
+    spin-waiting OpenMP threads per process collapse on a shared CPU), whatever the pipeline's own default."""
+    from benchmarks.study import study_config
+    from fairforget.pipelines.config import PipelineConfig
+
+    config = study_config(1, tmp_path / "seed-1", iterations=5, forget_rate=0.2)
+    assert config.generator.num_threads == 1 and config.sisa.threads_per_shard == 1
+    assert config.sisa.executor == "serial" and config.generator.seed == 1
+    assert PipelineConfig().generator.num_threads == 0  # the pipeline alone uses every core

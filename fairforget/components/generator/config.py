@@ -82,9 +82,10 @@ class GeneratorConfig(ConfigBase):
     sample_batch_size: int = 1000
     seed: int = 0
     device: str = "auto"
-    # torch intra-op threads while training/sampling (0 = leave torch's setting). One by default: on the shared
-    # 2-core machine two spin-waiting OpenMP threads ran 2-3x slower than one (measured, see docs/generator.md).
-    num_threads: int = 1
+    # torch intra-op threads while training/sampling (0 = leave torch's setting: every core). Every core by default:
+    # alone on 2 cores, 2 threads train 1.75x faster than 1. On a machine shared with other jobs pass 1: there two
+    # spin-waiting OpenMP threads ran 2-3x slower than one (both measured, docs/generator.md). The study pins 1.
+    num_threads: int = 0
     # privacy: "none", or "dp" (DP-SGD through opacus for the denoiser; the autoencoder learns from the public
     # reference split only). dp_delta None = 1 / |S|. The DP recipe fields below apply with privacy="dp" only,
     # where ``effective()`` puts them in place of train_steps, batch_size, ... : DP-SGD wants large batches (the
