@@ -6,6 +6,9 @@ decoded, and the reconstructions are judged by the reference classifier: accurac
 diversity ratio. The first variant is the baseline of the same run.
 
     python -m benchmarks.bench_autoencoder --variants 32:0 64:0 64:1      # latent_dim:perceptual_weight
+    python -m benchmarks.bench_autoencoder --variants 64:1 64:1:60 64:1:30:64-128   # [:epochs[:channels]]
+
+Epochs and channels default to the generator's (``autoencoder_epochs``, ``autoencoder_channels``).
 """
 
 from __future__ import annotations
@@ -41,15 +44,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     features_real = classifier_features(judge, test.images[rows])
     results = []
     for variant in args.variants:
-        latent_dim, weight = int(variant.split(":")[0]), float(variant.split(":")[1])
+        fields = variant.split(":")
+        latent_dim, weight = int(fields[0]), float(fields[1])
+        epochs = int(fields[2]) if len(fields) > 2 else defaults.autoencoder_epochs
+        channels = (tuple(int(c) for c in fields[3].split("-")) if len(fields) > 3
+                    else defaults.autoencoder_channels)
         started = time.perf_counter()
         perceptual = None
         if weight > 0:
             perceptual = fit_perceptual_network(train.images, train.labels, dataset.num_classes,
                                                 defaults.autoencoder_perceptual_epochs, defaults.seed + 4)
         torch.manual_seed(defaults.seed)
-        model = ConvAutoencoder(tuple(train.images.shape[1:]), latent_dim, defaults.autoencoder_channels)
-        fit_autoencoder(model, train.to_float_tensor_array(), defaults.autoencoder_epochs,
+        model = ConvAutoencoder(tuple(train.images.shape[1:]), latent_dim, channels)
+        fit_autoencoder(model, train.to_float_tensor_array(), epochs,
                         defaults.autoencoder_batch_size, defaults.autoencoder_learning_rate, defaults.seed,
                         progress=False, perceptual=perceptual, perceptual_weight=weight)
         seconds = time.perf_counter() - started
@@ -65,7 +72,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                "diversity_ratio": float(np.mean(list(diversity.values())))}
         results.append(row)
         base = results[0]
-        print(f"bench_autoencoder: latent {latent_dim:3d}, perceptual {weight:g}: {seconds:6.1f} s, RMSE "
+        print(f"bench_autoencoder: latent {latent_dim:3d}, perceptual {weight:g}, {epochs} epochs, channels "
+              f"{'-'.join(map(str, channels))}: {seconds:6.1f} s, RMSE "
               f"{row['rmse']:.4f}, judged accuracy {row['accuracy']:.3f}, FID {row['fid']:.1f} (x{row['fid'] / base['fid']:.2f}"
               f" of the first), diversity {row['diversity_ratio']:.3f}; the judge on the real images "
               f"{conditional_accuracy(judge, test.images[rows], labels):.3f}", flush=True)

@@ -6,8 +6,10 @@ comparable; the generator's own scale (its config's ``guidance_scale``) is the b
 figure is also printed as a ratio to it.
 
     python -m benchmarks.bench_guidance --generator-dir DIR --scales 1 2 3 4 5 [--output sweep.json]
+    python -m benchmarks.bench_guidance --generator-dir DIR --scales 3 --per-class 2:Shirt=5,Pullover=4
 
-DIR: a saved generator, e.g. the ``generator`` artifact of a ``train_generator`` run.
+DIR: a saved generator, e.g. the ``generator`` artifact of a ``train_generator`` run. ``--per-class
+BASE:CLASS=SCALE,...`` adds a column of per-class guidance: BASE for every class not named.
 """
 
 from __future__ import annotations
@@ -21,9 +23,23 @@ from benchmarks.gpu_check import ROWS, format_table
 SWEPT = tuple(key for key in ROWS if key not in ("train_seconds", "images_per_second"))
 
 
-def sweep(generator, dataset, scales, quality_config=None, judge=None) -> dict[float, dict]:
+def parse_per_class(text: str, class_names) -> dict[str, float]:
+    """``"2:Shirt=5,Pullover=4"`` -> {class: scale} for every class of ``class_names`` (2 where not named).
+    Raises ``ValueError`` naming the known classes for an unknown one."""
+    base, _, named = text.partition(":")
+    scales = dict.fromkeys(class_names, float(base))
+    for item in filter(None, named.split(",")):
+        name, _, value = item.rpartition("=")
+        if name not in scales:
+            raise ValueError(f"--per-class names unknown class {name!r}; the classes: {', '.join(class_names)}")
+        scales[name] = float(value)
+    return scales
+
+
+def sweep(generator, dataset, scales, quality_config=None, judge=None) -> dict:
     """scale -> {figure: value for figure in SWEPT, "per_class_conditional_accuracy": {class: accuracy}}; one judge
-    (trained here unless given) for every scale."""
+    (trained here unless given) for every scale. A scale is a float or a mapping class -> scale (then keyed by its
+    ``label(mapping)``)."""
     import dataclasses
 
     from fairforget.components.quality import QualityConfig, evaluate_generator, train_reference_classifier
@@ -37,8 +53,21 @@ def sweep(generator, dataset, scales, quality_config=None, judge=None) -> dict[f
         row = {key: report.metrics[key] for key in SWEPT if key in report.metrics}
         row["conditional_accuracy_min"] = min(report.per_class_accuracy.values())
         row["per_class_conditional_accuracy"] = report.per_class_accuracy
-        rows[float(scale)] = row
+        rows[label(scale)] = row
     return rows
+
+
+def label(scale) -> float | str:
+    """A column's key: the float itself, or ``"per-class BASE:CLASS=SCALE,..."`` (the most common scale as BASE)."""
+    if not isinstance(scale, dict):
+        return float(scale)
+    values = list(scale.values())
+    base = max(set(values), key=values.count)
+    return "per-class " + f"{base:g}:" + ",".join(f"{c}={w:g}" for c, w in scale.items() if w != base)
+
+
+def name(scale) -> str:
+    return f"guidance {scale:<4g}" if isinstance(scale, float) else scale
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -46,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--generator-dir", required=True, help="a saved generator")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 5.0])
+    parser.add_argument("--per-class", nargs="*", default=[], metavar="BASE:CLASS=SCALE,...",
+                        help="per-class guidance columns, e.g. 2:Shirt=5,Pullover=4")
     parser.add_argument("--output", default="", help="write the figures here as JSON")
     args = parser.parse_args(argv)
 
@@ -56,17 +87,23 @@ def main(argv: list[str] | None = None) -> dict:
     generator = load_generator(args.generator_dir, device="cpu")
     baseline = generator.config.guidance_scale
     scales = sorted(set(args.scales) | {baseline})
+    scales += [parse_per_class(text, dataset.class_names) for text in args.per_class]
     rows = sweep(generator, dataset, scales)
     print(f"bench_guidance: {args.generator_dir}, trained with guidance {baseline:g}; one judge for every column")
-    print(format_table({f"guidance {scale:g}": row for scale, row in rows.items()}, SWEPT))
+    columns = {scale: f"guidance {scale:g}" if isinstance(scale, float) else f"per-class {k}"
+               for k, scale in enumerate(rows)}
+    print(format_table({columns[scale]: row for scale, row in rows.items()}, SWEPT))
+    for scale, column in columns.items():
+        if column != name(scale):
+            print(f"{column}: {scale}")
     classes = dataset.class_names
     print("per class (conditional accuracy):")
     for scale, row in rows.items():
-        print(f"  guidance {scale:<4g} " + ", ".join(f"{c} {row['per_class_conditional_accuracy'][c]:.2f}"
+        print(f"  {name(scale)} " + ", ".join(f"{c} {row['per_class_conditional_accuracy'][c]:.2f}"
                                                     for c in classes))
     print(f"ratio to guidance {baseline:g} (same run):")
     for scale, row in rows.items():
-        print(f"  guidance {scale:<4g} " + ", ".join(f"{key} x{row[key] / rows[baseline][key]:.2f}"
+        print(f"  {name(scale)} " + ", ".join(f"{key} x{row[key] / rows[baseline][key]:.2f}"
                                                     for key in ("conditional_accuracy", "cas_ratio", "fid",
                                                                 "diversity_ratio") if rows[baseline][key]))
     if args.output:

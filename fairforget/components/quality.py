@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -48,7 +49,8 @@ class QualityConfig(ConfigBase):
     reference_augment: bool = False
     cas_epochs: int = 8
     eval_per_class: int = 200
-    guidance_scale: float | None = None
+    # None: the generator's own; a float; or a mapping class name -> scale (per-class guidance)
+    guidance_scale: float | Mapping[str, float] | None = None
     near_copy_ratio: float = 1.0 / 3.0
     kid_subset_size: int = 500
     kid_subsets: int = 20
@@ -58,7 +60,8 @@ class QualityConfig(ConfigBase):
     def validate(self) -> None:
         if self.eval_per_class < 2:
             raise ConfigError(f"eval_per_class must be >= 2 (FID needs a covariance), got {self.eval_per_class}")
-        if self.guidance_scale is not None and self.guidance_scale < 0:
+        scales = self.guidance_scale.values() if isinstance(self.guidance_scale, Mapping) else [self.guidance_scale]
+        if any(scale is not None and not float(scale) >= 0 for scale in scales):
             raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if not 0 < self.near_copy_ratio < 1:
             raise ConfigError(f"near_copy_ratio must lie in (0, 1), got {self.near_copy_ratio}")
@@ -287,7 +290,8 @@ def evaluate_generator(generator: Generator, dataset: Dataset, config: QualityCo
         "near_copy_fraction_real_test": near_copy_fraction(real_distances, config.near_copy_ratio),
         "nn_distance_median": float(np.median(distances[:, 0])),
         "nn_distance_median_real_test": float(np.median(real_distances[:, 0])),
-        "guidance_scale": float(guidance),
+        **({f"guidance_scale/{c}": float(w) for c, w in guidance.items()} if isinstance(guidance, Mapping)
+           else {"guidance_scale": float(guidance)}),
         "eval_images": float(len(images)),
         **cas,
     }

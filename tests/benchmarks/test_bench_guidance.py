@@ -6,7 +6,9 @@ import dataclasses
 
 import numpy as np
 
-from benchmarks.bench_guidance import SWEPT, sweep
+import pytest
+
+from benchmarks.bench_guidance import SWEPT, label, parse_per_class, sweep
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.generator import tiny_config, train_generator
 from fairforget.components.quality import QualityConfig, evaluate_generator, train_reference_classifier
@@ -39,3 +41,26 @@ def test_each_scale_is_judged_like_the_pipeline_by_one_judge(monkeypatch):
         if key in direct.metrics:
             assert rows[2.0][key] == direct.metrics[key], key
     assert rows[2.0]["conditional_accuracy_min"] == min(direct.per_class_accuracy.values())
+
+
+def test_a_per_class_column_samples_each_class_at_its_scale(monkeypatch):
+    dataset = make_toy_dataset()
+    generator = train_generator(dataset, config=tiny_config(), progress=False)
+    quality = QualityConfig(reference_epochs=1, cas_epochs=1, eval_per_class=6, kid_subset_size=10, kid_subsets=2,
+                            grid_per_class=2)
+    scales = parse_per_class("2:b=5,d=0.5", dataset.class_names)
+    assert scales == {"a": 2.0, "b": 5.0, "c": 2.0, "d": 0.5}
+    per_row = []
+    sample = generator.sample
+
+    def recording_sample(conditions, seed, guidance_scale=None, **options):
+        per_row.extend(zip(conditions["class_name"], generator.guidance_per_row(conditions, guidance_scale)))
+        return sample(conditions, seed, guidance_scale=guidance_scale, **options)
+
+    monkeypatch.setattr(generator, "sample", recording_sample)
+    rows = sweep(generator, dataset, [scales], quality, judge=train_reference_classifier(dataset, quality))
+    assert list(rows) == [label(scales)] == ["per-class 2:b=5,d=0.5"]
+    assert per_row and all(scale == scales[name] for name, scale in per_row)
+    assert all(np.isfinite(rows[label(scales)][key]) for key in SWEPT)
+    with pytest.raises(ValueError, match="unknown class 'zebra'"):
+        parse_per_class("2:zebra=4", dataset.class_names)

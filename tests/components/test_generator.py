@@ -88,6 +88,26 @@ def test_bad_conditions_and_guidance_are_refused(tiny_generator):
         tiny_generator.sample(conditions("a"), seed=0, guidance_scale=-0.5)
 
 
+def test_per_class_guidance_samples_each_class_at_its_own_scale(tiny_generator):
+    table = conditions("a", "b", "c", "d", "a", "c")
+    scales = {"a": 1.5, "b": 3.0, "c": 2.0, "d": 4.0}
+    mixed = tiny_generator.sample(table, seed=7, guidance_scale=scales)
+    # each row is what one scale for the whole table gives that row (same noise row, same condition)
+    for name, scale in scales.items():
+        rows = (table["class_name"] == name).to_numpy()
+        np.testing.assert_array_equal(mixed[rows], tiny_generator.sample(table, seed=7, guidance_scale=scale)[rows])
+    # one scale for every class is the scalar guidance, exactly
+    np.testing.assert_array_equal(tiny_generator.sample(table, seed=7, guidance_scale=dict.fromkeys("abcd", 2.0)),
+                                  tiny_generator.sample(table, seed=7, guidance_scale=2.0))
+
+
+def test_per_class_guidance_refuses_a_missing_class_or_a_negative_scale(tiny_generator):
+    with pytest.raises(ValueError, match="no scale for \\['c'\\]"):
+        tiny_generator.sample(conditions("a", "c"), seed=0, guidance_scale={"a": 2.0, "b": 2.0})
+    with pytest.raises(ValueError, match="guidance scales must be >= 0"):
+        tiny_generator.sample(conditions("a"), seed=0, guidance_scale={"a": -1.0})
+
+
 def test_config_validation_and_cpu_resolution():
     with pytest.raises(ValueError, match="unknown generator architecture 'gan'"):
         GeneratorConfig(architecture="gan").validate()
@@ -139,6 +159,16 @@ def test_guidance_formula_against_a_hand_written_loop():
         eps = model(x, t, nulls) + w * (model(x, t, codes) - model(x, t, nulls))
         x = reference.step(eps, t, x, eta=0.0).prev_sample
     torch.testing.assert_close(got, x)
+    # one scale per sample: each row follows the formula with its own w
+    per_sample = torch.tensor([0.0, 1.0, 2.5, 4.0])
+    got = ddim_sample(model, scheduler, noise, codes, nulls, per_sample, 3)
+    x = noise.clone()
+    for t in reference.timesteps:
+        eps = model(x, t, nulls) + per_sample.view(-1, 1) * (model(x, t, codes) - model(x, t, nulls))
+        x = reference.step(eps, t, x, eta=0.0).prev_sample
+    torch.testing.assert_close(got, x)
+    with pytest.raises(ValueError, match="3 guidance scales for a batch of 4"):
+        ddim_sample(model, scheduler, noise, codes, nulls, torch.ones(3), 3)
 
 
 def test_latent_scheduler_does_not_clip_but_pixel_scheduler_does():

@@ -140,3 +140,6 @@ def test_quality_config_validation():
         QualityConfig(eval_per_class=1).validate()
     with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
         QualityConfig(guidance_scale=-1.0).validate()
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+        QualityConfig(guidance_scale={"Shirt": 4.0, "Bag": -1.0}).validate()
+    QualityConfig(guidance_scale={"Shirt": 4.0, "Bag": 1.0}).validate()

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from fairforget.components.dataset import replace_folder
 from fairforget.components.generator.autoencoder import ConvAutoencoder
 from fairforget.components.generator.config import GeneratorConfig, torch_threads
-from fairforget.components.generator.denoiser import ConditionSpace, LatentDenoiser, PixelUNetDenoiser
+from fairforget.components.generator.denoiser import CLASS_VARIABLE, ConditionSpace, LatentDenoiser, PixelUNetDenoiser
 from fairforget.components.generator.sample import ddim_sample, to_uint8_images
 from fairforget.components.progress import progress as progress_bar
 from fairforget.errors import ConfigError
@@ -82,16 +83,18 @@ class Generator:
         height, width, channels = self.image_shape
         return (channels, height, width)
 
-    def sample(self, conditions: pd.DataFrame, seed: int, guidance_scale: float | None = None,
+    def sample(self, conditions: pd.DataFrame, seed: int, guidance_scale: float | Mapping[str, float] | None = None,
                steps: int | None = None, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Images for each row of ``conditions`` (one column per ``space.names``): uint8 (N, H, W, C).
 
-        Raises ``ValueError`` for an unknown condition value, a missing column or a negative guidance scale.
+        ``guidance_scale``: one scale for every row, a mapping class name -> scale (per-class guidance), or None
+        for the generator's own (``config.guidance_scale``). A row's image depends only on its condition, its row
+        of the seeded noise and its scale.
+
+        Raises ``ValueError`` for an unknown condition value, a missing column, a negative guidance scale or a
+        mapping that misses a class of ``conditions``.
         """
-        guidance_scale = self.config.guidance_scale if guidance_scale is None else float(guidance_scale)
-        if guidance_scale < 0:
-            raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}: 0 is unconditional, 1 plain "
-                              "conditional, larger values follow the condition more closely")
+        guidance = self.guidance_per_row(conditions, guidance_scale)
         steps = self.config.sampling_steps if steps is None else int(steps)
         if not 1 <= steps <= self.config.num_train_timesteps:
             raise ConfigError(f"steps must lie in [1, {self.config.num_train_timesteps}], got {steps}")
@@ -110,10 +113,36 @@ class Generator:
                                       leave=False):
                 chunk = torch.from_numpy(codes[start:start + batch_size]).to(self.device)
                 nulls = torch.from_numpy(self.space.null_codes(len(chunk))).to(self.device)
+                scales = guidance if isinstance(guidance, float) else torch.from_numpy(guidance[start:start + batch_size])
                 x = ddim_sample(self.denoiser, scheduler, noise[start:start + batch_size].to(self.device), chunk,
-                                nulls, guidance_scale, steps)
+                                nulls, scales, steps)
                 out.append(to_uint8_images(self.decode(x)))
         return np.concatenate(out)
+
+    def guidance_per_row(self, conditions: pd.DataFrame,
+                         guidance_scale: float | Mapping[str, float] | None) -> float | np.ndarray:
+        """The guidance of ``sample``: a float when every row shares it, else float32 (N,) scales, one per row of
+        ``conditions`` from its class. Raises ``ValueError`` for a negative scale or a class the mapping lacks."""
+        if guidance_scale is None:
+            guidance_scale = self.config.guidance_scale
+        if not isinstance(guidance_scale, Mapping):
+            guidance_scale = float(guidance_scale)
+            if guidance_scale < 0:
+                raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}: 0 is unconditional, 1 plain "
+                                  "conditional, larger values follow the condition more closely")
+            return guidance_scale
+        negative = {c: w for c, w in guidance_scale.items() if not float(w) >= 0}
+        if negative:
+            raise ConfigError(f"guidance scales must be >= 0, got {negative}")
+        if CLASS_VARIABLE not in conditions.columns:
+            raise ConfigError(f"conditions lack the column {CLASS_VARIABLE!r}, which per-class guidance reads")
+        classes = conditions[CLASS_VARIABLE].astype(str)
+        missing = sorted(set(classes) - {str(c) for c in guidance_scale})
+        if missing:
+            raise ConfigError(f"per-class guidance has no scale for {missing[:5]}: give one for every class "
+                              f"(it has {sorted(guidance_scale)})")
+        scales = {str(c): float(w) for c, w in guidance_scale.items()}
+        return classes.map(scales).to_numpy(dtype=np.float32)
 
     @torch.no_grad()
     def to_model_space(self, images: np.ndarray) -> torch.Tensor:

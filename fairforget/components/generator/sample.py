@@ -5,7 +5,7 @@ For each DDIM timestep t (``scheduler.timesteps``, from noisy to clean):
     eps = eps_null + w * (eps_cond - eps_null)          # classifier-free guidance (Ho & Salimans 2022)
     x_{t-1} = scheduler.step(eps, t, x_t)                # DDIM update, eta = 0 (deterministic)
 Both halves go through the network as one doubled batch. ``w = 1`` is the plain conditional model (one pass),
-``w = 0`` the unconditional one.
+``w = 0`` the unconditional one. ``w`` may also be one scale per sample (a (B,) tensor: per-class guidance).
 """
 
 from __future__ import annotations
@@ -20,22 +20,35 @@ from fairforget.errors import ConfigError
 
 @torch.no_grad()
 def ddim_sample(denoiser: nn.Module, scheduler: DDIMScheduler, noise: torch.Tensor, codes: torch.Tensor,
-                null_codes: torch.Tensor, guidance_scale: float, steps: int) -> torch.Tensor:
-    """Denoise ``noise`` (B, ...) into samples under ``codes`` (B, J); returns a tensor shaped like ``noise``."""
-    if guidance_scale < 0:
-        raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}")
+                null_codes: torch.Tensor, guidance_scale: float | torch.Tensor, steps: int) -> torch.Tensor:
+    """Denoise ``noise`` (B, ...) into samples under ``codes`` (B, J); returns a tensor shaped like ``noise``.
+
+    ``guidance_scale``: one scale for the batch, or a (B,) tensor with one scale per sample. A sample's result
+    depends only on its own noise, code and scale, not on the rest of the batch."""
+    if isinstance(guidance_scale, torch.Tensor):
+        scales = guidance_scale.to(device=noise.device, dtype=noise.dtype).reshape(-1)
+        if scales.numel() != noise.shape[0]:
+            raise ConfigError(f"{scales.numel()} guidance scales for a batch of {noise.shape[0]}: give one per sample")
+        if bool((scales < 0).any()):
+            raise ConfigError(f"guidance_scale must be >= 0, got {float(scales.min())}")
+        uniform = float(scales[0]) if bool((scales == scales[0]).all()) else None
+        weight = scales.reshape(-1, *([1] * (noise.dim() - 1)))
+    else:
+        if guidance_scale < 0:
+            raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        uniform, weight = float(guidance_scale), float(guidance_scale)
     scheduler.set_timesteps(steps)
     x = noise * scheduler.init_noise_sigma
     batch = x.shape[0]
     for t in scheduler.timesteps:
-        if guidance_scale == 1.0:
+        if uniform == 1.0:
             eps = denoiser(x, t.expand(batch).to(x.device), codes)
-        elif guidance_scale == 0.0:
+        elif uniform == 0.0:
             eps = denoiser(x, t.expand(batch).to(x.device), null_codes)
         else:
             both = denoiser(torch.cat([x, x]), t.expand(2 * batch).to(x.device), torch.cat([codes, null_codes]))
             eps_cond, eps_null = both.chunk(2)
-            eps = eps_null + guidance_scale * (eps_cond - eps_null)
+            eps = eps_null + weight * (eps_cond - eps_null)
         x = scheduler.step(eps, t, x, eta=0.0).prev_sample
     return x
 
