@@ -297,13 +297,14 @@ def test_a_generator_saved_before_the_feature_matching_option_loads_as_what_it_w
     folder = generator.save(tmp_path / "generator")
     meta = json.loads((folder / "generator.json").read_text())
     for key in ("autoencoder_perceptual_weight", "autoencoder_perceptual_epochs", "dp_latent_dim",
-                "dp_autoencoder_perceptual_weight", "dp_public_pretrain_steps", "public_pretrain_steps"):
+                "dp_autoencoder_perceptual_weight", "dp_public_pretrain_steps", "public_pretrain_steps",
+                "autoencoder_data"):
         meta["config"].pop(key)
     (folder / "generator.json").write_text(json.dumps(meta))
     loaded = load_generator(folder, device="cpu")
     assert GeneratorConfig().autoencoder_perceptual_weight > 0  # the default it must not take
     assert loaded.config.autoencoder_perceptual_weight == 0.0 and loaded.config.dp_public_pretrain_steps == 0
-    assert loaded.config.public_pretrain_steps == 0
+    assert loaded.config.public_pretrain_steps == 0 and loaded.config.autoencoder_data == "private"
     assert generator_version(loaded.config, loaded.data_md5, loaded.space) == loaded.version == generator.version
 
 
@@ -335,6 +336,39 @@ def test_public_pre_training_learns_from_the_reference_split_then_from_s(archite
     assert generator.version != plain.version
     assert "public_pretrain_steps" not in tiny_config(architecture=architecture).identity_record()
     assert generator_version(plain.config, plain.data_md5, plain.space) == plain.version
+
+
+def test_a_public_autoencoder_learns_from_the_reference_split_and_the_denoiser_from_s(monkeypatch):
+    """autoencoder_data="public": the autoencoder and its feature network see only the reference split (as in the DP
+    recipe), the denoiser S's latents; "private" (the default) keeps the identities from before the option."""
+    from fairforget.components.generator import train as train_module
+
+    dataset = make_toy_dataset()
+    seen = {}
+    real_autoencoder, real_denoiser = train_module.fit_autoencoder, train_module.fit_denoiser
+
+    def recording_autoencoder(model, images, *args, **kwargs):
+        seen["autoencoder"] = len(images)
+        return real_autoencoder(model, images, *args, **kwargs)
+
+    def recording_denoiser(denoiser, data, *args, **kwargs):
+        seen["denoiser"] = len(data)
+        return real_denoiser(denoiser, data, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "fit_autoencoder", recording_autoencoder)
+    monkeypatch.setattr(train_module, "fit_denoiser", recording_denoiser)
+    generator = train_generator(dataset, config=tiny_config(autoencoder_data="public"), progress=False)
+    reference, train = len(dataset.split("reference")), len(dataset.split("train"))
+    assert seen == {"autoencoder": reference, "denoiser": train}
+    assert generator.training_summary["autoencoder_images"] == reference
+    assert generator.sample(conditions("a", "b"), seed=0).shape == (2, 8, 8, 1)
+    assert "autoencoder_data" not in tiny_config().identity_record()
+    assert tiny_config(autoencoder_data="public").identity_record()["autoencoder_data"] == "public"
+    without = dataset.select(dataset.manifest["split"].to_numpy() != "reference")
+    with pytest.raises(ConfigError, match="reference split"):
+        train_generator(without, config=tiny_config(autoencoder_data="public"), progress=False)
+    with pytest.raises(ConfigError, match="autoencoder_data must be one of private, public"):
+        GeneratorConfig(autoencoder_data="shared").validate()
 
 
 def test_public_pre_training_needs_a_reference_split():

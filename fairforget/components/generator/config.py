@@ -27,6 +27,7 @@ from fairforget.errors import ConfigError
 
 ARCHITECTURES = ("auto", "latent_mlp", "pixel_unet")
 PRIVACY_MODES = ("none", "dp")
+AUTOENCODER_DATA = ("private", "public")
 # The DP recipe: with privacy="dp", field ``dp_<name>`` replaces field ``<name>`` (``GeneratorConfig.effective``).
 DP_RECIPE = ("train_steps", "batch_size", "learning_rate", "warmup_steps", "denoiser_width", "denoiser_depth",
              "embedding_dim", "latent_dim", "autoencoder_epochs", "autoencoder_perceptual_weight")
@@ -35,7 +36,8 @@ DP_RECIPE = ("train_steps", "batch_size", "learning_rate", "warmup_steps", "deno
 # Fields added after generators were first saved, each with the value that generators saved before it existed were
 # trained with: a saved config without the key must not take today's default (``GeneratorConfig.from_saved``).
 FIELDS_BEFORE_THEY_EXISTED = {"autoencoder_perceptual_weight": 0.0, "dp_autoencoder_perceptual_weight": 0.0,
-                              "dp_latent_dim": 32, "dp_public_pretrain_steps": 0, "public_pretrain_steps": 0}
+                              "dp_latent_dim": 32, "dp_public_pretrain_steps": 0, "public_pretrain_steps": 0,
+                              "autoencoder_data": "private"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class GeneratorConfig(ConfigBase):
     # 0.79 to 0.92 and FID from 48 to 13 for about 1.5 more minutes of training (docs/generator.md)
     autoencoder_perceptual_weight: float = 1.0
     autoencoder_perceptual_epochs: int = 10
+    # what the autoencoder (and its feature network) learn from: "private" = S; "public" = the public reference split
+    # only, as in the DP recipe, so that only the denoiser holds anything of S (docs/generator.md)
+    autoencoder_data: str = "private"
     # latent_mlp: denoiser
     denoiser_width: int = 512
     denoiser_depth: int = 4
@@ -140,6 +145,9 @@ class GeneratorConfig(ConfigBase):
                               f"unet_norm_groups={self.unet_norm_groups}")
         if not isinstance(self.num_threads, int) or self.num_threads < 0:
             raise ConfigError(f"num_threads must be a non-negative integer (0 = torch's default), got {self.num_threads!r}")
+        if self.autoencoder_data not in AUTOENCODER_DATA:
+            raise ConfigError(f"autoencoder_data must be one of {', '.join(AUTOENCODER_DATA)}, got "
+                              f"{self.autoencoder_data!r}")
         if self.privacy not in PRIVACY_MODES:
             raise ConfigError(f"unknown generator privacy {self.privacy!r}; known: {', '.join(PRIVACY_MODES)}")
         if not (isinstance(self.dp_epsilon, (int, float)) and math.isfinite(self.dp_epsilon) and self.dp_epsilon > 0):
@@ -207,6 +215,8 @@ class GeneratorConfig(ConfigBase):
             record.pop("autoencoder_perceptual_epochs")
         for field in DP_RECIPE:  # already in place (DP) or unused (non-private)
             record.pop(f"dp_{field}")
+        if record["privacy"] == "dp" or record.get("autoencoder_data") == "private":  # DP: always public;
+            record.pop("autoencoder_data")                            # private: the identities from before it
         if record["privacy"] == "dp" or record["public_pretrain_steps"] == 0:  # DP has its own; 0: identities
             record.pop("public_pretrain_steps")                                  # from before the option stay valid
         if record["privacy"] == "none":  # the non-private generator's identity predates the DP fields

@@ -243,9 +243,10 @@ def public_images(dataset: Dataset) -> Dataset:
     reference = dataset.split("reference")
     reference = reference.select(reference.manifest["origin"].to_numpy() == "real")
     if len(reference) == 0:
-        raise ConfigError("privacy=dp and public pre-training learn from the public reference split, and this data "
-                          "set has none: prepare the data with a reference split (reference_size > 0), or use "
-                          "privacy=none with public_pretrain_steps=0")
+        raise ConfigError("privacy=dp, public pre-training and autoencoder_data=public learn from the public "
+                          "reference split, and this data set has none: prepare the data with a reference split "
+                          "(reference_size > 0), or use privacy=none with public_pretrain_steps=0 and "
+                          "autoencoder_data=private")
     return reference
 
 
@@ -283,8 +284,10 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
     started = time.perf_counter()
     latent_mean = latent_std = None
     if autoencoder is not None:
-        # DP: everything but the denoiser learns from public images only, so S reaches only the DP-SGD step.
-        fit_split = public_images(dataset) if private else train
+        # DP (and autoencoder_data="public"): everything but the denoiser learns from public images only, so S
+        # reaches only the denoiser (under DP, only the DP-SGD step).
+        public_autoencoder = private or config.autoencoder_data == "public"
+        fit_split = public_images(dataset) if public_autoencoder else train
         fit_images = fit_split.to_float_tensor_array()
         perceptual = None
         if config.autoencoder_perceptual_weight > 0:
@@ -299,7 +302,7 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         fit_latents = encode_images(autoencoder, fit_images, device=config.device)
         latent_mean = fit_latents.mean(axis=0).astype(np.float32)
         latent_std = np.maximum(fit_latents.std(axis=0), 1e-3).astype(np.float32)
-        latents = encode_images(autoencoder, images, device=config.device) if private else fit_latents
+        latents = encode_images(autoencoder, images, device=config.device) if public_autoencoder else fit_latents
         data = torch.from_numpy((latents - latent_mean) / latent_std)
         with torch.no_grad():
             recon = autoencoder.decode(torch.from_numpy(latents[:512]).to(config.device)).cpu().numpy()
@@ -316,8 +319,8 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         if autoencoder is None:
             public_data = torch.from_numpy(public.to_float_tensor_array() * 2.0 - 1.0)
         else:
-            public_latents = fit_latents if private else encode_images(autoencoder, public.to_float_tensor_array(),
-                                                                       device=config.device)
+            public_latents = fit_latents if public_autoencoder else encode_images(
+                autoencoder, public.to_float_tensor_array(), device=config.device)
             public_data = torch.from_numpy((public_latents - latent_mean) / latent_std)
         pretrain = replace(config, train_steps=pretrain_steps, batch_size=GeneratorConfig.batch_size,
                            learning_rate=GeneratorConfig.learning_rate, warmup_steps=GeneratorConfig.warmup_steps)
