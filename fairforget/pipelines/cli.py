@@ -61,11 +61,15 @@ def auto_or(parse):
 
 
 def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix: str = "") -> None:
-    """``--[<prefix>]latent-dim``, ``--[<prefix>]autoencoder-perceptual-weight`` and
-    ``--[<prefix>]public-pretrain-steps`` from a ``GeneratorConfig``."""
+    """``--[<prefix>]latent-dim``, ``--[<prefix>]autoencoder-epochs``, ``--[<prefix>]autoencoder-perceptual-weight``
+    and ``--[<prefix>]public-pretrain-steps`` from a ``GeneratorConfig``."""
     parser.add_argument(f"--{prefix}latent-dim", type=int_arg, default=defaults.latent_dim,
                         help="size of the latent generator's latent vector (a DP generator uses its recipe's "
                              "dp_latent_dim)")
+    parser.add_argument(f"--{prefix}autoencoder-epochs", type=int_arg, default=defaults.autoencoder_epochs,
+                        help="epochs of the latent generator's autoencoder (60; 30 was the former default: blurrier, "
+                             "and its training records less visible to the membership audit; a DP generator uses "
+                             "its recipe's dp_autoencoder_epochs)")
     parser.add_argument(f"--{prefix}autoencoder-perceptual-weight", type=float_arg,
                         default=defaults.autoencoder_perceptual_weight,
                         help="weight of the autoencoder's feature-matching loss (0: pixel loss only, faster and "

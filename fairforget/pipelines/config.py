@@ -169,6 +169,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         generator=dataclasses.replace(GeneratorConfig(), guidance_scale=args.guidance_scale,
                                       train_steps=args.generator_steps, seed=args.seed,
                                       latent_dim=args.generator_latent_dim,
+                                      autoencoder_epochs=args.generator_autoencoder_epochs,
                                       autoencoder_perceptual_weight=args.generator_autoencoder_perceptual_weight,
                                       public_pretrain_steps=args.generator_public_pretrain_steps,
                                       num_threads=args.generator_num_threads,

@@ -193,7 +193,6 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = GeneratorConfig()
     parser.add_argument("--architecture", default=defaults.architecture, help="auto | latent_mlp | pixel_unet")
     parser.add_argument("--train-steps", type=int_arg, default=defaults.train_steps)
-    parser.add_argument("--autoencoder-epochs", type=int_arg, default=defaults.autoencoder_epochs)
     parser.add_argument("--guidance-scale", type=float_arg, default=defaults.guidance_scale)
     parser.add_argument("--sampling-steps", type=int_arg, default=defaults.sampling_steps)
     parser.add_argument("--num-threads", type=int_arg, default=defaults.num_threads,

@@ -103,6 +103,7 @@ def test_mlproject_defaults_resolve_to_the_dataclass_defaults(entry_point, modul
     (["--generator-privacy", "dp", "--architecture", "pixel_unet"], "privacy=dp needs architecture=latent_mlp"),
     (["--autoencoder-perceptual-weight", "-1"], "autoencoder_perceptual_weight must be >= 0"),
     (["--public-pretrain-steps", "-1"], "public_pretrain_steps must be a non-negative integer"),
+    (["--autoencoder-epochs", "0"], "generator autoencoder_epochs must be a positive integer"),
 ])
 def test_bad_generator_privacy_settings_fail_in_one_line_before_any_work(argv, message, tmp_path, capsys,
                                                                         tracking_uri):
@@ -114,7 +115,8 @@ def test_bad_generator_privacy_settings_fail_in_one_line_before_any_work(argv, m
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
     main_argv = [{"--autoencoder-perceptual-weight": "--generator-autoencoder-perceptual-weight",
-                  "--public-pretrain-steps": "--generator-public-pretrain-steps"}.get(a, a)
+                  "--public-pretrain-steps": "--generator-public-pretrain-steps",
+                  "--autoencoder-epochs": "--generator-autoencoder-epochs"}.get(a, a)
                  for a in argv if a not in ("--architecture", "pixel_unet")]
     if "pixel_unet" in argv:
         return  # the main entry point picks the architecture itself
