@@ -330,11 +330,13 @@ def plot_power(records, iterations, path: Path) -> None:
 
 
 def generator_label(config: dict) -> str:
-    """How a study's generator is built, from its configuration, e.g. ``latent 64, feature matching 1``."""
+    """How a study's generator is built, from its configuration, e.g. ``latent 64, feature matching 1, 60
+    autoencoder epochs`` (the epochs where the configuration records them)."""
     generator = config["generator"]
     weight = generator.get("autoencoder_perceptual_weight", 0.0)
     loss = f"feature matching {weight:g}" if weight else "pixel loss"
-    return f"latent {generator['latent_dim']}, {loss}"
+    epochs = f", {generator['autoencoder_epochs']} autoencoder epochs" if "autoencoder_epochs" in generator else ""
+    return f"latent {generator['latent_dim']}, {loss}{epochs}"
 
 
 def section_generator(records: list[dict]) -> str:
@@ -365,7 +367,8 @@ def section_generator(records: list[dict]) -> str:
 
 
 def earlier_studies(folder: Path) -> list[tuple[str, list[dict]]]:
-    """The studies kept in ``<folder>/generator-*/`` (the same study with an earlier generator), oldest first."""
+    """The studies kept in ``<folder>/generator-*/`` (the same study with an earlier generator), oldest first: the
+    folders are numbered in the order they were made (``generator-1-pixel-loss``, ``generator-2-...``)."""
     out = []
     for sub in sorted(folder.glob("generator-*")):
         records = [json.loads(p.read_text()) for p in sorted(sub.glob("seed-*.json"))]

@@ -98,6 +98,9 @@ def test_the_tradeoff_table_shows_s_star_against_oversampling_and_the_drop():
     assert old.split(" | ")[4:9] == ["-0.100", "-0.100", "0.800", "0.650", "0.150 |"]
     assert new.startswith("| latent 64, feature matching 1 (this page)")
     assert new.split(" | ")[4:9] == ["0.100", "0.100", "0.850", "0.830", "0.020 |"]
+    current[0]["config"]["generator"]["autoencoder_epochs"] = 60
+    assert "| latent 64, feature matching 1, 60 autoencoder epochs (this page)" in section_tradeoff(
+        current, [("latent 32, pixel loss", earlier)])
 
 
 def test_parallel_seeds_pin_one_thread_each(tmp_path):
