@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -186,8 +188,10 @@ def test_get_or_train_generator_reuses_and_retrains(tracking_uri, toy):
     assert {"generator/generator.json", "generator/weights.pt", "generator/sample_grid.png",
             "generator/mia_roc.png", "generator/mia_summary.txt"} <= artifacts
 
+    temp_folders = set(Path(tempfile.gettempdir()).glob("fairforget-generator-*"))
     again, info2 = get_or_train_generator(toy, "md5-a", tiny_config(guidance_scale=1.5), quality=quality,
                                           dataset_name="toy")
+    assert set(Path(tempfile.gettempdir()).glob("fairforget-generator-*")) <= temp_folders  # its download removed
     assert info2["reused"] is True and info2["run_id"] == info["run_id"]
     assert again.config.guidance_scale == 1.5  # a sampling option, not a reason to retrain
     table = pd.DataFrame({"class_name": ["a", "d"]})
