@@ -15,6 +15,8 @@ rebuilt afterwards:
     python -m benchmarks.bench_dp_generator --epsilons 1 3 10                       # train what is missing
     python -m benchmarks.bench_dp_generator --variants public-only --epsilons 10    # the public-only control
     python -m benchmarks.bench_dp_generator --report-only           # table and plot from the saved points
+    python -m benchmarks.bench_dp_generator --epsilons 10 --skip-baseline --out docs/results/dp-ae-24 \
+        --set dp_autoencoder_epochs=24 --set dp_autoencoder_perceptual_weight=1   # another DP recipe
 
 Prints one row per point and the ratio of each DP figure to the non-private one; writes the table as JSON and the
 plot ``dp_tradeoff.png`` into ``--out`` (default ``docs/results``).
@@ -27,6 +29,8 @@ import json
 import math
 import time
 from pathlib import Path
+
+from fairforget.components.generator.config import DP_RECIPE
 
 ROW_METRICS = ("generator/conditional_accuracy", "generator/cas_ratio", "generator/fid", "generator/mia/auc",
                "generator/mia/auc_chance_bound")
@@ -74,18 +78,23 @@ def _point(generator, dataset, seconds: float, judge) -> dict:
 DP_VARIANTS = {"dp": {}, "dp-scratch": {"dp_public_pretrain_steps": 0}, "public-only": {"dp_train_steps": 1}}
 
 
-def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp") -> dict:
-    """Train, judge and audit the DP generator ``variant`` at ``epsilon`` (or read its saved point)."""
+def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", base=None) -> dict:
+    """Train, judge and audit the DP generator ``variant`` at ``epsilon`` (or read its saved point). ``base``: the
+    ``GeneratorConfig`` whose DP recipe is trained (default ``GeneratorConfig()``)."""
+    from dataclasses import replace
+
     from fairforget.components.generator import GeneratorConfig, train_generator
 
+    base = base if base is not None else GeneratorConfig()
     prefix = "eps" if variant == "dp" else variant
     path = out / f"{prefix}-{epsilon:g}.json"
     if path.is_file():
         return json.loads(path.read_text())
     started = time.perf_counter()
-    config = GeneratorConfig(privacy="dp", dp_epsilon=epsilon, **DP_VARIANTS[variant])
+    config = replace(base, privacy="dp", dp_epsilon=epsilon, **DP_VARIANTS[variant])
     generator = train_generator(dataset, config=config, progress=False)
-    point = {"mode": variant, "target_epsilon": epsilon,
+    recipe = {f"dp_{field}": getattr(config, f"dp_{field}") for field in DP_RECIPE}
+    point = {"mode": variant, "target_epsilon": epsilon, "recipe": recipe,
              **_point(generator, dataset, time.perf_counter() - started, judge)}
     path.write_text(json.dumps(point, indent=1, default=float) + "\n")
     return point
@@ -213,6 +222,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "scratch; public-only: the pre-training alone")
     parser.add_argument("--skip-baseline", action="store_true", help="do not measure the non-private generator")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table from saved points")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a GeneratorConfig field of the DP generators, e.g. dp_autoencoder_epochs=24 "
+                             "(repeatable; use a separate --out, saved points are reused by name)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -225,10 +237,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         dataset = load_current_data(args.data_dir)
         if not args.skip_baseline:
             measure_non_private(dataset, dvc_md5_of_folder(args.data_dir), out)
+        from benchmarks.bench_generator import config_with_overrides
+
+        base = config_with_overrides(args.set)
         judge = independent_judge(dataset)
         for variant in args.variants:
             for epsilon in args.epsilons:
-                measure_dp(epsilon, dataset, out, judge, variant)
+                measure_dp(epsilon, dataset, out, judge, variant, base)
     points = [json.loads(p.read_text()) for pattern in ("eps-*.json", "dp-scratch-*.json", "public-only-*.json")
               for p in sorted(out.glob(pattern))]
     return report(points, out)
