@@ -78,9 +78,11 @@ def _point(generator, dataset, seconds: float, judge) -> dict:
 DP_VARIANTS = {"dp": {}, "dp-scratch": {"dp_public_pretrain_steps": 0}, "public-only": {"dp_train_steps": 1}}
 
 
-def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", base=None) -> dict:
+def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", base=None,
+               save_dir: Path | None = None) -> dict:
     """Train, judge and audit the DP generator ``variant`` at ``epsilon`` (or read its saved point). ``base``: the
-    ``GeneratorConfig`` whose DP recipe is trained (default ``GeneratorConfig()``)."""
+    ``GeneratorConfig`` whose DP recipe is trained (default ``GeneratorConfig()``); ``save_dir``: also save the
+    generator to ``<save_dir>/<point name>/`` (for ``bench_tradeoff``)."""
     from dataclasses import replace
 
     from fairforget.components.generator import GeneratorConfig, train_generator
@@ -93,6 +95,8 @@ def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", b
     started = time.perf_counter()
     config = replace(base, privacy="dp", dp_epsilon=epsilon, **DP_VARIANTS[variant])
     generator = train_generator(dataset, config=config, progress=False)
+    if save_dir is not None:
+        generator.save(save_dir / path.stem)
     recipe = {f"dp_{field}": getattr(config, f"dp_{field}") for field in DP_RECIPE}
     point = {"mode": variant, "target_epsilon": epsilon, "recipe": recipe,
              **_point(generator, dataset, time.perf_counter() - started, judge)}
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a GeneratorConfig field of the DP generators, e.g. dp_autoencoder_epochs=24 "
                              "(repeatable; use a separate --out, saved points are reused by name)")
+    parser.add_argument("--save-dir", default="", help="also save each trained DP generator to SAVE_DIR/<point>/")
     args = parser.parse_args(argv)
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         judge = independent_judge(dataset)
         for variant in args.variants:
             for epsilon in args.epsilons:
-                measure_dp(epsilon, dataset, out, judge, variant, base)
+                measure_dp(epsilon, dataset, out, judge, variant, base,
+                           save_dir=Path(args.save_dir) if args.save_dir else None)
     points = [json.loads(p.read_text()) for pattern in ("eps-*.json", "dp-scratch-*.json", "public-only-*.json")
               for p in sorted(out.glob(pattern))]
     return report(points, out)
