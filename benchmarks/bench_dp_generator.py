@@ -15,8 +15,8 @@ rebuilt afterwards:
     python -m benchmarks.bench_dp_generator --epsilons 1 3 10                       # train what is missing
     python -m benchmarks.bench_dp_generator --variants public-only --epsilons 10    # the public-only control
     python -m benchmarks.bench_dp_generator --report-only           # table and plot from the saved points
-    python -m benchmarks.bench_dp_generator --epsilons 10 --skip-baseline --out docs/results/dp-ae-24 \
-        --set dp_autoencoder_epochs=24 --set dp_autoencoder_perceptual_weight=1   # another DP recipe
+    python -m benchmarks.bench_dp_generator --epsilons 10 --skip-baseline --out DIR --save-dir DIR/generators \
+        --set dp_latent_dim=64 --set num_threads=1   # another DP recipe, its generators kept for bench_tradeoff
 
 Prints one row per point and the ratio of each DP figure to the non-private one; writes the table as JSON and the
 plot ``dp_tradeoff.png`` into ``--out`` (default ``docs/results``).
