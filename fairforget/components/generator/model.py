@@ -122,7 +122,8 @@ class Generator:
     def guidance_per_row(self, conditions: pd.DataFrame,
                          guidance_scale: float | Mapping[str, float] | None) -> float | np.ndarray:
         """The guidance of ``sample``: a float for one scale (or None: the config's), float32 (N,) scales for a
-        mapping, one per row of ``conditions`` from its class. Raises ``ValueError`` for a negative scale or a class the mapping lacks."""
+        mapping, one per row of ``conditions`` from its class. Raises ``ValueError`` for a negative scale or a class
+        the mapping lacks."""
         if guidance_scale is None:
             guidance_scale = self.config.guidance_scale
         if not isinstance(guidance_scale, Mapping):
