@@ -134,10 +134,13 @@ def commit_iteration(state: LoopState, state_dir: Path, synthetic: Dataset) -> N
 
 
 # ---- building the loop (main and forget) -------------------------------------------------------------------
-def audit_pool(dataset: Dataset, config: PipelineConfig) -> AuditPool:
-    """The run's cut of the audit split: canaries, reference half, non-members (``cut_audit_pool``)."""
-    train_size = int((dataset.manifest["split"] == "train").sum())
-    return cut_audit_pool(dataset.split("audit"), canaries=config.canary_count(train_size), seed=config.audit.seed)
+def audit_pool(dataset: Dataset, config: PipelineConfig, canaries: int | None = None) -> AuditPool:
+    """The run's cut of the audit split: canaries, reference half, non-members (``cut_audit_pool``). ``canaries``:
+    the count the run's model was trained with (a deletion request passes its champion's, since the default
+    count follows the train split's size, which each served request shrinks); None: ``config``'s for ``dataset``."""
+    if canaries is None:
+        canaries = config.canary_count(int((dataset.manifest["split"] == "train").sum()))
+    return cut_audit_pool(dataset.split("audit"), canaries=canaries, seed=config.audit.seed)
 
 
 def references_dir(config: PipelineConfig, reference_half: Dataset) -> Path:

@@ -206,3 +206,24 @@ def test_the_ledger_is_dvc_tracked_and_pushed_like_the_data(tmp_path, monkeypatc
     assert yaml.safe_load((project / "forgotten.csv.dvc").read_text())["outs"][0]["md5"] == md5
     pushed = subprocess.run([*dvc, "push"], cwd=project, capture_output=True, text=True, env=env)
     assert pushed.returncode == 0 and "1 file pushed" in pushed.stdout
+
+
+def test_requests_keep_the_champions_canaries_when_the_data_shrinks_under_the_default_count(tracking_uri, tmp_path,
+                                                                                             monkeypatch):
+    """The default canary count is 1% of the train split, which every served request shrinks: the second request
+    must still audit with (and load) the champion's canaries, not a count recomputed from the smaller data."""
+    from fairforget.pipelines.config import PipelineConfig
+
+    config = tiny_pipeline(tmp_path, canaries=2)
+    assert run_pipeline(config)["registered_version"] == "1" and promote(tmp_path, 1) == 0
+    full_size = len(load_dataset(tmp_path / "data").split("train"))
+    # the default rule's effect, exaggerated: one canary fewer as soon as the train split shrinks
+    monkeypatch.setattr(PipelineConfig, "canary_count", lambda self, n: 2 if n >= full_size else 1)
+    originals = set(load_dataset(tmp_path / "data").split("train").ids)
+    live = sorted(i for i in live_ids(1) if i in originals)
+    assert serve_deletion_request(live[:2], MODEL)["registered_version"] == "2" and promote(tmp_path, 2) == 0
+    second = serve_deletion_request(live[2:4], MODEL)
+    assert second["registered_version"] == "3" and not set(live[:4]) & live_ids(3)
+    state = project_path(mlflow.MlflowClient().get_model_version(MODEL, "3").tags["state_dir"])
+    plan = pd.read_csv(state / "sisa" / "plan.csv", dtype={"id": str})
+    assert set(plan.loc[plan["id"].str.startswith("canary-"), "id"]) == {"canary-0", "canary-1"}
