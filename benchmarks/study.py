@@ -90,6 +90,14 @@ def oracle_success(fpr, tpr) -> float:
     return float(np.max((np.asarray(tpr) + 1.0 - np.asarray(fpr)) / 2.0))
 
 
+COPY_MARK = "~copy"
+
+
+def copy_source(record_id: str) -> str:
+    """The id of the record a row of ``oversampled_training_set`` repeats (its own id for an original)."""
+    return str(record_id).split(COPY_MARK)[0]
+
+
 def oversampled_training_set(train, target_counts):
     """``train`` with each class filled up to ``target_counts[k]`` rows by repeating its images in a fixed cycle
     (id order); the copies get ids ``<id>~copy<n>`` so the SISA plan can hold them next to the originals."""
@@ -103,7 +111,7 @@ def oversampled_training_set(train, target_counts):
             continue
         picks = rows[np.arange(missing) % len(rows)]
         manifest = train.manifest.iloc[picks].reset_index(drop=True)
-        manifest["id"] = [f"{i}~copy{n}" for n, i in enumerate(manifest["id"])]
+        manifest["id"] = [f"{i}{COPY_MARK}{n}" for n, i in enumerate(manifest["id"])]
         out = out.concat(dataclasses.replace(train, manifest=manifest, images=train.images[picks]))
     return out
 

@@ -83,6 +83,31 @@ def test_plan_is_stratified_balanced_and_seeded(train_set):
     assert not table["shard"].equals(ShardPlan.build(train_set.ids, train_set.labels, 3, 2, seed=5).table["shard"])
 
 
+def test_grouped_rows_share_a_shard_so_forgetting_a_record_and_its_copies_retrains_one(train_set, tmp_path):
+    copies = train_set.by_ids(train_set.ids[:12])
+    copies = dataclasses.replace(copies, manifest=copies.manifest.assign(id=[f"{i}~copy{n}" for n, i in
+                                                                              enumerate(copies.ids)]))
+    with_copies = train_set.concat(copies).concat(dataclasses.replace(
+        copies, manifest=copies.manifest.assign(id=[f"{i}-again" for i in copies.ids])))
+    groups = [i.split("~copy")[0] for i in with_copies.ids]
+    model = SisaModel.create(with_copies, SisaConfig(num_shards=3, num_slices=2, seed=4), tmp_path / "m",
+                             groups=groups)
+    table = model.plan.table.assign(group=groups)
+    assert (table.groupby("group")["shard"].nunique() == 1).all()
+    holding = table.loc[table["group"] == train_set.ids[0], "shard"]
+    assert len(holding) == 3 and holding.nunique() == 1
+    # the records themselves are still dealt stratified and balanced over the shards
+    originals = table[~table["id"].str.contains("~copy")]
+    for shard in range(3):
+        assert set(originals.loc[originals["shard"] == shard, "label"]) == {0, 1, 2, 3}
+    # without copies, one group per row is the ungrouped plan
+    plain = ShardPlan.build(train_set.ids, train_set.labels, 3, 2, seed=4)
+    assert plain.table.equals(ShardPlan.build(train_set.ids, train_set.labels, 3, 2, seed=4,
+                                              groups=train_set.ids).table)
+    with pytest.raises(PlanError, match="group keys"):
+        ShardPlan.build(train_set.ids, train_set.labels, 3, 2, groups=train_set.ids[:-1])
+
+
 @pytest.mark.parametrize("k,r", [(0, 2), (2, 0), (-1, 1)])
 def test_plan_refuses_bad_shard_and_slice_counts(train_set, k, r):
     with pytest.raises(PlanError, match=">= 1"):

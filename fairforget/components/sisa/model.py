@@ -137,8 +137,10 @@ class SisaModel:
 
     # construction and persistence --------------------------------------------------------------------------
     @classmethod
-    def create(cls, dataset: Dataset, config: SisaConfig, state_dir: str | os.PathLike) -> "SisaModel":
-        """A new, untrained SISA model over every row of ``dataset`` (pass the train split)."""
+    def create(cls, dataset: Dataset, config: SisaConfig, state_dir: str | os.PathLike,
+               groups: Sequence[str] | None = None) -> "SisaModel":
+        """A new, untrained SISA model over every row of ``dataset`` (pass the train split). ``groups`` (optional,
+        one key per row): rows with one key share a shard (``ShardPlan.build``), e.g. the copies of a record."""
         config.validate()
         if len(dataset) == 0:
             raise ConfigError("the training data set is empty: pass dataset.split('train')")
@@ -147,7 +149,8 @@ class SisaModel:
             raise ConfigError(f"images must be square, got {height}x{width}")
         weights_md5 = md5_of_file(config.weights_path) if config.weights_path else None
         spec = ModelSpec(config.classifier, dataset.num_classes, channels, height, config.weights_path, weights_md5)
-        plan = ShardPlan.build(dataset.ids, dataset.labels, config.num_shards, config.num_slices, config.seed)
+        plan = ShardPlan.build(dataset.ids, dataset.labels, config.num_shards, config.num_slices, config.seed,
+                               groups=groups)
         model = cls(state_dir, config, plan, spec, dataset.class_names, dict(zip(dataset.ids, dataset.images)))
         model.save()
         return model

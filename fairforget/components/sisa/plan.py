@@ -61,8 +61,14 @@ class ShardPlan:
     # construction ------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, ids: Sequence[str], labels: Sequence[int], num_shards: int = 5, num_slices: int = 4,
-              seed: int = 0) -> "ShardPlan":
-        """Assign ``ids`` (with their int ``labels``) to k shards x R slices, stratified by label, from ``seed``."""
+              seed: int = 0, groups: Sequence[str] | None = None) -> "ShardPlan":
+        """Assign ``ids`` (with their int ``labels``) to k shards x R slices, stratified by label, from ``seed``.
+
+        ``groups`` (optional, aligned with ``ids``): rows with the same group key share one shard, the one dealt to
+        the group's first row (e.g. repeated copies of one record, grouped by the record's id: forgetting the
+        record then retrains one shard, not every shard that got a copy). Without it, or with every key distinct,
+        each row is its own group and the plan is the same.
+        """
         validate_counts(num_shards, num_slices)
         ids = np.asarray([str(i) for i in ids], dtype=object)
         labels = np.asarray(labels, dtype=np.int64)
@@ -71,8 +77,17 @@ class ShardPlan:
         if len(ids) < num_shards * num_slices:
             raise PlanError(f"{len(ids)} samples cannot fill {num_shards} shards x {num_slices} slices: "
                             f"lower num_shards or num_slices")
+        if groups is not None and len(groups) != len(ids):
+            raise PlanError(f"{len(groups)} group keys for {len(ids)} ids: they must be aligned")
         rng = np.random.default_rng([seed, 0x5150])
-        shard = _deal_stratified(labels, num_shards, rng)
+        if groups is None:
+            shard = _deal_stratified(labels, num_shards, rng)
+        else:
+            # the first row of each group (in row order) is dealt; the other rows follow it
+            keys = pd.Series([str(g) for g in groups])
+            leaders = np.flatnonzero(~keys.duplicated().to_numpy())
+            leader_shard = pd.Series(_deal_stratified(labels[leaders], num_shards, rng), index=keys.iloc[leaders])
+            shard = leader_shard.loc[keys].to_numpy()
         slice_ = np.empty(len(ids), dtype=np.int64)
         for s in range(num_shards):
             members = np.flatnonzero(shard == s)
