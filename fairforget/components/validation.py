@@ -83,7 +83,8 @@ def validate_dataset(dataset: Dataset, priors: Mapping[str, Mapping[str, float]]
     """Run both suites on ``dataset``. ``priors``: {attribute: {value: p}} for the balance suite (train split).
 
     ``expected_sizes``: {split: count} (checked only for splits named). ``image_shape``: (H, W, C) expected.
-    ``docs_root``: folder for the GX project and its Data Docs (a temporary folder when None).
+    ``docs_root``: folder for the GX project and its Data Docs (when None, a new temporary folder that the caller
+    owns and removes: ``docs_dir`` lies inside it).
     """
     import great_expectations as gx
     import great_expectations.expectations as gxe

@@ -10,6 +10,7 @@ import argparse
 import logging
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,11 @@ def run_validate(balance: BalanceConfig, data_dir: str | Path = "data", dataset_
                               reference_manifest=reference.manifest if len(reference) else None, seed=seed)
         report = measure_bias(train.manifest, target.priors())
         expected = expected_split_sizes(dataset.config)  # the prepared sizes, less the records deleted on request
-        result = validate_dataset(dataset, target.priors(), rho=balance.rho, expected_sizes=expected)
+        with tempfile.TemporaryDirectory(prefix="fairforget-gx-") as docs_root:  # the Data Docs go to the run
+            result = validate_dataset(dataset, target.priors(), rho=balance.rho, expected_sizes=expected,
+                                      docs_root=docs_root)
+            if result.docs_dir is not None:
+                mlflow.log_artifacts(str(result.docs_dir), "validation/data_docs")
         mlflow.log_metrics(report.as_metrics())
         for outcome in result.outcomes:
             if outcome.suite == "balance" and isinstance(outcome.observed, (int, float)):
@@ -120,8 +125,6 @@ def run_validate(balance: BalanceConfig, data_dir: str | Path = "data", dataset_
         log_json(result.raw, "validation/gx_results.json")
         log_json({"description": target.description, "joint": target.joint.to_dict(orient="records")},
                  "target_distribution.json")
-        if result.docs_dir is not None:
-            mlflow.log_artifacts(str(result.docs_dir), "validation/data_docs")
         mlflow.set_tags({"balance": "passed" if result.balanced else "failed",
                          "integrity": "passed" if result.integrity_ok else "failed"})
         kl_text = ", ".join(f"KL({a.attribute})={a.kl:.4f}" for a in report.attributes)

@@ -1,5 +1,7 @@
 """The prepare and validate steps, end to end on a small fake Fashion-MNIST, against a real sqlite MLflow store."""
 
+import tempfile
+
 import mlflow
 import pytest
 
@@ -9,11 +11,16 @@ from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.pipelines.data_steps import main, run_prepare, run_validate
 
 
-def test_prepare_then_validate_records_md5_bias_gx_and_figure(tracking_uri, tmp_path, small_data_config):
+def test_prepare_then_validate_records_md5_bias_gx_and_figure(tracking_uri, tmp_path, small_data_config,
+                                                              monkeypatch):
     data_dir = tmp_path / "data"
     md5 = run_prepare(small_data_config, data_dir, track=False)
     assert md5 == dvc_md5_of_folder(data_dir)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     outcome = run_validate(BalanceConfig(), data_dir)
+    assert not list(scratch.glob("fairforget-gx-*"))  # the GX project and its Data Docs are not left behind
     assert outcome.bias.kl("superclass") == pytest.approx(0.2231, abs=1e-3)
     assert outcome.validation.integrity_ok and not outcome.validation.balanced
 
