@@ -47,7 +47,7 @@ from fairforget.components.ledger import append_to_ledger, apply_ledger, ledger_
 from fairforget.components.locks import exclusive
 from fairforget.components.priors import build_target
 from fairforget.components.sisa.model import SisaModel
-from fairforget.components.versioning import config_hash
+from fairforget.components.versioning import config_hash, dvc_md5_of_folder
 from fairforget.errors import DataError, PromotionRefused
 from fairforget.pipelines.cli import OneLineParser, str2bool
 from fairforget.pipelines.config import PipelineConfig
@@ -253,7 +253,9 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
 
 def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_version: str, model_name: str) -> None:
     """After the new version passed the gate: the ledger, the data folder without the ids (DVC-tracked when it is
-    the project's), and ``contains_deleted=true`` on every other version that still holds them."""
+    the project's), the new version's data version set to the rewritten folder's (the data it holds: its final
+    audit covered every record of it, so ``audit_data_md5`` follows, and a later re-audit on this folder matches),
+    and ``contains_deleted=true`` on every other version that still holds them."""
     ledger = ledger_path(data_dir)
     added = append_to_ledger(ledger, ids, request_id=request_id, model_version=model_version)
     dataset = load_dataset(data_dir)
@@ -261,6 +263,10 @@ def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_ve
     dvc_track(data_dir)
     dvc_track(ledger)
     client = mlflow.MlflowClient()
+    served_on = client.get_model_version(model_name, model_version).tags.get("data_md5", "")
+    rewritten = dvc_md5_of_folder(data_dir)
+    for key, value in {"data_md5_when_served": served_on, "data_md5": rewritten, "audit_data_md5": rewritten}.items():
+        client.set_model_version_tag(model_name, model_version, key, value)
     holding = versions_holding(model_name, set(ids), exclude=model_version)
     for held in holding:
         client.set_model_version_tag(model_name, held, CONTAINS_DELETED_TAG, "true")

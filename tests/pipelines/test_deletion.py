@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from fairforget.components.dataset import load_dataset
+from fairforget.components.gate import check_promotable
 from fairforget.components.ledger import ledger_ids, ledger_path
 from fairforget.components.locks import Busy, exclusive
 from fairforget.components.versioning import dvc_md5_of_folder
@@ -63,6 +64,17 @@ def test_requests_mixing_live_and_forgotten_ids_delete_everywhere_and_two_reques
     assert client.get_model_version(MODEL, "1").tags["contains_deleted"] == "true"
     assert "contains_deleted" not in client.get_model_version(MODEL, "2").tags
     assert promote(tmp_path, 1) == 2  # the old champion can never be promoted again
+    # the new version's data version is the rewritten folder: a re-audit on it keeps the version promotable
+    served = client.get_model_version(MODEL, "2").tags
+    assert served["data_md5"] == served["audit_data_md5"] == dvc_md5_of_folder(data_dir) != served[
+        "data_md5_when_served"]
+    from fairforget.pipelines.audit import run as audit_main
+
+    audit_main(["--model-uri", f"models:/{MODEL}/2", "--data-dir", str(data_dir), "--reference-models", "0",
+                "--fpr-levels", "0.1", "--num-bootstrap", "20", "--num-threads", "1"])
+    reaudited = client.get_model_version(MODEL, "2").tags
+    assert reaudited["audit_data_md5"] == dvc_md5_of_folder(data_dir)
+    assert check_promotable(reaudited).passed, check_promotable(reaudited).reason  # the record allows promotion
 
     # a second request before version 2 is promoted: served from version 1, it forgets the first request's ids too
     second = serve_deletion_request(live[3:5], MODEL)
