@@ -215,8 +215,15 @@ def load_dataset(folder: str | os.PathLike) -> Dataset:
                 f"`mlflow run . -e prepare --env-manager local`), or `dvc pull` it"
             )
     meta = json.loads((folder / META_FILE).read_text())
-    manifest = pd.read_csv(folder / MANIFEST_FILE, dtype={"id": str, "split": str, "class_name": str,
-                                                           "superclass": str, "origin": str})
+    # every column as written: text (no NA guessing, so a value "None" or "NA" stays itself, and "01" stays apart
+    # from "1"), except the integer label
+    manifest = pd.read_csv(folder / MANIFEST_FILE, dtype=str, keep_default_na=False)
+    if "label" in manifest.columns:
+        try:
+            manifest["label"] = manifest["label"].astype(np.int64)
+        except ValueError as err:
+            raise DataError(f"{folder / MANIFEST_FILE} has a label that is not an integer ({err}): prepare the data "
+                            "again") from err
     try:
         images = np.load(folder / IMAGES_FILE, allow_pickle=False)
     except (ValueError, OSError) as err:

@@ -77,6 +77,17 @@ def test_save_is_atomic_and_round_trips(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
+def test_a_round_trip_keeps_text_values_that_look_like_missing_or_numbers(tmp_path):
+    from dataclasses import replace as replace_fields
+
+    ds = make_toy_dataset()
+    values = np.array(["None", "NA", "1", "01", "1.0", "null"])[np.arange(len(ds)) % 6]
+    ds = replace_fields(ds, manifest=ds.manifest.assign(hat=values), attributes=["hat"])
+    back = load_dataset(save_dataset(ds, tmp_path / "data"))
+    assert back.manifest["hat"].tolist() == values.tolist()  # not NaN, not 1 / 1.0 merged
+    assert back.manifest["label"].dtype == np.int64 and back.manifest.equals(ds.manifest)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(dataset="mnist-ish"), "unknown dataset"),
     (dict(source_dir="/nonexistent/fashion"), "apt-get install dataset-fashion-mnist"),
