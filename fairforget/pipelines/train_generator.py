@@ -32,7 +32,7 @@ from fairforget.components.versioning import config_hash, dvc_md5_of_folder
 from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_generator_privacy_arguments,
                                       float_arg, int_arg, str2bool)
 from fairforget.pipelines.data_steps import load_current_data
-from fairforget.pipelines.tracking import configure_tracking, experiment_name, log_json, run_cli, step_run
+from fairforget.pipelines.tracking import configure_tracking, log_json, run_cli, step_run
 
 STEP = "train_generator"
 ARTIFACT = "generator"
@@ -44,14 +44,13 @@ def generator_config_hash(config: GeneratorConfig) -> str:
     return config_hash(config.identity_record())
 
 
-def find_generator_run(dataset_name: str, data_md5: str, config: GeneratorConfig) -> Any | None:
-    """The newest finished ``train_generator`` run with this data md5 and config hash, or None."""
+def find_generator_run(data_md5: str, config: GeneratorConfig) -> Any | None:
+    """The newest finished ``train_generator`` run with this data md5 and config hash in any experiment of the
+    store, or None. (``mlflow run`` without ``--experiment-name`` puts a run's steps in the ``Default`` experiment,
+    not ``fairforget-<dataset>``; the same data and config make the same generator wherever it was logged.)"""
     configure_tracking()
-    experiment = mlflow.get_experiment_by_name(experiment_name(dataset_name))
-    if experiment is None:
-        return None
     runs = mlflow.search_runs(
-        experiment_ids=[experiment.experiment_id],
+        search_all_experiments=True,
         filter_string=(f"tags.step = '{STEP}' and tags.data_md5 = '{data_md5}' and "
                        f"tags.generator_config_hash = '{generator_config_hash(config)}' and "
                        "attributes.status = 'FINISHED'"),
@@ -140,7 +139,7 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
     dataset_name = dataset_name or str(dataset.config.get("dataset", "dataset"))
     chash = generator_config_hash(config)
     if not retrain:
-        run = find_generator_run(dataset_name, data_md5, config)
+        run = find_generator_run(data_md5, config)
         if run is not None:
             generator = load_generator_from_run(run.info.run_id, device=config.device)
             generator.config = replace(generator.config, guidance_scale=config.guidance_scale,

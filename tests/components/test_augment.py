@@ -170,7 +170,7 @@ def test_allocation_helpers():
 
 
 # ------------------------------------------------------------------------------------------------ MLflow steps
-def test_get_or_train_generator_reuses_and_retrains(tracking_uri, toy):
+def test_get_or_train_generator_reuses_and_retrains(tracking_uri, toy, monkeypatch):
     from fairforget.components.quality import QualityConfig
     from fairforget.pipelines.train_generator import get_or_train_generator
 
@@ -194,6 +194,12 @@ def test_get_or_train_generator_reuses_and_retrains(tracking_uri, toy):
     assert set(Path(tempfile.gettempdir()).glob("fairforget-generator-*")) <= temp_folders  # its download removed
     assert info2["reused"] is True and info2["run_id"] == info["run_id"]
     assert again.config.guidance_scale == 1.5  # a sampling option, not a reason to retrain
+    # a generator logged in another experiment (`mlflow run` without --experiment-name logs to Default) is found
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "another-experiment")
+    _, elsewhere = get_or_train_generator(toy, "md5-a", tiny_config(), quality=quality, dataset_name="toy",
+                                          evaluate=False, log_model=False)
+    assert elsewhere["reused"] is True and elsewhere["run_id"] == info["run_id"]
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fairforget-test")
     table = pd.DataFrame({"class_name": ["a", "d"]})
     np.testing.assert_array_equal(again.sample(table, seed=1, guidance_scale=2.0),
                                   first.sample(table, seed=1, guidance_scale=2.0))
