@@ -17,6 +17,14 @@ rebuilt afterwards:
     python -m benchmarks.bench_dp_generator --report-only           # table and plot from the saved points
     python -m benchmarks.bench_dp_generator --epsilons 10 --skip-baseline --out DIR --save-dir DIR/generators \
         --set dp_latent_dim=64 --set num_threads=1   # another DP recipe, its generators kept for bench_tradeoff
+    python -m benchmarks.bench_dp_generator --epsilons 1 10 --variants dp public-only --skip-baseline \
+        --out DIR --public-without Trouser           # positive control: a class only S holds
+
+``--public-without CLASS`` is the positive control for "the DP generator learns S": the generators train on the
+data with that class's rows removed from the public reference split (the autoencoder and the pre-training never
+see it), while the judge, CAS and the audit use the full data. The public-only control then cannot draw the class,
+and whatever a DP generator draws of it came from S's records through DP-SGD; the table adds that class's
+conditional accuracy.
 
 Prints one row per point and the ratio of each DP figure to the non-private one; writes the table as JSON and the
 plot ``dp_tradeoff.png`` into ``--out`` (default ``docs/results``).
@@ -78,11 +86,41 @@ def _point(generator, dataset, seconds: float, judge) -> dict:
 DP_VARIANTS = {"dp": {}, "dp-scratch": {"dp_public_pretrain_steps": 0}, "public-only": {"dp_train_steps": 1}}
 
 
+def without_public_classes(dataset, class_names):
+    """``dataset`` without the ``reference`` (public) rows of ``class_names``; every other row unchanged. Raises
+    ``ValueError`` for a name that is not a class of the data set."""
+    import numpy as np
+
+    unknown = sorted(set(class_names) - set(dataset.class_names))
+    if unknown:
+        raise ValueError(f"--public-without: {', '.join(unknown)} is not a class of the data set; classes: "
+                         f"{', '.join(dataset.class_names)}")
+    held_out = np.isin(dataset.labels, [dataset.class_names.index(c) for c in class_names])
+    return dataset.select(~(held_out & (dataset.manifest["split"].to_numpy() == "reference")))
+
+
+def reconstruction_accuracy(generator, dataset, class_names, judge) -> dict:
+    """class name -> the fraction of the real ``test`` images of that class that ``judge`` still labels so after a
+    round trip through ``generator``'s autoencoder (encode, decode): whether the generator's image space can hold
+    the class at all (a positive control's held-out class: the public autoencoder never saw it)."""
+    from fairforget.components.generator.sample import to_uint8_images
+    from fairforget.components.quality import conditional_accuracy
+
+    test = dataset.split("test")
+    out = {}
+    for name in class_names:
+        rows = test.select(test.labels == dataset.class_names.index(name))
+        round_trip = to_uint8_images(generator.decode(generator.to_model_space(rows.to_float_tensor_array())))
+        out[f"generator/reconstruction_accuracy/{name}"] = conditional_accuracy(judge, round_trip, rows.labels)
+    return out
+
+
 def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", base=None,
-               save_dir: Path | None = None) -> dict:
+               save_dir: Path | None = None, public_without: tuple[str, ...] = ()) -> dict:
     """Train, judge and audit the DP generator ``variant`` at ``epsilon`` (or read its saved point). ``base``: the
     ``GeneratorConfig`` whose DP recipe is trained (default ``GeneratorConfig()``); ``save_dir``: also save the
-    generator to ``<save_dir>/<point name>/`` (for ``bench_tradeoff``)."""
+    generator to ``<save_dir>/<point name>/`` (for ``bench_tradeoff``); ``public_without``: classes removed from
+    the public split the generator learns from (judged and audited on the full ``dataset``)."""
     from dataclasses import replace
 
     from fairforget.components.generator import GeneratorConfig, train_generator
@@ -94,12 +132,14 @@ def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", b
         return json.loads(path.read_text())
     started = time.perf_counter()
     config = replace(base, privacy="dp", dp_epsilon=epsilon, **DP_VARIANTS[variant])
-    generator = train_generator(dataset, config=config, progress=False)
+    training_data = without_public_classes(dataset, public_without) if public_without else dataset
+    generator = train_generator(training_data, config=config, progress=False)
     if save_dir is not None:
         generator.save(save_dir / path.stem)
     recipe = {f"dp_{field}": getattr(config, f"dp_{field}") for field in DP_RECIPE}
-    point = {"mode": variant, "target_epsilon": epsilon, "recipe": recipe,
+    point = {"mode": variant, "target_epsilon": epsilon, "recipe": recipe, "public_without": list(public_without),
              **_point(generator, dataset, time.perf_counter() - started, judge)}
+    point["metrics"].update(reconstruction_accuracy(generator, dataset, public_without, judge))
     path.write_text(json.dumps(point, indent=1, default=float) + "\n")
     return point
 
@@ -136,6 +176,7 @@ def report(points: list[dict], out: Path) -> list[dict]:
     import matplotlib.pyplot as plt
 
     baseline = next((p for p in points if p["mode"] == "none"), None)
+    held_out = sorted({c for p in points for c in p.get("public_without", [])})
     rows = []
     if baseline is not None and "negative_control" in baseline:
         control = baseline["negative_control"]
@@ -148,6 +189,10 @@ def report(points: list[dict], out: Path) -> list[dict]:
                "train_minutes": p["train_seconds"] / 60, **{k: m.get(k, float("nan")) for k in ROW_METRICS}}
         row["mode"] = p["mode"]
         row[INDEPENDENT_JUDGE_KEY] = m.get(INDEPENDENT_JUDGE_KEY, float("nan"))
+        row["public_without"] = p.get("public_without", [])
+        for name in held_out:
+            for key in (f"generator/conditional_accuracy/{name}", f"generator/reconstruction_accuracy/{name}"):
+                row[key] = m.get(key, float("nan"))
         rows.append(row)
         ratio = ""
         if baseline is not None and p is not baseline:
@@ -158,8 +203,12 @@ def report(points: list[dict], out: Path) -> list[dict]:
               f"{row['generator/conditional_accuracy']:9.3f} | {row['generator/cas_ratio']:9.3f} | "
               f"{row['generator/fid']:6.1f} | {row['generator/mia/auc']:.3f} ({row['generator/mia/auc_chance_bound']:.3f})"
               f" | {row['train_minutes']:5.1f}{ratio}")
+        for name in held_out:
+            print(f"bench_dp_generator: {'':>11} {name} (public split without it: {name in row['public_without']}):"
+                  f" conditional accuracy {row[f'generator/conditional_accuracy/{name}']:.3f}, real test images "
+                  f"judged after the autoencoder's round trip {row[f'generator/reconstruction_accuracy/{name}']:.3f}")
     (out / "dp_tradeoff.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
-    print(markdown_table(rows, baseline))
+    print(markdown_table(rows, baseline, held_out))
 
     dp_rows = [r for r in rows if r["mode"] == "dp"]
     scratch_rows = [r for r in rows if r["mode"] == "dp-scratch"]
@@ -197,10 +246,13 @@ MODE_NAMES = {"dp": "DP, public pre-training, target {epsilon:g}", "dp-scratch":
               "public-only": "public pre-training only (1 DP step)", "none": "non-private"}
 
 
-def markdown_table(rows: list[dict], baseline: dict | None) -> str:
-    """The table of docs/generator.md: one row per point, DPDM's published Fashion-MNIST figures as the anchor."""
+def markdown_table(rows: list[dict], baseline: dict | None, held_out: list[str] = ()) -> str:
+    """The table of docs/generator.md: one row per point; with ``held_out`` classes (``--public-without``) one
+    more column each, that class's conditional accuracy."""
+    extra = "".join(f" {name}: conditional accuracy (real {name} images after the autoencoder) |" for name in held_out)
     lines = ["| generator | epsilon (achieved) | training (min) | conditional accuracy (independent judge) | "
-             "CAS ratio | FID | membership AUC (chance bound) |", "|---|---|---|---|---|---|---|"]
+             f"CAS ratio | FID | membership AUC (chance bound) |{extra}", "|---|---|---|---|---|---|---|"
+             + "---|" * len(held_out)]
     for r in rows:
         name = MODE_NAMES[r["mode"]].format(epsilon=r["target_epsilon"])
         eps = "-" if not math.isfinite(r["achieved_epsilon"]) else f"{r['achieved_epsilon']:.2f}"
@@ -208,11 +260,15 @@ def markdown_table(rows: list[dict], baseline: dict | None) -> str:
         independent = f" ({independent:.3f})" if math.isfinite(independent) else ""
         lines.append(f"| {name} | {eps} | {r['train_minutes']:.1f} | {r['generator/conditional_accuracy']:.3f}"
                      f"{independent} | {r['generator/cas_ratio']:.3f} | {r['generator/fid']:.1f} | "
-                     f"{r['generator/mia/auc']:.3f} ({r['generator/mia/auc_chance_bound']:.3f}) |")
+                     f"{r['generator/mia/auc']:.3f} ({r['generator/mia/auc_chance_bound']:.3f}) |"
+                     + "".join(f" {r[f'generator/conditional_accuracy/{name}']:.3f}"
+                               f" ({r.get(f'generator/reconstruction_accuracy/{name}', float('nan')):.3f}) |"
+                               for name in held_out))
     if baseline is not None and "negative_control" in baseline:
         control = baseline["negative_control"]
         lines.append(f"| non-private, on records it never saw (negative control) | - | - | - | - | - | "
-                     f"{control['generator/mia/auc']:.3f} ({control['generator/mia/auc_chance_bound']:.3f}) |")
+                     f"{control['generator/mia/auc']:.3f} ({control['generator/mia/auc_chance_bound']:.3f}) |"
+                     + " - |" * len(held_out))
     return "\n".join(lines)
 
 
@@ -230,6 +286,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="override a GeneratorConfig field of the DP generators, e.g. dp_autoencoder_epochs=24 "
                              "(repeatable; use a separate --out, saved points are reused by name)")
     parser.add_argument("--save-dir", default="", help="also save each trained DP generator to SAVE_DIR/<point>/")
+    parser.add_argument("--public-without", action="append", default=[], metavar="CLASS",
+                        help="positive control: remove CLASS from the public split the DP generators learn from "
+                             "(repeatable; use a separate --out)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -249,7 +308,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for variant in args.variants:
             for epsilon in args.epsilons:
                 measure_dp(epsilon, dataset, out, judge, variant, base,
-                           save_dir=Path(args.save_dir) if args.save_dir else None)
+                           save_dir=Path(args.save_dir) if args.save_dir else None,
+                           public_without=tuple(args.public_without))
     points = [json.loads(p.read_text()) for pattern in ("eps-*.json", "dp-scratch-*.json", "public-only-*.json")
               for p in sorted(out.glob(pattern))]
     return report(points, out)

@@ -8,8 +8,10 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
+import torch
 
-from benchmarks.bench_dp_generator import measure_dp
+from benchmarks.bench_dp_generator import measure_dp, without_public_classes
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.generator import load_generator, tiny_config
 from fairforget.components.quality import QualityConfig, train_reference_classifier
@@ -32,3 +34,58 @@ def test_a_dp_recipe_override_is_trained_recorded_and_saved(tmp_path):
     again = measure_dp(50.0, dataset, tmp_path, judge, base=replace(base, dp_latent_dim=8))
     assert again == json.loads(json.dumps(point, default=float))
     assert np.isfinite(point["metrics"]["generator/mia/auc"])
+
+
+def test_the_positive_control_hides_a_class_from_the_public_split_only():
+    dataset = make_toy_dataset()
+    held_out = dataset.class_names.index("c")
+    reduced = without_public_classes(dataset, ("c",))
+
+    reference = reduced.split("reference")
+    assert held_out not in set(reference.labels.tolist()) and len(reference) > 0
+    for split in ("train", "test", "audit"):
+        assert reduced.split(split).ids.tolist() == dataset.split(split).ids.tolist()
+    removed = (dataset.split("reference").labels == held_out).sum()
+    assert len(reduced) == len(dataset) - removed > 0
+    with pytest.raises(ValueError, match="Shirtz is not a class"):
+        without_public_classes(dataset, ("Shirtz",))
+
+
+def test_a_dp_generator_of_the_positive_control_learns_the_public_split_without_the_class(tmp_path):
+    dataset = make_toy_dataset()
+    judge = train_reference_classifier(dataset, QualityConfig(reference_epochs=1), split="audit")
+    base = replace(tiny_config(), dp_autoencoder_epochs=1, dp_train_steps=2, dp_batch_size=16, dp_latent_dim=4,
+                   dp_public_pretrain_steps=2)
+    point = measure_dp(50.0, dataset, tmp_path, judge, base=base, public_without=("c",))
+
+    public = dataset.split("reference")
+    assert point["public_without"] == ["c"]
+    # the autoencoder saw the public images of the other classes only
+    assert point["summary"]["autoencoder_images"] == len(public) - (public.labels == dataset.class_names.index("c")).sum()
+    # judged on the full data: the hidden class is still sampled and scored
+    assert 0.0 <= point["metrics"]["generator/conditional_accuracy/c"] <= 1.0
+    assert 0.0 <= point["metrics"]["generator/reconstruction_accuracy/c"] <= 1.0
+
+
+def test_the_reconstruction_check_judges_real_images_after_the_round_trip():
+    from benchmarks.bench_dp_generator import reconstruction_accuracy
+
+    dataset = make_toy_dataset()
+    test = dataset.split("test")
+
+    class Generator:  # a perfect autoencoder: the round trip returns the images themselves
+        def to_model_space(self, images):
+            import torch
+
+            return torch.from_numpy(images)
+
+        def decode(self, x):
+            return x
+
+    class Judge(torch.nn.Module):  # says "c" for every image
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.full((len(x),), 2), 4).float()
+
+    figures = reconstruction_accuracy(Generator(), dataset, ("c", "a"), Judge())
+    assert figures == {"generator/reconstruction_accuracy/c": 1.0, "generator/reconstruction_accuracy/a": 0.0}
+    assert (test.labels == 2).any()
