@@ -21,8 +21,8 @@ line or name and the fix:
 - names: class folders, superclasses and attribute columns become parts of MLflow metric names
   (``acc/class/<class>``, ``acc/<superclass>``, ``bias/kl/<attribute>``), so each must be at most
   ``MAX_NAME_LENGTH`` characters of letters, digits, ``_``, ``-``, ``.`` and spaces (MLflow's portable set less the
-  ``/``, which would nest metrics), and not ``.`` or ``..``; a name outside that is refused, never rewritten, so
-  metric names always equal folder names;
+  ``/``, which would nest metrics), and not ``.`` or ``..``; a name outside that is refused, never rewritten
+  (per-class metric names write a space as ``_``: ``fairness.safe_name``);
 - ``attributes.csv`` (UTF-8, comma-separated, a header line): a ``file`` column naming each image exactly once by
   its path relative to ``source_dir`` (``bag/0.png``); a repeated file, a file that is no image of the folder, an
   image without a row, a row with too many or too few fields, and attribute columns that are unnamed, repeated or
