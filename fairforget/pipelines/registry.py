@@ -82,10 +82,12 @@ def register_if_passed(logged: LoggedClassifier, decision: GateDecision, model_n
     client = mlflow.MlflowClient()
     run_id = mlflow.active_run().info.run_id
     earlier = registered_by_run(model_name, run_id)
-    if earlier is not None:  # a resumed run that had registered before it died: the same version, never a second
+    # a resumed run that had registered before it died: the same version, never a second; when it died before
+    # the version got its tags and alias, they are completed below
+    if earlier is not None and client.get_model_version(model_name, earlier).tags.get(GATE_TAG) == PASSED:
         print(f"gate: passed; {model_name} version {earlier} was already registered by this run")
         return earlier
-    version = mlflow.register_model(logged.model_uri, model_name, tags={"run_id": run_id}).version
+    version = earlier or mlflow.register_model(logged.model_uri, model_name, tags={"run_id": run_id}).version
     all_tags = {GATE_TAG: PASSED, "onnx_uri": logged.onnx_uri, "onnx_max_abs_diff": f"{logged.onnx_max_abs_diff:.3e}",
                 **{k: str(v) for k, v in tags.items()}}
     for key, value in all_tags.items():

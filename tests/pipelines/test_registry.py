@@ -125,6 +125,23 @@ def test_gate_passes_registers_candidate_with_tags_and_onnx_matches(tracking_uri
     assert str(client.get_model_version_by_alias("toy", CHAMPION).version) == version
 
 
+def test_a_registration_cut_short_is_completed_by_the_resumed_run_not_duplicated(tracking_uri, toy_ensemble):
+    ensemble, test_images = toy_ensemble
+    tags = {"data_md5": "m.dir", "audit_data_md5": "m.dir", "audit_time": f"{time.time():.0f}", "data_time": "0",
+            "mia_max_success": "0.51"}
+    with mlflow.start_run() as run:
+        logged = log_classifier(ensemble, test_images[:16])
+        # the run died right after register_model: a version with no gate tags, no card, no alias
+        bare = mlflow.register_model(logged.model_uri, "toy3", tags={"run_id": run.info.run_id}).version
+        version = register_if_passed(logged, gate(0.51, 0.9, 0.55, 0.5), "toy3", tags, "# card")
+        assert register_if_passed(logged, gate(0.51, 0.9, 0.55, 0.5), "toy3", tags, "# card") == version
+    client = mlflow.MlflowClient()
+    assert version == str(bare) and len(client.search_model_versions("name='toy3'")) == 1
+    mv = client.get_model_version_by_alias("toy3", CANDIDATE)
+    assert str(mv.version) == version and mv.tags["gate"] == "passed" and mv.description == "# card"
+    assert promote("toy3", version).passed
+
+
 def test_impossible_gate_registers_nothing_and_tags_the_run(tracking_uri, toy_ensemble):
     ensemble, test_images = toy_ensemble
     with mlflow.start_run() as run:
