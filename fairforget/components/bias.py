@@ -146,6 +146,10 @@ def measure_bias(manifest: pd.DataFrame, priors: Mapping[str, Mapping[str, float
             raise ConfigError(f"attribute {attribute!r} is not a column of the data; columns: {list(manifest.columns)}")
         categories = tuple(sorted(set(map(str, prior)) | set(manifest[attribute].astype(str))))
         prior_vec = np.array([float(prior.get(c, 0.0)) for c in categories])
+        if (prior_vec < 0).any() or not np.isclose(prior_vec.sum(), 1.0, rtol=0.0, atol=1e-6):
+            raise ConfigError(f"the prior of {attribute!r} must be probabilities that sum to 1, got "
+                              f"{dict(zip(categories, prior_vec.round(6).tolist()))} (sum {prior_vec.sum():.6f}): "
+                              "fix the prior")
         observed = attribute_distribution(manifest[attribute], categories)
         counts = observed * len(manifest)
         items.append(AttributeBias(attribute, categories, prior_vec, observed, np.rint(counts).astype(int),

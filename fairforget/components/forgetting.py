@@ -70,7 +70,8 @@ class LoopConfig(ConfigBase):
             raise ConfigError(f"forget_rate must lie in (0, 1], got {self.forget_rate}: it is the fraction of the "
                               "original records forgotten per iteration")
         if self.iteration_audit_size is not None and self.iteration_audit_size < 2:
-            raise ConfigError(f"iteration_audit_size must be >= 2 (or 0 for all), got {self.iteration_audit_size}")
+            raise ConfigError(f"iteration_audit_size must be >= 2, or None for all (0 on the command line), got "
+                              f"{self.iteration_audit_size}")
         if self.iterations < 0:
             raise ConfigError(f"iterations must be >= 0, got {self.iterations}")
         if self.shard_audit_size < 0 or self.shard_audit_size == 1:

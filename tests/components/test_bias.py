@@ -43,3 +43,6 @@ def test_measure_bias_reports_each_attribute_and_the_total_loss():
     assert set(report.as_metrics()) == {"bias/kl/superclass", "bias/kl/colour", "bias/loss"}
     with pytest.raises(ValueError, match="not a column"):
         measure_bias(manifest, {"age": {"old": 1.0}})
+    for prior in ({"x": 0.9, "y": 0.9}, {"x": 1.2, "y": -0.2}):  # not a probability distribution
+        with pytest.raises(ValueError, match="sum to 1"):
+            measure_bias(manifest, {"superclass": prior})
