@@ -82,6 +82,17 @@ def run_prepare(config: DataConfig, data_dir: str | Path = "data", track: bool =
     return md5
 
 
+def prepare_step(config: DataConfig, data_dir: str | Path = "data") -> str:
+    """The ``prepare`` entry point: ``run_prepare`` under the data folder's lock, so it cannot replace ``data/``
+    under a running pipeline or a deletion request (its ledger read and its rename would race them); a second
+    writer gets ``Busy`` at once. (``main`` calls ``run_prepare`` directly: it already holds the lock.)"""
+    from fairforget.components.locks import exclusive
+    from fairforget.pipelines.loop import data_lock
+
+    with exclusive(data_lock(Path(data_dir)), f"the data folder {data_dir}"):
+        return run_prepare(config, data_dir)
+
+
 @dataclass
 class ValidationOutcome:
     """What ``run_validate`` found: the target D, the bias of S against it, and the GX results."""
@@ -183,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.step == "prepare":
-        return run_cli(lambda: run_prepare(data_config_from_args(args), args.data_dir))
+        return run_cli(lambda: prepare_step(data_config_from_args(args), args.data_dir))
     return run_cli(lambda: run_validate(balance_config_from_args(args), args.data_dir, seed=args.seed))
 
 

@@ -50,6 +50,20 @@ def test_validate_stops_on_broken_data(tracking_uri, tmp_path, small_data_config
         run_validate(BalanceConfig(), data_dir)
 
 
+def test_prepare_waits_for_no_one_and_touches_nothing_while_another_writer_holds_the_data(
+        tracking_uri, tmp_path, small_data_config, capsys):
+    from fairforget.components.locks import exclusive
+    from fairforget.pipelines.loop import data_lock
+
+    data_dir = tmp_path / "data"
+    args = ["prepare", "--data-dir", str(data_dir), "--source-dir", small_data_config.source_dir, "--train-size",
+            "100", "--test-size", "50", "--audit-size", "100", "--reference-size", "100"]
+    with exclusive(data_lock(data_dir), "the data folder"):  # a running pipeline or deletion request
+        assert main(args) == 2
+    assert "is being written by" in capsys.readouterr().err and not data_dir.exists()
+    assert main(args) == 0 and (data_dir / "manifest.csv").is_file()
+
+
 def test_command_line_errors_are_one_line_and_non_zero(tracking_uri, tmp_path, capsys):
     assert main(["prepare", "--dataset", "nope", "--data-dir", str(tmp_path / "d")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
