@@ -115,6 +115,31 @@ def reconstruction_accuracy(generator, dataset, class_names, judge) -> dict:
     return out
 
 
+def held_out_grid(generator_dirs: dict, dataset, class_name: str, out: Path, per_row: int = 12) -> Path:
+    """``out/figures/held_out_<class>.png``: real test images of ``class_name``, then one row of that class's samples
+    per saved generator (``generator_dirs``: row label -> folder), same seed for all."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from fairforget.components.fairness import safe_name
+    from fairforget.components.generator import load_generator
+    from fairforget.components.plots import plot_image_grid
+
+    test = dataset.split("test")
+    rows = [test.images[test.labels == dataset.class_names.index(class_name)][:per_row]]
+    labels = [f"real {class_name}"]
+    for label, folder in generator_dirs.items():
+        generator = load_generator(folder, device="cpu")
+        rows.append(generator.sample(pd.DataFrame({"class_name": [class_name] * per_row}), seed=0))
+        labels.append(label)
+    figure = plot_image_grid(rows, labels, title=f"{class_name}: samples of generators whose public data lacked it")
+    path = out / "figures" / f"held_out_{safe_name(class_name)}.png"
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
 def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", base=None,
                save_dir: Path | None = None, public_without: tuple[str, ...] = ()) -> dict:
     """Train, judge and audit the DP generator ``variant`` at ``epsilon`` (or read its saved point). ``base``: the
@@ -312,6 +337,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                            public_without=tuple(args.public_without))
     points = [json.loads(p.read_text()) for pattern in ("eps-*.json", "dp-scratch-*.json", "public-only-*.json")
               for p in sorted(out.glob(pattern))]
+    if args.public_without and args.save_dir:
+        saved = {p.name: p for p in sorted(Path(args.save_dir).iterdir()) if (p / "generator.json").is_file()}
+        for name in args.public_without:
+            print(f"bench_dp_generator: sample grid {held_out_grid(saved, dataset, name, out)}")
     return report(points, out)
 
 

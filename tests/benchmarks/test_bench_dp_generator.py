@@ -89,3 +89,14 @@ def test_the_reconstruction_check_judges_real_images_after_the_round_trip():
     figures = reconstruction_accuracy(Generator(), dataset, ("c", "a"), Judge())
     assert figures == {"generator/reconstruction_accuracy/c": 1.0, "generator/reconstruction_accuracy/a": 0.0}
     assert (test.labels == 2).any()
+
+
+def test_the_held_out_grid_shows_real_images_then_each_saved_generator(tmp_path):
+    from benchmarks.bench_dp_generator import held_out_grid
+    from fairforget.components.generator import train_generator
+
+    dataset = make_toy_dataset()
+    train_generator(dataset, config=tiny_config(), progress=False).save(tmp_path / "g" / "eps-1")
+    (tmp_path / "figures").mkdir()
+    path = held_out_grid({"eps-1": tmp_path / "g" / "eps-1"}, dataset, "c", tmp_path, per_row=3)
+    assert path == tmp_path / "figures" / "held_out_c.png" and path.stat().st_size > 0
