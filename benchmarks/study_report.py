@@ -28,7 +28,13 @@ ATTACK_LABELS = {"mloss": "M-Loss", "mmean": "M-Mean", "moments": "Moments", "rm
 METRIC_LABELS = {"success": "success", "auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR"}
 MODEL_LABELS = {"biased": "biased S (no unlearning)", "reweighted": "biased S, class re-weighting",
                 "oversampled": "biased S, oversampling (repeated real images)",
+                "oversampled_in_shards": "biased S, oversampling within each shard",
                 "debiased": "S* = S + synthetic (no unlearning)"}
+
+
+def shown_models(records: list[dict]) -> list[str]:
+    """The baselines every seed file holds, in ``MODEL_LABELS`` order (older studies lack the newer baselines)."""
+    return [name for name in MODEL_LABELS if all(name in r["baselines"] for r in records)]
 
 
 def load_records(folder: Path = RESULTS_DIR) -> list[dict]:
@@ -104,7 +110,8 @@ def section_bias(records: list[dict]) -> str:
 
 def accuracy_rows(records: list[dict], minority: str, majority: str) -> list[list[str]]:
     rows = []
-    for name, label in MODEL_LABELS.items():
+    for name in shown_models(records):
+        label = MODEL_LABELS[name]
         metrics = [r["baselines"][name]["metrics"] for r in records]
         rows.append([label] + [fmt([m.get(k) for m in metrics]) for k in
                                ("acc/test", f"acc/{minority}", f"acc/{majority}", "acc/worst_class",
@@ -123,11 +130,11 @@ def section_fairness(records: list[dict], figures: Path) -> str:
     classes = records[0]["class_names"]
     header = ["model", "test accuracy", f"{minority} (minority)", f"{majority}", "worst class", "superclass gap"]
     last = max(r["iteration"] for r in records[0]["iterations"])
-    per_class_header = ["class"] + [name for name in MODEL_LABELS] + [f"debiased after {last} iterations"]
+    per_class_header = ["class"] + shown_models(records) + [f"debiased after {last} iterations"]
     per_class_rows = []
     for k, cls in enumerate(classes):
         row = [cls]
-        for name in MODEL_LABELS:
+        for name in shown_models(records):
             row.append(fmt([np.diag(np.asarray(r["baselines"][name]["confusion"], float))[k] /
                             max(np.asarray(r["baselines"][name]["confusion"], float)[k].sum(), 1) for r in records]))
         row.append(fmt(iteration_values(records, last, f"acc/class/{safe_name(cls)}")))
@@ -178,7 +185,8 @@ def section_privacy(records: list[dict], figures: Path) -> str:
     config = records[0]["config"]
     last = max(r["iteration"] for r in records[0]["iterations"])
     attacks = [a for a in ATTACK_LABELS if f"mia/{a}/success" in records[0]["iterations"][0]]
-    columns = [(MODEL_LABELS[name], name) for name in MODEL_LABELS] + [(f"S* after {last} iterations", None)]
+    columns = [(MODEL_LABELS[name], name) for name in shown_models(records)] + [(f"S* after {last} iterations",
+                                                                                  None)]
     metric_tables = []
     for metric, label in METRIC_LABELS.items():
         rows = []
@@ -193,7 +201,7 @@ def section_privacy(records: list[dict], figures: Path) -> str:
     oracle_rows = []
     for attack in attacks:
         row = [ATTACK_LABELS[attack]]
-        for name in MODEL_LABELS:
+        for name in shown_models(records):
             row.append(f"{fmt([r['baselines'][name]['attacks'][attack]['success'] for r in records])} / "
                        f"{fmt([r['baselines'][name]['attacks'][attack]['oracle_success'] for r in records])}")
         oracle_rows.append(row)
@@ -204,7 +212,7 @@ def section_privacy(records: list[dict], figures: Path) -> str:
         ("chance bound, forgotten originals", "final/mia/forgotten/chance_success_high"),
         ("member minus non-member accuracy", "final/mia/accuracy_gap"))]
     gaps = [[MODEL_LABELS[name], fmt([r["baselines"][name]["member_accuracy"] - r["baselines"][name][
-        "non_member_accuracy"] for r in records])] for name in MODEL_LABELS]
+        "non_member_accuracy"] for r in records])] for name in shown_models(records)]
     plot_privacy(records, attacks, figures / "fig12_attacks.png")
     size = config["loop"]["iteration_audit_size"]
     half = round(size * (1 - config["audit"]["calibration_fraction"])) if size else None
@@ -221,7 +229,7 @@ def section_privacy(records: list[dict], figures: Path) -> str:
         "![attacks against the fraction forgotten](results/figures/fig12_attacks.png)", "",
         "Success as fairforget reports it (thresholds fitted on the calibration part) / with the paper's oracle "
         "protocol (the best threshold chosen on the evaluation set itself, an optimistic bias):", "",
-        table(["attack"] + list(MODEL_LABELS.values()), oracle_rows), "",
+        table(["attack"] + [MODEL_LABELS[name] for name in shown_models(records)], oracle_rows), "",
         "Train/test gap of each model (accuracy on the un-augmented members minus non-members):", "",
         table(["model", "accuracy gap"], gaps), "",
         f"Final full audit of the deployed model (all {records[0]['baselines']['biased']['train_size']} originals "
@@ -419,8 +427,10 @@ def plot_confusions(record: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     classes = record["class_names"]
-    fig, axes = plt.subplots(1, len(MODEL_LABELS), figsize=(4.2 * len(MODEL_LABELS), 4.4))
-    for ax, (name, label) in zip(axes, MODEL_LABELS.items()):
+    names = shown_models([record])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.4))
+    for ax, name in zip(axes, names):
+        label = MODEL_LABELS[name]
         confusion = np.asarray(record["baselines"][name]["confusion"], float)
         rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
         ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
