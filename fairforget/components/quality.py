@@ -3,7 +3,8 @@
 - Conditional accuracy: a reference classifier, trained on the ``reference`` split (real images held out for
   measuring), labels generated images as the class asked for.
 - Classification Accuracy Score (Ravuri & Vinyals 2019): a classifier trained only on synthetic images, tested on
-  the real test split; reported with its ratio to the same classifier trained the same way on as many real images.
+  the real test split; reported with its ratio to the same classifier trained the same way on as many real images,
+  and per class (``cas/<class>``: its accuracy on the real test images of that class).
 - FID and KID (Heusel et al. 2017; Binkowski et al. 2018) on the reference classifier's penultimate features
   (no Inception weights can be fetched here), with the real-vs-real FID of two real samples for scale.
 - Diversity (``diversity_ratio``): per class, the mean pairwise distance of the synthetic images' features over
@@ -180,15 +181,20 @@ def classification_accuracy_score(synthetic_images: np.ndarray, synthetic_labels
                                   real_images: np.ndarray, real_labels: np.ndarray, test: Dataset,
                                   config: QualityConfig) -> dict[str, float]:
     """CAS: accuracy on ``test`` of a classifier trained on synthetic images only, the same classifier trained the
-    same way (same seed, epochs) on the real images, and their ratio."""
+    same way (same seed, epochs) on the real images, and their ratio; ``cas/<class>``: the synthetic-trained
+    classifier's accuracy on the test images of each class (which classes' samples teach a classifier that class)."""
     _, height, width, channels = test.images.shape
-    scores = {}
+    scores, per_class = {}, {}
     for name, images, labels in (("synthetic", synthetic_images, synthetic_labels), ("real", real_images, real_labels)):
         model = build_classifier(config.classifier, len(test.class_names), channels, height, seed=config.seed + 7)
         fit_classifier(model, images, labels, TrainConfig(epochs=config.cas_epochs), seed=config.seed + 7)
-        scores[name] = conditional_accuracy(model, test.images, test.labels)
+        correct = predict_logits(model, test.images).argmax(axis=1) == test.labels
+        scores[name] = float(np.mean(correct))
+        if name == "synthetic":
+            per_class = {f"cas/{c}": float(np.mean(correct[test.labels == k]))
+                         for k, c in enumerate(test.class_names) if (test.labels == k).any()}
     return {"cas": scores["synthetic"], "cas_real_baseline": scores["real"],
-            "cas_ratio": scores["synthetic"] / max(scores["real"], 1e-12)}
+            "cas_ratio": scores["synthetic"] / max(scores["real"], 1e-12), **per_class}
 
 
 def sample_grid(real: Dataset, synthetic_images: np.ndarray, synthetic_labels: np.ndarray, per_class: int):

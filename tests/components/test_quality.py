@@ -115,6 +115,9 @@ def test_evaluate_generator_reports_every_metric_and_a_grid():
         assert key in m and np.isfinite(m[key]), key
     assert 0 <= m["conditional_accuracy"] <= 1 and 0 <= m["near_copy_fraction"] <= 1
     assert m["cas_ratio"] == pytest.approx(m["cas"] / m["cas_real_baseline"])
+    # per class: the test-count-weighted mean of the per-class CAS is the CAS
+    counts = np.bincount(ds.split("test").labels, minlength=ds.num_classes)
+    assert sum(m[f"cas/{c}"] * n for c, n in zip(ds.class_names, counts)) / counts.sum() == pytest.approx(m["cas"])
     assert m["eval_images"] == 24 and m["guidance_scale"] == generator.config.guidance_scale
     assert set(report.per_class_accuracy) == set(ds.class_names)
     metrics = report.as_metrics()
