@@ -216,7 +216,8 @@ def report(points: list[dict], out: Path) -> list[dict]:
         row[INDEPENDENT_JUDGE_KEY] = m.get(INDEPENDENT_JUDGE_KEY, float("nan"))
         row["public_without"] = p.get("public_without", [])
         for name in held_out:
-            for key in (f"generator/conditional_accuracy/{name}", f"generator/reconstruction_accuracy/{name}"):
+            for key in (f"generator/conditional_accuracy/{name}", f"generator/cas/{name}",
+                        f"generator/reconstruction_accuracy/{name}"):
                 row[key] = m.get(key, float("nan"))
         rows.append(row)
         ratio = ""
@@ -230,8 +231,9 @@ def report(points: list[dict], out: Path) -> list[dict]:
               f" | {row['train_minutes']:5.1f}{ratio}")
         for name in held_out:
             print(f"bench_dp_generator: {'':>11} {name} (public split without it: {name in row['public_without']}):"
-                  f" conditional accuracy {row[f'generator/conditional_accuracy/{name}']:.3f}, real test images "
-                  f"judged after the autoencoder's round trip {row[f'generator/reconstruction_accuracy/{name}']:.3f}")
+                  f" conditional accuracy {row[f'generator/conditional_accuracy/{name}']:.3f}, CAS on its real test "
+                  f"images {row[f'generator/cas/{name}']:.3f}, its real test images judged after the autoencoder's "
+                  f"round trip {row[f'generator/reconstruction_accuracy/{name}']:.3f}")
     (out / "dp_tradeoff.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
     print(markdown_table(rows, baseline, held_out))
 
@@ -273,8 +275,9 @@ MODE_NAMES = {"dp": "DP, public pre-training, target {epsilon:g}", "dp-scratch":
 
 def markdown_table(rows: list[dict], baseline: dict | None, held_out: list[str] = ()) -> str:
     """The table of docs/generator.md: one row per point; with ``held_out`` classes (``--public-without``) one
-    more column each, that class's conditional accuracy."""
-    extra = "".join(f" {name}: conditional accuracy (real {name} images after the autoencoder) |" for name in held_out)
+    more column each: that class's conditional accuracy / CAS on its real images (its real images judged after
+    the generator's autoencoder)."""
+    extra = "".join(f" {name}: conditional accuracy / CAS (real images after the autoencoder) |" for name in held_out)
     lines = ["| generator | epsilon (achieved) | training (min) | conditional accuracy (independent judge) | "
              f"CAS ratio | FID | membership AUC (chance bound) |{extra}", "|---|---|---|---|---|---|---|"
              + "---|" * len(held_out)]
@@ -286,7 +289,8 @@ def markdown_table(rows: list[dict], baseline: dict | None, held_out: list[str] 
         lines.append(f"| {name} | {eps} | {r['train_minutes']:.1f} | {r['generator/conditional_accuracy']:.3f}"
                      f"{independent} | {r['generator/cas_ratio']:.3f} | {r['generator/fid']:.1f} | "
                      f"{r['generator/mia/auc']:.3f} ({r['generator/mia/auc_chance_bound']:.3f}) |"
-                     + "".join(f" {r[f'generator/conditional_accuracy/{name}']:.3f}"
+                     + "".join(f" {r[f'generator/conditional_accuracy/{name}']:.3f} / "
+                               f"{r.get(f'generator/cas/{name}', float('nan')):.3f}"
                                f" ({r.get(f'generator/reconstruction_accuracy/{name}', float('nan')):.3f}) |"
                                for name in held_out))
     if baseline is not None and "negative_control" in baseline:
