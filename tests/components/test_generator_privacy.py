@@ -174,6 +174,18 @@ def test_the_public_pre_training_learns_from_the_reference_split_only(dp_toy):
     assert summary["public_pretrain_steps"] == 15 and math.isfinite(summary["public_pretrain_loss"])
 
 
+def test_a_dp_generator_warns_of_classes_the_public_split_lacks(dp_toy):
+    from fairforget.components.generator.train import public_classes_lacking
+
+    held_out = dp_toy.class_names.index("b")
+    lacking_b = dp_toy.select(~((dp_toy.labels == held_out) & (dp_toy.manifest["split"] == "reference").to_numpy()))
+    assert public_classes_lacking(dp_toy, dp_toy.split("train")) == []
+    assert public_classes_lacking(lacking_b, lacking_b.split("train")) == ["b"]
+    with pytest.warns(UserWarning, match="no images of b: the DP generator"):
+        summary = train_generator(lacking_b, config=_dp_config(dp_train_steps=2), progress=False).training_summary
+    assert summary["public_classes_lacking"] == 1
+
+
 def test_public_condition_codes_use_the_null_code_for_unknown_attribute_values():
     from fairforget.components.generator.denoiser import ConditionSpace
     from fairforget.components.generator.train import public_condition_codes

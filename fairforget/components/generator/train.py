@@ -264,6 +264,12 @@ def public_condition_codes(space: ConditionSpace, dataset: Dataset, public: Data
     return codes
 
 
+def public_classes_lacking(dataset: Dataset, train: Dataset) -> list[str]:
+    """The classes of ``train`` (S) with no image in the public reference split, in class order."""
+    public = set(public_images(dataset).labels.tolist())
+    return [dataset.class_names[k] for k in sorted(set(train.labels.tolist()) - public)]
+
+
 def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, progress: bool) -> Generator:
     train = training_images(dataset)
     space = ConditionSpace.from_dataset(dataset.class_names, train.manifest, dataset.attributes)
@@ -278,6 +284,15 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
 
     # DP: the privacy budget is checked before any training (an unreachable epsilon fails in seconds)
     noise_multiplier = dp_noise_multiplier(config, len(train)) if private else None
+    if private:
+        lacking = public_classes_lacking(dataset, train)
+        if lacking:
+            warnings.warn(f"the public reference split has no images of {', '.join(lacking)}: the DP generator "
+                          "learns these classes from S through DP-SGD alone, which on the default data did not make "
+                          "a recognisable image of such a class at epsilon <= 10 (docs/generator.md, 'Does the DP "
+                          "generator learn S?'); check generator/conditional_accuracy/<class>, or add public images "
+                          "of them", stacklevel=2)
+            summary["public_classes_lacking"] = len(lacking)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         denoiser, autoencoder = build_networks(config, image_shape, space)
