@@ -122,8 +122,8 @@ def train_and_test(train_set, test, sisa_config, folder: Path, minority: str, gr
     model = SisaModel.create(train_set, sisa_config, folder, groups=groups)
     real = set(train_set.ids[(train_set.manifest["origin"] == "real").to_numpy()])
     plan = model.plan.table
-    originals_per_shard = plan[plan["id"].isin(real)].assign(
-        source=lambda t: t["id"].map(copy_source)).groupby("shard")["source"].nunique().mean()
+    originals_per_shard = plan[plan["id"].isin(real)].assign(source=lambda t: t["id"].map(copy_source)).groupby(
+        "shard")["source"].nunique().reindex(range(sisa_config.num_shards), fill_value=0).mean()
     model.train()
     fairness = evaluate_model(model.ensemble().predict_proba, test)
     metrics = fairness.metrics()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,9 @@ def test_oversampling_in_shards_keeps_each_copy_with_its_original(toy_and_genera
     # in shards, each shard learns from as many distinct records as without copies; dealt freely, from more
     assert local["originals_per_shard"] == plain["originals_per_shard"] == len(train) / 2
     assert spread["originals_per_shard"] > local["originals_per_shard"]
+    synthetic = train.select(np.zeros(len(train), bool)).concat(dataclasses.replace(
+        train, manifest=train.manifest.assign(origin="synthetic", id=[f"s{i}" for i in range(len(train))])))
+    assert train_and_test(synthetic, test, config, tmp_path / "d", "small")["originals_per_shard"] == 0.0
 
 
 def test_the_seed_summary_is_the_mean_and_sd_of_each_figure_and_of_its_difference_to_the_baseline():
