@@ -288,10 +288,10 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         lacking = public_classes_lacking(dataset, train)
         if lacking:
             warnings.warn(f"the public reference split has no images of {', '.join(lacking)}: the DP generator "
-                          "learns these classes from S through DP-SGD alone, which on the default data did not make "
-                          "a recognisable image of such a class at epsilon <= 10 (docs/generator.md, 'Does the DP "
-                          "generator learn S?'); check generator/conditional_accuracy/<class>, or add public images "
-                          "of them", stacklevel=2)
+                          "learns these classes from S through DP-SGD alone, and its autoencoder, fitted on public "
+                          "images, cannot draw them: on the default data such a class came out unrecognisable at "
+                          "every epsilon up to 10 (docs/generator.md, 'Does the DP generator learn S?'); check "
+                          "generator/conditional_accuracy/<class>, or add public images of them", stacklevel=2)
             summary["public_classes_lacking"] = len(lacking)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
