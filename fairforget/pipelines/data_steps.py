@@ -89,6 +89,7 @@ def prepare_step(config: DataConfig, data_dir: str | Path = "data") -> str:
     from fairforget.components.locks import exclusive
     from fairforget.pipelines.loop import data_lock
 
+    config.validate()  # a refused config writes nothing, not even the lock file
     with exclusive(data_lock(Path(data_dir)), f"the data folder {data_dir}"):
         return run_prepare(config, data_dir)
 
