@@ -5,8 +5,10 @@
 The model is loaded with ``mlflow.pyfunc.load_model(uri)``; its ``predict`` takes float32 (N, C, H, W) in [0, 1]
 and returns class probabilities (N, K) (the contract of ``components/ensemble_pyfunc.py``). Members: the original
 real ``train`` records of the data version; non-members: the non-member half of its ``audit`` split; RMIA's
-reference model(s) train on the other half. ``--forgotten-ids`` (a text file, one id per line) adds separate
-reports for the forgotten and the retained originals.
+reference model(s) train on the other half. For a version the pipeline registered, the images its canaries were
+made from are set aside first (its ``canaries`` tag), as in the run, so with the run's audit seed the halves are
+the run's own. ``--forgotten-ids`` (a text file, one id per line) adds separate reports for the forgotten and the
+retained originals.
 
 Logged: metrics ``mia/...`` (``AuditReport.metrics``, at ``--step``), ``audit/mia_table.csv``, ``audit/summary.txt``,
 ``audit/roc_<subset>.png`` (log-log ROC per attack), ``audit/success_<subset>.png``. A registered model version
@@ -23,9 +25,9 @@ from dataclasses import dataclass, field
 
 import mlflow
 
+from fairforget.components.canaries import cut_audit_pool
 from fairforget.components.dataset import Dataset, load_dataset, read_ids
 from fairforget.components.mia import ATTACKS, AuditConfig, AuditReport, audit_membership, float_array_predictor
-from fairforget.components.mia.protocol import split_audit_pool
 from fairforget.components.mia.reference import train_reference_models
 from fairforget.components.mia.results import ALL_MEMBERS
 from fairforget.components.report import plot_attack_success, plot_roc_curves
@@ -57,12 +59,24 @@ def load_predict(model_uri: str):
     return float_array_predictor(model.predict)
 
 
-def members_and_non_members(dataset: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
-    """(members = real train originals, non-members = non-member half of audit, reference half of audit)."""
+def members_and_non_members(dataset: Dataset, seed: int, canaries: int = 0) -> tuple[Dataset, Dataset, Dataset]:
+    """(members = real train originals, non-members = non-member half of audit, reference half of audit).
+    ``canaries``: how many canaries the model was trained with; their pool is set aside first, as the pipeline's
+    run did (``cut_audit_pool``), so no image the model trained on (under a wrong label) counts as a non-member and
+    the halves are the run's own."""
     train = dataset.split("train")
     members = train.select(train.manifest["origin"].to_numpy() == "real")
-    reference_half, non_members = split_audit_pool(dataset.split("audit"), seed=seed)
-    return members, non_members, reference_half
+    pool = cut_audit_pool(dataset.split("audit"), canaries=canaries, seed=seed)
+    return members, pool.non_members, pool.reference_half
+
+
+def registered_canaries(model_uri: str) -> int:
+    """The canaries a registered version was trained with (its ``canaries`` tag, set by the pipeline's gate); 0 for
+    a URI outside the registry or a version without the tag."""
+    registered = parse_registered(model_uri)
+    if registered is None:
+        return 0
+    return int(mlflow.MlflowClient().get_model_version(*registered).tags.get("canaries", "0"))
 
 
 def run_audit(config: AuditStepConfig, predict=None) -> AuditReport:
@@ -76,7 +90,8 @@ def run_audit(config: AuditStepConfig, predict=None) -> AuditReport:
         if name not in ATTACKS:
             raise ConfigError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}")
     dataset = load_current_data(config.data_dir)
-    members, non_members, reference_half = members_and_non_members(dataset, audit.seed)
+    members, non_members, reference_half = members_and_non_members(
+        dataset, audit.seed, canaries=registered_canaries(config.model_uri) if predict is None else 0)
     subsets = {}
     if config.forgotten_ids:
         forgotten = set(read_ids(config.forgotten_ids))

@@ -88,3 +88,24 @@ def test_a_model_with_other_classes_is_refused(tracking_uri):
     with pytest.raises(ValueError, match="predicts 3 classes but the data has 4"):
         audit_membership(float_array_predictor(lambda x: three_classes.predict(None, x)), members, non_members,
                          attacks=["mloss"], config=AuditConfig(fpr_levels=(0.01,), show_progress=False))
+
+
+def test_the_audit_step_sets_aside_the_images_a_registered_version_made_its_canaries_from(tracking_uri):
+    from fairforget.components.canaries import cut_audit_pool, reserve_canary_pool
+    from fairforget.pipelines.audit import members_and_non_members, registered_canaries
+
+    data = make_toy_dataset(per_class_train=(50, 50, 50, 50), per_class_other=100)
+    audit = data.split("audit")
+    canary_images, _ = reserve_canary_pool(audit, 5, seed=0)
+    _, non_members, reference_half = members_and_non_members(data, seed=0, canaries=5)
+    assert not set(canary_images.ids) & (set(non_members.ids) | set(reference_half.ids))
+    run = cut_audit_pool(audit, canaries=5, seed=0)  # the pipeline run's own halves
+    assert non_members.ids.tolist() == run.non_members.ids.tolist()
+    assert reference_half.ids.tolist() == run.reference_half.ids.tolist()
+    _, every_non_member, every_reference = members_and_non_members(data, seed=0)  # no canaries: the whole split
+    assert len(every_non_member) + len(every_reference) == len(audit)
+
+    _, version = _log_and_register(np.zeros((64, 4)), "toy-canaries")
+    assert registered_canaries(f"models:/toy-canaries/{version}") == 0  # no tag: a model without canaries
+    mlflow.MlflowClient().set_model_version_tag("toy-canaries", version, "canaries", "5")
+    assert registered_canaries("models:/toy-canaries@candidate") == 5 and registered_canaries("runs:/x/model") == 0
