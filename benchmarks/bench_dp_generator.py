@@ -33,9 +33,11 @@ plot ``dp_tradeoff.png`` into ``--out`` (default ``docs/results``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from fairforget.components.generator.config import DP_RECIPE
@@ -140,12 +142,39 @@ def held_out_grid(generator_dirs: dict, dataset, class_name: str, out: Path, per
     return path
 
 
+@contextmanager
+def pretraining_without(class_names):
+    """Within the block, a DP generator's public pre-training skips the public images of ``class_names`` (its
+    autoencoder still learns them): the denoiser-only positive control. Under ``privacy="dp"``, ``fit_denoiser``
+    is the pre-training's trainer only (DP-SGD has its own), so the filter touches nothing else."""
+    import numpy as np
+    import torch
+
+    from fairforget.components.generator import CLASS_VARIABLE
+    from fairforget.components.generator import train as train_module
+
+    real = train_module.fit_denoiser
+
+    def without(denoiser, data, codes, space, config, progress=True):
+        column = space.names.index(CLASS_VARIABLE)
+        keep = ~np.isin(codes[:, column], [space.values[column].index(c) for c in class_names])
+        return real(denoiser, data[torch.from_numpy(keep)], codes[keep], space, config, progress)
+
+    train_module.fit_denoiser = without
+    try:
+        yield
+    finally:
+        train_module.fit_denoiser = real
+
+
 def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", base=None,
-               save_dir: Path | None = None, public_without: tuple[str, ...] = ()) -> dict:
+               save_dir: Path | None = None, public_without: tuple[str, ...] = (),
+               pretrain_without: tuple[str, ...] = ()) -> dict:
     """Train, judge and audit the DP generator ``variant`` at ``epsilon`` (or read its saved point). ``base``: the
     ``GeneratorConfig`` whose DP recipe is trained (default ``GeneratorConfig()``); ``save_dir``: also save the
     generator to ``<save_dir>/<point name>/`` (for ``bench_tradeoff``); ``public_without``: classes removed from
-    the public split the generator learns from (judged and audited on the full ``dataset``)."""
+    the public split the generator learns from (judged and audited on the full ``dataset``); ``pretrain_without``:
+    classes only the denoiser's public pre-training skips (``pretraining_without``)."""
     from dataclasses import replace
 
     from fairforget.components.generator import GeneratorConfig, train_generator
@@ -158,13 +187,16 @@ def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", b
     started = time.perf_counter()
     config = replace(base, privacy="dp", dp_epsilon=epsilon, **DP_VARIANTS[variant])
     training_data = without_public_classes(dataset, public_without) if public_without else dataset
-    generator = train_generator(training_data, config=config, progress=False)
+    with pretraining_without(pretrain_without) if pretrain_without else contextlib.nullcontext():
+        generator = train_generator(training_data, config=config, progress=False)
     if save_dir is not None:
         generator.save(save_dir / path.stem)
     recipe = {f"dp_{field}": getattr(config, f"dp_{field}") for field in DP_RECIPE}
     point = {"mode": variant, "target_epsilon": epsilon, "recipe": recipe, "public_without": list(public_without),
+             "pretrain_without": list(pretrain_without),
              **_point(generator, dataset, time.perf_counter() - started, judge)}
-    point["metrics"].update(reconstruction_accuracy(generator, dataset, public_without, judge))
+    held_out = tuple(dict.fromkeys([*public_without, *pretrain_without]))
+    point["metrics"].update(reconstruction_accuracy(generator, dataset, held_out, judge))
     path.write_text(json.dumps(point, indent=1, default=float) + "\n")
     return point
 
@@ -201,7 +233,7 @@ def report(points: list[dict], out: Path) -> list[dict]:
     import matplotlib.pyplot as plt
 
     baseline = next((p for p in points if p["mode"] == "none"), None)
-    held_out = sorted({c for p in points for c in p.get("public_without", [])})
+    held_out = sorted({c for p in points for c in [*p.get("public_without", []), *p.get("pretrain_without", [])]})
     rows = []
     if baseline is not None and "negative_control" in baseline:
         control = baseline["negative_control"]
@@ -318,6 +350,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--public-without", action="append", default=[], metavar="CLASS",
                         help="positive control: remove CLASS from the public split the DP generators learn from "
                              "(repeatable; use a separate --out)")
+    parser.add_argument("--pretrain-without", action="append", default=[], metavar="CLASS",
+                        help="denoiser-only positive control: the public pre-training skips CLASS, the autoencoder "
+                             "still learns it (repeatable; use a separate --out)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -338,7 +373,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for epsilon in args.epsilons:
                 measure_dp(epsilon, dataset, out, judge, variant, base,
                            save_dir=Path(args.save_dir) if args.save_dir else None,
-                           public_without=tuple(args.public_without))
+                           public_without=tuple(args.public_without),
+                           pretrain_without=tuple(args.pretrain_without))
     points = [json.loads(p.read_text()) for pattern in ("eps-*.json", "dp-scratch-*.json", "public-only-*.json")
               for p in sorted(out.glob(pattern))]
     if args.public_without and args.save_dir:

@@ -100,3 +100,34 @@ def test_the_held_out_grid_shows_real_images_then_each_saved_generator(tmp_path)
     (tmp_path / "figures").mkdir()
     path = held_out_grid({"eps-1": tmp_path / "g" / "eps-1"}, dataset, "c", tmp_path, per_row=3)
     assert path == tmp_path / "figures" / "held_out_c.png" and path.stat().st_size > 0
+
+
+def test_the_denoiser_only_control_skips_the_class_in_the_pre_training_only():
+    from benchmarks.bench_dp_generator import pretraining_without
+    from fairforget.components.generator import train as train_module
+
+    dataset = make_toy_dataset()
+    seen = []
+    real = train_module.fit_denoiser
+
+    def spy(denoiser, data, codes, space, config, progress=True):
+        seen.append(sorted(set(codes[:, 0].tolist())))
+        return real(denoiser, data, codes, space, config, progress)
+
+    train_module.fit_denoiser = spy
+    try:
+        with pretraining_without(("c",)):
+            generator = train_generator_dp(dataset)
+    finally:
+        train_module.fit_denoiser = real
+    assert seen == [[0, 1, 3]]  # the pre-training saw every class but c
+    assert generator.training_summary["autoencoder_images"] == len(dataset.split("reference"))  # all of them
+    assert train_module.fit_denoiser is real
+
+
+def train_generator_dp(dataset):
+    from fairforget.components.generator import train_generator
+
+    config = replace(tiny_config(), privacy="dp", dp_epsilon=50.0, dp_autoencoder_epochs=1, dp_train_steps=2,
+                     dp_batch_size=16, dp_latent_dim=4, dp_public_pretrain_steps=2)
+    return train_generator(dataset, config=config, progress=False)
