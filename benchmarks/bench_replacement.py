@@ -26,8 +26,8 @@ It prints test accuracy, minority-superclass accuracy and worst-class accuracy p
 difference to ``oversampled`` measured in the same run, and the mean number of distinct real records each shard
 learns from (``originals_per_shard``; a copy counts as its original). With several ``--seeds`` (each seed: the
 sampling of Algorithm 1 and the SISA seed; the generator stays the one given) it also prints each figure's mean and
-standard deviation over the seeds and their differences to ``oversampled``, seed by seed. Canaries are left out (this measures utility, not
-privacy), so the figures sit next to, not on, the study's. One seed: differences under about 0.02 are within
+standard deviation over the seeds and their differences to ``oversampled``, seed by seed. Canaries are left out
+(this measures utility, not privacy), so the figures sit next to, not on, the study's. One seed: differences under about 0.02 are within
 the seed-to-seed spread of docs/results.md.
 """
 
@@ -103,9 +103,9 @@ SHARD_LOCAL_SETS = ("oversampled in shards",)
 
 def set_groups(name: str, train_set):
     """The ``groups`` a set is trained with: each copy with its original for ``SHARD_LOCAL_SETS``, else None."""
-    from benchmarks.study import copy_source
+    from benchmarks.study import copy_groups
 
-    return [copy_source(i) for i in train_set.ids] if name in SHARD_LOCAL_SETS else None
+    return copy_groups(train_set.ids) if name in SHARD_LOCAL_SETS else None
 
 
 def train_and_test(train_set, test, sisa_config, folder: Path, minority: str, groups=None) -> dict:

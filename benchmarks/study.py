@@ -102,6 +102,11 @@ def copy_source(record_id: str) -> str:
     return str(record_id).split(COPY_MARK)[0]
 
 
+def copy_groups(ids) -> list[str]:
+    """The ``groups`` that keep each copy of ``oversampled_training_set`` in its original's SISA shard."""
+    return [copy_source(i) for i in ids]
+
+
 def oversampled_training_set(train, target_counts):
     """``train`` with each class filled up to ``target_counts[k]`` rows by repeating its images in a fixed cycle
     (id order); the copies get ids ``<id>~copy<n>`` so the SISA plan can hold them next to the originals."""
@@ -143,12 +148,13 @@ def audit_baselines(config, dataset, augmented, seed_dir: Path) -> dict:
     audit_config = sampled_audit_config(config.audit.for_recipe(config.sisa.train), config.loop.iteration_audit_size,
                                         min(len(original), len(non_members)))
     weights = rebalancing_weights(original.labels, target_counts)
+    oversampled = oversampled_training_set(original, target_counts)
     setups = {
         "biased": (original, config.sisa),
         "reweighted": (original, dataclasses.replace(config.sisa, train=dataclasses.replace(
             config.sisa.train, class_weights=weights))),
-        "oversampled": (oversampled_training_set(original, target_counts), config.sisa),
-        "oversampled_in_shards": (oversampled_training_set(original, target_counts), config.sisa),
+        "oversampled": (oversampled, config.sisa),
+        "oversampled_in_shards": (oversampled, config.sisa),
         "debiased": (debiased_train, config.sisa),
     }
     results = {}
@@ -157,7 +163,7 @@ def audit_baselines(config, dataset, augmented, seed_dir: Path) -> dict:
         folder = seed_dir / "baselines" / name
         shutil.rmtree(folder, ignore_errors=True)
         trained_on = with_canaries(train_set, instruments.canaries)
-        groups = [copy_source(i) for i in trained_on.ids] if name == "oversampled_in_shards" else None
+        groups = copy_groups(trained_on.ids) if name == "oversampled_in_shards" else None
         model = SisaModel.create(trained_on, sisa_config, folder, groups=groups)
         model.train()
         ensemble = model.ensemble()

@@ -259,6 +259,11 @@ class AuditPool:
     non_members: Dataset
 
 
+def inserted_canary_count(ids) -> int:
+    """How many of ``ids`` are inserted canaries (``canary-<n>``; held-out canaries are never trained on)."""
+    return sum(1 for i in map(str, ids) if i.startswith(INSERTED_PREFIX) and not i.startswith(HELD_OUT_PREFIX))
+
+
 def cut_audit_pool(audit: Dataset, *, canaries: int, seed: int = 0) -> AuditPool:
     """Take ``canaries`` x 2 canary images out of ``audit`` first (``reserve_canary_pool``), then split the rest
     into the reference and non-member halves (``split_audit_pool``). Deterministic in ``seed``."""

@@ -39,7 +39,7 @@ import mlflow
 import pandas as pd
 
 from fairforget.components.bias import measure_bias
-from fairforget.components.canaries import HELD_OUT_PREFIX, INSERTED_PREFIX, with_canaries
+from fairforget.components.canaries import inserted_canary_count, with_canaries
 from fairforget.components.dataset import load_dataset, read_ids, save_dataset
 from fairforget.components.forgetting import replenish_seed_base
 from fairforget.components.gate import CONTAINS_DELETED_TAG, POLICY_FILE, REQUESTED_VERDICT_TAG, load_policy
@@ -195,8 +195,7 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
                           reference_manifest=reference.manifest if len(reference) else None, seed=config.data.seed)
     # the champion's canaries, counted in its plan: the data's train split is smaller after each served request
     plan_ids = pd.read_csv(state_dir / "sisa" / "plan.csv", dtype={"id": str})["id"]
-    inserted = plan_ids.str.startswith(INSERTED_PREFIX) & ~plan_ids.str.startswith(HELD_OUT_PREFIX)
-    instruments = audit_pool(dataset, config, canaries=int(inserted.sum()))
+    instruments = audit_pool(dataset, config, canaries=inserted_canary_count(plan_ids))
     synthetic = load_dataset(state_dir / "synthetic")
     sisa = SisaModel.load(state_dir / "sisa", with_canaries(original_train, instruments.canaries).concat(synthetic),
                           forgetting=to_forget)
