@@ -79,6 +79,17 @@ def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix:
                              "(0: S only; a DP generator uses its recipe's dp_public_pretrain_steps)")
 
 
+def add_diffusion_objective_arguments(parser: argparse.ArgumentParser, defaults, prefix: str = "") -> None:
+    """``--[<prefix>]prediction-type`` and ``--[<prefix>]loss-weighting`` from a ``GeneratorConfig``."""
+    parser.add_argument(f"--{prefix}prediction-type", default=defaults.prediction_type,
+                        choices=["v_prediction", "epsilon"],
+                        help="what the denoiser predicts (v_prediction; epsilon was the former default; a DP "
+                             "generator uses its recipe's dp_prediction_type)")
+    parser.add_argument(f"--{prefix}loss-weighting", default=defaults.loss_weighting, choices=["min_snr", "uniform"],
+                        help="per-timestep loss weight (min_snr: Min-SNR-5; uniform was the former default; a DP "
+                             "generator uses its recipe's dp_loss_weighting)")
+
+
 def add_generator_privacy_arguments(parser: argparse.ArgumentParser, defaults) -> None:
     """``--generator-privacy``, ``--dp-epsilon`` and ``--dp-delta`` (``auto``: 1 / |S|) from a ``GeneratorConfig``."""
     parser.add_argument("--generator-privacy", default=defaults.privacy, choices=["none", "dp"],

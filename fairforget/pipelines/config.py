@@ -21,7 +21,8 @@ from fairforget.components.sisa.model import SisaConfig
 from fairforget.components.sisa.unlearn import FORGET_ORDERS
 from fairforget.components.versioning import config_hash
 from fairforget.errors import ConfigError
-from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_generator_privacy_arguments,
+from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_diffusion_objective_arguments,
+                                      add_generator_privacy_arguments,
                                       float_arg, int_arg, str2bool)
 from fairforget.pipelines.data_steps import (
     _add_balance_args,
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--generator-num-threads", type=int_arg, default=gen.num_threads,
                         help="torch threads of the generator (0: every core; 1 on a machine shared with other jobs)")
     add_autoencoder_arguments(parser, gen, prefix="generator-")
+    add_diffusion_objective_arguments(parser, gen, prefix="generator-")
     add_generator_privacy_arguments(parser, gen)
     parser.add_argument("--retrain-generator", type=str2bool, default=False)
     parser.add_argument("--resume", type=str2bool, default=False)
@@ -172,6 +174,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                                       autoencoder_epochs=args.generator_autoencoder_epochs,
                                       autoencoder_perceptual_weight=args.generator_autoencoder_perceptual_weight,
                                       public_pretrain_steps=args.generator_public_pretrain_steps,
+                                      prediction_type=args.generator_prediction_type,
+                                      loss_weighting=args.generator_loss_weighting,
                                       num_threads=args.generator_num_threads,
                                       privacy=args.generator_privacy, dp_epsilon=args.dp_epsilon,
                                       dp_delta=args.dp_delta),

@@ -29,7 +29,8 @@ from fairforget.components.generator import Generator, GeneratorConfig, load_gen
 from fairforget.components.generator.audit import GeneratorAuditConfig, audit_generator_on_splits
 from fairforget.components.quality import QualityConfig, evaluate_generator
 from fairforget.components.versioning import config_hash, dvc_md5_of_folder
-from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_generator_privacy_arguments,
+from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_diffusion_objective_arguments,
+                                      add_generator_privacy_arguments,
                                       float_arg, int_arg, str2bool)
 from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import configure_tracking, log_json, run_cli, step_run
@@ -201,6 +202,7 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--retrain", type=str2bool, default=False, help="train even if a matching generator exists")
     add_autoencoder_arguments(parser, defaults)
+    add_diffusion_objective_arguments(parser, defaults)
     add_generator_privacy_arguments(parser, defaults)
 
 
@@ -212,6 +214,7 @@ def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
                            latent_dim=args.latent_dim,
                            autoencoder_perceptual_weight=args.autoencoder_perceptual_weight,
                            public_pretrain_steps=args.public_pretrain_steps,
+                           prediction_type=args.prediction_type, loss_weighting=args.loss_weighting,
                            dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
 
 

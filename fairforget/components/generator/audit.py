@@ -36,7 +36,7 @@ from fairforget.components.config import ConfigBase
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator.config import torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE
-from fairforget.components.generator.model import Generator, make_scheduler
+from fairforget.components.generator.model import Generator, make_scheduler, predicted_noise
 from fairforget.components.mia.metrics import (
     Estimate,
     chance_success_bound,
@@ -117,7 +117,9 @@ def denoising_errors(generator: Generator, dataset: Dataset, *, timesteps: tuple
                     a = alphas[t].to(device)
                     x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
                     tt = torch.full((len(x0),), t, dtype=torch.long, device=device)
-                    err = (generator.denoiser(x_t, tt, c) - eps).pow(2).flatten(1).mean(1)
+                    output = generator.denoiser(x_t, tt, c)
+                    noise_hat = predicted_noise(output, x_t, a, generator.config.prediction_type)
+                    err = (noise_hat - eps).pow(2).flatten(1).mean(1)
                     errors[start:start + len(x0), j] += err.double().cpu().numpy()
     return errors / noise_draws
 

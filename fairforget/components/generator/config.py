@@ -28,16 +28,21 @@ from fairforget.errors import ConfigError
 ARCHITECTURES = ("auto", "latent_mlp", "pixel_unet")
 PRIVACY_MODES = ("none", "dp")
 AUTOENCODER_DATA = ("private", "public")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
 # The DP recipe: with privacy="dp", field ``dp_<name>`` replaces field ``<name>`` (``GeneratorConfig.effective``).
 DP_RECIPE = ("train_steps", "batch_size", "learning_rate", "warmup_steps", "denoiser_width", "denoiser_depth",
-             "embedding_dim", "latent_dim", "autoencoder_epochs", "autoencoder_perceptual_weight")
+             "embedding_dim", "latent_dim", "autoencoder_epochs", "autoencoder_perceptual_weight", "prediction_type",
+             "loss_weighting")
 
 
 # Fields added after generators were first saved, each with the value that generators saved before it existed were
 # trained with: a saved config without the key must not take today's default (``GeneratorConfig.from_saved``).
 FIELDS_BEFORE_THEY_EXISTED = {"autoencoder_perceptual_weight": 0.0, "dp_autoencoder_perceptual_weight": 0.0,
                               "dp_latent_dim": 32, "dp_public_pretrain_steps": 0, "public_pretrain_steps": 0,
-                              "autoencoder_data": "private"}
+                              "autoencoder_data": "private", "prediction_type": "epsilon",
+                              "loss_weighting": "uniform", "min_snr_gamma": 5.0, "dp_prediction_type": "epsilon",
+                              "dp_loss_weighting": "uniform"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,15 @@ class GeneratorConfig(ConfigBase):
     # autoencoder fitted on S) before its train_steps on S; 0 = S only. Public images carry what S lacks (e.g. the
     # minority classes' variety), at the cost of a generator that no longer learns from S alone (docs/generator.md)
     public_pretrain_steps: int = 0
+    # what the denoiser predicts: "epsilon" (the noise) or "v_prediction" (v = sqrt(a) eps - sqrt(1 - a) x0,
+    # Salimans & Ho 2022); the DDIM sampler and the generator audit read it from here
+    prediction_type: str = "v_prediction"
+    # per-timestep weight of the loss: "uniform", or "min_snr" (Hang et al. 2023: min(SNR(t), min_snr_gamma) / SNR(t)
+    # for epsilon, / (SNR(t) + 1) for v; the low-noise steps, easy and in conflict with the others, count less).
+    # v + min_snr (was epsilon + uniform): FID 11.1 -> 8.2, CAS ratio 0.918 -> 0.931, conditional accuracy
+    # 0.959 -> 0.972 at the same training cost (one judge, docs/generator.md)
+    loss_weighting: str = "min_snr"
+    min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     condition_dropout: float = 0.1
     # sampling
@@ -118,6 +132,9 @@ class GeneratorConfig(ConfigBase):
     # 0.82 -> 0.88 at epsilon 10 (docs/generator.md)
     dp_autoencoder_epochs: int = 24
     dp_autoencoder_perceptual_weight: float = 1.0
+    # the DP recipe was measured with the epsilon objective; v + min_snr is unmeasured under DP-SGD
+    dp_prediction_type: str = "epsilon"
+    dp_loss_weighting: str = "uniform"
     # DP: steps of non-private pre-training of the denoiser on the public reference split (plain batch_size and
     # learning_rate) before DP-SGD fine-tunes it on S (Ghalebikesabi et al. 2023: public pre-training, then DP
     # fine-tuning); 0 = DP-SGD from scratch (DPDM). S still reaches only the DP-SGD steps, so epsilon is unchanged.
@@ -154,6 +171,15 @@ class GeneratorConfig(ConfigBase):
         if self.autoencoder_data not in AUTOENCODER_DATA:
             raise ConfigError(f"autoencoder_data must be one of {', '.join(AUTOENCODER_DATA)}, got "
                               f"{self.autoencoder_data!r}")
+        for prefix in ("", "dp_"):
+            if getattr(self, f"{prefix}prediction_type") not in PREDICTION_TYPES:
+                raise ConfigError(f"{prefix}prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got "
+                                  f"{getattr(self, f'{prefix}prediction_type')!r}")
+            if getattr(self, f"{prefix}loss_weighting") not in LOSS_WEIGHTINGS:
+                raise ConfigError(f"{prefix}loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got "
+                                  f"{getattr(self, f'{prefix}loss_weighting')!r}")
+        if not (math.isfinite(self.min_snr_gamma) and self.min_snr_gamma > 0):
+            raise ConfigError(f"min_snr_gamma must be a positive number (5 is usual), got {self.min_snr_gamma}")
         if self.privacy not in PRIVACY_MODES:
             raise ConfigError(f"unknown generator privacy {self.privacy!r}; known: {', '.join(PRIVACY_MODES)}")
         if not (isinstance(self.dp_epsilon, (int, float)) and math.isfinite(self.dp_epsilon) and self.dp_epsilon > 0):
@@ -162,7 +188,8 @@ class GeneratorConfig(ConfigBase):
         if self.dp_delta is not None and not 0.0 < self.dp_delta < 1.0:
             raise ConfigError(f"dp_delta must lie in (0, 1), got {self.dp_delta}: use well below 1/|S| (the default)")
         for name in (f"dp_{field}" for field in DP_RECIPE if field not in ("learning_rate",
-                                                                           "autoencoder_perceptual_weight")):
+                                                                           "autoencoder_perceptual_weight",
+                                                                           "prediction_type", "loss_weighting")):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"generator {name} must be a positive integer, got {getattr(self, name)!r}")
         for name in ("public_pretrain_steps", "dp_public_pretrain_steps"):
@@ -225,6 +252,11 @@ class GeneratorConfig(ConfigBase):
             record.pop("autoencoder_data")                            # private: the identities from before it
         if record["privacy"] == "dp" or record["public_pretrain_steps"] == 0:  # DP has its own; 0: identities
             record.pop("public_pretrain_steps")                                  # from before the option stay valid
+        for key, before in (("prediction_type", "epsilon"), ("loss_weighting", "uniform")):
+            if record[key] == before:  # the identities from before the option stay valid
+                record.pop(key)
+        if record.get("loss_weighting") is None:  # uniform: gamma unused
+            record.pop("min_snr_gamma")
         if record["privacy"] == "none":  # the non-private generator's identity predates the DP fields
             for key in ("privacy", "dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_public_pretrain_steps"):
                 record.pop(key)

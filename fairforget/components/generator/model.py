@@ -37,7 +37,27 @@ def make_scheduler(config: GeneratorConfig) -> DDPMScheduler:
     """The training scheduler. ``clip_sample`` only in pixel space: latents are not bounded to [-1, 1] and
     clipping the predicted x0 there destroys the samples (see REFERENCES)."""
     return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
-                         prediction_type="epsilon", clip_sample=config.architecture == "pixel_unet")
+                         prediction_type=config.prediction_type, clip_sample=config.architecture == "pixel_unet")
+
+
+def prediction_target(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """What the denoiser learns to output for clean samples ``x0`` (B, ...) noised with ``eps`` (B, ...) at
+    cumulative alphas ``alpha_bar`` (broadcastable to B, ...): ``eps`` itself, or v = sqrt(a) eps - sqrt(1 - a) x0."""
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
+    raise ConfigError(f"unknown prediction_type {prediction_type!r}")
+
+
+def predicted_noise(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The noise a denoiser's ``output`` (B, ...) implies for its input ``x_t``: the output itself for epsilon
+    prediction; sqrt(a) v + sqrt(1 - a) x_t for v prediction (exact inverse of ``prediction_target``)."""
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * x_t
+    raise ConfigError(f"unknown prediction_type {prediction_type!r}")
 
 
 def build_networks(config: GeneratorConfig, image_shape: tuple[int, int, int], space: ConditionSpace):

@@ -1,9 +1,10 @@
 """The sampling loop, written out: DDIM with classifier-free guidance.
 
 For each DDIM timestep t (``scheduler.timesteps``, from noisy to clean):
-    eps_cond = denoiser(x_t, t, condition);  eps_null = denoiser(x_t, t, null condition)
+    eps_cond = denoiser(x_t, t, condition);  eps_null = denoiser(x_t, t, null condition)   (or v: prediction_type)
     eps = eps_null + w * (eps_cond - eps_null)          # classifier-free guidance (Ho & Salimans 2022)
-    x_{t-1} = scheduler.step(eps, t, x_t)                # DDIM update, eta = 0 (deterministic)
+    x_{t-1} = scheduler.step(eps, t, x_t)                # DDIM update, eta = 0 (deterministic); the scheduler
+                                                         # reads eps or v by its prediction_type (guidance is linear)
 Both halves go through the network as one doubled batch. ``w = 1`` is the plain conditional model (one pass),
 ``w = 0`` the unconditional one. ``w`` may also be one scale per sample (a (B,) tensor: per-class guidance).
 """

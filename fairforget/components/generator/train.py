@@ -4,7 +4,9 @@ Latent design: (1) fit the autoencoder, (2) encode S and standardise the latents
 denoiser. Pixel design: (3) only, on images scaled to [-1, 1]. Step (3), for ``train_steps`` steps:
     x0, c = a random batch of S and its conditions;  c <- null with probability ``condition_dropout``
     t ~ U{0, T-1};  eps ~ N(0, I);  x_t = scheduler.add_noise(x0, eps, t)
-    loss = || denoiser(x_t, t, c) - eps ||^2          (AdamW, warm-up then cosine decay, EMA of the weights)
+    loss = w(t) || denoiser(x_t, t, c) - eps ||^2     (AdamW, warm-up then cosine decay, EMA of the weights)
+with v = sqrt(a_t) eps - sqrt(1 - a_t) x0 in place of eps under ``prediction_type="v_prediction"``, and w(t) = 1 or
+the Min-SNR weight (``loss_weighting``).
 The EMA weights are the ones kept.
 
 Differentially private mode (``privacy="dp"``, after DPDM, Dockhorn et al. 2022): the autoencoder is trained on the
@@ -36,7 +38,7 @@ from fairforget.components.dataset import Dataset
 from fairforget.components.generator.autoencoder import encode_images, fit_autoencoder, fit_perceptual_network
 from fairforget.components.generator.config import GeneratorConfig, torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE, ConditionSpace
-from fairforget.components.generator.model import Generator, build_networks, make_scheduler
+from fairforget.components.generator.model import Generator, build_networks, make_scheduler, prediction_target
 from fairforget.components.progress import progress as progress_bar
 from fairforget.components.versioning import config_hash
 from fairforget.errors import ConfigError
@@ -68,8 +70,9 @@ def training_images(dataset: Dataset) -> Dataset:
 def _diffusion_loss(denoiser: torch.nn.Module, x0: torch.Tensor, c: torch.Tensor, nulls: torch.Tensor,
                     alphas: torch.Tensor, config: GeneratorConfig, rng: torch.Generator,
                     reduction: str = "mean") -> torch.Tensor:
-    """The epsilon-prediction loss of a batch (B, ...) with condition dropout: its mean (``reduction="mean"``) or
-    one value per record (B,) (``"none"``)."""
+    """The diffusion loss of a batch (B, ...) with condition dropout: the squared error against
+    ``prediction_target`` (epsilon or v), weighted per timestep by ``loss_weight``; its mean
+    (``reduction="mean"``) or one value per record (B,) (``"none"``)."""
     device = x0.device
     drop = (torch.rand(len(x0), generator=rng) < config.condition_dropout).to(device)
     c = torch.where(drop[:, None], nulls.expand_as(c), c)
@@ -77,9 +80,22 @@ def _diffusion_loss(denoiser: torch.nn.Module, x0: torch.Tensor, c: torch.Tensor
     eps = torch.randn(x0.shape, generator=rng).to(device)
     a = alphas[t].view(-1, *([1] * (x0.dim() - 1)))
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # = scheduler.add_noise(x0, eps, t)
-    if reduction == "none":
-        return (denoiser(x_t, t, c) - eps).pow(2).flatten(1).mean(1)
-    return F.mse_loss(denoiser(x_t, t, c), eps)
+    target = prediction_target(x0, eps, a, config.prediction_type)
+    per_record = (denoiser(x_t, t, c) - target).pow(2).flatten(1).mean(1)
+    if config.loss_weighting != "uniform":
+        per_record = per_record * loss_weight(alphas[t], config)
+    return per_record if reduction == "none" else per_record.mean()
+
+
+def loss_weight(alpha_bar: torch.Tensor, config: GeneratorConfig) -> torch.Tensor:
+    """Per-record loss weights (B,) for cumulative alphas (B,): 1 (``uniform``), or Min-SNR-gamma (Hang et al.
+    2023): min(SNR, gamma) / SNR for epsilon prediction and min(SNR, gamma) / (SNR + 1) for v prediction, with
+    SNR = a / (1 - a). Both equal min(SNR, gamma) times the x0-error the loss measures, so they weigh timesteps alike."""
+    if config.loss_weighting == "uniform":
+        return torch.ones_like(alpha_bar)
+    snr = alpha_bar / (1 - alpha_bar)
+    clipped = snr.clamp(max=config.min_snr_gamma)
+    return clipped / snr if config.prediction_type == "epsilon" else clipped / (snr + 1)
 
 
 def _learning_rate_factor(config: GeneratorConfig):
