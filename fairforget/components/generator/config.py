@@ -10,7 +10,8 @@ Two architectures, picked by ``architecture`` (``auto`` resolves to ``pixel_unet
 - ``pixel_unet`` (the GPU design): a diffusers ``UNet2DModel`` on the pixels in [-1, 1], conditioned through
   ``class_embed_type="identity"`` with the same condition embedding.
 
-Both train with the diffusers ``DDPMScheduler`` (epsilon prediction) and sample with ``DDIMScheduler`` and
+Both train with the diffusers ``DDPMScheduler`` (v-prediction with Min-SNR weights by default; ``prediction_type``,
+``loss_weighting``) and sample with ``DDIMScheduler`` and
 classifier-free guidance: the condition is replaced by the null condition with probability
 ``condition_dropout`` in training, and at sampling ``eps = eps_null + w * (eps_cond - eps_null)``.
 """
