@@ -32,7 +32,6 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator.autoencoder import encode_images, fit_autoencoder, fit_perceptual_network
