@@ -95,12 +95,23 @@ def test_the_tradeoff_table_shows_s_star_against_oversampling_and_the_drop():
     lines = section_tradeoff(current, [("latent 32, pixel loss", earlier)]).splitlines()
     old, new = [line for line in lines if line.startswith("| latent")]
     # S* - oversampled on the minority and the worst class; iteration 0, last, drop
-    assert old.split(" | ")[4:9] == ["-0.100", "-0.100", "0.800", "0.650", "0.150 |"]
+    # S* - oversampled on the minority and the worst class; S* - in shards (none in these studies); iteration 0,
+    # last, drop
+    assert old.split(" | ")[4:11] == ["-0.100", "-0.100", "n/a", "n/a", "0.800", "0.650", "0.150 |"]
     assert new.startswith("| latent 64, feature matching 1 (this page)")
-    assert new.split(" | ")[4:9] == ["0.100", "0.100", "0.850", "0.830", "0.020 |"]
+    assert new.split(" | ")[4:11] == ["0.100", "0.100", "n/a", "n/a", "0.850", "0.830", "0.020 |"]
+    # a study with the in-shards baseline gets its differences; the earlier one keeps n/a
+    current[0]["baselines"]["oversampled_in_shards"] = {"metrics": {"acc/apparel": 0.75, "acc/worst_class": 0.45}}
+    lines = section_tradeoff(current, [("latent 32, pixel loss", earlier)]).splitlines()
+    new = [line for line in lines if line.startswith("| latent 64")][0]
+    assert new.split(" | ")[6:8] == ["0.050", "0.150"]
     current[0]["config"]["generator"]["autoencoder_epochs"] = 60
     assert "| latent 64, feature matching 1, 60 autoencoder epochs (this page)" in section_tradeoff(
         current, [("latent 32, pixel loss", earlier)])
+    current[0]["config"]["generator"].update(prediction_type="v_prediction", loss_weighting="min_snr",
+                                             min_snr_gamma=5.0)
+    assert ("| latent 64, feature matching 1, 60 autoencoder epochs, v-prediction, Min-SNR-5 (this page)"
+            in section_tradeoff(current, [("latent 32, pixel loss", earlier)]))
 
 
 def test_parallel_seeds_pin_one_thread_each(tmp_path):
