@@ -253,11 +253,11 @@ class GeneratorConfig(ConfigBase):
             record.pop("autoencoder_data")                            # private: the identities from before it
         if record["privacy"] == "dp" or record["public_pretrain_steps"] == 0:  # DP has its own; 0: identities
             record.pop("public_pretrain_steps")                                  # from before the option stay valid
+        if record["loss_weighting"] == "uniform":  # gamma unused
+            record.pop("min_snr_gamma")
         for key, before in (("prediction_type", "epsilon"), ("loss_weighting", "uniform")):
             if record[key] == before:  # the identities from before the option stay valid
                 record.pop(key)
-        if record.get("loss_weighting") is None:  # uniform: gamma unused
-            record.pop("min_snr_gamma")
         if record["privacy"] == "none":  # the non-private generator's identity predates the DP fields
             for key in ("privacy", "dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_public_pretrain_steps"):
                 record.pop(key)
