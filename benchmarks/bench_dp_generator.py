@@ -192,6 +192,7 @@ def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", b
     if save_dir is not None:
         generator.save(save_dir / path.stem)
     recipe = {f"dp_{field}": getattr(config, f"dp_{field}") for field in DP_RECIPE}
+    recipe = {key: list(value) if isinstance(value, tuple) else value for key, value in recipe.items()}  # as in JSON
     point = {"mode": variant, "target_epsilon": epsilon, "recipe": recipe, "public_without": list(public_without),
              "pretrain_without": list(pretrain_without),
              **_point(generator, dataset, time.perf_counter() - started, judge)}

@@ -6,7 +6,8 @@ timed for a few training steps (batch 128) and for guided DDIM sampling of a few
 
     python benchmarks/bench_generator.py --data-dir data [--generator-dir DIR] [--output bench.json]
     python -m benchmarks.bench_generator --set latent_dim=32 --set autoencoder_perceptual_weight=0 \
-        --compare-dir DIR        # a config variant, judged next to a saved generator by the same judge
+        --compare-dir DIR --audit  # a config variant, judged next to a saved generator by the same judge, and
+                                   # both audited for membership (generator/mia/*)
 
 The CPU is shared: the load average is printed with the numbers, since another job on the two cores slows
 everything down (two spin-waiting OpenMP threads collapse worst; ``--threads 1`` avoids that).
@@ -29,6 +30,7 @@ from diffusers import DDIMScheduler  # noqa: E402
 
 from fairforget.components.dataset import load_dataset  # noqa: E402
 from fairforget.components.generator import GeneratorConfig, load_generator, train_generator  # noqa: E402
+from fairforget.components.generator.audit import audit_generator_on_splits  # noqa: E402
 from fairforget.components.generator.denoiser import ConditionSpace, PixelUNetDenoiser  # noqa: E402
 from fairforget.components.generator.model import make_scheduler  # noqa: E402
 from fairforget.components.generator.sample import ddim_sample  # noqa: E402
@@ -67,7 +69,8 @@ def pixel_unet_baseline(dataset, steps: int, guidance: float) -> dict:
 
 
 def config_with_overrides(assignments: list[str]) -> GeneratorConfig:
-    """``GeneratorConfig()`` with ``FIELD=VALUE`` overrides, each value parsed as the field's default's type."""
+    """``GeneratorConfig()`` with ``FIELD=VALUE`` overrides, each value parsed as the field's default's type (a tuple
+    as its items joined by ``-``: ``autoencoder_channels=64-128``)."""
     from dataclasses import fields, replace
 
     defaults = GeneratorConfig()
@@ -78,7 +81,14 @@ def config_with_overrides(assignments: list[str]) -> GeneratorConfig:
         if name not in known:
             raise SystemExit(f"error: --set {assignment}: unknown GeneratorConfig field {name!r}")
         default = getattr(defaults, name)
-        changes[name] = type(default)(value) if default is not None and not isinstance(default, tuple) else value
+        if isinstance(default, tuple):  # e.g. autoencoder_channels=64-128
+            changes[name] = tuple(type(default[0])(part) for part in value.replace(",", "-").split("-"))
+        elif isinstance(default, bool):  # bool("False") is True
+            if value.lower() not in ("true", "false"):
+                raise SystemExit(f"error: --set {assignment}: {name} takes true or false")
+            changes[name] = value.lower() == "true"
+        else:
+            changes[name] = type(default)(value) if default is not None else value
     config = replace(defaults, **changes)
     config.validate()
     return config
@@ -95,6 +105,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a GeneratorConfig field of the trained generator (repeatable)")
     parser.add_argument("--compare-dir", default="", help="a saved generator judged by the same judge in the same run")
+    parser.add_argument("--audit", action="store_true",
+                        help="also run the generator membership audit (audit_generator_on_splits) on each generator")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,6 +154,10 @@ def main(argv=None) -> dict:
                                "train_seconds": other.training_summary.get("train_seconds")}
     results["quality"] = report.metrics
     results["per_class_conditional_accuracy"] = report.per_class_accuracy
+    if args.audit:
+        results["membership"] = audit_generator_on_splits(generator, dataset).metrics()
+        if args.compare_dir:
+            results["compared"]["membership"] = audit_generator_on_splits(other, dataset).metrics()
     results["load_average_after"] = os.getloadavg()[0]
 
     q = report.metrics
@@ -170,6 +186,12 @@ def main(argv=None) -> dict:
         print(f"compared with {args.compare_dir} (same judge): " + ", ".join(
             f"{key} {q[key]:.3f} vs {c[key]:.3f}" for key in ("conditional_accuracy", "cas_ratio", "fid",
                                                               "diversity_ratio", "near_copy_fraction")))
+    if args.audit:
+        for label, record in (("this generator", results), ("compared", results.get("compared"))):
+            if record and "membership" in record:
+                m = record["membership"]
+                print(f"membership audit ({label}): AUC {m['generator/mia/auc']:.3f} (chance bound "
+                      f"{m['generator/mia/auc_chance_bound']:.3f}), TPR at 1% FPR {m['generator/mia/tpr_at_1pct_fpr']:.3f}")
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2, default=float) + "\n")
     return results

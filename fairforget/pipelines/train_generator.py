@@ -211,10 +211,11 @@ def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
                            autoencoder_epochs=args.autoencoder_epochs, guidance_scale=args.guidance_scale,
                            sampling_steps=args.sampling_steps, device=args.device, seed=args.seed,
                            num_threads=args.num_threads, privacy=args.generator_privacy,
-                           latent_dim=args.latent_dim,
+                           latent_dim=args.latent_dim, autoencoder_channels=args.autoencoder_channels,
                            autoencoder_perceptual_weight=args.autoencoder_perceptual_weight,
                            public_pretrain_steps=args.public_pretrain_steps,
                            prediction_type=args.prediction_type, loss_weighting=args.loss_weighting,
+                           denoiser_dropout=args.denoiser_dropout,
                            dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
 
 

@@ -265,6 +265,42 @@ def test_the_autoencoder_loss_adds_the_weighted_feature_matching_term():
     assert history[0] == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_the_autoencoder_width_is_part_of_the_identity_and_must_be_positive():
+    wide, narrow = GeneratorConfig(autoencoder_channels=(64, 128)), GeneratorConfig()
+    assert narrow.autoencoder_channels == (32, 64)
+    assert wide.identity_record()["autoencoder_channels"] == [64, 128] != narrow.identity_record()["autoencoder_channels"]
+    with pytest.raises(ConfigError, match="autoencoder_channels must be a tuple of positive integers"):
+        GeneratorConfig(autoencoder_channels=(64, 0)).validate()
+    with pytest.raises(ConfigError, match="dp_autoencoder_channels"):
+        GeneratorConfig(dp_autoencoder_channels=()).validate()
+
+
+def test_denoiser_dropout_acts_in_training_only_keeps_the_layout_and_is_seeded(toy):
+    from fairforget.components.generator.denoiser import LatentDenoiser
+
+    torch.manual_seed(0)
+    plain = LatentDenoiser(8, 32, 2, 16, (4,))
+    torch.manual_seed(0)
+    dropped = LatentDenoiser(8, 32, 2, 16, (4,), dropout=0.5)
+    assert list(plain.state_dict()) == list(dropped.state_dict())  # generators saved before it load as they were
+    torch.nn.init.normal_(dropped.output[-1].weight)  # the zero-initialised output would hide the hidden layer
+    z, t, c = torch.randn(6, 8), torch.tensor([3, 10, 20, 30, 40, 49]), torch.zeros(6, 1, dtype=torch.long)
+    dropped.eval()
+    assert torch.equal(dropped(z, t, c), dropped(z, t, c))
+    dropped.train()
+    assert not torch.equal(dropped(z, t, c), dropped(z, t, c))
+    config = tiny_config(denoiser_dropout=0.3)
+    first = train_generator(toy, config=config, progress=False)
+    torch.rand(7)  # the global random state moves between the two trainings
+    second = train_generator(toy, config=config, progress=False)
+    np.testing.assert_array_equal(first.sample(conditions("a", "b"), seed=1), second.sample(conditions("a", "b"), seed=1))
+    assert GeneratorConfig(denoiser_dropout=0.1).identity_record()["denoiser_dropout"] == 0.1
+    assert "denoiser_dropout" not in GeneratorConfig().identity_record()
+    assert GeneratorConfig(architecture="pixel_unet", denoiser_dropout=0.1).identity_record()["denoiser_dropout"] == 0.1
+    with pytest.raises(ConfigError, match="denoiser_dropout must lie in"):
+        GeneratorConfig(denoiser_dropout=1.0).validate()
+
+
 def test_the_perceptual_loss_changes_the_identity_only_when_on():
     plain = GeneratorConfig(latent_dim=32, autoencoder_perceptual_weight=0.0).identity_record()
     sharp = GeneratorConfig().identity_record()
@@ -281,9 +317,10 @@ def test_the_dp_recipe_is_its_own_measured_recipe():
     dp = GeneratorConfig(privacy="dp").effective()
     assert (dp.latent_dim, dp.autoencoder_epochs, dp.autoencoder_perceptual_weight, dp.learning_rate) == (32, 24, 1.0,
                                                                                                            5e-4)
+    assert GeneratorConfig(privacy="dp", dp_autoencoder_channels=(16, 16)).effective().autoencoder_channels == (16, 16)
     assert (GeneratorConfig(privacy="dp").identity_record()
             == GeneratorConfig(privacy="dp", latent_dim=16, autoencoder_perceptual_weight=3.0, autoencoder_epochs=7,
-                               learning_rate=0.1).identity_record())
+                               learning_rate=0.1, autoencoder_channels=(16, 16)).identity_record())
     former = GeneratorConfig(privacy="dp", dp_autoencoder_epochs=12, dp_autoencoder_perceptual_weight=0.0,
                              dp_learning_rate=2e-3)
     assert former.identity_record() != GeneratorConfig(privacy="dp").identity_record()
@@ -307,7 +344,7 @@ def test_a_generator_saved_before_the_feature_matching_option_loads_as_what_it_w
     for key in ("autoencoder_perceptual_weight", "autoencoder_perceptual_epochs", "dp_latent_dim",
                 "dp_autoencoder_perceptual_weight", "dp_public_pretrain_steps", "public_pretrain_steps",
                 "autoencoder_data", "prediction_type", "loss_weighting", "min_snr_gamma", "dp_prediction_type",
-                "dp_loss_weighting"):
+                "dp_loss_weighting", "dp_autoencoder_channels", "denoiser_dropout", "dp_denoiser_dropout"):
         meta["config"].pop(key)
     (folder / "generator.json").write_text(json.dumps(meta))
     loaded = load_generator(folder, device="cpu")

@@ -104,6 +104,7 @@ def test_mlproject_defaults_resolve_to_the_dataclass_defaults(entry_point, modul
     (["--autoencoder-perceptual-weight", "-1"], "autoencoder_perceptual_weight must be >= 0"),
     (["--public-pretrain-steps", "-1"], "public_pretrain_steps must be a non-negative integer"),
     (["--autoencoder-epochs", "0"], "generator autoencoder_epochs must be a positive integer"),
+    (["--denoiser-dropout", "1.5"], "denoiser_dropout must lie in [0, 1)"),
 ])
 def test_bad_generator_privacy_settings_fail_in_one_line_before_any_work(argv, message, tmp_path, capsys,
                                                                         tracking_uri):
@@ -116,7 +117,8 @@ def test_bad_generator_privacy_settings_fail_in_one_line_before_any_work(argv, m
     assert len(lines) == 1 and message in lines[0]
     main_argv = [{"--autoencoder-perceptual-weight": "--generator-autoencoder-perceptual-weight",
                   "--public-pretrain-steps": "--generator-public-pretrain-steps",
-                  "--autoencoder-epochs": "--generator-autoencoder-epochs"}.get(a, a)
+                  "--autoencoder-epochs": "--generator-autoencoder-epochs",
+                  "--denoiser-dropout": "--generator-denoiser-dropout"}.get(a, a)
                  for a in argv if a not in ("--architecture", "pixel_unet")]
     if "pixel_unet" in argv:
         return  # the main entry point picks the architecture itself
@@ -138,11 +140,17 @@ BAD_INPUTS = [
     ("audit", ["--attacks", "bogus"], "unknown attacks ['bogus']"),
     ("augment", ["--rho", "-1"], "rho must be > 0"),
     ("train_generator", ["--train-steps", "0"], "train_steps must be a positive integer"),
+    ("train_generator", ["--autoencoder-channels", "64,x"], "channels must be positive integers separated by commas"),
+    ("main", ["--generator-autoencoder-channels", "0,128"], "channels must be positive integers separated by commas"),
     ("forget", ["forget", "--ids", "absent.txt"], "does not exist"),
     ("promote", ["promote", "--version", "1", "--model-name", "never-registered"], "never-registered"),
     ("prepare", ["prepare", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     ("validate", ["validate", "--rho", "0"], "rho must be positive"),
 ]
+
+
+# values the argument parser itself refuses: it exits with code 2 (SystemExit) instead of returning it
+REFUSED_BY_ARGPARSE = ("inf", "64,x", "0,128")
 
 
 @pytest.mark.parametrize("entry_point, argv, message", BAD_INPUTS, ids=[f"{e}:{a[-1]}" for e, a, _ in BAD_INPUTS])
@@ -153,7 +161,7 @@ def test_every_entry_point_turns_a_bad_input_into_one_line_and_exit_code_2(entry
     data = ["--data-dir", str(tmp_path / "data")] if entry_point not in ("forget", "promote") else []
     capsys.readouterr()
     before = _snapshot(tmp_path)
-    with pytest.raises(SystemExit) if argv[-1] == "inf" else _no_exit():
+    with pytest.raises(SystemExit) if argv[-1] in REFUSED_BY_ARGPARSE else _no_exit():
         code = importlib.import_module(module).main([*argv, *data])
         assert code == 2
     lines = capsys.readouterr().err.strip().splitlines()

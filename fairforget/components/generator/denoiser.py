@@ -1,4 +1,4 @@
-"""Conditions and the two denoisers (latent MLP, pixel UNet), both predicting the noise epsilon.
+"""Conditions and the two denoisers (latent MLP, pixel UNet), both predicting the noise epsilon or v.
 
 A condition is one value per conditioning variable: ``class_name`` first, then each extra attribute of the data
 set (e.g. CelebA's ``Young``). ``ConditionSpace`` turns condition tables into integer codes (N, J); each
@@ -84,30 +84,34 @@ class ConditionEmbedding(nn.Module):
 
 
 class ResidualFiLMBlock(nn.Module):
-    """h + MLP(LayerNorm(h) * (1 + scale) + shift), with (scale, shift) computed from the embedding."""
+    """h + MLP(LayerNorm(h) * (1 + scale) + shift), with (scale, shift) computed from the embedding and dropout
+    (probability ``dropout``, training only) on the MLP's hidden layer."""
 
-    def __init__(self, width: int, embedding_dim: int):
+    def __init__(self, width: int, embedding_dim: int, dropout: float = 0.0):
         super().__init__()
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.modulation = nn.Linear(embedding_dim, 2 * width)
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.dropout = nn.Dropout(dropout)  # no weights: the saved layout is the same with or without it
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         scale, shift = self.modulation(emb).chunk(2, dim=-1)
-        return h + self.mlp(self.norm(h) * (1 + scale) + shift)
+        first, activation, last = self.mlp
+        return h + last(self.dropout(activation(first(self.norm(h) * (1 + scale) + shift))))
 
 
 class LatentDenoiser(nn.Module):
     """epsilon(z_t, t, condition) for latent vectors z (B, latent_dim): a residual MLP with FiLM conditioning."""
 
-    def __init__(self, latent_dim: int, width: int, depth: int, embedding_dim: int, cardinalities: Sequence[int]):
+    def __init__(self, latent_dim: int, width: int, depth: int, embedding_dim: int, cardinalities: Sequence[int],
+                 dropout: float = 0.0):
         super().__init__()
         self.time_projection = Timesteps(embedding_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(embedding_dim, embedding_dim)
         self.condition_embedding = ConditionEmbedding(cardinalities, embedding_dim)
         self.embedding_activation = nn.SiLU()
         self.input = nn.Linear(latent_dim, width)
-        self.blocks = nn.ModuleList(ResidualFiLMBlock(width, embedding_dim) for _ in range(depth))
+        self.blocks = nn.ModuleList(ResidualFiLMBlock(width, embedding_dim, dropout) for _ in range(depth))
         self.output = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, latent_dim))
         nn.init.zeros_(self.output[-1].weight)
         nn.init.zeros_(self.output[-1].bias)
@@ -126,7 +130,7 @@ class PixelUNetDenoiser(nn.Module):
     embedding is our condition embedding (``class_embed_type="identity"``)."""
 
     def __init__(self, image_shape: tuple[int, int, int], channels: Sequence[int], layers_per_block: int,
-                 norm_groups: int, attention: bool, cardinalities: Sequence[int]):
+                 norm_groups: int, attention: bool, cardinalities: Sequence[int], dropout: float = 0.0):
         super().__init__()
         height, width, in_channels = image_shape
         factor = 2 ** (len(channels) - 1)
@@ -143,7 +147,7 @@ class PixelUNetDenoiser(nn.Module):
         self.unet = UNet2DModel(
             sample_size=(height, width), in_channels=in_channels, out_channels=in_channels,
             block_out_channels=tuple(channels), layers_per_block=layers_per_block, norm_num_groups=norm_groups,
-            down_block_types=tuple(down), up_block_types=tuple(up), class_embed_type="identity",
+            down_block_types=tuple(down), up_block_types=tuple(up), class_embed_type="identity", dropout=dropout,
         )
         self.condition_embedding = ConditionEmbedding(cardinalities, time_embed_dim)
 

@@ -65,11 +65,12 @@ def build_networks(config: GeneratorConfig, image_shape: tuple[int, int, int], s
     if config.architecture == "latent_mlp":
         autoencoder = ConvAutoencoder(image_shape, config.latent_dim, config.autoencoder_channels)
         denoiser = LatentDenoiser(config.latent_dim, config.denoiser_width, config.denoiser_depth,
-                                  config.embedding_dim, space.cardinalities)
+                                  config.embedding_dim, space.cardinalities, config.denoiser_dropout)
         return denoiser, autoencoder
     if config.architecture == "pixel_unet":
         denoiser = PixelUNetDenoiser(image_shape, config.unet_channels, config.unet_layers_per_block,
-                                     config.unet_norm_groups, config.unet_attention, space.cardinalities)
+                                     config.unet_norm_groups, config.unet_attention, space.cardinalities,
+                                     config.denoiser_dropout)
         return denoiser, None
     raise ConfigError(f"unresolved architecture {config.architecture!r}: call config.resolved() first")
 

@@ -226,19 +226,21 @@ def fit_denoiser(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.ndarra
     alphas = scheduler.alphas_cumprod.to(device)
     history, running = [], []
     n = len(data)
-    for step in progress_bar(range(config.train_steps), enabled=progress, desc="denoiser", leave=False):
-        index = torch.randint(0, n, (min(config.batch_size, n),), generator=rng).to(device)
-        loss = _diffusion_loss(denoiser, data[index], codes_t[index], nulls, alphas, config, rng)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        _update_ema(ema, denoiser, step, config.ema_decay)
-        running.append(loss.item())
-        if (step + 1) % 50 == 0 or step + 1 == config.train_steps:
-            history.append(float(np.mean(running)))
-            running = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 5)  # the dropout masks (denoiser_dropout), whatever ran before
+        for step in progress_bar(range(config.train_steps), enabled=progress, desc="denoiser", leave=False):
+            index = torch.randint(0, n, (min(config.batch_size, n),), generator=rng).to(device)
+            loss = _diffusion_loss(denoiser, data[index], codes_t[index], nulls, alphas, config, rng)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
+            optimizer.step()
+            lr_schedule.step()
+            _update_ema(ema, denoiser, step, config.ema_decay)
+            running.append(loss.item())
+            if (step + 1) % 50 == 0 or step + 1 == config.train_steps:
+                history.append(float(np.mean(running)))
+                running = []
     denoiser.eval()
     return ema, history
 
