@@ -339,8 +339,9 @@ def plot_power(records, iterations, path: Path) -> None:
 
 def generator_label(config: dict) -> str:
     """How a study's generator is built, from its configuration, e.g. ``latent 64, feature matching 1, 60
-    autoencoder epochs, v-prediction, Min-SNR-5`` (the epochs and the objective where the configuration records
-    them)."""
+    autoencoder epochs, autoencoder 64-128, v-prediction, Min-SNR-5, denoiser dropout 0.1`` (the epochs, the
+    objective, the autoencoder's channels and dropout where the configuration records them and they differ from
+    what came before them)."""
     generator = config["generator"]
     weight = generator.get("autoencoder_perceptual_weight", 0.0)
     loss = f"feature matching {weight:g}" if weight else "pixel loss"
@@ -351,7 +352,10 @@ def generator_label(config: dict) -> str:
         weights = (f"Min-SNR-{generator.get('min_snr_gamma', 5.0):g}" if generator.get("loss_weighting") == "min_snr"
                    else "uniform weights")
         objective = f", {prediction}, {weights}"
-    return f"latent {generator['latent_dim']}, {loss}{epochs}{objective}"
+    channels = generator.get("autoencoder_channels", [32, 64])  # every study before the option had (32, 64)
+    width = f", autoencoder {'-'.join(str(c) for c in channels)}" if list(channels) != [32, 64] else ""
+    dropout = f", denoiser dropout {generator['denoiser_dropout']:g}" if generator.get("denoiser_dropout") else ""
+    return f"latent {generator['latent_dim']}, {loss}{epochs}{width}{objective}{dropout}"
 
 
 def section_generator(records: list[dict]) -> str:

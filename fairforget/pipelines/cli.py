@@ -84,9 +84,9 @@ def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix:
                              "and its training records less visible to the membership audit; a DP generator uses "
                              "its recipe's dp_autoencoder_epochs)")
     parser.add_argument(f"--{prefix}autoencoder-channels", type=channels_arg, default=defaults.autoencoder_channels,
-                        help="channels of the latent generator's autoencoder at full and half resolution (32,64; "
-                             "64,128 is sharper, 2.4x slower, and its training records more visible to the "
-                             "membership audit; a DP generator uses its recipe's dp_autoencoder_channels)")
+                        help="channels of the latent generator's autoencoder at full and half resolution (64,128; "
+                             "32,64 was the former default: blurrier and faster; a DP generator uses its recipe's "
+                             "dp_autoencoder_channels)")
     parser.add_argument(f"--{prefix}autoencoder-perceptual-weight", type=float_arg,
                         default=defaults.autoencoder_perceptual_weight,
                         help="weight of the autoencoder's feature-matching loss (0: pixel loss only, faster and "
@@ -107,8 +107,8 @@ def add_diffusion_objective_arguments(parser: argparse.ArgumentParser, defaults,
                         help="per-timestep loss weight (min_snr: Min-SNR-5; uniform was the former default; a DP "
                              "generator uses its recipe's dp_loss_weighting)")
     parser.add_argument(f"--{prefix}denoiser-dropout", type=float_arg, default=defaults.denoiser_dropout,
-                        help="dropout in the denoiser while training (a regulariser against memorising S; a DP "
-                             "generator uses its recipe's dp_denoiser_dropout)")
+                        help="dropout in the denoiser while training (0.1, a regulariser against memorising S; 0 "
+                             "was the former default; a DP generator uses its recipe's dp_denoiser_dropout)")
 
 
 def add_generator_privacy_arguments(parser: argparse.ArgumentParser, defaults) -> None:

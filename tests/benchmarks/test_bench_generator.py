@@ -12,8 +12,8 @@ def test_overrides_are_parsed_as_the_fields_type():
     config = config_with_overrides(["latent_dim=32", "autoencoder_perceptual_weight=0.5"])
     assert config.latent_dim == 32 and isinstance(config.latent_dim, int)
     assert config.autoencoder_perceptual_weight == 0.5 and config.train_steps == 4000
-    config = config_with_overrides(["autoencoder_channels=64-128", "unet_attention=false"])
-    assert config.autoencoder_channels == (64, 128) and config.unet_attention is False
+    config = config_with_overrides(["autoencoder_channels=32-64", "unet_attention=false"])
+    assert config.autoencoder_channels == (32, 64) and config.unet_attention is False
 
 
 def test_unknown_fields_and_bad_values_are_refused():

@@ -94,7 +94,6 @@ def test_the_tradeoff_table_shows_s_star_against_oversampling_and_the_drop():
     assert section_tradeoff(current, []) == ""
     lines = section_tradeoff(current, [("latent 32, pixel loss", earlier)]).splitlines()
     old, new = [line for line in lines if line.startswith("| latent")]
-    # S* - oversampled on the minority and the worst class; iteration 0, last, drop
     # S* - oversampled on the minority and the worst class; S* - in shards (none in these studies); iteration 0,
     # last, drop
     assert old.split(" | ")[4:11] == ["-0.100", "-0.100", "n/a", "n/a", "0.800", "0.650", "0.150 |"]
@@ -112,6 +111,12 @@ def test_the_tradeoff_table_shows_s_star_against_oversampling_and_the_drop():
                                              min_snr_gamma=5.0)
     assert ("| latent 64, feature matching 1, 60 autoencoder epochs, v-prediction, Min-SNR-5 (this page)"
             in section_tradeoff(current, [("latent 32, pixel loss", earlier)]))
+    # the autoencoder's width and the denoiser's dropout, once they differ from what every earlier study had
+    current[0]["config"]["generator"].update(autoencoder_channels=[32, 64], denoiser_dropout=0.0)
+    assert "Min-SNR-5 (this page)" in section_tradeoff(current, [("latent 32, pixel loss", earlier)])
+    current[0]["config"]["generator"].update(autoencoder_channels=[64, 128], denoiser_dropout=0.1)
+    assert ("| latent 64, feature matching 1, 60 autoencoder epochs, autoencoder 64-128, v-prediction, Min-SNR-5, "
+            "denoiser dropout 0.1 (this page)" in section_tradeoff(current, [("latent 32, pixel loss", earlier)]))
 
 
 def test_parallel_seeds_pin_one_thread_each(tmp_path):
