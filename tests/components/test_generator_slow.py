@@ -1,8 +1,8 @@
 """The default generator and the DP generator on the real default data (marked slow: FAIRFORGET_SLOW=1; needs the
 prepared data in data/).
 
-Trains ``GeneratorConfig()`` exactly as the pipeline does (about 9-10 minutes on 2 CPU cores; the DP generator
-about 8) and judges it with the pipeline's own evaluation (``evaluate_generator``: reference-classifier judge, CAS,
+Trains ``GeneratorConfig()`` exactly as the pipeline does (with its evaluation, 20 minutes on 2 CPU cores for the
+default: ``FAIRFORGET_SLOW=1 pytest -m slow -k default``) and judges it with the pipeline's own evaluation (``evaluate_generator``: reference-classifier judge, CAS,
 FID, near-copies, diversity).
 """
 
