@@ -35,9 +35,10 @@ from fairforget.components.model_card import generator_privacy_lines
 from fairforget.errors import ConfigError
 
 # A pixel UNet trained long on 64 tiny images learns them by heart (the positive control); the same recipe trained on
-# other images of the same distribution never saw the members (the negative control).
+# other images of the same distribution never saw the members (the negative control). No dropout: the default's
+# regulariser against memorising (denoiser_dropout 0.1) is what a memorising generator lacks.
 MEMORISING = dict(architecture="pixel_unet", unet_channels=(16, 32), train_steps=600, batch_size=64,
-                  learning_rate=3e-3, ema_decay=0.95, condition_dropout=0.0)
+                  learning_rate=3e-3, ema_decay=0.95, condition_dropout=0.0, denoiser_dropout=0.0)
 AUDIT = GeneratorAuditConfig(num_bootstrap=50)
 
 

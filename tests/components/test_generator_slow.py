@@ -1,9 +1,9 @@
 """The default generator and the DP generator on the real default data (marked slow: FAIRFORGET_SLOW=1; needs the
 prepared data in data/).
 
-Trains ``GeneratorConfig()`` exactly as the pipeline does (with its evaluation, 20 minutes on 2 CPU cores for the
-default: ``FAIRFORGET_SLOW=1 pytest -m slow -k default``) and judges it with the pipeline's own evaluation (``evaluate_generator``: reference-classifier judge, CAS,
-FID, near-copies, diversity).
+Trains ``GeneratorConfig()`` exactly as the pipeline does and judges it with the pipeline's own evaluation
+(``evaluate_generator``: reference-classifier judge, CAS, FID, near-copies, diversity); with its evaluation the
+default's test takes 20 minutes on 2 CPU cores (``FAIRFORGET_SLOW=1 pytest -m slow -k default``).
 """
 
 from __future__ import annotations

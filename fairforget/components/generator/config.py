@@ -57,8 +57,8 @@ class GeneratorConfig(ConfigBase):
     latent_dim: int = 64
     # channels at full and half resolution. (64, 128) rather than (32, 64) sharpens the generator (CAS ratio 0.931 ->
     # 0.945, FID 8.2 -> 7.6) but alone lets the membership audit find 2.5x as many of S's records at 1% FPR; with
-    # denoiser_dropout 0.1 it keeps that quality at the narrow generator's leak, for about 3.5 more minutes of
-    # training on 2 cores (docs/generator.md, "A wider autoencoder" and "Dropout in the denoiser")
+    # denoiser_dropout 0.1 it keeps that quality at the narrow generator's leak; the generator trains in 560-702 s on
+    # 2 cores against 359 s (docs/generator.md, "A wider autoencoder" and "Dropout in the denoiser")
     autoencoder_channels: tuple[int, ...] = (64, 128)
     # 60: at 30 the autoencoder was under-trained (its reconstructions' FID 16.4 -> 7.7 at 60 epochs; the generator's
     # FID 13.8 -> 10.9, diversity ratio 0.71 -> 0.80, Shirt 0.60 -> 0.83) for about 1 more minute (docs/generator.md)
