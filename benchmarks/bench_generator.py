@@ -35,6 +35,7 @@ from fairforget.components.generator.denoiser import ConditionSpace, PixelUNetDe
 from fairforget.components.generator.model import make_scheduler  # noqa: E402
 from fairforget.components.generator.sample import ddim_sample  # noqa: E402
 from fairforget.components.quality import QualityConfig, evaluate_generator, train_reference_classifier  # noqa: E402
+from fairforget.pipelines.cli import channels_arg  # noqa: E402
 
 TRAIN_BUDGET_S = 720.0  # 12 minutes on the 2-core machine
 SAMPLING_BUDGET_IPS = 100.0
@@ -81,8 +82,11 @@ def config_with_overrides(assignments: list[str]) -> GeneratorConfig:
         if name not in known:
             raise SystemExit(f"error: --set {assignment}: unknown GeneratorConfig field {name!r}")
         default = getattr(defaults, name)
-        if isinstance(default, tuple):  # e.g. autoencoder_channels=64-128
-            changes[name] = tuple(type(default[0])(part) for part in value.replace(",", "-").split("-"))
+        if isinstance(default, tuple):  # channel tuples, e.g. autoencoder_channels=64-128, parsed as the CLI does
+            try:
+                changes[name] = channels_arg(value)
+            except argparse.ArgumentTypeError as error:
+                raise SystemExit(f"error: --set {assignment}: {error}") from None
         elif isinstance(default, bool):  # bool("False") is True
             if value.lower() not in ("true", "false"):
                 raise SystemExit(f"error: --set {assignment}: {name} takes true or false")
