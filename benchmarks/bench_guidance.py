@@ -7,9 +7,13 @@ figure is also printed as a ratio to it.
 
     python -m benchmarks.bench_guidance --generator-dir DIR --scales 1 2 3 4 5 [--output sweep.json]
     python -m benchmarks.bench_guidance --generator-dir DIR --scales 3 --per-class 2:Shirt=5,Pullover=4
+    python -m benchmarks.bench_guidance --generator-dir DIR --scales 3 3.5 --intervals 0,inf 0,5.9 0,4.5
 
 DIR: a saved generator, e.g. the ``generator`` artifact of a ``train_generator`` run. ``--per-class
-BASE:CLASS=SCALE,...`` adds a column of per-class guidance: BASE for every class not named.
+BASE:CLASS=SCALE,...`` adds a column of per-class guidance: BASE for every class not named. ``--intervals LO,HI
+...`` judges every scale once per guidance interval (the noise levels of the guided sampling steps,
+``GeneratorConfig.guidance_interval``; ``0,inf``: every step); the baseline is the generator's own scale and
+interval.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 from pathlib import Path
 
 from benchmarks.gpu_check import ROWS, format_table
+from fairforget.pipelines.cli import interval_arg
 
 SWEPT = tuple(key for key in ROWS if key not in ("train_seconds", "images_per_second"))
 
@@ -57,6 +62,26 @@ def sweep(generator, dataset, scales, quality_config=None, judge=None) -> dict:
     return rows
 
 
+def sweep_intervals(generator, dataset, scales, intervals, quality_config=None, judge=None) -> dict:
+    """``sweep`` once per guidance interval, one judge for all: {column: row}, a column keyed as in ``sweep`` for
+    the generator's own interval and ``"<key> in (lo,hi]"`` for another."""
+    import copy
+    from dataclasses import replace
+
+    from fairforget.components.quality import QualityConfig, train_reference_classifier
+
+    quality_config = quality_config or QualityConfig()
+    judge = judge or train_reference_classifier(dataset, quality_config)
+    own = tuple(generator.config.guidance_interval)
+    rows = {}
+    for interval in intervals:
+        variant = copy.copy(generator)
+        variant.config = replace(generator.config, guidance_interval=tuple(interval))
+        for key, row in sweep(variant, dataset, scales, quality_config, judge).items():
+            rows[key if tuple(interval) == own else f"{name(key).strip()} in ({interval[0]:g},{interval[1]:g}]"] = row
+    return rows
+
+
 def label(scale) -> float | str:
     """A column's key: the float itself, or ``"per-class BASE:CLASS=SCALE,..."`` (the most common scale as BASE)."""
     if not isinstance(scale, dict):
@@ -77,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 5.0])
     parser.add_argument("--per-class", nargs="*", default=[], metavar="BASE:CLASS=SCALE,...",
                         help="per-class guidance columns, e.g. 2:Shirt=5,Pullover=4")
+    parser.add_argument("--intervals", type=interval_arg, nargs="+", default=None, metavar="LO,HI",
+                        help="guidance intervals to cross with the scales (default: the generator's own)")
     parser.add_argument("--output", default="", help="write the figures here as JSON")
     args = parser.parse_args(argv)
 
@@ -88,10 +115,13 @@ def main(argv: list[str] | None = None) -> dict:
     baseline = generator.config.guidance_scale
     scales = sorted(set(args.scales) | {baseline})
     scales += [parse_per_class(text, dataset.class_names) for text in args.per_class]
-    rows = sweep(generator, dataset, scales)
-    print(f"bench_guidance: {args.generator_dir}, trained with guidance {baseline:g}; one judge for every column")
-    columns = {scale: f"guidance {scale:g}" if isinstance(scale, float) else f"per-class {k}"
-               for k, scale in enumerate(rows)}
+    own = tuple(generator.config.guidance_interval)
+    intervals = [own] + [tuple(i) for i in (args.intervals or []) if tuple(i) != own]
+    rows = sweep_intervals(generator, dataset, scales, intervals)
+    print(f"bench_guidance: {args.generator_dir}, trained with guidance {baseline:g} in the interval "
+          f"({own[0]:g},{own[1]:g}]; one judge for every column")
+    columns = {scale: f"guidance {scale:g}" if isinstance(scale, float)
+               else scale if " in (" in scale else f"per-class {k}" for k, scale in enumerate(rows)}
     print(format_table({columns[scale]: row for scale, row in rows.items()}, SWEPT))
     for scale, column in columns.items():
         if column != name(scale):

@@ -340,8 +340,8 @@ def plot_power(records, iterations, path: Path) -> None:
 def generator_label(config: dict) -> str:
     """How a study's generator is built, from its configuration, e.g. ``latent 64, feature matching 1, 60
     autoencoder epochs, autoencoder 64-128, v-prediction, Min-SNR-5, denoiser dropout 0.1`` (the epochs, the
-    objective, the autoencoder's channels and dropout where the configuration records them and they differ from
-    what came before them)."""
+    objective, the autoencoder's channels, dropout, training precision and guidance interval where the configuration
+    records them and they differ from what came before them)."""
     generator = config["generator"]
     weight = generator.get("autoencoder_perceptual_weight", 0.0)
     loss = f"feature matching {weight:g}" if weight else "pixel loss"
@@ -355,7 +355,10 @@ def generator_label(config: dict) -> str:
     channels = generator.get("autoencoder_channels", [32, 64])  # every study before the option had (32, 64)
     width = f", autoencoder {'-'.join(str(c) for c in channels)}" if list(channels) != [32, 64] else ""
     dropout = f", denoiser dropout {generator['denoiser_dropout']:g}" if generator.get("denoiser_dropout") else ""
-    return f"latent {generator['latent_dim']}, {loss}{epochs}{width}{objective}{dropout}"
+    precision = f", precision {generator['precision']}" if generator.get("precision", "fp32") != "fp32" else ""
+    lo, hi = generator.get("guidance_interval", (0.0, float("inf")))  # every step, before the option existed
+    guided = f", guidance in ({lo:g}, {hi:g}]" if (lo, hi) != (0.0, float("inf")) else ""
+    return f"latent {generator['latent_dim']}, {loss}{epochs}{width}{objective}{dropout}{precision}{guided}"
 
 
 def section_generator(records: list[dict]) -> str:

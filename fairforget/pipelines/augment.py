@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -162,6 +162,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     data_md5 = dvc_md5_of_folder(args.data_dir)
     if args.generator_run_id:
         generator = load_generator_from_run(args.generator_run_id)
+        generator.config = replace(generator.config, guidance_interval=generator_config.guidance_interval)
     else:
         generator, _ = get_or_train_generator(dataset, data_md5, generator_config, args.retrain,
                                               data_dir=args.data_dir)

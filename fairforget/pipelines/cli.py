@@ -72,6 +72,27 @@ def channels_arg(text: str) -> tuple[int, ...]:
     return channels
 
 
+def interval_arg(text: str) -> tuple[float, float]:
+    """``0.3,4.5`` -> (0.3, 4.5): two numbers lo < hi, lo >= 0; ``inf`` allowed for hi (``0,inf``: no limit)."""
+    try:
+        lo, hi = (float(part) for part in str(text).split(","))
+    except ValueError:
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and 0 <= lo < hi):
+        raise argparse.ArgumentTypeError(f"expected an interval lo,hi of noise levels with 0 <= lo < hi (hi may be "
+                                         f"inf), e.g. 0,5.9; got {text!r}")
+    return lo, hi
+
+
+def add_guidance_interval_argument(parser: argparse.ArgumentParser, defaults, name: str = "--guidance-interval") -> None:
+    """``--guidance-interval lo,hi`` from a ``GeneratorConfig``: the noise levels of the guided sampling steps."""
+    lo, hi = defaults.guidance_interval
+    parser.add_argument(name, type=interval_arg, default=defaults.guidance_interval,
+                        help=f"guide only the sampling steps whose noise level sigma lies in (lo, hi] ({lo:g},{hi:g}; "
+                             "0,inf: every step, the former default; docs/generator.md, 'Guidance in a limited "
+                             "interval')")
+
+
 def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix: str = "") -> None:
     """``--[<prefix>]latent-dim``, ``--[<prefix>]autoencoder-epochs``, ``--[<prefix>]autoencoder-channels``,
     ``--[<prefix>]autoencoder-perceptual-weight`` and ``--[<prefix>]public-pretrain-steps`` from a
@@ -97,8 +118,8 @@ def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix:
 
 
 def add_diffusion_objective_arguments(parser: argparse.ArgumentParser, defaults, prefix: str = "") -> None:
-    """``--[<prefix>]prediction-type``, ``--[<prefix>]loss-weighting`` and ``--[<prefix>]denoiser-dropout`` from a
-    ``GeneratorConfig``."""
+    """``--[<prefix>]prediction-type``, ``--[<prefix>]loss-weighting``, ``--[<prefix>]denoiser-dropout`` and
+    ``--[<prefix>]precision`` from a ``GeneratorConfig``."""
     parser.add_argument(f"--{prefix}prediction-type", default=defaults.prediction_type,
                         choices=["v_prediction", "epsilon"],
                         help="what the denoiser predicts (v_prediction; epsilon was the former default; a DP "
@@ -109,6 +130,9 @@ def add_diffusion_objective_arguments(parser: argparse.ArgumentParser, defaults,
     parser.add_argument(f"--{prefix}denoiser-dropout", type=float_arg, default=defaults.denoiser_dropout,
                         help="dropout in the denoiser while training (0.1, a regulariser against memorising S; 0 "
                              "was the former default; a DP generator uses its recipe's dp_denoiser_dropout)")
+    parser.add_argument(f"--{prefix}precision", default=defaults.precision, choices=["auto", "fp32", "bf16"],
+                        help=f"arithmetic of the generator's training ({defaults.precision}; auto: bf16 where the "
+                             "CPU or GPU computes it natively, else fp32; a DP generator trains in fp32)")
 
 
 def add_generator_privacy_arguments(parser: argparse.ArgumentParser, defaults) -> None:

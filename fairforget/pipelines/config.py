@@ -22,7 +22,7 @@ from fairforget.components.sisa.unlearn import FORGET_ORDERS
 from fairforget.components.versioning import config_hash
 from fairforget.errors import ConfigError
 from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_diffusion_objective_arguments,
-                                      add_generator_privacy_arguments,
+                                      add_generator_privacy_arguments, add_guidance_interval_argument,
                                       float_arg, int_arg, str2bool)
 from fairforget.pipelines.data_steps import (
     _add_balance_args,
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="canary records inserted into S to prove the audit can see a leak; 'auto' (default): "
                              "1%% of S; 0: none")
     parser.add_argument("--guidance-scale", type=float_arg, default=gen.guidance_scale)
+    add_guidance_interval_argument(parser, gen)
     parser.add_argument("--generator-steps", type=int_arg, default=gen.train_steps)
     parser.add_argument("--generator-num-threads", type=int_arg, default=gen.num_threads,
                         help="torch threads of the generator (0: every core; 1 on a machine shared with other jobs)")
@@ -169,6 +170,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig(
         data=data_config_from_args(args), balance=balance,
         generator=dataclasses.replace(GeneratorConfig(), guidance_scale=args.guidance_scale,
+                                      guidance_interval=args.guidance_interval,
                                       train_steps=args.generator_steps, seed=args.seed,
                                       latent_dim=args.generator_latent_dim,
                                       autoencoder_epochs=args.generator_autoencoder_epochs,
@@ -178,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
                                       prediction_type=args.generator_prediction_type,
                                       loss_weighting=args.generator_loss_weighting,
                                       denoiser_dropout=args.generator_denoiser_dropout,
+                                      precision=args.generator_precision,
                                       num_threads=args.generator_num_threads,
                                       privacy=args.generator_privacy, dp_epsilon=args.dp_epsilon,
                                       dp_delta=args.dp_delta),

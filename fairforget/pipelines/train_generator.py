@@ -30,7 +30,7 @@ from fairforget.components.generator.audit import GeneratorAuditConfig, audit_ge
 from fairforget.components.quality import QualityConfig, evaluate_generator
 from fairforget.components.versioning import config_hash, dvc_md5_of_folder
 from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_diffusion_objective_arguments,
-                                      add_generator_privacy_arguments,
+                                      add_generator_privacy_arguments, add_guidance_interval_argument,
                                       float_arg, int_arg, str2bool)
 from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import configure_tracking, log_json, run_cli, step_run
@@ -144,6 +144,7 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
         if run is not None:
             generator = load_generator_from_run(run.info.run_id, device=config.device)
             generator.config = replace(generator.config, guidance_scale=config.guidance_scale,
+                                       guidance_interval=config.guidance_interval,
                                        sampling_steps=config.sampling_steps,
                                        sample_batch_size=config.sample_batch_size)
             message = (f"reusing generator {generator.version} from run {run.info.run_id} (same data md5 "
@@ -162,7 +163,7 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
     with step_run(STEP, record, dataset_name, data_dir) as run:
         mlflow.set_tags({"data_md5": data_md5, "generator_config_hash": chash, "generator_privacy": config.privacy})
         generator = train_generator(dataset, config=config, data_md5=data_md5)
-        mlflow.set_tag("generator_version", generator.version)
+        mlflow.set_tags({"generator_version": generator.version, "generator_precision": generator.config.precision})
         summary = generator.training_summary
         for step, value in enumerate(summary.get("loss_history", [])):
             mlflow.log_metric("generator/train_loss", value, step=(step + 1) * 50)
@@ -195,6 +196,7 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--architecture", default=defaults.architecture, help="auto | latent_mlp | pixel_unet")
     parser.add_argument("--train-steps", type=int_arg, default=defaults.train_steps)
     parser.add_argument("--guidance-scale", type=float_arg, default=defaults.guidance_scale)
+    add_guidance_interval_argument(parser, defaults)
     parser.add_argument("--sampling-steps", type=int_arg, default=defaults.sampling_steps)
     parser.add_argument("--num-threads", type=int_arg, default=defaults.num_threads,
                         help="torch threads while training/sampling (0: every core; 1 on a machine shared with "
@@ -209,6 +211,7 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
 def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
     return GeneratorConfig(architecture=args.architecture, train_steps=args.train_steps,
                            autoencoder_epochs=args.autoencoder_epochs, guidance_scale=args.guidance_scale,
+                           guidance_interval=args.guidance_interval,
                            sampling_steps=args.sampling_steps, device=args.device, seed=args.seed,
                            num_threads=args.num_threads, privacy=args.generator_privacy,
                            latent_dim=args.latent_dim, autoencoder_channels=args.autoencoder_channels,
@@ -216,6 +219,7 @@ def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
                            public_pretrain_steps=args.public_pretrain_steps,
                            prediction_type=args.prediction_type, loss_weighting=args.loss_weighting,
                            denoiser_dropout=args.denoiser_dropout,
+                           precision=args.precision,
                            dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
 
 

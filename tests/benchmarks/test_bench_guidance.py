@@ -64,3 +64,27 @@ def test_a_per_class_column_samples_each_class_at_its_scale(monkeypatch):
     assert all(np.isfinite(rows[label(scales)][key]) for key in SWEPT)
     with pytest.raises(ValueError, match="unknown class 'zebra'"):
         parse_per_class("2:zebra=4", dataset.class_names)
+
+
+def test_each_interval_column_samples_with_its_interval_and_the_own_interval_keeps_the_plain_key(monkeypatch):
+    from benchmarks.bench_guidance import sweep_intervals
+    from fairforget.components.generator.model import Generator
+
+    dataset = make_toy_dataset()
+    generator = train_generator(dataset, config=tiny_config(guidance_interval=(0.0, float("inf"))), progress=False)
+    quality = QualityConfig(reference_epochs=1, cas_epochs=1, eval_per_class=6, kid_subset_size=10, kid_subsets=2,
+                            grid_per_class=2)
+    used = []
+    sample = Generator.sample
+
+    def recording_sample(self, conditions, seed, **options):
+        used.append(tuple(self.config.guidance_interval))
+        return sample(self, conditions, seed, **options)
+
+    monkeypatch.setattr(Generator, "sample", recording_sample)
+    rows = sweep_intervals(generator, dataset, [2.0], [(0.0, float("inf")), (0.0, 4.5)], quality,
+                           judge=train_reference_classifier(dataset, quality))
+    assert list(rows) == [2.0, "guidance 2 in (0,4.5]"]
+    half = len(used) // 2
+    assert used == [(0.0, float("inf"))] * half + [(0.0, 4.5)] * half
+    assert generator.config.guidance_interval == (0.0, float("inf"))  # the generator itself is left as it was

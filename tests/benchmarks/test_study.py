@@ -117,6 +117,12 @@ def test_the_tradeoff_table_shows_s_star_against_oversampling_and_the_drop():
     current[0]["config"]["generator"].update(autoencoder_channels=[64, 128], denoiser_dropout=0.1)
     assert ("| latent 64, feature matching 1, 60 autoencoder epochs, autoencoder 64-128, v-prediction, Min-SNR-5, "
             "denoiser dropout 0.1 (this page)" in section_tradeoff(current, [("latent 32, pixel loss", earlier)]))
+    # the training precision and the guidance interval, once they are not fp32 and every step (JSON: lists)
+    current[0]["config"]["generator"].update(precision="auto", guidance_interval=[0.0, 4.5])
+    assert ("denoiser dropout 0.1, precision auto, guidance in (0, 4.5] (this page)"
+            in section_tradeoff(current, [("latent 32, pixel loss", earlier)]))
+    current[0]["config"]["generator"].update(precision="fp32", guidance_interval=[0.0, float("inf")])
+    assert "denoiser dropout 0.1 (this page)" in section_tradeoff(current, [("latent 32, pixel loss", earlier)])
 
 
 def test_parallel_seeds_pin_one_thread_each(tmp_path):

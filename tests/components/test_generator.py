@@ -171,6 +171,45 @@ def test_guidance_formula_against_a_hand_written_loop():
         ddim_sample(model, scheduler, noise, codes, nulls, torch.ones(3), 3)
 
 
+def test_guidance_in_an_interval_guides_only_the_steps_whose_noise_level_lies_in_it():
+    """Against a hand-written loop: sigma_t = sqrt((1 - a_t) / a_t) from the scheduler's cumulative alphas, the
+    guided formula where lo < sigma_t <= hi, the plain conditional model elsewhere."""
+    from fairforget.components.generator.sample import guided_steps
+
+    config = tiny_config(architecture="latent_mlp")
+    noise = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    codes, nulls = torch.tensor([[0], [1], [2], [1]]), torch.full((4, 1), 4)
+    model, w, steps = ConditionShiftDenoiser(), 3.0, 5
+    scheduler = DDIMScheduler.from_config(make_scheduler(config).config)
+    scheduler.set_timesteps(steps)
+    alphas = scheduler.alphas_cumprod[scheduler.timesteps].double().numpy()
+    sigmas = np.sqrt((1 - alphas) / alphas)
+    lo, hi = float(np.sort(sigmas)[1]), float(np.sort(sigmas)[3])  # guides 2 of the 5 steps
+    assert guided_steps(scheduler, (lo, hi)) == [lo < s <= hi for s in sigmas] and sum(guided_steps(scheduler, (lo, hi))) == 2
+    assert all(guided_steps(scheduler, (0.0, float("inf"))))
+    got = ddim_sample(model, scheduler, noise, codes, nulls, w, steps, guidance_interval=(lo, hi))
+    reference = DDIMScheduler.from_config(make_scheduler(config).config)
+    reference.set_timesteps(steps)
+    x = noise.clone()
+    for t, sigma in zip(reference.timesteps, sigmas):
+        eps = model(x, t, codes)
+        if lo < sigma <= hi:
+            eps = model(x, t, nulls) + w * (eps - model(x, t, nulls))
+        x = reference.step(eps, t, x, eta=0.0).prev_sample
+    torch.testing.assert_close(got, x)
+    # an interval that holds every step is guidance everywhere; one that holds none is the conditional model
+    torch.testing.assert_close(ddim_sample(model, scheduler, noise, codes, nulls, w, steps, (0.0, 1e9)),
+                               ddim_sample(model, scheduler, noise, codes, nulls, w, steps))
+    torch.testing.assert_close(ddim_sample(model, scheduler, noise, codes, nulls, w, steps, (1e8, 1e9)),
+                               ddim_sample(model, scheduler, noise, codes, nulls, 1.0, steps))
+    with pytest.raises(ConfigError, match="guidance_interval must be"):
+        ddim_sample(model, scheduler, noise, codes, nulls, w, steps, (2.0, 1.0))
+    with pytest.raises(ConfigError, match="guidance_interval must be"):
+        GeneratorConfig(guidance_interval=(-1.0, 2.0)).validate()
+    # a sampling setting: it does not change which generator is trained
+    assert GeneratorConfig(guidance_interval=(0.5, 5.0)).identity_record() == GeneratorConfig().identity_record()
+
+
 def test_latent_scheduler_does_not_clip_but_pixel_scheduler_does():
     assert make_scheduler(tiny_config(architecture="latent_mlp").resolved()).config.clip_sample is False
     assert make_scheduler(tiny_config(architecture="pixel_unet").resolved()).config.clip_sample is True
@@ -301,6 +340,44 @@ def test_denoiser_dropout_acts_in_training_only_keeps_the_layout_and_is_seeded(t
         GeneratorConfig(denoiser_dropout=1.0).validate()
 
 
+def test_precision_resolves_to_what_the_device_computes_natively_and_dp_stays_fp32(monkeypatch):
+    from fairforget.components.generator import config as config_module
+
+    for native in (True, False):
+        monkeypatch.setattr(config_module, "native_bf16", lambda device, native=native: native)
+        assert GeneratorConfig(precision="auto", device="cpu").resolved().precision == ("bf16" if native else "fp32")
+        assert GeneratorConfig(precision="auto", device="cpu", privacy="dp").resolved().precision == "fp32"
+    assert GeneratorConfig(precision="bf16", device="cpu").resolved().precision == "bf16"  # asked for: kept
+    # fp32 generators keep the identity they had before the option existed; bf16 ones are other generators
+    assert "precision" not in GeneratorConfig(precision="fp32").identity_record()
+    assert GeneratorConfig(precision="bf16").identity_record()["precision"] == "bf16"
+    with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16"):
+        GeneratorConfig(precision="fp16").validate()
+    with pytest.raises(ConfigError, match="privacy=dp trains in fp32"):
+        GeneratorConfig(precision="bf16", privacy="dp").validate()
+
+
+@pytest.mark.parametrize("architecture", ["latent_mlp", "pixel_unet"])
+def test_bf16_training_is_seeded_keeps_float32_weights_and_learns_like_fp32(toy, architecture):
+    """Under bf16 autocast the weights stay float32 (saved and sampled as before), two trainings with one seed are
+    identical, and the losses land near fp32's (the arithmetic rounds, it does not break the objective)."""
+    runs = [train_generator(toy, config=tiny_config(architecture=architecture, precision=precision), progress=False)
+            for precision in ("bf16", "bf16", "fp32")]
+    bf16, again, fp32 = runs
+    assert bf16.config.precision == "bf16" and bf16.training_summary["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in bf16.denoiser.parameters())
+    for a, b in zip(bf16.denoiser.state_dict().values(), again.denoiser.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(bf16.denoiser.state_dict().values(),
+                                                     fp32.denoiser.state_dict().values()))  # autocast did act
+    assert bf16.training_summary["denoiser_loss"] == pytest.approx(fp32.training_summary["denoiser_loss"], rel=0.25)
+    if architecture == "latent_mlp":
+        assert bf16.training_summary["autoencoder_rmse"] == pytest.approx(fp32.training_summary["autoencoder_rmse"],
+                                                                          rel=0.25)
+    images = bf16.sample(conditions("a", "b"), seed=0)
+    assert images.dtype == np.uint8 and images.shape[0] == 2
+
+
 def test_the_perceptual_loss_changes_the_identity_only_when_on():
     plain = GeneratorConfig(latent_dim=32, autoencoder_perceptual_weight=0.0).identity_record()
     sharp = GeneratorConfig().identity_record()
@@ -345,7 +422,8 @@ def test_a_generator_saved_before_the_feature_matching_option_loads_as_what_it_w
     for key in ("autoencoder_perceptual_weight", "autoencoder_perceptual_epochs", "dp_latent_dim",
                 "dp_autoencoder_perceptual_weight", "dp_public_pretrain_steps", "public_pretrain_steps",
                 "autoencoder_data", "prediction_type", "loss_weighting", "min_snr_gamma", "dp_prediction_type",
-                "dp_loss_weighting", "dp_autoencoder_channels", "denoiser_dropout", "dp_denoiser_dropout"):
+                "dp_loss_weighting", "dp_autoencoder_channels", "denoiser_dropout", "dp_denoiser_dropout",
+                "precision", "guidance_interval"):
         meta["config"].pop(key)
     (folder / "generator.json").write_text(json.dumps(meta))
     loaded = load_generator(folder, device="cpu")
@@ -354,6 +432,7 @@ def test_a_generator_saved_before_the_feature_matching_option_loads_as_what_it_w
     assert loaded.config.public_pretrain_steps == 0 and loaded.config.autoencoder_data == "private"
     assert (loaded.config.prediction_type, loaded.config.loss_weighting) == ("epsilon", "uniform")
     assert GeneratorConfig().denoiser_dropout > 0 and loaded.config.denoiser_dropout == 0.0
+    assert loaded.config.precision == "fp32" and loaded.config.guidance_interval == (0.0, float("inf"))
     assert generator_version(loaded.config, loaded.data_md5, loaded.space) == loaded.version == generator.version
 
 

@@ -63,13 +63,15 @@ class ConvAutoencoder(nn.Module):
 
 def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, batch_size: int, learning_rate: float,
                     seed: int, device: str = "cpu", progress: bool = True,
-                    perceptual: nn.Module | None = None, perceptual_weight: float = 0.0) -> list[float]:
+                    perceptual: nn.Module | None = None, perceptual_weight: float = 0.0,
+                    precision: str = "fp32") -> list[float]:
     """Train ``model`` on float32 images (N, C, H, W) in [0, 1] by MSE + 0.1 L1 reconstruction, plus
     ``perceptual_weight`` times the MSE between ``perceptual``'s features (a frozen network, images -> features) of
     the reconstruction and of the image (a feature-matching loss: without it the decoder averages textures away);
     returns the mean loss per epoch. The images' features are computed once, before the first epoch (the network is
     frozen and the images are not augmented): N x the feature size in float32 more memory, one forward pass of
-    ``perceptual`` per batch fewer. Deterministic given ``seed`` on the CPU."""
+    ``perceptual`` per batch fewer. ``precision="bf16"``: forward passes under bfloat16 autocast (weights, optimiser
+    and losses float32). Deterministic given ``seed`` on the CPU."""
     generator = torch.Generator().manual_seed(seed)
     data = torch.from_numpy(images)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
@@ -77,6 +79,7 @@ def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, bat
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=total_steps,
                                                    pct_start=0.1)
     matching = perceptual is not None and perceptual_weight > 0
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
     if matching:  # the targets' features never change (frozen network, no augmentation): computed once
         with torch.no_grad():
             targets = torch.cat([perceptual(data[start:start + batch_size].to(device)).cpu()
@@ -89,10 +92,12 @@ def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, bat
         for start in range(0, len(data), batch_size):
             rows = order[start:start + batch_size]
             batch = data[rows].to(device)
-            recon = model(batch)
+            with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                recon = model(batch).float()
+                features = perceptual(recon).float() if matching else None
             loss = F.mse_loss(recon, batch) + 0.1 * F.l1_loss(recon, batch)
             if matching:
-                loss = loss + perceptual_weight * F.mse_loss(perceptual(recon), targets[rows].to(device))
+                loss = loss + perceptual_weight * F.mse_loss(features, targets[rows].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

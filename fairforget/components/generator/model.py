@@ -105,12 +105,14 @@ class Generator:
         return (channels, height, width)
 
     def sample(self, conditions: pd.DataFrame, seed: int, guidance_scale: float | Mapping[str, float] | None = None,
-               steps: int | None = None, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+               steps: int | None = None, batch_size: int | None = None, progress: bool = False,
+               guidance_interval: tuple[float, float] | None = None) -> np.ndarray:
         """Images for each row of ``conditions`` (one column per ``space.names``): uint8 (N, H, W, C).
 
         ``guidance_scale``: one scale for every row, a mapping class name -> scale (per-class guidance), or None
-        for the generator's own (``config.guidance_scale``). A row's image depends only on its condition, its row
-        of the seeded noise and its scale.
+        for the generator's own (``config.guidance_scale``). ``guidance_interval``: the noise levels (lo, hi] where
+        guidance applies (``ddim_sample``), None for the config's. A row's image depends only on its condition, its
+        row of the seeded noise and its scale.
 
         Raises ``ValueError`` for an unknown condition value, a missing column, a negative guidance scale or a
         mapping that misses a class of ``conditions``.
@@ -120,6 +122,7 @@ class Generator:
         if not 1 <= steps <= self.config.num_train_timesteps:
             raise ConfigError(f"steps must lie in [1, {self.config.num_train_timesteps}], got {steps}")
         batch_size = batch_size or self.config.sample_batch_size
+        interval = self.config.guidance_interval if guidance_interval is None else tuple(guidance_interval)
         codes = self.space.encode(conditions)
         height, width, channels = self.image_shape
         if len(codes) == 0:
@@ -136,7 +139,7 @@ class Generator:
                 nulls = torch.from_numpy(self.space.null_codes(len(chunk))).to(self.device)
                 scales = guidance if isinstance(guidance, float) else torch.from_numpy(guidance[start:start + batch_size])
                 x = ddim_sample(self.denoiser, scheduler, noise[start:start + batch_size].to(self.device), chunk,
-                                nulls, scales, steps)
+                                nulls, scales, steps, interval)
                 out.append(to_uint8_images(self.decode(x)))
         return np.concatenate(out)
 

@@ -35,7 +35,7 @@ import torch
 
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator.autoencoder import encode_images, fit_autoencoder, fit_perceptual_network
-from fairforget.components.generator.config import GeneratorConfig, torch_threads
+from fairforget.components.generator.config import GeneratorConfig, torch_threads, training_autocast
 from fairforget.components.generator.denoiser import CLASS_VARIABLE, ConditionSpace
 from fairforget.components.generator.model import Generator, build_networks, make_scheduler, prediction_target
 from fairforget.components.progress import progress as progress_bar
@@ -80,7 +80,7 @@ def _diffusion_loss(denoiser: torch.nn.Module, x0: torch.Tensor, c: torch.Tensor
     a = alphas[t].view(-1, *([1] * (x0.dim() - 1)))
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps  # = scheduler.add_noise(x0, eps, t)
     target = prediction_target(x0, eps, a, config.prediction_type)
-    per_record = (denoiser(x_t, t, c) - target).pow(2).flatten(1).mean(1)
+    per_record = (denoiser(x_t, t, c).float() - target).pow(2).flatten(1).mean(1)
     if config.loss_weighting != "uniform":
         per_record = per_record * loss_weight(alphas[t], config)
     return per_record if reduction == "none" else per_record.mean()
@@ -230,7 +230,8 @@ def fit_denoiser(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.ndarra
         torch.manual_seed(config.seed + 5)  # the dropout masks (denoiser_dropout), whatever ran before
         for step in progress_bar(range(config.train_steps), enabled=progress, desc="denoiser", leave=False):
             index = torch.randint(0, n, (min(config.batch_size, n),), generator=rng).to(device)
-            loss = _diffusion_loss(denoiser, data[index], codes_t[index], nulls, alphas, config, rng)
+            with training_autocast(config):
+                loss = _diffusion_loss(denoiser, data[index], codes_t[index], nulls, alphas, config, rng)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
@@ -297,7 +298,7 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
     images = train.to_float_tensor_array()
     private = config.privacy == "dp"
     summary: dict = {"train_images": len(train), "architecture": config.architecture, "device": config.device,
-                     "privacy": config.privacy}
+                     "privacy": config.privacy, "precision": config.precision}
 
     # DP: the privacy budget is checked before any training (an unreachable epsilon fails in seconds)
     noise_multiplier = dp_noise_multiplier(config, len(train)) if private else None
@@ -328,7 +329,7 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
             summary["perceptual_network_seconds"] = time.perf_counter() - started
         history = fit_autoencoder(autoencoder, fit_images, config.autoencoder_epochs, config.autoencoder_batch_size,
                                   config.autoencoder_learning_rate, config.seed, config.device, progress,
-                                  perceptual, config.autoencoder_perceptual_weight)
+                                  perceptual, config.autoencoder_perceptual_weight, config.precision)
         summary["autoencoder_loss"] = history[-1]
         summary["autoencoder_images"] = len(fit_images)
         fit_latents = encode_images(autoencoder, fit_images, device=config.device)
