@@ -63,9 +63,10 @@ def measure(generator_factory, dataset, quality_config, sample_images: int = 100
 def format_table(rows: dict[str, dict], keys: tuple[str, ...] = ROWS) -> str:
     """One line per figure (``keys``), one column per generator, and the target."""
     names = list(rows)
-    lines = [f"{'figure':<26}" + "".join(f"{name:>16}" for name in names) + "   target"]
+    widths = {name: max(16, len(name) + 2) for name in names}  # a long column name keeps a space before it
+    lines = [f"{'figure':<26}" + "".join(f"{name:>{widths[name]}}" for name in names) + "   target"]
     for key in keys:
-        cells = "".join(f"{rows[name].get(key, float('nan')):>16.3f}" for name in names)
+        cells = "".join(f"{rows[name].get(key, float('nan')):>{widths[name]}.3f}" for name in names)
         target = TARGETS.get(key)
         lines.append(f"{key:<26}{cells}   " + (f"{target[0]} {target[1]}" if target else ""))
     return "\n".join(lines)

@@ -80,7 +80,7 @@ def interval_arg(text: str) -> tuple[float, float]:
         lo = hi = math.nan
     if not (math.isfinite(lo) and 0 <= lo < hi):
         raise argparse.ArgumentTypeError(f"expected an interval lo,hi of noise levels with 0 <= lo < hi (hi may be "
-                                         f"inf), e.g. 0,5.9; got {text!r}")
+                                         f"inf), e.g. 0,4.5; got {text!r}")
     return lo, hi
 
 

@@ -142,6 +142,9 @@ BAD_INPUTS = [
     ("train_generator", ["--train-steps", "0"], "train_steps must be a positive integer"),
     ("train_generator", ["--autoencoder-channels", "64,x"], "channels must be positive integers separated by commas"),
     ("main", ["--generator-autoencoder-channels", "0,128"], "channels must be positive integers separated by commas"),
+    ("main", ["--guidance-interval", "4.5,0"], "expected an interval lo,hi of noise levels with 0 <= lo < hi"),
+    ("augment", ["--guidance-interval", "7"], "expected an interval lo,hi of noise levels"),
+    ("train_generator", ["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
     ("forget", ["forget", "--ids", "absent.txt"], "does not exist"),
     ("promote", ["promote", "--version", "1", "--model-name", "never-registered"], "never-registered"),
     ("prepare", ["prepare", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
@@ -150,7 +153,7 @@ BAD_INPUTS = [
 
 
 # values the argument parser itself refuses: it exits with code 2 (SystemExit) instead of returning it
-REFUSED_BY_ARGPARSE = ("inf", "64,x", "0,128")
+REFUSED_BY_ARGPARSE = ("inf", "64,x", "0,128", "4.5,0", "7", "fp16")
 
 
 @pytest.mark.parametrize("entry_point, argv, message", BAD_INPUTS, ids=[f"{e}:{a[-1]}" for e, a, _ in BAD_INPUTS])
