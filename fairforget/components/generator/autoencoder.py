@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fairforget.components.generator.config import bf16_autocast
 from fairforget.components.progress import progress as progress_bar
 from fairforget.errors import ConfigError
 
@@ -79,7 +80,6 @@ def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, bat
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=total_steps,
                                                    pct_start=0.1)
     matching = perceptual is not None and perceptual_weight > 0
-    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
     if matching:  # the targets' features never change (frozen network, no augmentation): computed once
         with torch.no_grad():
             targets = torch.cat([perceptual(data[start:start + batch_size].to(device)).cpu()
@@ -92,7 +92,7 @@ def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, bat
         for start in range(0, len(data), batch_size):
             rows = order[start:start + batch_size]
             batch = data[rows].to(device)
-            with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with bf16_autocast(device, precision):
                 recon = model(batch).float()
                 features = perceptual(recon).float() if matching else None
             loss = F.mse_loss(recon, batch) + 0.1 * F.l1_loss(recon, batch)

@@ -333,13 +333,13 @@ def native_bf16(device: str) -> bool:
         return False
 
 
-def training_autocast(config: "GeneratorConfig"):
-    """The autocast context of a resolved config's training steps: bfloat16 under ``precision="bf16"``, else a
-    no-op. Weights, gradients and optimiser state stay float32."""
+def bf16_autocast(device: str, precision: str):
+    """The autocast context of training steps on ``device`` at ``precision``: bfloat16 under "bf16", else a no-op.
+    Weights, gradients and optimiser state stay float32."""
     import torch
 
-    device_type = "cuda" if config.device.startswith("cuda") else "cpu"
-    return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @contextlib.contextmanager

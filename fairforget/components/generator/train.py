@@ -35,7 +35,7 @@ import torch
 
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator.autoencoder import encode_images, fit_autoencoder, fit_perceptual_network
-from fairforget.components.generator.config import GeneratorConfig, torch_threads, training_autocast
+from fairforget.components.generator.config import GeneratorConfig, bf16_autocast, torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE, ConditionSpace
 from fairforget.components.generator.model import Generator, build_networks, make_scheduler, prediction_target
 from fairforget.components.progress import progress as progress_bar
@@ -230,7 +230,7 @@ def fit_denoiser(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.ndarra
         torch.manual_seed(config.seed + 5)  # the dropout masks (denoiser_dropout), whatever ran before
         for step in progress_bar(range(config.train_steps), enabled=progress, desc="denoiser", leave=False):
             index = torch.randint(0, n, (min(config.batch_size, n),), generator=rng).to(device)
-            with training_autocast(config):
+            with bf16_autocast(device, config.precision):
                 loss = _diffusion_loss(denoiser, data[index], codes_t[index], nulls, alphas, config, rng)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
