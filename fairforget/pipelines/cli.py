@@ -84,10 +84,10 @@ def interval_arg(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def add_guidance_interval_argument(parser: argparse.ArgumentParser, defaults, name: str = "--guidance-interval") -> None:
+def add_guidance_interval_argument(parser: argparse.ArgumentParser, defaults) -> None:
     """``--guidance-interval lo,hi`` from a ``GeneratorConfig``: the noise levels of the guided sampling steps."""
     lo, hi = defaults.guidance_interval
-    parser.add_argument(name, type=interval_arg, default=defaults.guidance_interval,
+    parser.add_argument("--guidance-interval", type=interval_arg, default=defaults.guidance_interval,
                         help=f"guide only the sampling steps whose noise level sigma lies in (lo, hi] ({lo:g},{hi:g}; "
                              "0,inf: every step, the former default; docs/generator.md, 'Guidance in a limited "
                              "interval')")
@@ -120,6 +120,8 @@ def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix:
 def add_diffusion_objective_arguments(parser: argparse.ArgumentParser, defaults, prefix: str = "") -> None:
     """``--[<prefix>]prediction-type``, ``--[<prefix>]loss-weighting``, ``--[<prefix>]denoiser-dropout`` and
     ``--[<prefix>]precision`` from a ``GeneratorConfig``."""
+    from fairforget.components.generator.config import PRECISIONS
+
     parser.add_argument(f"--{prefix}prediction-type", default=defaults.prediction_type,
                         choices=["v_prediction", "epsilon"],
                         help="what the denoiser predicts (v_prediction; epsilon was the former default; a DP "
@@ -130,7 +132,7 @@ def add_diffusion_objective_arguments(parser: argparse.ArgumentParser, defaults,
     parser.add_argument(f"--{prefix}denoiser-dropout", type=float_arg, default=defaults.denoiser_dropout,
                         help="dropout in the denoiser while training (0.1, a regulariser against memorising S; 0 "
                              "was the former default; a DP generator uses its recipe's dp_denoiser_dropout)")
-    parser.add_argument(f"--{prefix}precision", default=defaults.precision, choices=["auto", "fp32", "bf16"],
+    parser.add_argument(f"--{prefix}precision", default=defaults.precision, choices=PRECISIONS,
                         help=f"arithmetic of the generator's training ({defaults.precision}; auto: bf16 where the "
                              "CPU or GPU computes it natively, else fp32; a DP generator trains in fp32)")
 
