@@ -18,6 +18,7 @@ under each of them (the SISA shard tasks do).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -35,12 +36,21 @@ def run_serial(function: Callable, tasks: Sequence, max_workers: int | None = No
     return [function(task) for task in progress_bar(tasks, enabled=progress, desc="tasks", leave=False)]
 
 
+def _configure_worker_logging(level: int | None) -> None:
+    """A spawned worker starts with logging unconfigured: give it the parent's level (None: leave it so)."""
+    if level is not None:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
 def run_local_pool(function: Callable, tasks: Sequence, max_workers: int | None = None,
                    ray_address: str | None = None, progress: bool = False) -> list:
     if len(tasks) <= 1:
         return run_serial(function, tasks, progress=progress)
     workers = min(len(tasks), max_workers or os.cpu_count() or 1)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    root = logging.getLogger()
+    log_level = root.level if root.handlers else None  # workers log (progress heartbeats) as the parent does
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_configure_worker_logging, initargs=(log_level,)) as pool:
         futures = [pool.submit(function, task) for task in tasks]
         return [future.result() for future in progress_bar(futures, enabled=progress, desc="tasks", leave=False)]
 

@@ -1,19 +1,26 @@
-"""Progress bars that show on a terminal only.
+"""Progress: bars on a terminal, heartbeat lines in a log.
 
-On a terminal a long loop shows a tqdm bar; in CI, under ``mlflow run`` or with output sent to a file, bars are off
-(tqdm's ``disable=None``), so logs hold one line per step instead of thousands of carriage-return fragments.
+On a terminal a long loop shows a tqdm bar. In CI, under ``mlflow run`` or with output sent to a file, bars are off
+(they would fill the log with carriage-return fragments) and every instrumented loop reports through one shared
+heartbeat instead: whenever a loop advances and ``HEARTBEAT_SECONDS`` have passed since the last line (of any loop),
+logger ``fairforget.progress`` writes one line: the step, done/total, elapsed time and an estimate of the time left.
 ``FAIRFORGET_PROGRESS=1`` forces bars on, ``0`` forces them off. ``quiet_third_party_bars`` applies the same rule
 to MLflow's artifact bars and Great Expectations' metric bars.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 
 from tqdm.auto import tqdm
 
 ENV = "FAIRFORGET_PROGRESS"
+HEARTBEAT_SECONDS = 60.0
+log = logging.getLogger("fairforget.progress")
+_last_line = time.monotonic()  # shared by every loop: one line at least every HEARTBEAT_SECONDS while any advances
 
 
 def bars_wanted() -> bool:
@@ -26,9 +33,65 @@ def bars_wanted() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-def progress(iterable=None, *, enabled: bool = True, **kwargs) -> tqdm:
-    """``tqdm(iterable, **kwargs)``, drawn only when ``enabled`` and ``bars_wanted()``."""
-    return tqdm(iterable, disable=not (enabled and bars_wanted()), **kwargs)
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class LogProgress:
+    """What ``progress`` returns off a terminal: tqdm's interface (iterate, ``update``, ``set_postfix``, ``close``,
+    a context manager) with heartbeat lines instead of a bar. ``disable`` is True: no bar is drawn."""
+
+    disable = True
+
+    def __init__(self, iterable=None, *, total: int | None = None, desc: str | None = None, **_ignored) -> None:
+        self.iterable, self.desc, self.n = iterable, desc or "working", 0
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.started = time.monotonic()
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __len__(self) -> int:
+        return self.total or 0
+
+    def __enter__(self) -> "LogProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        global _last_line
+        self.n += n
+        now = time.monotonic()
+        if now - _last_line < HEARTBEAT_SECONDS:
+            return
+        _last_line = now
+        elapsed = now - self.started
+        if self.total:
+            left = elapsed / max(self.n, 1) * (self.total - self.n)
+            log.info("%s: %d/%d, elapsed %s, about %s left", self.desc, self.n, self.total, _duration(elapsed),
+                     _duration(left))
+        else:
+            log.info("%s: %d done, elapsed %s", self.desc, self.n, _duration(elapsed))
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(iterable=None, *, enabled: bool = True, **kwargs):
+    """``tqdm(iterable, **kwargs)`` when ``enabled`` and ``bars_wanted()``; otherwise a ``LogProgress`` that logs a
+    heartbeat line (``HEARTBEAT_SECONDS``) while the loop advances."""
+    if enabled and bars_wanted():
+        return tqdm(iterable, **kwargs)
+    return LogProgress(iterable, **kwargs)
 
 
 def quiet_third_party_bars() -> None:

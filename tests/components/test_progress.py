@@ -43,3 +43,29 @@ def test_mlflow_artifact_bars_are_switched_off_without_a_terminal(monkeypatch):
     import os
 
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+
+
+def test_off_a_terminal_a_slow_loop_logs_a_heartbeat_line_with_its_estimate(monkeypatch, caplog):
+    """A log reader sees the step, done/total, elapsed time and time left at least every HEARTBEAT_SECONDS, from
+    whichever loop is advancing, and nothing in between."""
+    import logging
+    import time
+
+    monkeypatch.delenv(progress_module.ENV, raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(progress_module, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(progress_module, "_last_line", time.monotonic())
+    with caplog.at_level(logging.INFO, logger="fairforget.progress"):
+        for _ in progress(range(8), desc="slowed toy step"):
+            time.sleep(0.03)
+        bar = progress(total=4, desc="manual", enabled=False)  # a caller's "no bar" still gets heartbeats
+        for _ in range(4):
+            time.sleep(0.06)
+            bar.update(1)
+        bar.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "fairforget.progress"]
+    toy = [line for line in lines if line.startswith("slowed toy step: ")]
+    assert 2 <= len(toy) <= 5, lines  # every other step at most: 0.03 s a step, 0.05 s between lines
+    assert all("/8, elapsed 0:00, about 0:00 left" in line for line in toy)
+    assert [line.split(",")[0] for line in lines if line.startswith("manual")] == [
+        "manual: 1/4", "manual: 2/4", "manual: 3/4", "manual: 4/4"]
