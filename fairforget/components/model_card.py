@@ -28,7 +28,12 @@ def generator_privacy_lines(metrics: Mapping[str, float]) -> list[str]:
     lines = []
     if "generator/dp_epsilon" in metrics:
         lines += [f"- mode: **differentially private** (DP-SGD, epsilon = {metrics['generator/dp_epsilon']:.2f}, "
-                  f"delta = {metrics.get('generator/dp_delta', float('nan')):.2e}, per record of S)",
+                  f"delta = {metrics.get('generator/dp_delta', float('nan')):.2e}, per record of S; Poisson sampling "
+                  f"rate {metrics.get('generator/dp_sample_rate', float('nan')):.4f}, noise multiplier "
+                  f"{metrics.get('generator/dp_noise_multiplier', float('nan')):.3f}, clipping norm "
+                  f"{metrics.get('generator/dp_max_grad_norm', float('nan')):.2f})",
+                  "- caveat: the DP recipe's hyper-parameters were chosen on this private data set "
+                  "(docs/generator.md); that choice is not accounted for in (epsilon, delta)",
                   "- deletion: every record of S, deleted or not, influenced the replacements only within this "
                   "(epsilon, delta) bound; no generator refresh is needed after a deletion request."]
         if metrics.get("generator/public_pretrain_steps", 0) > 0:
@@ -99,13 +104,16 @@ def render_model_card(model_name: str, data_md5: str, code_version: str, bias_be
     lines += [
         "",
         "## Unlearning (per iteration)",
-        "| iteration | retain acc | test acc | worst class | forgotten | originals in S | strongest attack | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| iteration | retain acc | test acc | worst class | forgotten | originals in S | retained: AUC upper bound, "
+        "verdict | forgotten: AUC upper bound, verdict | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in iterations:
+        held = [f"{row.get(f'auc_high_{s}', float('nan')):.4f}, {row.get(f'verdict_{s}', 'n/a')}"
+                for s in ("retained", "forgotten")]
         lines.append(f"| {row['iteration']} | {row['acc_retain']:.4f} | {row['acc_test']:.4f} | "
                      f"{row['acc_worst_class']:.4f} | {row['forgotten_fraction']:.2f} | {row['original_fraction']:.2f} | "
-                     f"{row['max_success']:.4f} | {row['seconds']:.0f} |")
+                     f"{held[0]} | {held[1]} | {row['seconds']:.0f} |")
     exact = final_metrics.get("unlearn/exact")
     lines += [
         "",

@@ -199,7 +199,7 @@ def classification_accuracy_score(synthetic_images: np.ndarray, synthetic_labels
 
 def sample_grid(real: Dataset, synthetic_images: np.ndarray, synthetic_labels: np.ndarray, per_class: int):
     """A matplotlib figure: one row per class, ``per_class`` real images on the left, as many synthetic on the
-    right (the paper's Figs. 10-11)."""
+    right (the paper's Figs. 10-11). Pass public images as ``real`` (the reference split), never private ones."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,7 +219,7 @@ def sample_grid(real: Dataset, synthetic_images: np.ndarray, synthetic_labels: n
                     ax.imshow(group[k].squeeze(-1) if cmap else group[k], cmap=cmap, vmin=0, vmax=255)
         axes[row, per_class].axis("off")
         axes[row, 0].set_title(name, fontsize=7, loc="left", pad=2)
-    fig.suptitle("real (left) | synthetic (right)", fontsize=9)
+    fig.suptitle("real, public reference split (left) | synthetic (right)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -301,5 +301,6 @@ def evaluate_generator(generator: Generator, dataset: Dataset, config: QualityCo
         "eval_images": float(len(images)),
         **cas,
     }
-    figure = sample_grid(train, images, labels, config.grid_per_class)
+    # real images of the public reference split only: a logged figure never shows a private record of S
+    figure = sample_grid(reference if len(reference) else test, images, labels, config.grid_per_class)
     return QualityReport(metrics, per_class, asdict(config), figure)

@@ -138,10 +138,10 @@ def add_diffusion_objective_arguments(parser: argparse.ArgumentParser, defaults,
 
 
 def add_generator_privacy_arguments(parser: argparse.ArgumentParser, defaults) -> None:
-    """``--generator-privacy``, ``--dp-epsilon`` and ``--dp-delta`` (``auto``: 1 / |S|) from a ``GeneratorConfig``."""
+    """``--generator-privacy``, ``--dp-epsilon`` and ``--dp-delta`` from a ``GeneratorConfig``."""
     parser.add_argument("--generator-privacy", default=defaults.privacy, choices=["none", "dp"],
                         help="none, or dp: the denoiser trained with DP-SGD (opacus), the autoencoder on public data")
     parser.add_argument("--dp-epsilon", type=float_arg, default=defaults.dp_epsilon,
                         help="target epsilon of the DP generator (default 10)")
     parser.add_argument("--dp-delta", type=auto_or(float_arg), default=defaults.dp_delta,
-                        help="delta of the DP generator; auto (default): 1 / |S|")
+                        help="delta of the DP generator (default %(default)s); auto: 1 / (10 |S|), at most 1e-5")

@@ -17,6 +17,7 @@ from fairforget.components.gate import (
     GENERATOR_WITHIN,
     GateConfig,
     RegistryPolicy,
+    certificate_tags,
     check_promotable,
     evaluate_gate,
     generator_audit_verdict,
@@ -30,7 +31,8 @@ from fairforget.components.generator.audit import (
     denoising_errors,
     matched_non_members,
 )
-from fairforget.components.generator.train import dp_noise_multiplier
+from fairforget.components.generator.train import check_poisson_sampler, dp_noise_multiplier, dp_sample_rate
+from fairforget.components.mia.certify import Certificate
 from fairforget.components.model_card import generator_privacy_lines
 from fairforget.errors import ConfigError
 
@@ -129,7 +131,9 @@ def test_dp_training_reports_the_accountants_epsilon(dp_toy):
     tight = train_generator(dp_toy, config=_dp_config(dp_epsilon=1.0), progress=False).training_summary
     for summary, target in ((loose, 8.0), (tight, 1.0)):
         assert math.isfinite(summary["dp_epsilon"]) and summary["dp_epsilon"] <= target * 1.02
-        assert summary["dp_delta"] == pytest.approx(1 / 96) and summary["dp_steps"] == 40
+        assert summary["dp_delta"] == pytest.approx(1e-5) and summary["dp_steps"] == 40  # well below 1 / |S|
+        # the rate the loader sampled at is the rate the noise was calibrated for: 1 / ceil(96 / 16)
+        assert summary["dp_sample_rate"] == pytest.approx(1 / 6) == dp_sample_rate(16, 96)
         assert summary["autoencoder_images"] == 64  # the public reference split, not S
         # an independent accountant run on the logged noise, rate and steps gives the logged epsilon
         prv = PRVAccountant()
@@ -139,6 +143,23 @@ def test_dp_training_reports_the_accountants_epsilon(dp_toy):
         rdp.history = [(summary["dp_noise_multiplier"], summary["dp_sample_rate"], summary["dp_steps"])]
         assert rdp.get_epsilon(summary["dp_delta"]) >= summary["dp_epsilon"] * 0.98
     assert tight["dp_noise_multiplier"] > loose["dp_noise_multiplier"]  # more noise, smaller epsilon
+
+
+def test_a_sampler_other_than_poisson_at_the_accountants_rate_is_refused_before_training():
+    import torch
+    from opacus.data_loader import DPDataLoader
+    from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+    data = TensorDataset(torch.zeros(96, 2))
+    weighted = DataLoader(data, batch_size=16, sampler=WeightedRandomSampler(torch.ones(96), 96))
+    with pytest.raises(ConfigError, match="needs Poisson sampling"):
+        check_poisson_sampler(weighted, 1 / 6)
+    with pytest.raises(ConfigError, match="needs Poisson sampling"):
+        check_poisson_sampler(DataLoader(data, batch_size=16, shuffle=True), 1 / 6)
+    poisson = DPDataLoader.from_data_loader(DataLoader(data, batch_size=16))
+    check_poisson_sampler(poisson, 1 / 6)
+    with pytest.raises(ConfigError, match="calibrated for another rate"):
+        check_poisson_sampler(poisson, 16 / 96 + 0.01)
 
 
 def _denoiser_before_dp_sgd(dataset, config) -> dict:
@@ -244,19 +265,20 @@ def test_an_unreachable_epsilon_is_refused_before_training(dp_toy, monkeypatch):
 # ------------------------------------------------------------------------------------------------ gate and card
 def test_the_gate_can_require_the_generator_audit():
     policy = RegistryPolicy(require_generator_audit=True)
-    passing = dict(max_attack_success=0.5, test_accuracy=0.9, policy=policy)
+    certified = {held: Certificate(2000, 1980, 0.51, 0.012) for held in ("retained", "forgotten")}
+    passing = dict(certificates=certified, test_accuracy=0.9, policy=policy)
     assert evaluate_gate(**passing, generator_audit=GENERATOR_WITHIN).passed
     above = evaluate_gate(**passing, generator_audit=GENERATOR_ABOVE)
     assert not above.passed and "generator's membership audit is above its chance bound" in above.reason
     assert "not audited" in evaluate_gate(**passing, generator_audit=GENERATOR_UNMEASURED).reason
     # off in the shipped policy; a run may only switch it on
-    assert evaluate_gate(max_attack_success=0.5, test_accuracy=0.9, policy=RegistryPolicy(),
+    assert evaluate_gate(certificates=certified, test_accuracy=0.9, policy=RegistryPolicy(),
                          generator_audit=GENERATOR_ABOVE).passed
     assert RegistryPolicy().tightened(GateConfig(require_generator_audit=True)).require_generator_audit
     assert RegistryPolicy(require_generator_audit=True).tightened(
         GateConfig(require_generator_audit=False)).require_generator_audit
-    tags = {"gate": "passed", "data_md5": "m", "audit_data_md5": "m", "mia_max_success": "0.5", "acc_test": "0.9",
-            "audit_power": "shown", "generator_audit": GENERATOR_ABOVE}
+    tags = {"gate": "passed", "data_md5": "m", "audit_data_md5": "m", "acc_test": "0.9", "audit_power": "shown",
+            "unlearning_exactness": "verified", "natural_members_detected": "true", "generator_audit": GENERATOR_ABOVE, **certificate_tags(certified)}
     assert not check_promotable(tags, policy).passed and check_promotable(tags, RegistryPolicy()).passed
 
 
@@ -267,6 +289,7 @@ def test_the_model_card_says_what_a_deletion_guarantees_per_generator_mode():
     private = {**plain, "generator/mia/auc": 0.51, "generator/dp_epsilon": 9.97, "generator/dp_delta": 2.5e-4}
     text = "\n".join(generator_privacy_lines(private))
     assert "epsilon = 9.97" in text and "no generator refresh is needed" in text and "within its chance bound" in text
+    assert "chosen on this private data set" in text
     assert "treats as public" in text and "pre-training" not in text
     pretrained = "\n".join(generator_privacy_lines({**private, "generator/public_pretrain_steps": 4000.0}))
     assert "pre-training (4000 steps) learned from the reference split" in pretrained

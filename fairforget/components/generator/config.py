@@ -135,13 +135,14 @@ class GeneratorConfig(ConfigBase):
     # spin-waiting OpenMP threads ran 2-3x slower than one (both measured, docs/generator.md). The study pins 1.
     num_threads: int = 0
     # privacy: "none", or "dp" (DP-SGD through opacus for the denoiser; the autoencoder learns from the public
-    # reference split only). dp_delta None = 1 / |S|. The DP recipe fields below apply with privacy="dp" only,
+    # reference split only). dp_delta well below 1/|S| (a mechanism that publishes one record outright is
+    # (0, 1/|S|)-DP); None = 1 / (10 |S|) capped at 1e-5. The DP recipe fields below apply with privacy="dp" only,
     # where ``effective()`` puts them in place of train_steps, batch_size, ... : DP-SGD wants large batches (the
     # noise is per step) and a smaller denoiser (the noise is per parameter), and the public split is larger than S;
     # measured in docs/generator.md (3x faster than the plain recipe under DP-SGD, same quality).
     privacy: str = "none"
     dp_epsilon: float = 10.0
-    dp_delta: float | None = None
+    dp_delta: float | None = 1e-5
     dp_max_grad_norm: float = 1.0
     dp_train_steps: int = 1200
     dp_batch_size: int = 1024
@@ -227,7 +228,7 @@ class GeneratorConfig(ConfigBase):
             raise ConfigError(f"dp_epsilon must be a positive number, got {self.dp_epsilon!r}: it is the privacy "
                               "budget (smaller is more private; 1 to 10 is usual)")
         if self.dp_delta is not None and not 0.0 < self.dp_delta < 1.0:
-            raise ConfigError(f"dp_delta must lie in (0, 1), got {self.dp_delta}: use well below 1/|S| (the default)")
+            raise ConfigError(f"dp_delta must lie in (0, 1), got {self.dp_delta}: use well below 1/|S| (default 1e-5)")
         for name in (f"dp_{field}" for field in DP_RECIPE if field not in ("learning_rate",
                                                                            "autoencoder_perceptual_weight",
                                                                            "prediction_type", "loss_weighting",

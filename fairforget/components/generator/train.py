@@ -113,15 +113,26 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay_m
             p_ema.lerp_(p, 1 - decay)
 
 
+def dp_delta_for(config: GeneratorConfig, n_private: int) -> float:
+    """``dp_delta``, or when None 1 / (10 |S|) capped at 1e-5: always well below 1 / |S|."""
+    return config.dp_delta if config.dp_delta is not None else min(1e-5, 0.1 / n_private)
+
+
+def dp_sample_rate(batch_size: int, n_private: int) -> float:
+    """The Poisson sampling rate DP-SGD uses, as opacus' ``DPDataLoader`` sets it from a loader of
+    ``batch_size`` over ``n_private`` records: 1 / number of batches = 1 / ceil(n / batch)."""
+    return 1.0 / math.ceil(n_private / min(batch_size, n_private))
+
+
 def dp_noise_multiplier(config: GeneratorConfig, n_private: int) -> float:
-    """The Gaussian noise multiplier that meets (``dp_epsilon``, ``dp_delta`` or 1/n) over ``train_steps`` steps of
-    Poisson sampling at rate ``batch_size / n`` (opacus, PRV accountant). Raises ``ConfigError`` when the target
+    """The Gaussian noise multiplier that meets (``dp_epsilon``, ``dp_delta_for``) over ``train_steps`` steps of
+    Poisson sampling at ``dp_sample_rate`` (opacus, PRV accountant). Raises ``ConfigError`` when the target
     needs more noise than ``DP_MAX_NOISE_MULTIPLIER`` (or opacus finds none)."""
     from opacus.accountants.utils import get_noise_multiplier
 
     config = config.effective()
-    delta = config.dp_delta if config.dp_delta is not None else 1.0 / n_private
-    rate = min(1.0, config.batch_size / n_private)
+    delta = dp_delta_for(config, n_private)
+    rate = dp_sample_rate(config.batch_size, n_private)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -140,6 +151,23 @@ def dp_noise_multiplier(config: GeneratorConfig, n_private: int) -> float:
     return sigma
 
 
+def check_poisson_sampler(loader, rate: float) -> None:
+    """Refuse, before any step spends budget, a loader whose sampler is not the uniform Poisson sampling at
+    ``rate`` that the accountant assumes (a weighted or shuffled sampler silently voids the guarantee)."""
+    from opacus.data_loader import DPDataLoader
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    sampler = getattr(loader, "batch_sampler", None)
+    if not isinstance(loader, DPDataLoader) or not isinstance(sampler, UniformWithReplacementSampler):
+        raise ConfigError(f"DP-SGD needs Poisson sampling (opacus' UniformWithReplacementSampler), got "
+                          f"{type(sampler).__name__}: the accountant's epsilon would not hold; do not pass a weighted "
+                          "or shuffled sampler")
+    if not math.isclose(float(loader.sample_rate), rate, rel_tol=1e-9) or not math.isclose(
+            float(sampler.sample_rate), rate, rel_tol=1e-9):
+        raise ConfigError(f"the DP loader samples at rate {loader.sample_rate:.6f}, the accountant at {rate:.6f}: "
+                          "the noise was calibrated for another rate")
+
+
 def fit_denoiser_dp(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.ndarray, space: ConditionSpace,
                     config: GeneratorConfig, progress: bool = True,
                     noise_multiplier: float | None = None) -> tuple[torch.nn.Module, list[float], dict]:
@@ -152,7 +180,7 @@ def fit_denoiser_dp(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.nda
 
     device = config.device
     n = len(data)
-    delta = config.dp_delta if config.dp_delta is not None else 1.0 / n
+    delta = dp_delta_for(config, n)
     sigma = noise_multiplier if noise_multiplier is not None else dp_noise_multiplier(config, n)
     rng = torch.Generator().manual_seed(config.seed + 1)
     denoiser.to(device).train()
@@ -171,6 +199,7 @@ def fit_denoiser_dp(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.nda
             module=denoiser, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
             max_grad_norm=config.dp_max_grad_norm, poisson_sampling=True, grad_sample_mode="ghost",
             criterion=torch.nn.MSELoss(), noise_generator=torch.Generator(device=device).manual_seed(config.seed + 3))
+    check_poisson_sampler(loader, dp_sample_rate(config.batch_size, n))
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer.original_optimizer, _learning_rate_factor(config))
     alphas = make_scheduler(config).alphas_cumprod.to(device)
     nulls = torch.from_numpy(space.null_codes(1)).to(device)
@@ -202,7 +231,7 @@ def fit_denoiser_dp(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.nda
         epsilon = float(engine.get_epsilon(delta))
     model.eval()
     record = {"dp_epsilon": epsilon, "dp_delta": float(delta), "dp_noise_multiplier": sigma,
-              "dp_sample_rate": min(1.0, config.batch_size / n), "dp_steps": step,
+              "dp_sample_rate": float(loader.sample_rate), "dp_steps": step,
               "dp_max_grad_norm": config.dp_max_grad_norm}
     return ema, history, record
 
