@@ -24,6 +24,7 @@ from fairforget.components.mia import (
     torch_predictor,
 )
 from fairforget.components.mia.augmentations import FixedAugmentation, make_fixed_augmentations
+from fairforget.components.mia.certify import TOO_FEW, Tolerance
 from fairforget.components.mia.metrics import (
     balanced_accuracy,
     chance_success_bound,
@@ -41,6 +42,7 @@ from fairforget.components.models import SmallCNN
 from fairforget.components.training import TrainConfig, apply_augmentation, fit_classifier
 
 FAST = AuditConfig(fpr_levels=(0.01,), num_bootstrap=50, show_progress=False)
+LAX = Tolerance(max_auc_excess=0.15, max_tpr_at_1pct_fpr=0.1)  # what 200 + 200 evaluation records can resolve
 
 
 
@@ -260,8 +262,12 @@ def test_overfit_model_is_clearly_attackable_and_forgotten_records_are_not(memor
     assert retained_loss["success"].value >= 0.65 and retained_loss["auc"].value >= 0.7
     all_loss = report.results["all"]["mloss"].estimates
     assert all_loss["success"].value >= 0.65 and all_loss["auc"].value >= 0.7
-    assert report.indistinguishable("forgotten") and not report.indistinguishable("retained")
-    assert "forgotten: " in report.summary() and "indistinguishable" in report.summary()
+    # the memorised records are visibly members; 50 evaluated forgotten records cannot be certified at the default
+    # tolerance (too few), but they are under a tolerance their count can resolve
+    assert report.leak_detected("retained") and not report.certified("retained")
+    assert report.certificate("forgotten").verdict(Tolerance()) == TOO_FEW
+    assert not report.certified("retained", LAX)
+    assert "forgotten: " in report.summary() and "too few records to certify" in report.summary()
     metrics = report.metrics()
     for attack in ATTACKS:
         for metric in ("success", "auc", "tpr_at_1pct_fpr", "advantage"):
@@ -269,7 +275,8 @@ def test_overfit_model_is_clearly_attackable_and_forgotten_records_are_not(memor
             assert f"mia/forgotten/{attack}/{metric}" in metrics
     assert metrics["mia/max_success"] == max(metrics[f"mia/{a}/success"] for a in ATTACKS)
     assert metrics["mia/accuracy_gap"] > 0.5
-    assert metrics["mia/forgotten/indistinguishable"] == 1.0
+    assert metrics["mia/forgotten/certified"] == 0.0 and metrics["mia/forgotten/too_few"] == 1.0
+    assert metrics["mia/forgotten/members_needed"] > 50 and metrics["mia/retained/leak_detected"] == 1.0
     table = report.table()
     assert len(table) == 3 * len(ATTACKS) and set(table["subset"]) == {"all", "forgotten", "retained"}
     # reported figures are recomputed from the evaluation ROC curve scikit-learn would draw
@@ -285,7 +292,7 @@ def test_model_that_never_saw_the_members_sits_at_chance(memorised):
     for attack, result in report.results["all"].items():
         assert result.estimates["success"].value <= bound, attack
         assert 0.4 < result.estimates["auc"].value < 0.6, attack
-    assert report.indistinguishable("all")
+    assert report.certified("all", LAX) and not report.leak_detected("all")
 
 
 def test_same_audit_twice_gives_the_same_numbers(memorised):
@@ -320,3 +327,23 @@ def test_per_model_audit_drops_unresolvable_fpr_levels(memorised):
     assert metrics["mia_shard/memorised/mloss/success"] >= 0.65
     assert "mia_shard/memorised/mloss/tpr_at_0.1pct_fpr" not in metrics
     assert reports["other"].metrics()["mia/mloss/success"] <= reports["other"].chance_bound["all"]
+
+
+def test_memoized_reference_answers_equal_fresh_ones_and_query_each_batch_once(memorised):
+    from fairforget.components.mia.queries import MemoizedPredict
+
+    members, non_members, _, _, reference, _ = memorised
+    calls = []
+
+    def counting(images):
+        calls.append(len(images))
+        return reference(images)
+
+    memo = MemoizedPredict(counting)
+    first, again = memo(members.images[:50]), memo(members.images[:50])
+    np.testing.assert_array_equal(first, reference(members.images[:50]))
+    np.testing.assert_array_equal(first, again)
+    assert calls == [50]
+    again[0, 0] = -1.0  # a caller writing into its answer does not change the remembered one
+    assert memo(members.images[:50])[0, 0] != -1.0
+    assert not np.array_equal(memo(members.images[50:100]), first) and calls == [50, 50]

@@ -8,6 +8,18 @@ from fairforget.components.config import ConfigBase
 from fairforget.errors import ConfigError
 
 DEFAULT_ATTACKS = ("mloss", "mmean", "mstd", "moments", "confidence", "entropy", "modified_entropy", "rmia")
+# With one query per image (no augmentation), M-Mean equals M-Loss and M-Std is constant (AUC 0.5 exactly): they
+# add nothing and must not count as attacks that "failed".
+DEGENERATE_WITHOUT_AUGMENTATION = ("mmean", "mstd")
+
+
+def attacks_for_count(attacks: tuple[str, ...], num_augmentations: int) -> tuple[str, ...]:
+    """``attacks`` without those that are identical to another or constant under ``num_augmentations`` queries per
+    image (``DEGENERATE_WITHOUT_AUGMENTATION`` when it is 1); unchanged when nothing would be left."""
+    if num_augmentations != 1:
+        return tuple(attacks)
+    kept = tuple(a for a in attacks if a not in DEGENERATE_WITHOUT_AUGMENTATION)
+    return kept or tuple(attacks)
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,8 @@ class AuditConfig(ConfigBase):
         augmented = train is None or train.augment
         count = self.num_augmentations if self.num_augmentations is not None else (10 if augmented else 1)
         padding = train.crop_padding if train is not None and train.augment else self.augmentation_padding
-        return replace(self, num_augmentations=count, augmentation_padding=padding)
+        return replace(self, num_augmentations=count, augmentation_padding=padding,
+                       attacks=attacks_for_count(self.attacks, count))
 
     def validate(self) -> None:
         if not self.attacks:

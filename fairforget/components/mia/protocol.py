@@ -28,6 +28,7 @@ import numpy as np
 
 from fairforget.components.dataset import Dataset
 from fairforget.components.mia.augmentations import make_fixed_augmentations
+from fairforget.components.mia.certify import CERTIFYING_FPR, tpr_upper_at_fpr
 from fairforget.components.mia.config import AuditConfig
 from fairforget.components.mia.metrics import (
     chance_success_bound,
@@ -245,8 +246,10 @@ def audit_membership(
             estimates = evaluate_scores(subset_member, scores[rows], subset_threshold, config.fpr_levels,
                                         config.num_bootstrap, config.confidence, config.seed)
             fpr, tpr, _ = roc_curve_points(subset_member, scores[rows])
+            tpr_high = tpr_upper_at_fpr(subset_member, scores[rows], CERTIFYING_FPR, config.confidence)
             results[subset][name] = AttackResult(name, subset, estimates, subset_threshold, fpr, tpr,
-                                                 int(subset_member.sum()), int((~subset_member).sum()))
+                                                 int(subset_member.sum()), int((~subset_member).sum()), tpr_high,
+                                                 scores[rows], subset_member)
     seconds["attacks"] = time.perf_counter() - start
     results = {subset: by_attack for subset, by_attack in results.items() if by_attack}
     chance = {subset: chance_success_bound(next(iter(by_attack.values())).n_members,

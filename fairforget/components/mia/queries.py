@@ -45,6 +45,25 @@ def probabilities_from_logits(predict_logits: Predict) -> Predict:
     return predict
 
 
+class MemoizedPredict:
+    """A predict callable that remembers its answers, keyed by the bytes of the batch it was given: for models
+    that do not change while they are queried again and again (RMIA's reference models, queried by every audit of
+    a run with the same images in the same batches). Answers are returned as copies."""
+
+    def __init__(self, predict: Predict) -> None:
+        self.predict = predict
+        self._answers: dict[bytes, np.ndarray] = {}
+
+    def __call__(self, images_u8: np.ndarray) -> np.ndarray:
+        import hashlib
+
+        images_u8 = np.ascontiguousarray(images_u8)
+        key = hashlib.blake2b(images_u8.tobytes(), digest_size=16).digest() + repr(images_u8.shape).encode()
+        if key not in self._answers:
+            self._answers[key] = np.asarray(self.predict(images_u8), dtype=np.float64)
+        return self._answers[key].copy()
+
+
 class TorchPredictor:
     """A trained torch classifier (float32 (N, C, H, W) in [0, 1] -> logits) as a predict callable; ``.model``
     keeps the module (e.g. to save it). The softmax is taken in float64, so that confident predictions keep

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from fairforget.components.mia.certify import EMPTY_CERTIFICATE, Certificate, Tolerance
 from fairforget.components.mia.config import AuditConfig
 from fairforget.components.mia.metrics import Estimate
 
@@ -18,7 +19,9 @@ class AttackResult:
     """One attack on one subset of members against the evaluation non-members.
 
     ``estimates``: success, advantage, auc, tpr_at_<x>pct_fpr; ``threshold`` the calibrated decision cut;
-    ``fpr``/``tpr`` the evaluation ROC curve (for the figure); ``n_members``/``n_non_members`` evaluation counts.
+    ``fpr``/``tpr`` the evaluation ROC curve (for the figure); ``n_members``/``n_non_members`` evaluation counts;
+    ``tpr_at_1pct_fpr_high`` the Clopper-Pearson upper bound of the TPR at 1% FPR (``certify``); ``scores`` and
+    ``is_member`` the evaluation scores (N,) and membership (N,) they were read from.
     """
 
     attack: str
@@ -29,6 +32,9 @@ class AttackResult:
     tpr: np.ndarray
     n_members: int
     n_non_members: int
+    tpr_at_1pct_fpr_high: float = 1.0
+    scores: np.ndarray | None = None
+    is_member: np.ndarray | None = None
 
 
 @dataclass
@@ -36,8 +42,10 @@ class AuditReport:
     """All results of ``audit_membership``: ``results[subset][attack]``; subset ``"all"`` holds every member.
 
     ``chance_bound[subset]``: the success an attack unrelated to membership stays under (one-sided, Bonferroni over
-    the attacks, ``chance_success_bound``); a subset whose every attack stays under it is *indistinguishable* from
-    non-members. ``member_accuracy``/``non_member_accuracy``: the target's accuracy on the un-augmented images.
+    the attacks, ``chance_success_bound``): reported with the paper's success metric, it decides nothing. The
+    verdict on a subset is its ``certificate`` read under a ``Tolerance`` (``certify``): every attack's upper
+    confidence bounds under the tolerance. ``member_accuracy``/``non_member_accuracy``: the target's accuracy on
+    the un-augmented images.
     """
 
     config: AuditConfig
@@ -58,20 +66,38 @@ class AuditReport:
     def max_success(self, subset: str = ALL_MEMBERS) -> float:
         return max(r.estimates["success"].value for r in self.results[subset].values())
 
-    def indistinguishable(self, subset: str) -> bool:
-        """True when no attack's success on ``subset`` exceeds its chance bound."""
-        return self.max_success(subset) <= self.chance_bound[subset]
+    def certificate(self, subset: str = ALL_MEMBERS) -> Certificate:
+        """The largest AUC and TPR-at-1%-FPR upper bounds over the attacks on ``subset``, with its evaluation counts
+        (``EMPTY_CERTIFICATE`` when the subset had no evaluation member)."""
+        by_attack = self.results.get(subset)
+        if not by_attack:
+            return EMPTY_CERTIFICATE
+        by_auc = max(by_attack.values(), key=lambda r: r.estimates["auc"].ci_high)
+        by_tpr = max(by_attack.values(), key=lambda r: r.tpr_at_1pct_fpr_high)
+        return Certificate(by_auc.n_members, by_auc.n_non_members, by_auc.estimates["auc"].ci_high,
+                           by_tpr.tpr_at_1pct_fpr_high, by_auc.attack, by_tpr.attack)
+
+    def certified(self, subset: str = ALL_MEMBERS, tolerance: Tolerance | None = None) -> bool:
+        """True when ``subset`` is certified indistinguishable (or holds no record) under ``tolerance``."""
+        return self.certificate(subset).certified(tolerance or Tolerance())
+
+    def leak_detected(self, subset: str = ALL_MEMBERS) -> bool:
+        """True when some attack's AUC interval on ``subset`` lies wholly above 0.5 (membership is visible)."""
+        return any(r.estimates["auc"].ci_low > 0.5 for r in self.results.get(subset, {}).values())
 
     @staticmethod
     def _prefix(subset: str, root: str = "mia") -> str:
         return f"{root}/" if subset == ALL_MEMBERS else f"{root}/{subset}/"
 
-    def metrics(self, root: str = "mia") -> dict[str, float]:
-        """Flat MLflow metrics: ``mia/<attack>/<metric>`` (+ ``_ci_low``/``_ci_high``) for all members,
-        ``mia/<subset>/<attack>/<metric>`` for each subset, ``mia/[<subset>/]max_success``,
-        ``mia/[<subset>/]chance_success_high``, ``mia/[<subset>/]indistinguishable`` (1.0 or 0.0), and
+    def metrics(self, root: str = "mia", tolerance: Tolerance | None = None) -> dict[str, float]:
+        """Flat MLflow metrics: ``mia/<attack>/<metric>`` (+ ``_ci_low``/``_ci_high``, and
+        ``tpr_at_1pct_fpr_cp_high``) for all members, ``mia/<subset>/<attack>/<metric>`` for each subset,
+        ``mia/[<subset>/]max_success``, ``mia/[<subset>/]chance_success_high``, the certificate under
+        ``tolerance`` (``mia/[<subset>/]certified`` 1.0 or 0.0, ``auc_high``, ``tpr_at_1pct_fpr_high``,
+        ``n_members``, ``too_few``, ``members_needed``), ``mia/[<subset>/]leak_detected``, and
         ``mia/member_accuracy``, ``mia/non_member_accuracy``, ``mia/accuracy_gap``. ``root`` replaces ``mia``
         (e.g. ``mia_shard/3`` for a per-shard audit)."""
+        tolerance = tolerance or Tolerance()
         out: dict[str, float] = {}
         for subset, by_attack in self.results.items():
             prefix = self._prefix(subset, root)
@@ -80,9 +106,11 @@ class AuditReport:
                     out[f"{prefix}{attack}/{metric}"] = estimate.value
                     out[f"{prefix}{attack}/{metric}_ci_low"] = estimate.ci_low
                     out[f"{prefix}{attack}/{metric}_ci_high"] = estimate.ci_high
+                out[f"{prefix}{attack}/tpr_at_1pct_fpr_cp_high"] = result.tpr_at_1pct_fpr_high
             out[f"{prefix}max_success"] = self.max_success(subset)
             out[f"{prefix}chance_success_high"] = self.chance_bound[subset]
-            out[f"{prefix}indistinguishable"] = float(self.indistinguishable(subset))
+            out.update(self.certificate(subset).metrics(prefix, tolerance))
+            out[f"{prefix}leak_detected"] = float(self.leak_detected(subset))
         out[f"{root}/member_accuracy"] = self.member_accuracy
         out[f"{root}/non_member_accuracy"] = self.non_member_accuracy
         out[f"{root}/accuracy_gap"] = self.accuracy_gap
@@ -94,7 +122,8 @@ class AuditReport:
         for subset, by_attack in self.results.items():
             for attack, result in by_attack.items():
                 row = {"subset": subset, "attack": attack, "n_members": result.n_members,
-                       "n_non_members": result.n_non_members, "threshold": result.threshold}
+                       "n_non_members": result.n_non_members, "threshold": result.threshold,
+                       "tpr_at_1pct_fpr_cp_high": result.tpr_at_1pct_fpr_high}
                 for metric, estimate in result.estimates.items():
                     row[metric] = estimate.value
                     row[f"{metric}_ci_low"] = estimate.ci_low
@@ -106,8 +135,9 @@ class AuditReport:
         """attack -> (fpr, tpr) of the evaluation ROC curve for ``subset``."""
         return {attack: (r.fpr, r.tpr) for attack, r in self.results[subset].items()}
 
-    def summary(self) -> str:
-        """A few lines: sizes, accuracy gap, per subset the strongest attack and the verdict."""
+    def summary(self, tolerance: Tolerance | None = None) -> str:
+        """A few lines: sizes, accuracy gap, per subset the strongest attack and the certification verdict."""
+        tolerance = tolerance or Tolerance()
         header = (f"membership-inference audit: {self.sizes.get('evaluation_members', 0)} evaluation members vs "
                   f"{self.sizes.get('evaluation_non_members', 0)} evaluation non-members (calibration: "
                   f"{self.sizes.get('calibration_members', 0)} + {self.sizes.get('calibration_non_members', 0)}), "
@@ -118,13 +148,9 @@ class AuditReport:
         for subset, by_attack in self.results.items():
             best = max(by_attack.values(), key=lambda r: r.estimates["success"].value)
             success, auc = best.estimates["success"], best.estimates["auc"]
-            verdict = ("indistinguishable from non-members" if self.indistinguishable(subset)
-                       else "DISTINGUISHABLE from non-members")
-            if subset not in (ALL_MEMBERS, "retained") and not self.indistinguishable(subset):
-                verdict += " (unlearning failed for these records)"
             lines.append(f"[{subset}: {best.n_members} members] strongest: {best.attack} success {success.value:.3f} "
-                         f"[{success.ci_low:.3f}, {success.ci_high:.3f}], auc {auc.value:.3f}; chance bound "
-                         f"{self.chance_bound[subset]:.3f}: {verdict}")
+                         f"[{success.ci_low:.3f}, {success.ci_high:.3f}], auc {auc.value:.3f} "
+                         f"[{auc.ci_low:.3f}, {auc.ci_high:.3f}]; {self.certificate(subset).explain(tolerance)}")
             lines.append("    " + ", ".join(f"{a} {r.estimates['success'].value:.3f}/{r.estimates['auc'].value:.3f}"
                                             for a, r in by_attack.items()) + "  (success/auc)")
         return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""Certifying that a record set is indistinguishable from non-members: an upper confidence bound under a tolerance.
+
+A non-significant attack is no evidence of "no leak" (a small audit finds nothing either). A record set is
+*certified* when, for every attack kept, the upper end of the two-sided ``confidence`` interval of
+
+- its AUC (the audit's bootstrap percentile interval) is at most ``0.5 + max_auc_excess``, and
+- its TPR at 1% FPR (Clopper-Pearson on the members above the threshold that lets 1% of the evaluation non-members
+  through) is at most ``max_tpr_at_1pct_fpr``.
+
+Every attack must pass on its own (an intersection-union test: no multiple-comparison correction, which would only
+make passing easier). Before any bound is read, the audit must be able to resolve the tolerance: a score unrelated
+to membership would give an AUC upper bound of about 0.5 + z * sqrt((n1 + n2 + 1) / (12 n1 n2)) and a TPR upper
+bound of Clopper-Pearson(round(0.01 n1), n1); when either expected bound is above its tolerance the verdict is
+``too_few`` with the number of evaluation members that would be needed, never a pass. An empty set holds nothing
+and is ``empty``, which certifies vacuously (nothing to leak).
+
+``Certificate`` keeps the figures (counts and the largest upper bounds), so a verdict can be recomputed later under
+another tolerance (the promotion rule does, from a version's tags).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+from scipy.stats import beta
+
+from fairforget.components.config import ConfigBase
+from fairforget.errors import ConfigError
+
+CERTIFIED, NOT_CERTIFIED, TOO_FEW, EMPTY = "certified", "not_certified", "too_few", "empty"
+CERTIFYING_FPR = 0.01
+_MAX_SEARCH = 10**7
+
+
+@dataclass(frozen=True)
+class Tolerance(ConfigBase):
+    """How much membership leakage a certified record set may show, at most, at ``confidence``."""
+
+    max_auc_excess: float = 0.03
+    max_tpr_at_1pct_fpr: float = 0.02
+    confidence: float = 0.95
+
+    def validate(self) -> None:
+        if not 0.0 < self.max_auc_excess < 0.5:
+            raise ConfigError(f"max_auc_excess must lie in (0, 0.5), got {self.max_auc_excess}: it is the AUC "
+                              "above 0.5 a certified set may show at most")
+        if not CERTIFYING_FPR < self.max_tpr_at_1pct_fpr < 1.0:
+            raise ConfigError(f"max_tpr_at_1pct_fpr must lie in ({CERTIFYING_FPR}, 1), got "
+                              f"{self.max_tpr_at_1pct_fpr}: at or below the FPR itself even chance fails it")
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError(f"confidence must lie strictly between 0 and 1, got {self.confidence}")
+
+    @property
+    def z(self) -> float:
+        """The normal quantile of the upper end of a two-sided ``confidence`` interval (1.96 at 0.95)."""
+        return NormalDist().inv_cdf(1.0 - (1.0 - self.confidence) / 2.0)
+
+
+def clopper_pearson_upper(successes: int, trials: int, confidence: float = 0.95) -> float:
+    """Upper end of the two-sided Clopper-Pearson ``confidence`` interval of a binomial proportion (1.0 when
+    every trial succeeded or there are none)."""
+    if trials <= 0 or successes >= trials:
+        return 1.0
+    return float(beta.ppf(1.0 - (1.0 - confidence) / 2.0, successes + 1, trials - successes))
+
+
+def null_auc_upper(n_members: int, n_non_members: int, tolerance: Tolerance) -> float:
+    """The AUC upper bound a score unrelated to membership gives, on average, with these counts."""
+    if n_members < 1 or n_non_members < 1:
+        return 1.0
+    return 0.5 + tolerance.z * math.sqrt((n_members + n_non_members + 1) / (12.0 * n_members * n_non_members))
+
+
+def null_tpr_upper(n_members: int, tolerance: Tolerance) -> float:
+    """The TPR-at-1%-FPR upper bound a score unrelated to membership gives, on average, with ``n_members``."""
+    return clopper_pearson_upper(round(CERTIFYING_FPR * n_members), n_members, tolerance.confidence)
+
+
+def resolvable(n_members: int, n_non_members: int, tolerance: Tolerance) -> bool:
+    """True when an audit of these evaluation counts can certify at ``tolerance`` a set that is at chance."""
+    return (n_non_members >= math.ceil(1.0 / CERTIFYING_FPR)
+            and null_auc_upper(n_members, n_non_members, tolerance) <= 0.5 + tolerance.max_auc_excess
+            and null_tpr_upper(n_members, tolerance) <= tolerance.max_tpr_at_1pct_fpr)
+
+
+def members_needed(n_non_members: int, tolerance: Tolerance) -> int | None:
+    """The fewest evaluation members that ``resolvable`` accepts with ``n_non_members`` non-members; None when no
+    number of members suffices (too few non-members: raise those first)."""
+    if not resolvable(_MAX_SEARCH, n_non_members, tolerance):
+        return None
+    low, high = 1, _MAX_SEARCH
+    while low < high:  # both conditions are monotone in the member count (up to rounding of k = 1% n)
+        middle = (low + high) // 2
+        if resolvable(middle, n_non_members, tolerance):
+            high = middle
+        else:
+            low = middle + 1
+    while not resolvable(low, n_non_members, tolerance):  # rounding can make the first hit non-monotone
+        low += 1
+    return low
+
+
+def balanced_records_needed(tolerance: Tolerance) -> int:
+    """The fewest evaluation members, with as many evaluation non-members, that ``resolvable`` accepts."""
+    low, high = 1, _MAX_SEARCH
+    while low < high:
+        middle = (low + high) // 2
+        if resolvable(middle, middle, tolerance):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def tpr_upper_at_fpr(is_member, scores, level: float = CERTIFYING_FPR, confidence: float = 0.95) -> float:
+    """Clopper-Pearson upper bound of the TPR at the strictest cut whose FPR on these non-members is <= ``level``:
+    the cut t is the smallest score such that at most floor(level * n_non_members) non-members score >= t (ties
+    above it), and the members scoring >= t are the successes."""
+    is_member = np.asarray(is_member, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    members, non_members = scores[is_member], np.sort(scores[~is_member])[::-1]
+    allowed = math.floor(level * len(non_members) + 1e-9)
+    # the cut sits just above the (allowed + 1)-th highest non-member score: everything strictly above it passes
+    cut = non_members[allowed] if allowed < len(non_members) else -np.inf
+    passed = int((members > cut).sum())
+    return clopper_pearson_upper(passed, len(members), confidence)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The figures a verdict is read from: evaluation counts, and over the attacks kept the largest AUC upper bound
+    and the largest TPR-at-1%-FPR upper bound (``attack_auc`` / ``attack_tpr`` name them)."""
+
+    n_members: int
+    n_non_members: int
+    auc_high: float
+    tpr_high: float
+    attack_auc: str = ""
+    attack_tpr: str = ""
+
+    def verdict(self, tolerance: Tolerance) -> str:
+        """``empty``, ``too_few``, ``certified`` or ``not_certified`` under ``tolerance``."""
+        if self.n_members == 0:
+            return EMPTY
+        if not resolvable(self.n_members, self.n_non_members, tolerance):
+            return TOO_FEW
+        if self.auc_high <= 0.5 + tolerance.max_auc_excess and self.tpr_high <= tolerance.max_tpr_at_1pct_fpr:
+            return CERTIFIED
+        return NOT_CERTIFIED
+
+    def certified(self, tolerance: Tolerance) -> bool:
+        """True for ``certified`` and ``empty`` (a set with no records cannot give any away)."""
+        return self.verdict(tolerance) in (CERTIFIED, EMPTY)
+
+    def explain(self, tolerance: Tolerance) -> str:
+        """One sentence: the verdict with the numbers behind it."""
+        verdict = self.verdict(tolerance)
+        if verdict == EMPTY:
+            return "no records: nothing to leak"
+        counts = f"{self.n_members} members vs {self.n_non_members} non-members"
+        if verdict == TOO_FEW:
+            needed = members_needed(self.n_non_members, tolerance)
+            need = (f"at least {needed} evaluation members" if needed is not None else
+                    f"more than {self.n_non_members} evaluation non-members")
+            return (f"too few records to certify ({counts}): resolving AUC <= {0.5 + tolerance.max_auc_excess:.3f} "
+                    f"and TPR@1%FPR <= {tolerance.max_tpr_at_1pct_fpr:.3f} needs {need}")
+        bounds = (f"AUC upper bound {self.auc_high:.4f} ({self.attack_auc}) vs {0.5 + tolerance.max_auc_excess:.3f}, "
+                  f"TPR@1%FPR upper bound {self.tpr_high:.4f} ({self.attack_tpr}) vs "
+                  f"{tolerance.max_tpr_at_1pct_fpr:.3f}; {counts}")
+        return f"{'certified' if verdict == CERTIFIED else 'NOT certified'}: {bounds}"
+
+    def metrics(self, prefix: str, tolerance: Tolerance) -> dict[str, float]:
+        """``<prefix>certified`` (1/0), ``auc_high``, ``tpr_at_1pct_fpr_high``, ``n_members`` and, when too few,
+        ``members_needed``."""
+        out = {f"{prefix}certified": float(self.certified(tolerance)), f"{prefix}auc_high": self.auc_high,
+               f"{prefix}tpr_at_1pct_fpr_high": self.tpr_high, f"{prefix}n_members": float(self.n_members),
+               f"{prefix}too_few": float(self.verdict(tolerance) == TOO_FEW)}
+        if self.verdict(tolerance) == TOO_FEW:
+            needed = members_needed(self.n_non_members, tolerance)
+            out[f"{prefix}members_needed"] = float(needed) if needed is not None else float("inf")
+        return out
+
+    def tags(self, prefix: str) -> dict[str, str]:
+        """The figures as model-version tags (``<prefix>n``, ``n_non_members``, ``auc_high``, ``tpr_high``)."""
+        return {f"{prefix}n": str(self.n_members), f"{prefix}n_non_members": str(self.n_non_members),
+                f"{prefix}auc_high": f"{self.auc_high:.6f}", f"{prefix}tpr_high": f"{self.tpr_high:.6f}"}
+
+    @classmethod
+    def from_tags(cls, tags, prefix: str) -> "Certificate | None":
+        """The certificate ``tags`` wrote, or None when a figure is missing or unreadable."""
+        try:
+            return cls(int(tags[f"{prefix}n"]), int(tags[f"{prefix}n_non_members"]),
+                       float(tags[f"{prefix}auc_high"]), float(tags[f"{prefix}tpr_high"]))
+        except (KeyError, ValueError):
+            return None
+
+
+EMPTY_CERTIFICATE = Certificate(0, 0, 0.5, 0.0)
