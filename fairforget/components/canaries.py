@@ -9,8 +9,10 @@ them has shown no power to see a leak at all.
   ``canary``) go into S and are forgotten on the originals' schedule; ``count`` matched *held-out* canaries
   (``canary-held-<n>``), built the same way, are never trained on;
 - ``audit_canaries(...)`` runs the audit's attacks with the live (still trained-on) and the forgotten canaries as
-  members and the held-out canaries as non-members, and reports the strongest attack's AUC on each against its
-  chance bound. ``power`` is True when the live canaries are detected.
+  members and the held-out canaries as non-members, and reports the strongest attack's AUC on each with the
+  smallest exact Mann-Whitney p-value over the attacks (``mann_whitney_p_value``), compared with ``chance_alpha``
+  divided by the number of attacks. ``power`` is True when the live canaries are detected. The live canary pairs
+  also give an empirical epsilon lower bound (``epsilon_lower_bound``), a figure, not a gate.
 
 Canaries are an audit instrument only: they are excluded from every accuracy, fairness and bias figure.
 """
@@ -140,31 +142,71 @@ def auc_chance_bound(n_members: int, n_non_members: int, alpha: float = 0.05, nu
     return 0.5 + z * math.sqrt((n_members + n_non_members + 1) / (12.0 * n_members * n_non_members))
 
 
+def mann_whitney_p_value(member_scores, non_member_scores) -> float:
+    """One-sided p-value of "members score higher than non-members" (Mann-Whitney U): exact when there are no
+    ties (scipy's exact null distribution, right at small counts where the normal approximation is not), the
+    tie-corrected normal approximation otherwise."""
+    from scipy.stats import mannwhitneyu
+
+    members, non_members = np.asarray(member_scores, float), np.asarray(non_member_scores, float)
+    if len(members) == 0 or len(non_members) == 0:
+        return 1.0
+    tied = len(np.unique(np.r_[members, non_members])) < len(members) + len(non_members)
+    return float(mannwhitneyu(members, non_members, alternative="greater",
+                              method="asymptotic" if tied else "exact").pvalue)
+
+
+def epsilon_lower_bound(inserted_scores, held_out_scores, alpha: float = 0.05) -> float:
+    """An empirical lower bound on the (add/remove) epsilon of the training run from one run's canaries (Steinke,
+    Nasr & Jagielski 2023): canary pair i was assigned at random (which of two same-class images was inserted), so
+    guessing "the one with the higher score was inserted" is right with probability at most
+    e^(2 eps) / (1 + e^(2 eps)) per pair under eps-DP (a swap is two add/remove steps), independently over pairs.
+    With v right out of r guesses (tied pairs abstain), p_low = the one-sided (1 - ``alpha``) Clopper-Pearson
+    lower bound of v / r, and the bound is max(0, logit(p_low) / 2). ``inserted_scores[i]`` and
+    ``held_out_scores[i]`` belong to pair i. About 40 pairs, all guessed right, bound epsilon at about 1.3."""
+    from scipy.stats import beta
+
+    inserted, held_out = np.asarray(inserted_scores, float), np.asarray(held_out_scores, float)
+    if inserted.shape != held_out.shape:
+        raise ConfigError(f"inserted {inserted.shape} and held-out {held_out.shape} scores must pair up")
+    guessed = inserted != held_out
+    guesses, right = int(guessed.sum()), int((inserted > held_out).sum())
+    if guesses == 0 or right == 0:
+        return 0.0
+    p_low = float(beta.ppf(alpha, right, guesses - right + 1))
+    return max(0.0, math.log(p_low / (1.0 - p_low)) / 2.0) if p_low < 1.0 else float("inf")
+
+
 @dataclass
 class SubsetVerdict:
     """The strongest attack on one canary subset: its AUC, TPR at FPR <= 1% (the largest TPR on the ROC curve
     with FPR <= 0.01; with fewer than 100 held-out canaries that is the TPR at zero false positives, a
-    conservative value), the AUC chance bound and the evaluation counts."""
+    conservative value), the smallest one-sided Mann-Whitney p-value over the attacks (``mann_whitney_p_value``),
+    the level it is compared with (``alpha`` / number of attacks: declaring a detection is where a multiple-
+    comparison correction belongs) and the evaluation counts."""
 
     auc: float
     tpr_at_1pct_fpr: float
     attack: str
-    auc_bound: float
+    p_value: float
+    level: float
     n_members: int
     n_non_members: int
 
     @property
     def detected(self) -> bool:
-        return self.auc > self.auc_bound
+        return self.p_value <= self.level
 
 
 @dataclass
 class CanaryAudit:
-    """The canary audit of one model. ``live``/``forgotten``: the verdicts (None when that subset is empty)."""
+    """The canary audit of one model. ``live``/``forgotten``: the verdicts (None when that subset is empty);
+    ``epsilon_lower_bound``: ``epsilon_lower_bound`` of the canaries the model holds (None when it holds none)."""
 
     live: SubsetVerdict | None
     forgotten: SubsetVerdict | None
     aucs: dict[str, dict[str, float]] = field(default_factory=dict)  # subset -> attack -> AUC
+    epsilon_lower_bound: float | None = None
 
     @property
     def live_auc(self) -> float | None:
@@ -172,40 +214,47 @@ class CanaryAudit:
 
     @property
     def power(self) -> bool:
-        """True when the live canaries are detected (strongest AUC above its chance bound)."""
+        """True when the live canaries are detected (strongest attack's p-value at or under its level)."""
         return self.live is not None and self.live.detected
 
     @property
     def forgotten_within_bound(self) -> bool:
-        """True when no forgotten canary subset exists or its strongest AUC is within the chance bound."""
+        """True when no forgotten canary subset exists or no attack detects it."""
         return self.forgotten is None or not self.forgotten.detected
 
     def metrics(self) -> dict[str, float]:
-        """``mia/canary/live_auc``, ``..._tpr_at_1pct_fpr``, ``forgotten_...``, ``power``, bounds."""
+        """``mia/canary/live_auc``, ``..._tpr_at_1pct_fpr``, ``..._p_value``, ``forgotten_...``, ``power``,
+        ``level``, ``epsilon_lower_bound``."""
         out = {names.CANARY_POWER: float(self.power),
                names.CANARY_FORGOTTEN_WITHIN_BOUND: float(self.forgotten_within_bound)}
         if self.live is not None:
             out.update({names.CANARY_LIVE_AUC: self.live.auc, names.CANARY_LIVE_TPR: self.live.tpr_at_1pct_fpr,
-                        names.CANARY_AUC_BOUND: self.live.auc_bound})
+                        names.CANARY_LIVE_P: self.live.p_value, names.CANARY_LEVEL: self.live.level})
         if self.forgotten is not None:
             out.update({names.CANARY_FORGOTTEN_AUC: self.forgotten.auc,
                         names.CANARY_FORGOTTEN_TPR: self.forgotten.tpr_at_1pct_fpr,
-                        "mia/canary/forgotten_auc_chance_bound": self.forgotten.auc_bound})
+                        names.CANARY_FORGOTTEN_P: self.forgotten.p_value, names.CANARY_LEVEL: self.forgotten.level})
+        if self.epsilon_lower_bound is not None:
+            out[names.CANARY_EPSILON_LOWER_BOUND] = self.epsilon_lower_bound
         return out
 
     def history_fields(self) -> dict[str, float]:
         return {"canary_live_auc": self.live.auc if self.live else float("nan"),
                 "canary_forgotten_auc": self.forgotten.auc if self.forgotten else float("nan"),
-                "canary_live_bound": self.live.auc_bound if self.live else float("nan"),
-                "canary_forgotten_bound": self.forgotten.auc_bound if self.forgotten else float("nan"),
-                "canary_power": float(self.power)}
+                "canary_live_p_value": self.live.p_value if self.live else float("nan"),
+                "canary_forgotten_p_value": self.forgotten.p_value if self.forgotten else float("nan"),
+                "canary_power": float(self.power),
+                "canary_epsilon_lower_bound": (self.epsilon_lower_bound if self.epsilon_lower_bound is not None
+                                               else float("nan"))}
 
     def summary(self) -> str:
         parts = []
         for name, verdict in ((LIVE, self.live), (FORGOTTEN, self.forgotten)):
             if verdict is not None:
-                parts.append(f"{name} canaries AUC {verdict.auc:.3f} (bound {verdict.auc_bound:.3f}, "
-                             f"{verdict.n_members} vs {verdict.n_non_members})")
+                parts.append(f"{name} canaries AUC {verdict.auc:.3f} (p {verdict.p_value:.2g} vs level "
+                             f"{verdict.level:.2g}, {verdict.n_members} vs {verdict.n_non_members})")
+        if self.epsilon_lower_bound is not None:
+            parts.append(f"empirical epsilon >= {self.epsilon_lower_bound:.2f}")
         return "; ".join(parts) + f"; power {'shown' if self.power else 'NOT shown'}"
 
 
@@ -214,11 +263,19 @@ def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, level: float = 0.01) -> float:
     return float(np.max(np.asarray(tpr)[ok])) if ok.any() else 0.0
 
 
+def canary_label_log_probability(predict, canaries: Dataset) -> np.ndarray:
+    """log p(canary label | image) (N,) in float64: the membership score that needs no fitting (a model that
+    predicts a canary's wrong label has memorised it)."""
+    probabilities = np.asarray(predict(canaries.images), dtype=np.float64)
+    return np.log(np.maximum(probabilities[np.arange(len(canaries)), canaries.labels], 1e-300))
+
+
 def audit_canaries(predict, canaries: CanarySet, *, live_ids: Sequence[str], config: AuditConfig,
                    reference_predicts: Sequence = ()) -> CanaryAudit:
     """Attack the model ``predict`` (uint8 (N, H, W, C) -> (N, K)) with the audit's attacks: members are the
     inserted canaries (subsets ``live`` = ``live_ids``, ``forgotten`` = the rest), non-members the held-out ones.
-    Half of each (stratified by class) calibrates the attacks, the other half is evaluated, as in every audit."""
+    Half of each (stratified by class) calibrates the attacks, the other half is evaluated, as in every audit.
+    The empirical epsilon lower bound reads every live canary pair (``epsilon_lower_bound``)."""
     attacks = tuple(a for a in config.attacks if a != "rmia" or reference_predicts)
     live_ids = [i for i in canaries.inserted.ids if i in set(live_ids)]
     forgotten_ids = [i for i in canaries.inserted.ids if i not in set(live_ids)]
@@ -242,11 +299,18 @@ def audit_canaries(predict, canaries: CanarySet, *, live_ids: Sequence[str], con
         by_attack = report.results[subset]
         aucs[name] = {attack: r.estimates["auc"].value for attack, r in by_attack.items()}
         best = max(by_attack.values(), key=lambda r: r.estimates["auc"].value)
+        p_value = min(mann_whitney_p_value(r.scores[r.is_member], r.scores[~r.is_member])
+                      for r in by_attack.values())
         verdicts[name] = SubsetVerdict(best.estimates["auc"].value, _tpr_at(best.fpr, best.tpr), best.attack,
-                                       auc_chance_bound(best.n_members, best.n_non_members, config.chance_alpha,
-                                                        len(by_attack)),
-                                       best.n_members, best.n_non_members)
-    return CanaryAudit(verdicts[LIVE], verdicts[FORGOTTEN], aucs)
+                                       p_value, config.chance_alpha / len(by_attack), best.n_members,
+                                       best.n_non_members)
+    epsilon = None
+    if live_ids:
+        rows = np.isin(canaries.inserted.ids, live_ids)
+        scores = canary_label_log_probability(predict, canaries.inserted.select(rows)), \
+            canary_label_log_probability(predict, canaries.held_out.select(rows))
+        epsilon = epsilon_lower_bound(*scores, alpha=config.chance_alpha)
+    return CanaryAudit(verdicts[LIVE], verdicts[FORGOTTEN], aucs, epsilon)
 
 
 @dataclass
