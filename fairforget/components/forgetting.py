@@ -11,9 +11,11 @@ progress reaches the caller through ``on_iteration``.
 One iteration (Alg. 2, lines 3-7): draw ``forget_rate x |originals| / k`` live originals per shard (``forget_order``),
 generate as many synthetic replacements per shard from the target D (``replenish``), unlearn and replenish in one
 exact SISA retraining of the affected shards, then evaluate and audit the new ensemble. The loop stops after
-``iterations``, when no original record is left, or when the audit shows every attack at chance on the forgotten
-records for ``convergence_patience`` iterations in a row while it could still detect the canaries (an audit
-without demonstrated power never ends the loop).
+``iterations``, when no original record is left, or early when the records the model still holds, the *retained*
+originals, are certified indistinguishable from non-members (``mia.certify``: every attack's upper confidence
+bounds under the ``Tolerance``) for ``convergence_patience`` iterations in a row, in audits that detected the
+canaries. The forgotten originals are no test of the classifier (exact unlearning makes them non-members of it);
+their verdict is the test of the generator channel: what the synthetic replacements carry back.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from fairforget.components.fairness import FairnessReport, evaluate_predictions
 from fairforget.components.gate import AUDIT_POWER_NOT_SHOWN, AUDIT_POWER_SHOWN, AUDIT_POWER_UNVERIFIED
 from fairforget.components.generator import Generator
 from fairforget.components.mia import AuditConfig
+from fairforget.components.mia.certify import EMPTY_CERTIFICATE, Certificate, Tolerance
 from fairforget.components.mia.metrics import required_non_members
 from fairforget.components.mia.protocol import audit_membership, audit_per_model
-from fairforget.components.mia.queries import TorchPredictor
+from fairforget.components.mia.queries import MemoizedPredict, TorchPredictor
 from fairforget.components.mia.results import AuditReport
 from fairforget.components.priors import TargetDistribution
 from fairforget.components.sisa.model import SisaModel
@@ -61,8 +64,9 @@ class LoopConfig(ConfigBase):
     forget_rate: float = 0.1  # fraction of the ORIGINAL records forgotten per iteration (all shards together)
     iterations: int = 10
     forget_order: str = "random"  # or last_slice_first (cheaper for SISA)
-    iteration_audit_size: int | None = 1000  # members (and as many non-members) per iteration; final audit: all
-    convergence_patience: int = 2  # stop after this many audited-at-chance iterations in a row (0: never stop)
+    iteration_audit_size: int | None = None  # members (and as many non-members) per iteration; None: all
+    convergence_patience: int = 1  # stop after this many iterations in a row with the retained originals certified
+                                   # (0: never stop early)
     shard_audit_size: int = 200  # members of each shard (and as many non-members) audited per shard model; 0: off
 
     def validate(self) -> None:
@@ -199,17 +203,19 @@ class IterationOutcome:
         no positive control, so False)."""
         return self.canaries is not None and self.canaries.power
 
-    def forgotten_at_chance(self) -> bool:
-        """Every attack on the forgotten originals at chance (on all originals before any is forgotten)."""
-        subset = FORGOTTEN if FORGOTTEN in self.audit.results else "all"
-        return self.audit.indistinguishable(subset)
+    def certificates(self) -> dict[str, Certificate]:
+        """``retained`` and ``forgotten`` originals' certificates (``held_certificates``)."""
+        return held_certificates(self.audit, self.originals_forgotten, self.originals_left)
 
-    def metrics(self) -> dict[str, float]:
-        """Everything measured, as flat MLflow metrics (the names in ``components.names``)."""
+    def metrics(self, tolerance: Tolerance | None = None) -> dict[str, float]:
+        """Everything measured, as flat MLflow metrics (the names in ``components.names``); certificates under
+        ``tolerance``."""
+        tolerance = tolerance or Tolerance()
         metrics = {**self.fairness.metrics(), names.ACC_RETAIN: self.retain_accuracy, **self.bias.as_metrics(),
                    names.ORIGINAL_FRACTION: self.originals_left / max(self.data_size, 1),
                    names.FORGOTTEN_FRACTION: self.originals_forgotten / max(self.originals_total, 1),
-                   names.DATA_SIZE: float(self.data_size), **self.seconds, **self.audit.metrics()}
+                   names.DATA_SIZE: float(self.data_size), **self.seconds, **self.audit.metrics(tolerance=tolerance),
+                   **certificate_metrics(self.certificates(), "mia/", tolerance)}
         metrics[names.UNLEARN_POINTS] = 0.0
         if self.step is not None:
             metrics.update(self.step.metrics())
@@ -219,8 +225,9 @@ class IterationOutcome:
             metrics.update(shard_audit_metrics(shard, report))
         return metrics
 
-    def history_row(self) -> dict:
-        """One row of the Table I analogue."""
+    def history_row(self, tolerance: Tolerance | None = None) -> dict:
+        """One row of the Table I analogue (certificates under ``tolerance``)."""
+        tolerance = tolerance or Tolerance()
         row = {"iteration": self.iteration, "acc_retain": self.retain_accuracy, "acc_test": self.fairness.accuracy,
                "acc_worst_class": self.fairness.worst_class,
                "forgotten_fraction": self.originals_forgotten / max(self.originals_total, 1),
@@ -231,6 +238,13 @@ class IterationOutcome:
         for subset in (FORGOTTEN, RETAINED):
             if subset in self.audit.results:
                 row[f"max_success_{subset}"] = self.audit.max_success(subset)
+        for subset, certificate in self.certificates().items():
+            row[f"auc_high_{subset}"] = certificate.auc_high
+            row[f"tpr_high_{subset}"] = certificate.tpr_high
+            row[f"verdict_{subset}"] = certificate.verdict(tolerance)
+        row["natural_leak_detected"] = float(self.audit.leak_detected())
+        if self.step is not None:  # NaN: the step's exactness was not audited
+            row["unlearn_exact"] = float("nan") if self.step.unlearn.exact is None else float(self.step.unlearn.exact)
         for attack, result in self.audit.results["all"].items():
             row[attack] = result.estimates["success"].value
         if self.canaries is not None:
@@ -241,10 +255,10 @@ class IterationOutcome:
         """One line for the log."""
         line = (f"iteration {self.iteration}: acc/test {self.fairness.accuracy:.4f}, acc/retain "
                 f"{self.retain_accuracy:.4f}, worst class {self.fairness.worst_class:.4f}, superclass gap "
-                f"{self.fairness.superclass_gap:.4f}, originals left {self.originals_left}, mia/max_success "
-                f"{self.audit.max_success():.4f}")
-        if FORGOTTEN in self.audit.results:
-            line += f" (forgotten {self.audit.max_success(FORGOTTEN):.4f})"
+                f"{self.fairness.superclass_gap:.4f}, originals left {self.originals_left}")
+        for subset, certificate in self.certificates().items():
+            if certificate.n_members:
+                line += f", {subset} AUC <= {certificate.auc_high:.3f} TPR <= {certificate.tpr_high:.3f}"
         if self.canaries is not None:
             line += f", {self.canaries.summary()}"
         return line
@@ -271,15 +285,19 @@ class ForgettingLoop:
     def __init__(self, *, sisa: SisaModel, original_train: Dataset, synthetic: Dataset, generator: Generator,
                  target: TargetDistribution, test: Dataset, non_members: Dataset, references: Sequence = (),
                  canaries: CanarySet | None = None, config: LoopConfig | None = None,
-                 audit_config: AuditConfig | None = None, guidance_scale: float = 3.0, augment_seed: int = 0) -> None:
+                 audit_config: AuditConfig | None = None, guidance_scale: float = 3.0, augment_seed: int = 0,
+                 tolerance: Tolerance | None = None) -> None:
         self.sisa, self.original_train, self.synthetic, self.generator = sisa, original_train, synthetic, generator
-        self.target, self.test, self.non_members, self.references = target, test, non_members, list(references)
+        # the references never change during a run: every audit re-reads their answers instead of re-querying
+        self.references = [MemoizedPredict(predict) for predict in references]
+        self.target, self.test, self.non_members = target, test, non_members
         self.canaries = canaries
         self.config = config or LoopConfig()
         self.config.validate()
         # the audits replay the shards' own training augmentations (none for the default recipe)
         self.audit_config = (audit_config or AuditConfig()).for_recipe(sisa.config.train)
         self.guidance_scale, self.augment_seed = guidance_scale, augment_seed
+        self.tolerance = tolerance or Tolerance()
         self.original_ids = list(original_train.ids)
         self._original_set = set(self.original_ids)
         self._canary_set = set(canaries.inserted.ids) if canaries is not None else set()
@@ -408,17 +426,16 @@ class ForgettingLoop:
         outcome = IterationOutcome(iteration, fairness, retain_accuracy, bias, report, canaries, step,
                                    len(self.original_ids), len(self.forgotten_originals()), len(current), seconds,
                                    shard_audits)
-        outcome.converged_streak = converged_streak + 1 if self._at_chance_with_power(outcome) else 0
+        outcome.converged_streak = converged_streak + 1 if self._retained_certified_with_power(outcome) else 0
         return outcome
 
-    def _at_chance_with_power(self, outcome: IterationOutcome) -> bool:
-        """The early-stop evidence: forgotten records at chance in an audit shown able to detect live canaries
-        (once every canary is forgotten: the forgotten canaries at chance too, power having been shown before)."""
-        if not outcome.forgotten_at_chance() or outcome.originals_forgotten == 0 or outcome.canaries is None:
+    def _retained_certified_with_power(self, outcome: IterationOutcome) -> bool:
+        """The early-stop evidence: the retained originals (all of them before any is forgotten) certified, in an
+        audit shown able to detect the live canaries. Nothing left to hold is no early stop: the loop ends anyway."""
+        retained = outcome.certificates()[RETAINED]
+        if retained.n_members == 0 or not retained.certified(self.tolerance) or outcome.canaries is None:
             return False
-        if outcome.canaries.live_auc is not None:
-            return outcome.canaries.power
-        return outcome.canaries.forgotten_within_bound
+        return outcome.canaries.power
 
     # the loop -----------------------------------------------------------------------------------------------
     def forget_per_shard(self) -> int:
@@ -454,8 +471,33 @@ class ForgettingLoop:
 
 
 def _converged_reason(streak: int) -> str:
-    return (f"converged: the forgotten records were at chance for {streak} iterations in a row, in audits that "
-            "detected the canaries")
+    return (f"converged: the retained originals were certified indistinguishable for {streak} iterations in a row, "
+            "in audits that detected the canaries")
+
+
+def held_certificates(report: AuditReport, forgotten: int, retained: int) -> dict[str, Certificate]:
+    """``{"retained": ..., "forgotten": ...}``: the certificate of each set of originals in ``report`` (an audit
+    with the loop's subsets). Before anything is forgotten every original is retained (the report's ``all``); a
+    set with no records gets ``EMPTY_CERTIFICATE``."""
+    out = {}
+    for subset, count in ((RETAINED, retained), (FORGOTTEN, forgotten)):
+        if count == 0:
+            out[subset] = EMPTY_CERTIFICATE
+        elif subset in report.results:
+            out[subset] = report.certificate(subset)
+        elif subset == RETAINED and forgotten == 0:
+            out[subset] = report.certificate("all")
+        else:
+            out[subset] = EMPTY_CERTIFICATE
+    return out
+
+
+def certificate_metrics(certificates: dict[str, Certificate], prefix: str, tolerance: Tolerance) -> dict[str, float]:
+    """``<prefix><subset>/certified`` (and the certificate's other figures) for every held set."""
+    out = {}
+    for subset, certificate in certificates.items():
+        out.update(certificate.metrics(f"{prefix}{subset}/", tolerance))
+    return out
 
 
 def audit_power_verdict(final: CanaryAudit | None, history: Sequence[dict]) -> str:

@@ -1,22 +1,29 @@
 """The registry's written policy, the gate and the promotion rule, as pure functions over metrics and tags.
 
-Policy (``registry_policy.yaml``, versioned with the code): ``mia_threshold`` (the strongest membership-inference
-attack's success, balanced accuracy, may not exceed it), ``min_accuracy`` (test accuracy must reach it) and
-``require_audit_power`` (the audit must have been shown able to fail: it detected the live canaries, or, once every
-canary had been forgotten, it detected them at the last iteration that still had live ones and finds the forgotten
-ones at chance) and ``require_generator_audit`` (the generator whose samples replaced the originals must pass its own
-membership audit: strongest attack's AUC within its chance bound; off in the shipped policy, because the default
-non-private generator does not pass it, see docs/generator.md). A run's parameters (``GateConfig``) may only make it stricter (``RegistryPolicy.tightened``).
-
-Gate: a model is registered only when it meets the effective policy. Without canaries the audit's power is
-unverified and the gate rejects unless the policy switches ``require_audit_power`` off (the version then carries
-the tag ``audit_power=unverified``).
+Policy (``registry_policy.yaml``, versioned with the code):
+- ``max_auc_excess`` and ``max_tpr_at_1pct_fpr``: the ``Tolerance`` of the certification (``mia.certify``). The
+  final audit must certify both sets of originals: the *retained* ones the model still holds, and the *forgotten*
+  ones (the generator channel: what the synthetic replacements carry back). Every attack's upper confidence bounds
+  must lie under the tolerance; too few records to resolve it is no pass. The attacks' balanced success (the
+  paper's metric) is reported and decides nothing.
+- ``min_accuracy``: test accuracy must reach it.
+- ``require_certification``: on in every real policy; a policy may switch it off for toy data whose audit pool is
+  too small to resolve any tolerance (the tests of the registry's mechanics), and the version records it.
+- ``require_audit_power``: the audit must have been shown able to fail: it detected the live canaries (or, once
+  every canary was forgotten, detected them at the last iteration with live ones), and the iteration-0 audit
+  detected the natural members (some attack's AUC interval above 0.5). Otherwise the certification is unverified.
+- ``require_exact_unlearning``: every unlearning step's runtime exactness audit (a retrained shard bit-identical to
+  one trained from scratch) ran and passed.
+- ``require_generator_audit``: the generator whose samples replaced the originals must pass its own membership
+  audit (strongest attack's AUC within its chance bound).
+A run's parameters (``GateConfig``) may only make it stricter (``RegistryPolicy.tightened``).
 
 Promotion: a version may become ``champion`` only when its tags show it passed the gate, its audit was made on the
 data version it was trained on (``audit_data_md5 == data_md5``) no earlier than that data version was recorded, its
-latest audit (``mia_max_success``, rewritten by every re-audit), accuracy and audit power meet the policy in force
-*now*, it holds no record deleted since it was registered (``contains_deleted``), and the ids of the deletion
-request it served were not still distinguishable (``requested_verdict``).
+latest certificates (``mia_retained_*``, ``mia_forgotten_*``, rewritten by every re-audit), accuracy, audit power
+and exactness meet the policy in force *now*, it holds no record deleted since it was registered
+(``contains_deleted``), and the ids of the deletion request it served were not still distinguishable
+(``requested_verdict``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Mapping
 
 from fairforget.components.config import ConfigBase
+from fairforget.components.mia.certify import Certificate, Tolerance
 from fairforget.errors import ConfigError
 
 GATE_TAG = "gate"
@@ -37,6 +45,8 @@ REJECTED = "rejected"
 POLICY_FILE = "registry_policy.yaml"
 AUDIT_POWER_SHOWN, AUDIT_POWER_NOT_SHOWN, AUDIT_POWER_UNVERIFIED = "shown", "not_shown", "unverified"
 GENERATOR_WITHIN, GENERATOR_ABOVE, GENERATOR_UNMEASURED = "within_bound", "above_bound", "unmeasured"
+EXACTNESS_VERIFIED, EXACTNESS_UNVERIFIED, EXACTNESS_FAILED = "verified", "unverified", "failed"
+HELD_SETS = ("retained", "forgotten")
 CONTAINS_DELETED_TAG = "contains_deleted"
 REQUESTED_VERDICT_TAG = "requested_verdict"
 DISTINGUISHABLE = "distinguishable"
@@ -44,28 +54,53 @@ DISTINGUISHABLE = "distinguishable"
 
 def _check_fraction(name: str, value) -> None:
     if value is not None and not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must lie in [0, 1], got {value}: it is a fraction (balanced accuracy or accuracy)")
+        raise ConfigError(f"{name} must lie in [0, 1], got {value}: it is a fraction")
+
+
+def _check_type(name: str, value, kind: type) -> None:
+    accepted = (int, float) if kind is float else kind
+    if value is not None and (not isinstance(value, accepted) or (kind is float and isinstance(value, bool))):
+        raise ConfigError(f"{name} must be a {'number' if kind is float else 'true/false'}, got {value!r}: write it "
+                          "without quotes")
 
 
 @dataclass(frozen=True)
 class RegistryPolicy(ConfigBase):
-    """The rules every registered version must meet (``registry_policy.yaml``)."""
+    """The rules every registered version must meet (``registry_policy.yaml``; see the module docstring)."""
 
-    mia_threshold: float = 0.55  # strongest attack's balanced accuracy must not exceed this
+    max_auc_excess: float = 0.03  # every attack's AUC upper bound <= 0.5 + this, on retained and forgotten
+    max_tpr_at_1pct_fpr: float = 0.02  # every attack's TPR-at-1%-FPR upper bound <= this
     min_accuracy: float = 0.7  # test accuracy must reach this
-    require_audit_power: bool = True  # the audit must have detected the canaries (see the module docstring)
+    require_certification: bool = True  # off only for toy data too small to certify (recorded on the version)
+    require_audit_power: bool = True  # canaries and natural members detected (see the module docstring)
+    require_exact_unlearning: bool = True  # every unlearning step's exactness audit ran and passed
     require_generator_audit: bool = False  # the generator's membership audit must be within its chance bound
 
     def validate(self) -> None:
-        _check_fraction("mia_threshold", self.mia_threshold)
+        for name in ("max_auc_excess", "max_tpr_at_1pct_fpr", "min_accuracy"):
+            _check_type(name, getattr(self, name), float)
+        for name in ("require_certification", "require_audit_power", "require_exact_unlearning",
+                     "require_generator_audit"):
+            _check_type(name, getattr(self, name), bool)
         _check_fraction("min_accuracy", self.min_accuracy)
+        self.tolerance.validate()
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return Tolerance(max_auc_excess=float(self.max_auc_excess), max_tpr_at_1pct_fpr=float(self.max_tpr_at_1pct_fpr))
 
     def tightened(self, gate: "GateConfig") -> "RegistryPolicy":
         """This policy made stricter by a run's ``gate`` parameters (a looser parameter has no effect)."""
+        def lower(policy_value: float, run_value: float | None) -> float:
+            return policy_value if run_value is None else min(policy_value, run_value)
+
         return RegistryPolicy(
-            mia_threshold=min(self.mia_threshold, gate.mia_threshold if gate.mia_threshold is not None else 1.0),
+            max_auc_excess=lower(self.max_auc_excess, gate.max_auc_excess),
+            max_tpr_at_1pct_fpr=lower(self.max_tpr_at_1pct_fpr, gate.max_tpr_at_1pct_fpr),
             min_accuracy=max(self.min_accuracy, gate.min_accuracy if gate.min_accuracy is not None else 0.0),
+            require_certification=self.require_certification,
             require_audit_power=self.require_audit_power or bool(gate.require_audit_power),
+            require_exact_unlearning=self.require_exact_unlearning,
             require_generator_audit=self.require_generator_audit or bool(gate.require_generator_audit))
 
     def digest(self) -> str:
@@ -88,7 +123,7 @@ def load_policy(path: str | os.PathLike) -> RegistryPolicy:
                           "policy_file=<path>")
     record = yaml.safe_load(path.read_text()) or {}
     if not isinstance(record, dict):
-        raise ConfigError(f"{path} must hold a mapping such as 'mia_threshold: 0.55'")
+        raise ConfigError(f"{path} must hold a mapping such as 'max_auc_excess: 0.03'")
     policy = RegistryPolicy.from_dict(record)
     policy.validate()
     return policy
@@ -100,13 +135,15 @@ class GateConfig(ConfigBase):
     None leaves the policy's value."""
 
     model_name: str = "fairforget-classifier"
-    mia_threshold: float | None = None  # a lower value than the policy's tightens it
+    max_auc_excess: float | None = None  # a lower value than the policy's tightens it
+    max_tpr_at_1pct_fpr: float | None = None  # a lower value than the policy's tightens it
     min_accuracy: float | None = None  # a higher value than the policy's tightens it
     require_audit_power: bool | None = None  # True requires canary power even where the policy does not
     require_generator_audit: bool | None = None  # True requires the generator audit even where the policy does not
 
     def validate(self) -> None:
-        _check_fraction("mia_threshold", self.mia_threshold)
+        _check_fraction("max_auc_excess", self.max_auc_excess)
+        _check_fraction("max_tpr_at_1pct_fpr", self.max_tpr_at_1pct_fpr)
         _check_fraction("min_accuracy", self.min_accuracy)
         if not self.model_name.strip():
             raise ConfigError("model_name is empty: name the registered model, e.g. fairforget-classifier")
@@ -142,18 +179,43 @@ def generator_tags(metrics) -> dict[str, str]:
     return tags
 
 
-def _policy_reasons(max_attack_success: float, test_accuracy: float, audit_power: str,
-                    policy: RegistryPolicy, generator_audit: str = GENERATOR_UNMEASURED) -> list[str]:
+def exactness_verdict(history) -> str:
+    """``verified`` when every unlearning step in ``history`` (rows with ``unlearn_exact``) had its exactness audit
+    pass (or there was none), ``unverified`` when one was not audited, ``failed`` when one differed."""
+    values = [row.get("unlearn_exact") for row in history if "unlearn_exact" in row]
+    values = [v for v in values if v is not None]
+    if any(v == 0.0 for v in values):
+        return EXACTNESS_FAILED
+    if any(v != v for v in values):  # NaN: a step whose exactness was not audited
+        return EXACTNESS_UNVERIFIED
+    return EXACTNESS_VERIFIED
+
+
+def _policy_reasons(certificates: Mapping[str, Certificate | None], test_accuracy: float, audit_power: str,
+                    policy: RegistryPolicy, generator_audit: str = GENERATOR_UNMEASURED,
+                    exactness: str = EXACTNESS_VERIFIED, natural_detected: bool | None = True) -> list[str]:
     reasons = []
-    if not max_attack_success <= policy.mia_threshold:
-        reasons.append(f"mia/max_success {max_attack_success:.4f} > mia_threshold {policy.mia_threshold:.4f}")
+    tolerance = policy.tolerance
+    for held in HELD_SETS if policy.require_certification else ():
+        certificate = certificates.get(held)
+        if certificate is None:
+            reasons.append(f"the {held} originals have no certificate: audit the version again")
+        elif not certificate.certified(tolerance):
+            reasons.append(f"{held} originals {certificate.explain(tolerance)}")
     if not test_accuracy >= policy.min_accuracy:
         reasons.append(f"acc/test {test_accuracy:.4f} < min_accuracy {policy.min_accuracy:.4f}")
     if policy.require_audit_power and audit_power == AUDIT_POWER_NOT_SHOWN:
-        reasons.append("the audit could not detect canaries: its 'at chance' verdict carries no evidence")
+        reasons.append("the audit could not detect canaries: its certification is unverified")
     elif policy.require_audit_power and audit_power != AUDIT_POWER_SHOWN:
         reasons.append("the audit could not detect canaries: none were inserted (canaries=0), so its power is "
                        "unverified; insert canaries, or switch require_audit_power off in the policy")
+    if policy.require_audit_power and not natural_detected:
+        what = ("the iteration-0 audit did not detect the natural members (no attack's AUC interval above 0.5)"
+                if natural_detected is False else "the iteration-0 audit of the natural members is not recorded")
+        reasons.append(f"{what}: the audit's certification is unverified")
+    if policy.require_exact_unlearning and exactness != EXACTNESS_VERIFIED:
+        reasons.append(f"unlearning exactness {exactness}: every unlearning step must pass its exactness audit "
+                       "(audit_exactness on, deterministic kernels)")
     if policy.require_generator_audit and generator_audit == GENERATOR_ABOVE:
         reasons.append("the generator's membership audit is above its chance bound: its samples may carry the "
                        "original records back (train it with generator_privacy=dp)")
@@ -162,14 +224,27 @@ def _policy_reasons(max_attack_success: float, test_accuracy: float, audit_power
     return reasons
 
 
-def evaluate_gate(*, max_attack_success: float, test_accuracy: float, policy: RegistryPolicy,
-                  audit_power: str = AUDIT_POWER_SHOWN, generator_audit: str = GENERATOR_UNMEASURED) -> GateDecision:
-    """Decide registration under ``policy`` (the written one, tightened by the run). ``max_attack_success`` and
-    ``test_accuracy`` are fractions in [0, 1] (NaN fails); ``audit_power`` is ``shown`` (the canaries were
-    detected), ``not_shown`` or ``unverified`` (no canaries); ``generator_audit`` is ``generator_audit_verdict``
-    of the generator's metrics."""
-    reasons = _policy_reasons(max_attack_success, test_accuracy, audit_power, policy, generator_audit)
+def evaluate_gate(*, certificates: Mapping[str, Certificate], test_accuracy: float, policy: RegistryPolicy,
+                  audit_power: str = AUDIT_POWER_SHOWN, generator_audit: str = GENERATOR_UNMEASURED,
+                  exactness: str = EXACTNESS_VERIFIED, natural_detected: bool | None = True) -> GateDecision:
+    """Decide registration under ``policy`` (the written one, tightened by the run). ``certificates``: the final
+    audit's ``retained`` and ``forgotten`` certificates (``forgetting.held_certificates``); ``test_accuracy`` a
+    fraction (NaN fails); ``audit_power`` ``shown``, ``not_shown`` or ``unverified`` (no canaries);
+    ``generator_audit`` is ``generator_audit_verdict`` of the generator's metrics; ``exactness`` is
+    ``exactness_verdict`` of the loop's history; ``natural_detected`` whether the iteration-0 audit detected the
+    natural members (None: not recorded)."""
+    reasons = _policy_reasons(certificates, test_accuracy, audit_power, policy, generator_audit, exactness,
+                              natural_detected)
     return GateDecision(not reasons, tuple(reasons))
+
+
+def certificate_tags(certificates: Mapping[str, Certificate]) -> dict[str, str]:
+    """``mia_<set>_n``, ``..._n_non_members``, ``..._auc_high``, ``..._tpr_high`` for the held sets: what the
+    promotion rule re-reads under the policy in force then."""
+    tags = {}
+    for held, certificate in certificates.items():
+        tags.update(certificate.tags(f"mia_{held}_"))
+    return tags
 
 
 def check_promotable(tags: Mapping[str, str], policy: RegistryPolicy | None = None) -> GateDecision:
@@ -197,10 +272,13 @@ def check_promotable(tags: Mapping[str, str], policy: RegistryPolicy | None = No
         reasons.append("the ids of the deletion request it served were still distinguishable from non-members")
     if policy is not None:
         try:
-            success, accuracy = float(tags.get("mia_max_success", "nan")), float(tags.get("acc_test", "nan"))
+            accuracy = float(tags.get("acc_test", "nan"))
         except ValueError:
-            success = accuracy = float("nan")
+            accuracy = float("nan")
+        certificates = {held: Certificate.from_tags(tags, f"mia_{held}_") for held in HELD_SETS}
         reasons += [f"under the policy in force now: {reason}" for reason in
-                    _policy_reasons(success, accuracy, tags.get("audit_power", AUDIT_POWER_UNVERIFIED), policy,
-                                    tags.get("generator_audit", GENERATOR_UNMEASURED))]
+                    _policy_reasons(certificates, accuracy, tags.get("audit_power", AUDIT_POWER_UNVERIFIED), policy,
+                                    tags.get("generator_audit", GENERATOR_UNMEASURED),
+                                    tags.get("unlearning_exactness", EXACTNESS_UNVERIFIED),
+                                    {"true": True, "false": False}.get(tags.get("natural_members_detected")))]
     return GateDecision(not reasons, tuple(reasons))

@@ -13,7 +13,8 @@ retained originals.
 Logged: metrics ``mia/...`` (``AuditReport.metrics``, at ``--step``), ``audit/mia_table.csv``, ``audit/summary.txt``,
 ``audit/roc_<subset>.png`` (log-log ROC per attack), ``audit/success_<subset>.png``. A registered model version
 (``models:/name/version`` or ``models:/name@alias``) is tagged with ``audit_data_md5``, ``audit_time``,
-``audit_run_id``, ``mia_max_success`` (and ``mia_<subset>_max_success``, ``mia_<subset>_indistinguishable``).
+``audit_run_id``, ``mia_max_success`` and each subset's certificate figures (``mia_<subset>_n``, ``_n_non_members``,
+``_auc_high``, ``_tpr_high``; subset ``all`` without ``--forgotten-ids``), which the promotion rule reads.
 """
 
 from __future__ import annotations
@@ -154,9 +155,9 @@ def tag_model_version(model_uri: str, report: AuditReport, data_md5: str, run_id
     tags = {"audit_data_md5": data_md5, "audit_time": f"{time.time():.3f}", "audit_run_id": run_id,
             "mia_max_success": f"{report.max_success():.4f}"}
     for subset in report.results:
+        tags.update(report.certificate(subset).tags(f"mia_{subset}_"))
         if subset != ALL_MEMBERS:
             tags[f"mia_{subset}_max_success"] = f"{report.max_success(subset):.4f}"
-            tags[f"mia_{subset}_indistinguishable"] = str(report.indistinguishable(subset)).lower()
     client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

@@ -126,9 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", default=sisa.executor)
     parser.add_argument("--ray-address", default="")
     parser.add_argument("--attacks", default=",".join(audit.attacks))
-    parser.add_argument("--iteration-audit-size", type=int_arg, default=loop.iteration_audit_size,
-                        help="members audited per iteration (0: all); the final audit always uses all")
-    parser.add_argument("--mia-threshold", type=policy_or(float_arg), default=gate.mia_threshold,
+    parser.add_argument("--iteration-audit-size", type=int_arg, default=loop.iteration_audit_size or 0,
+                        help="members audited per iteration (0: all, which certification needs); the final "
+                             "audit always uses all")
+    parser.add_argument("--max-auc-excess", type=policy_or(float_arg), default=gate.max_auc_excess,
+                        help="'policy' (default): registry_policy.yaml's; a lower value tightens it")
+    parser.add_argument("--max-tpr-at-1pct-fpr", type=policy_or(float_arg), default=gate.max_tpr_at_1pct_fpr,
                         help="'policy' (default): registry_policy.yaml's; a lower value tightens it")
     parser.add_argument("--min-accuracy", type=policy_or(float_arg), default=gate.min_accuracy,
                         help="'policy' (default): registry_policy.yaml's; a higher value tightens it")
@@ -191,7 +194,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         loop=LoopConfig(forget_rate=args.forget_rate, iterations=args.iterations, forget_order=args.forget_order,
                         iteration_audit_size=args.iteration_audit_size or None,
                         convergence_patience=args.convergence_patience),
-        gate=GateConfig(model_name=args.model_name, mia_threshold=args.mia_threshold, min_accuracy=args.min_accuracy,
+        gate=GateConfig(model_name=args.model_name, max_auc_excess=args.max_auc_excess,
+                        max_tpr_at_1pct_fpr=args.max_tpr_at_1pct_fpr, min_accuracy=args.min_accuracy,
                         require_audit_power=args.require_audit_power,
                         require_generator_audit=args.require_generator_audit),
         canaries=args.canaries, policy_file=args.policy_file,

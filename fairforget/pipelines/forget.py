@@ -15,9 +15,9 @@
    A rejection or a crash before that leaves the champion, its state, the data and the ledger as they were, and the
    same request can be retried; a second request before the first version is promoted also forgets the first's ids.
 
-The requested ids are judged "indistinguishable from non-members" only when the final audit detected the live
-canaries and evaluated at least as many requested ids as canaries; otherwise the verdict is "too few records to
-tell". The generator that made the synthetic replacements was trained on the requested records; the log says so,
+The requested ids get the certification verdict of their own subset in the final audit (``mia.certify``):
+``certified``, ``not_certified`` or, for the few records a request usually names, ``too_few``; ``distinguishable``
+when some attack's AUC interval on them lies above 0.5 (a version with that verdict is never promoted). The generator that made the synthetic replacements was trained on the requested records; the log says so,
 and ``--refresh-generator true`` retrains it without them (and without every earlier deletion) for the
 replacements this request makes (docs/deletion.md says what each mode guarantees).
 
@@ -42,7 +42,14 @@ from fairforget.components.bias import measure_bias
 from fairforget.components.canaries import inserted_canary_count, with_canaries
 from fairforget.components.dataset import load_dataset, read_ids, save_dataset
 from fairforget.components.forgetting import replenish_seed_base
-from fairforget.components.gate import CONTAINS_DELETED_TAG, POLICY_FILE, REQUESTED_VERDICT_TAG, load_policy
+from fairforget.components.gate import (
+    CONTAINS_DELETED_TAG,
+    DISTINGUISHABLE,
+    POLICY_FILE,
+    REQUESTED_VERDICT_TAG,
+    load_policy,
+)
+from fairforget.components.mia.certify import TOO_FEW, Tolerance
 from fairforget.components.ledger import append_to_ledger, apply_ledger, ledger_ids, ledger_path
 from fairforget.components.locks import exclusive
 from fairforget.components.priors import build_target
@@ -116,18 +123,14 @@ def versions_holding(model_name: str, ids: set[str], exclude: str) -> list[str]:
     return holding
 
 
-def requested_verdict(final, requested: str = "requested") -> str:
-    """``indistinguishable`` / ``distinguishable`` / ``too_few`` (see the module docstring)."""
-    report, canaries = final.report, final.canaries
+def requested_verdict(final, tolerance: Tolerance, requested: str = "requested") -> str:
+    """``distinguishable`` / ``certified`` / ``not_certified`` / ``too_few`` (see the module docstring)."""
+    report = final.report
     if requested not in report.results:
-        return "too_few"
-    evaluated = next(iter(report.results[requested].values())).n_members
-    at_chance = report.indistinguishable(requested)
-    if not at_chance:
-        return "distinguishable"
-    if canaries is None or not canaries.power or evaluated < canaries.live.n_members:
-        return "too_few"
-    return "indistinguishable"
+        return TOO_FEW
+    if report.leak_detected(requested):
+        return DISTINGUISHABLE
+    return report.certificate(requested).verdict(tolerance)
 
 
 def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classifier", alias: str = CHAMPION, *,
@@ -225,26 +228,25 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
                                                                                   FORGET_STEP_OFFSET + request))
     fault_point("forget:unlearned")
     outcome = loop.evaluate(0, step=step)
-    log_outcome(outcome)
+    log_outcome(outcome, loop.tolerance)
     present = [i for i in ids if i in set(original_train.ids.astype(str))]
     final = final_audit(loop, {"requested": present} if present else None)
-    verdict = requested_verdict(final) if present else "too_few"
-    mlflow.log_metric("forget/requested_indistinguishable", float(verdict == "indistinguishable"))
+    verdict = requested_verdict(final, loop.tolerance) if present else TOO_FEW
+    mlflow.log_metric("forget/requested_certified", float(verdict == "certified"))
     mlflow.set_tag(REQUESTED_VERDICT_TAG, verdict)
     if present and "requested" in final.report.results:
-        print(f"forget: {len(to_forget)} ids unlearned exactly; requested ids: {verdict.replace('_', ' ')} "
-              f"(strongest attack {final.report.max_success('requested'):.4f}, chance bound "
-              f"{final.report.chance_bound['requested']:.4f}"
-              + (f"; the audit's power was shown on {final.canaries.live.n_members} canaries)"
-                 if final.canaries is not None and final.canaries.live is not None else ")"))
+        print(f"forget: {len(to_forget)} ids unlearned exactly; requested ids: "
+              f"{final.report.certificate('requested').explain(loop.tolerance)}")
     save_dataset(loop.synthetic, state_dir / "synthetic")
     before = measure_bias(original_train.manifest, target.priors())
     after = measure_bias(loop.current().manifest, target.priors())
     decision, new_version = publish(
         loop, config, outcome, final, data_md5=data_md5, bias_before=before, bias_after=after,
-        history=[outcome.history_row()], generator_info=generator_info, state_dir=state_dir, run_id=run.info.run_id,
+        history=[outcome.history_row(loop.tolerance)], generator_info=generator_info, state_dir=state_dir,
+        run_id=run.info.run_id,
         extra_tags={"forget_requests": str(request), "served_from_version": str(version.version),
-                    REQUESTED_VERDICT_TAG: verdict, "generator_refreshed": str(refresh_generator).lower()})
+                    REQUESTED_VERDICT_TAG: verdict, "generator_refreshed": str(refresh_generator).lower()},
+        natural_detected=tags.get("natural_members_detected") == "true")
     return {"run_id": run.info.run_id, "requested": len(ids), "forgotten": len(to_forget),
             "requested_verdict": verdict, "gate": "passed" if decision.passed else "rejected",
             "registered_version": new_version}

@@ -21,8 +21,24 @@ import mlflow
 from fairforget.components import names
 from fairforget.components.canaries import AuditPool, CanaryAudit, cut_audit_pool
 from fairforget.components.dataset import Dataset, replace_folder, save_dataset
-from fairforget.components.forgetting import ForgettingLoop, IterationOutcome, audit_power_verdict
-from fairforget.components.gate import GateDecision, evaluate_gate, generator_audit_verdict, generator_tags, load_policy
+from fairforget.components.forgetting import (
+    ForgettingLoop,
+    IterationOutcome,
+    audit_power_verdict,
+    certificate_metrics,
+    held_certificates,
+)
+from fairforget.components.gate import (
+    GateDecision,
+    RegistryPolicy,
+    certificate_tags,
+    evaluate_gate,
+    exactness_verdict,
+    generator_audit_verdict,
+    generator_tags,
+    load_policy,
+)
+from fairforget.components.mia.certify import Certificate, Tolerance
 from fairforget.components.generator import Generator
 from fairforget.components.mia.reference import train_reference_ensembles
 from fairforget.components.mia.results import AuditReport
@@ -153,10 +169,16 @@ def references_dir(config: PipelineConfig, reference_half: Dataset) -> Path:
     return project_path(config.outputs_dir) / "references" / key
 
 
+def effective_policy(config: PipelineConfig) -> RegistryPolicy:
+    """The written policy (``config.policy_file``) tightened by the run's gate parameters."""
+    return load_policy(project_path(config.policy_file)).tightened(config.gate)
+
+
 def build_loop(config: PipelineConfig, dataset: Dataset, *, sisa: SisaModel, synthetic: Dataset,
                generator: Generator, target: TargetDistribution, instruments: AuditPool) -> ForgettingLoop:
     """The ``ForgettingLoop`` of a run (``main``) or of a deletion request (``forget``): the same members,
-    non-members, canaries, reference models and settings, so both audit alike."""
+    non-members, canaries, reference models, settings and certification tolerance (the effective policy's), so
+    both audit alike."""
     references = train_reference_ensembles(instruments.reference_half, sisa_config=config.sisa,
                                            num_models=config.audit.reference_models,
                                            state_dir=references_dir(config, instruments.reference_half))
@@ -164,40 +186,50 @@ def build_loop(config: PipelineConfig, dataset: Dataset, *, sisa: SisaModel, syn
                           target=target, test=dataset.split("test"), non_members=instruments.non_members,
                           references=references, canaries=instruments.canaries, config=config.loop,
                           audit_config=config.audit, guidance_scale=config.augment.guidance_scale,
-                          augment_seed=config.augment.seed)
+                          augment_seed=config.augment.seed, tolerance=effective_policy(config).tolerance)
 
 
 # ---- logging -----------------------------------------------------------------------------------------------
-def log_outcome(outcome: IterationOutcome, extra: dict[str, float] | None = None) -> None:
-    """Log one iteration at ``step = iteration`` (once), with its audit table and summary, and print its line."""
-    log_metrics_once({**outcome.metrics(), **(extra or {})}, step=outcome.iteration)
+def log_outcome(outcome: IterationOutcome, tolerance: Tolerance, extra: dict[str, float] | None = None) -> None:
+    """Log one iteration at ``step = iteration`` (once), with its audit table and summary (certificates under
+    ``tolerance``), and print its line."""
+    log_metrics_once({**outcome.metrics(tolerance), **(extra or {})}, step=outcome.iteration)
     folder = f"iterations/{outcome.iteration:02d}"
     mlflow.log_table(outcome.audit.table(), f"{folder}/audit_table.json")
-    mlflow.log_text(outcome.audit.summary(), f"{folder}/audit_summary.txt")
+    mlflow.log_text(outcome.audit.summary(tolerance), f"{folder}/audit_summary.txt")
     print(outcome.summary())
-
-
-def log_final_audit(report: AuditReport, canaries: CanaryAudit | None, seconds: float) -> None:
-    """The full audit of the deployed ensemble: ``final/mia/...`` (and ``final/mia/canary/...``), the table,
-    the summary and one ROC figure per member subset."""
-    metrics = {**report.metrics(root=f"{names.FINAL_PREFIX}/mia"), names.TIME_FINAL_AUDIT: seconds}
-    if canaries is not None:
-        metrics.update({f"{names.FINAL_PREFIX}/{k}": v for k, v in canaries.metrics().items()})
-    mlflow.log_metrics(metrics)
-    mlflow.log_table(report.table(), "audit/final_table.json")
-    mlflow.log_text(report.summary(), "audit/final_summary.txt")
-    for subset in report.results:
-        log_figure(plot_roc_curves(report.roc_curves(subset), f"Membership inference ROC ({subset} members)"),
-                   f"figures/roc_{subset}.png")
-    print(report.summary())
-    if canaries is not None:
-        print(f"final audit canaries: {canaries.summary()}")
 
 
 @dataclass
 class FinalAudit:
+    """The full audit of the deployed ensemble: the report, the canary audit and the certificates of the
+    ``retained`` and ``forgotten`` originals (``held_certificates``)."""
+
     report: AuditReport
     canaries: CanaryAudit | None
+    certificates: dict[str, Certificate]
+
+
+def log_final_audit(final: FinalAudit, tolerance: Tolerance, seconds: float) -> None:
+    """``final/mia/...`` (with ``final/mia/retained/certified`` and ``final/mia/forgotten/certified``, and
+    ``final/mia/canary/...``), the table, the summary and one ROC figure per member subset."""
+    prefix = f"{names.FINAL_PREFIX}/mia"
+    metrics = {**final.report.metrics(root=prefix, tolerance=tolerance),
+               **certificate_metrics(final.certificates, f"{prefix}/", tolerance), names.TIME_FINAL_AUDIT: seconds}
+    if final.canaries is not None:
+        metrics.update({f"{names.FINAL_PREFIX}/{k}": v for k, v in final.canaries.metrics().items()})
+    mlflow.log_metrics(metrics)
+    mlflow.log_table(final.report.table(), "audit/final_table.json")
+    verdicts = "\n".join(f"{held} originals: {certificate.explain(tolerance)}"
+                         for held, certificate in final.certificates.items())
+    mlflow.log_text(final.report.summary(tolerance) + "\n" + verdicts, "audit/final_summary.txt")
+    for subset in final.report.results:
+        log_figure(plot_roc_curves(final.report.roc_curves(subset), f"Membership inference ROC ({subset} members)"),
+                   f"figures/roc_{subset}.png")
+    print(final.report.summary(tolerance))
+    print(verdicts)
+    if final.canaries is not None:
+        print(f"final audit canaries: {final.canaries.summary()}")
 
 
 def final_audit(loop: ForgettingLoop, extra_subsets: dict[str, list[str]] | None = None) -> FinalAudit:
@@ -206,24 +238,42 @@ def final_audit(loop: ForgettingLoop, extra_subsets: dict[str, list[str]] | None
     report = loop.audit(extra_subsets=extra_subsets)
     fault_point("final_audit")
     canaries = loop.audit_canaries()
-    log_final_audit(report, canaries, time.perf_counter() - start)
-    return FinalAudit(report, canaries)
+    certificates = held_certificates(report, len(loop.forgotten_originals()), len(loop.live_originals()))
+    final = FinalAudit(report, canaries, certificates)
+    log_final_audit(final, loop.tolerance, time.perf_counter() - start)
+    return final
+
+
+def natural_members_detected(history: list[dict]) -> bool | None:
+    """Whether the iteration-0 audit (the first loop row of ``history``) detected the natural members: some
+    attack's AUC interval above 0.5. None when ``history`` has no such row."""
+    rows = [row for row in history if row.get("iteration") == 0 and "natural_leak_detected" in row]
+    return bool(rows[0]["natural_leak_detected"]) if rows else None
 
 
 def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutcome, final: FinalAudit, *,
             data_md5: str, bias_before, bias_after, history: list[dict], generator_info: dict, state_dir: Path,
-            run_id: str, extra_tags: dict | None = None) -> tuple[GateDecision, str | None]:
+            run_id: str, extra_tags: dict | None = None,
+            natural_detected: bool | None = None) -> tuple[GateDecision, str | None]:
     """Log the ensemble (pyfunc + ONNX, parity checked) and the model card, then apply the registry gate to the
-    final audit and the test accuracy. Returns (gate decision, registered version or None)."""
-    metrics = {**outcome.metrics(), names.MIA_MAX_SUCCESS: final.report.max_success()}
+    final audit's certificates, the audit's power (canaries, and ``natural_detected``: the iteration-0 audit
+    detected the natural members; None reads it from ``history``), unlearning exactness and the test accuracy.
+    Returns (gate decision, registered version or None)."""
+    policy = effective_policy(config)
+    metrics = {**outcome.metrics(policy.tolerance), names.MIA_MAX_SUCCESS: final.report.max_success()}
+    natural = natural_members_detected(history) if natural_detected is None else natural_detected
     power = audit_power_verdict(final.canaries, history)
-    policy = load_policy(project_path(config.policy_file)).tightened(config.gate)
+    exactness = exactness_verdict(history)
     generator_metrics = generator_info.get("metrics") or {}
     generator_audit = generator_audit_verdict(generator_metrics)
-    decision = evaluate_gate(max_attack_success=metrics[names.MIA_MAX_SUCCESS], test_accuracy=metrics[names.ACC_TEST],
-                             policy=policy, audit_power=power, generator_audit=generator_audit)
+    decision = evaluate_gate(certificates=final.certificates, test_accuracy=metrics[names.ACC_TEST], policy=policy,
+                             audit_power=power, generator_audit=generator_audit, exactness=exactness,
+                             natural_detected=natural)
     logged = log_classifier(loop.sisa.ensemble(), loop.test.images)
-    audit_text = final.report.summary() + (f"\n\nCanaries: {final.canaries.summary()}" if final.canaries else "")
+    audit_text = (final.report.summary(policy.tolerance) + "\n\n"
+                  + "\n".join(f"- {held} originals: {certificate.explain(policy.tolerance)}"
+                              for held, certificate in final.certificates.items())
+                  + (f"\n\nCanaries: {final.canaries.summary()}" if final.canaries else ""))
     card = render_model_card(
         model_name=config.gate.model_name, data_md5=data_md5, code_version=git_commit(), bias_before=bias_before,
         bias_after=bias_after, history=history, final_metrics=metrics, audit_summary=audit_text,
@@ -234,11 +284,14 @@ def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutc
     now = f"{time.time():.0f}"
     tags = {"data_md5": data_md5, "audit_data_md5": data_md5, "audit_time": now, "data_time": now,
             "git_commit": git_commit(), "run_id": run_id, "mia_max_success": f"{metrics[names.MIA_MAX_SUCCESS]:.4f}",
-            "acc_test": f"{metrics[names.ACC_TEST]:.4f}", "audit_power": power,
+            "acc_test": f"{metrics[names.ACC_TEST]:.4f}", "audit_power": power, "unlearning_exactness": exactness,
+            "natural_members_detected": str(natural).lower(), **certificate_tags(final.certificates),
             "canaries": str(len(loop.canaries) if loop.canaries is not None else 0),
             "forgotten_originals": str(len(loop.forgotten_originals())),
             "state_dir": str(state_dir.relative_to(PROJECT_ROOT) if state_dir.is_relative_to(PROJECT_ROOT)
                              else state_dir),
             "generator_run_id": str(generator_info.get("run_id")), "generator_audit": generator_audit,
             **generator_tags(generator_metrics), **policy.tags(), **(extra_tags or {})}
+    if final.canaries is not None and final.canaries.epsilon_lower_bound is not None:
+        tags["mia_canary_epsilon_lower_bound"] = f"{final.canaries.epsilon_lower_bound:.4f}"
     return decision, register_if_passed(logged, decision, config.gate.model_name, tags, card)

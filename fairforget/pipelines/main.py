@@ -4,9 +4,10 @@
     -> train SISA shards on the biased S (baseline) and on the balanced S*
     -> iterate: forget originals per shard (SISA unlearning) -> replenish with synthetic samples -> retrain the
        stale shards -> evaluate (accuracy, fairness, bias) -> audit (membership inference)
-       until `iterations`, no originals left, or the forgotten records at chance for two iterations in a row in
-       audits that detected the canaries (components.forgetting)
-    -> register the aggregated classifier through the gate (pyfunc + ONNX, alias `candidate`) with a model card.
+       until `iterations`, no originals left, or the retained originals certified indistinguishable in an audit
+       that detected the canaries (components.forgetting)
+    -> register the aggregated classifier through the gate (the final audit certifies retained and forgotten
+       originals; pyfunc + ONNX, alias `candidate`) with a model card.
 
 Per-iteration metrics go to the parent run with step = iteration. The state of the loop (SISA plan and
 checkpoints, synthetic samples, progress) lives in ``outputs/<config hash>/<run id>/`` and is written after every
@@ -56,6 +57,7 @@ from fairforget.pipelines.loop import (
     build_loop,
     commit_iteration,
     data_lock,
+    effective_policy,
     final_audit,
     log_metrics_once,
     log_outcome,
@@ -147,6 +149,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
     """Run Algorithm 2 end to end (see the module docstring); return a summary dict. One run per data folder at a
     time: a second one gets ``Busy`` at once."""
     config.validate()
+    effective_policy(config)  # a missing or malformed policy fails now, not after training
     configure_tracking()
     data_dir = project_path(config.data_dir)
     with exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
@@ -223,17 +226,17 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
         if fresh:
             outcome = loop.evaluate(0)
             fit = shard_fit_accuracies(sisa, with_canaries(balanced.dataset.split("train"), instruments.canaries))
-            log_outcome(outcome, {names.TIME_TRAIN: train_seconds, names.TIME_AUGMENT: balanced.seconds,
+            log_outcome(outcome, loop.tolerance, {names.TIME_TRAIN: train_seconds, names.TIME_AUGMENT: balanced.seconds,
                                   names.SHARD_FIT_MIN: min(fit), names.SHARD_FIT_MEAN: sum(fit) / len(fit)})
             log_figure(plot_confusion(outcome.fairness.confusion, test.class_names,
                                       "Trained on the debiased data (paper Fig. 9)"), "figures/confusion_debiased.png")
-            state.history.append(outcome.history_row())
+            state.history.append(outcome.history_row(loop.tolerance))
             commit_iteration(state, state_dir, loop.synthetic)
 
         # Algorithm 2: the loop itself lives in components.forgetting; here each iteration is logged and committed.
         def on_iteration(done: IterationOutcome) -> None:
-            log_outcome(done)
-            state.history.append(done.history_row())
+            log_outcome(done, loop.tolerance)
+            state.history.append(done.history_row(loop.tolerance))
             state.iteration, state.converged_streak = done.iteration, done.converged_streak
             commit_iteration(state, state_dir, loop.synthetic)
 
@@ -259,6 +262,8 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
         summary = {"run_id": parent.info.run_id, "data_md5": data_md5, "iterations": state.iteration,
                    names.ACC_TEST: outcome.fairness.accuracy, names.ACC_WORST_CLASS: outcome.fairness.worst_class,
                    names.MIA_MAX_SUCCESS: final.report.max_success(),
+                   **{f"{held}_originals": certificate.verdict(loop.tolerance)
+                      for held, certificate in final.certificates.items()},
                    "canary_power": final.canaries.power if final.canaries else None,
                    "gate": "passed" if decision.passed else "rejected", "registered_version": version,
                    "minutes": (time.perf_counter() - started) / 60}

@@ -40,7 +40,7 @@ def test_student_t_interval_matches_scipy():
 
 
 def test_study_reproduces_the_pipeline_and_writes_the_page(tracking_uri, tmp_path):
-    config = tiny_pipeline(tmp_path, mia_threshold=1.0, min_accuracy=0.0)
+    config = tiny_pipeline(tmp_path, min_accuracy=0.0)
     # raises when the retrained S* model differs from the pipeline's iteration 0
     record = study_one_config(config, tmp_path / "work", tmp_path / "results" / "figures" / "seed-0")
     baselines = record["baselines"]

@@ -95,7 +95,8 @@ def test_a_rejected_request_changes_nothing_and_can_be_retried(champion, capsys)
     policy = tmp_path / "policy.yaml"
     lax = policy.read_text()
     before = (dvc_md5_of_folder(data_dir), sorted(os.listdir(next((tmp_path / "outputs").glob("*")))))
-    policy.write_text(yaml.safe_dump({"mia_threshold": 1.0, "min_accuracy": 1.0, "require_audit_power": False}))
+    policy.write_text(yaml.safe_dump({"min_accuracy": 1.0, "require_audit_power": False,
+                                      "require_certification": False}))
     rejected = serve_deletion_request(live[:2], MODEL)
     assert rejected["gate"] == "rejected" and rejected["registered_version"] is None
     assert "nothing changed" in capsys.readouterr().out
@@ -108,7 +109,7 @@ def test_a_rejected_request_changes_nothing_and_can_be_retried(champion, capsys)
 
 def test_a_looser_run_parameter_cannot_loosen_the_policy(tracking_uri, tmp_path):
     config = tiny_pipeline(tmp_path, min_accuracy=1.0)  # the written policy: impossible accuracy
-    config = config.replace(gate=config.gate.replace(min_accuracy=0.0, mia_threshold=1.0))
+    config = config.replace(gate=config.gate.replace(min_accuracy=0.0, max_auc_excess=0.49))
     summary = run_pipeline(config)
     assert summary["gate"] == "rejected"
     reason = mlflow.MlflowClient().get_run(summary["run_id"]).data.tags["gate_reason"]

@@ -135,7 +135,7 @@ BAD_INPUTS = [
     ("main", ["--classifier", "nope"], "unknown classifier 'nope'"),
     ("main", ["--forget-rate", "1.5"], "forget_rate must lie in (0, 1]"),
     ("main", ["--shards", "5000"], "exceeds the 4040 training records"),
-    ("main", ["--mia-threshold", "-1"], "mia_threshold must lie in [0, 1]"),
+    ("main", ["--max-auc-excess", "-1"], "max_auc_excess must lie in [0, 1]"),
     ("train", ["--num-slices", "0"], "num_slices (R) must be >= 1"),
     ("audit", ["--attacks", "bogus"], "unknown attacks ['bogus']"),
     ("augment", ["--rho", "-1"], "rho must be > 0"),

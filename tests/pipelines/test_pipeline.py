@@ -30,8 +30,8 @@ def tiny_pipeline(tmp_path, canaries: int = 0, **policy) -> PipelineConfig:
     if not data_dir.exists():
         save_dataset(make_toy_dataset(per_class_train=(24, 24, 8, 8), per_class_other=16), data_dir)
     policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(yaml.safe_dump({"mia_threshold": 1.0, "min_accuracy": 0.0, "require_audit_power": False,
-                                           **policy}))
+    policy_file.write_text(yaml.safe_dump({"min_accuracy": 0.0, "require_audit_power": False,
+                                           "require_certification": False, **policy}))
     return PipelineConfig(
         generator=tiny_config(),
         augment=AugmentConfig(rho=0.01),
@@ -46,7 +46,7 @@ def tiny_pipeline(tmp_path, canaries: int = 0, **policy) -> PipelineConfig:
 def test_any_augmentation_seed_replenishes_without_id_clashes(tracking_uri, tmp_path):
     """Algorithm 1's seeds (augment seed * 1000 + round) once collided with iteration 1's replenishment seeds
     (1000 + shard) when the augmentation seed was 1; every (seed, step) now has its own range."""
-    config = tiny_pipeline(tmp_path, mia_threshold=1.0, min_accuracy=0.0)
+    config = tiny_pipeline(tmp_path, min_accuracy=0.0)
     config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, seed=1),
                                  loop=dataclasses.replace(config.loop, iterations=1))
     assert run_pipeline(config)["iterations"] == 1
@@ -55,7 +55,7 @@ def test_any_augmentation_seed_replenishes_without_id_clashes(tracking_uri, tmp_
 
 
 def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri, tmp_path):
-    summary = run_pipeline(tiny_pipeline(tmp_path, mia_threshold=1.0, min_accuracy=0.0))
+    summary = run_pipeline(tiny_pipeline(tmp_path, min_accuracy=0.0))
     assert summary["gate"] == "passed" and summary["registered_version"] == "1"
     client = mlflow.MlflowClient()
     run = client.get_run(summary["run_id"])
@@ -115,13 +115,13 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
 def test_canaries_are_audited_every_iteration_and_the_gate_names_the_canary_check(tracking_uri, tmp_path):
     """The toy model is too weak to memorise its canaries: every iteration logs the canary audit, the audit has no
     demonstrated power, and the gate refuses its 'at chance' verdict, saying why."""
-    summary = run_pipeline(tiny_pipeline(tmp_path, canaries=4, mia_threshold=1.0, min_accuracy=0.0,
+    summary = run_pipeline(tiny_pipeline(tmp_path, canaries=4, min_accuracy=0.0,
                                          require_audit_power=True))
     client = mlflow.MlflowClient()
     run = client.get_run(summary["run_id"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "mia/canary/live_auc")] == [0, 1, 2]
     assert run.data.metrics["data/canaries"] == 4
-    for key in ("mia/canary/power", "mia/canary/auc_chance_bound", "final/mia/canary/power",
+    for key in ("mia/canary/power", "mia/canary/live_p_value", "final/mia/canary/power",
                 "mia/canary/forgotten_within_bound"):
         assert key in run.data.metrics, key
     assert summary["gate"] == "rejected" and summary["registered_version"] is None
@@ -130,16 +130,19 @@ def test_canaries_are_audited_every_iteration_and_the_gate_names_the_canary_chec
 
 
 def test_impossible_gate_registers_nothing(tracking_uri, tmp_path):
-    summary = run_pipeline(tiny_pipeline(tmp_path, mia_threshold=0.0, min_accuracy=0.0))
+    """A toy audit pool is far too small to certify anything: under a policy that requires certification the
+    gate rejects, saying so with the numbers."""
+    summary = run_pipeline(tiny_pipeline(tmp_path, min_accuracy=0.0, require_certification=True))
     assert summary["gate"] == "rejected" and summary["registered_version"] is None
-    assert mlflow.MlflowClient().get_run(summary["run_id"]).data.tags["gate"] == "rejected"
+    tags = mlflow.MlflowClient().get_run(summary["run_id"]).data.tags
+    assert tags["gate"] == "rejected" and "too few records to certify" in tags["gate_reason"]
 
 
 CRASHING_RUN = """
 from pathlib import Path
 from tests.pipelines.test_pipeline import tiny_pipeline
 from fairforget.pipelines.main import run_pipeline
-run_pipeline(tiny_pipeline(Path({tmp!r}), mia_threshold=1.0, min_accuracy=0.0), resume=True)
+run_pipeline(tiny_pipeline(Path({tmp!r}), min_accuracy=0.0), resume=True)
 """
 
 
@@ -190,13 +193,13 @@ def test_resume_after_kill_gives_the_same_result_as_an_uninterrupted_run(tmp_pat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fairforget-test")
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    resumed = run_pipeline(tiny_pipeline(crashed, mia_threshold=1.0, min_accuracy=0.0), resume=True)
+    resumed = run_pipeline(tiny_pipeline(crashed, min_accuracy=0.0), resume=True)
     resumed_state = _final_state(resumed, crashed / "outputs")
 
     clean_uri = f"sqlite:///{clean / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", clean_uri)
     mlflow.set_tracking_uri(clean_uri)
-    uninterrupted = run_pipeline(tiny_pipeline(clean, mia_threshold=1.0, min_accuracy=0.0))
+    uninterrupted = run_pipeline(tiny_pipeline(clean, min_accuracy=0.0))
     clean_state = _final_state(uninterrupted, clean / "outputs")
 
     # same run continued, every iteration logged exactly once, identical numbers and identical SISA membership

@@ -58,7 +58,7 @@ def test_a_whole_pipeline_run_lands_on_the_tracking_server(tracking_server, tmp_
     assert http_status(api, host=f"mlflow:{port}") == 401  # no anonymous access
 
     monkeypatch.chdir(tmp_path)  # a client that wrote artifacts locally would leave mlruns/ or mlartifacts/ here
-    summary = run_pipeline(tiny_pipeline(tmp_path, mia_threshold=1.0, min_accuracy=0.0))
+    summary = run_pipeline(tiny_pipeline(tmp_path, min_accuracy=0.0))
     assert summary["gate"] == "passed" and summary["registered_version"] == "1"
 
     client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
