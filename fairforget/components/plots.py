@@ -144,3 +144,34 @@ def plot_attack_vs_forgotten(history, attacks: Sequence[str], chance: float = 0.
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_certification(history, max_auc_excess: float, max_tpr_at_1pct_fpr: float) -> plt.Figure:
+    """The certificates against the fraction of originals forgotten: the largest AUC upper bound (left) and
+    TPR-at-1%-FPR upper bound (right) over the attacks, for the retained and the forgotten originals, with the
+    tolerance a certified set stays under.
+
+    ``history``: DataFrame with ``forgotten_fraction`` and ``auc_high_<set>`` / ``tpr_high_<set>`` columns
+    (``IterationOutcome.history_row``); an empty set's points are left out.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for held, marker in (("retained", "o"), ("forgotten", "s")):
+        for ax, column in ((left, f"auc_high_{held}"), (right, f"tpr_high_{held}")):
+            if column not in history:
+                continue
+            verdict = f"verdict_{held}"
+            rows = history[history[verdict] != "empty"] if verdict in history else history
+            ax.plot(rows["forgotten_fraction"], rows[column], marker=marker, label=f"{held} originals")
+    left.axhline(0.5 + max_auc_excess, color="red", linestyle="--", label=f"tolerance {0.5 + max_auc_excess:.3f}")
+    left.axhline(0.5, color="grey", linewidth=0.8, label="chance")
+    right.axhline(max_tpr_at_1pct_fpr, color="red", linestyle="--", label=f"tolerance {max_tpr_at_1pct_fpr:.3f}")
+    right.axhline(0.01, color="grey", linewidth=0.8, label="chance")
+    left.set_ylabel("largest AUC upper bound (95%)")
+    right.set_ylabel("largest TPR@1%FPR upper bound (95%)")
+    for ax in (left, right):
+        ax.set_xlabel("fraction of original records forgotten")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Certification: every attack's upper bound must stay under the tolerance", fontsize=10)
+    fig.tight_layout()
+    return fig

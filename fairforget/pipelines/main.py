@@ -43,7 +43,13 @@ from fairforget.components.forgetting import (
 )
 from fairforget.components.ledger import ledger_ids, ledger_path, without_ledger_record
 from fairforget.components.locks import exclusive
-from fairforget.components.plots import plot_attack_vs_forgotten, plot_confusion, plot_distributions, plot_iterations
+from fairforget.components.plots import (
+    plot_attack_vs_forgotten,
+    plot_certification,
+    plot_confusion,
+    plot_distributions,
+    plot_iterations,
+)
 from fairforget.components.sisa.model import SisaModel
 from fairforget.pipelines.augment import log_dependence, run_augment
 from fairforget.pipelines.config import PipelineConfig, build_parser, config_from_args
@@ -251,6 +257,8 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
         mlflow.log_table(history, "iterations/history.json")
         log_figure(plot_iterations(history), "figures/table_I_iterations.png")
         log_figure(plot_attack_vs_forgotten(history, list(config.audit.attacks)), "figures/attack_vs_forgotten.png")
+        log_figure(plot_certification(history, loop.tolerance.max_auc_excess, loop.tolerance.max_tpr_at_1pct_fpr),
+                   "figures/certification.png")
         final = final_audit(loop)
         decision, version = publish(loop, config, outcome, final, data_md5=data_md5, bias_before=validated.bias,
                                     bias_after=balanced.bias_after, history=state.history,

@@ -73,7 +73,8 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/confusion_biased.png", "figures/confusion_debiased.png", "figures/distribution_before.png",
             "figures/distribution_after.png", "figures/table_I_iterations.png",
-            "figures/attack_vs_forgotten.png", "figures/roc_all.png", "figures/roc_forgotten.png"} <= artifacts
+            "figures/attack_vs_forgotten.png", "figures/certification.png", "figures/roc_all.png",
+            "figures/roc_forgotten.png"} <= artifacts
     version = client.get_model_version_by_alias("toy-classifier", "candidate")
     assert version.tags["gate"] == "passed" and version.tags["data_md5"].endswith(".dir")
     assert version.tags["generator_privacy"] == "none" and float(version.tags["generator_mia_auc"]) >= 0.0
