@@ -6,7 +6,8 @@ them has shown no power to see a leak at all.
 - ``reserve_canary_pool(audit, count)`` takes 2 x ``count`` images out of the audit pool (so they are never audited
   non-members nor reference-model training data) and leaves the rest;
 - ``make_canaries(pool, count)`` relabels them: ``count`` *inserted* canaries (ids ``canary-<n>``, origin
-  ``canary``) go into S and are forgotten on the originals' schedule; ``count`` matched *held-out* canaries
+  ``canary``) go into S; half of them (``forgotten_on_schedule``) are forgotten on the originals' schedule, the other
+  half stay to the end so the final audit has live canaries; ``count`` matched *held-out* canaries
   (``canary-held-<n>``), built the same way, are never trained on;
 - ``audit_canaries(...)`` runs the audit's attacks with the live (still trained-on) and the forgotten canaries as
   members and the held-out canaries as non-members, and reports the strongest attack's AUC on each with the
@@ -321,6 +322,14 @@ class AuditPool:
     canaries: CanarySet | None
     reference_half: Dataset
     non_members: Dataset
+
+
+def forgotten_on_schedule(ids) -> list[str]:
+    """The inserted canaries of ``ids`` that Algorithm 2 forgets on the originals' schedule: those of even index
+    (``canary-0``, ``canary-2``, ...), the unlearning control. The odd ones stay in the model to the end, so the
+    final audit always has live canaries to show its power on."""
+    return [i for i in map(str, ids) if i.startswith(INSERTED_PREFIX) and not i.startswith(HELD_OUT_PREFIX)
+            and int(i[len(INSERTED_PREFIX):]) % 2 == 0]
 
 
 def inserted_canary_count(ids) -> int:

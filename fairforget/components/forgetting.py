@@ -35,6 +35,7 @@ from fairforget.components.canaries import (
     CanaryAudit,
     CanarySet,
     audit_canaries,
+    forgotten_on_schedule,
     without_canary_columns,
 )
 from fairforget.components.config import ConfigBase
@@ -301,6 +302,7 @@ class ForgettingLoop:
         self.original_ids = list(original_train.ids)
         self._original_set = set(self.original_ids)
         self._canary_set = set(canaries.inserted.ids) if canaries is not None else set()
+        self._scheduled_canaries = set(forgotten_on_schedule(self._canary_set))
 
     # membership ---------------------------------------------------------------------------------------------
     def live_originals(self) -> list[str]:
@@ -439,14 +441,21 @@ class ForgettingLoop:
 
     # the loop -----------------------------------------------------------------------------------------------
     def forget_per_shard(self) -> int:
-        """Originals (and canaries, forgotten on the same schedule) drawn per shard each iteration."""
-        forgettable = len(self.original_ids) + len(self._canary_set)
+        """Originals (and the canaries forgotten on the same schedule: ``forgotten_on_schedule``, half of them)
+        drawn per shard each iteration."""
+        forgettable = len(self.original_ids) + len(self._scheduled_canaries)
         return max(1, round(self.config.forget_rate * forgettable / self.sisa.config.num_shards))
+
+    def schedule_covers_everything(self) -> bool:
+        """True when ``forget_rate x iterations`` reaches every original: then the loop goes on past
+        ``iterations`` until none is left (the per-shard rounding leaves a few)."""
+        return self.config.forget_rate * self.config.iterations >= 1.0 - 1e-9
 
     def run(self, *, after_iteration: int = 0, converged_streak: int = 0,
             on_iteration: Callable[[IterationOutcome], None] | None = None) -> LoopResult:
         """Iterations ``after_iteration + 1 .. config.iterations`` of Algorithm 2 (resume by passing the last
-        finished iteration and its ``converged_streak``). Calls ``on_iteration(outcome)`` after each one, before
+        finished iteration and its ``converged_streak``), and more while originals are left when the schedule covers
+        every original (``schedule_covers_everything``). Calls ``on_iteration(outcome)`` after each one, before
         the next starts. Deterministic: iteration i draws its forget set with seed i and its replacements with
         ``replenish_seed_base(augment_seed, i)``."""
         outcomes: list[IterationOutcome] = []
@@ -454,8 +463,10 @@ class ForgettingLoop:
         if patience and converged_streak >= patience:
             return LoopResult(outcomes, _converged_reason(converged_streak))
         per_shard = self.forget_per_shard()
-        for iteration in range(after_iteration + 1, self.config.iterations + 1):
-            candidates = self.live_originals() + self.live_canaries()
+        iteration = after_iteration
+        while iteration < self.config.iterations or (self.schedule_covers_everything() and self.live_originals()):
+            iteration += 1
+            candidates = self.live_originals() + [i for i in self.live_canaries() if i in self._scheduled_canaries]
             if not self.live_originals():
                 return LoopResult(outcomes, "no original records left")
             forget = self.sisa.sample_forget_set(candidates, per_shard, self.config.forget_order, seed=iteration)
@@ -467,6 +478,8 @@ class ForgettingLoop:
                 on_iteration(outcome)
             if patience and converged_streak >= patience:
                 return LoopResult(outcomes, _converged_reason(converged_streak))
+        if not self.live_originals():
+            return LoopResult(outcomes, f"no original records left after {iteration} iterations")
         return LoopResult(outcomes, f"ran all {self.config.iterations} iterations")
 
 
@@ -513,3 +526,10 @@ def audit_power_verdict(final: CanaryAudit | None, history: Sequence[dict]) -> s
     with_live = [row for row in history if not np.isnan(row.get("canary_live_auc", float("nan")))]
     shown_before = bool(with_live) and with_live[-1].get("canary_power") == 1.0
     return AUDIT_POWER_SHOWN if shown_before and final.forgotten_within_bound else AUDIT_POWER_NOT_SHOWN
+
+
+def natural_members_detected(history: Sequence[dict]) -> bool | None:
+    """Whether the iteration-0 audit (the row of ``history`` with ``iteration`` 0) detected the natural members:
+    some attack's AUC interval above 0.5 (``AuditReport.leak_detected``). None when ``history`` has no such row."""
+    rows = [row for row in history if row.get("iteration") == 0 and "natural_leak_detected" in row]
+    return bool(rows[0]["natural_leak_detected"]) if rows else None

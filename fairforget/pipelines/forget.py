@@ -246,7 +246,7 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
         run_id=run.info.run_id,
         extra_tags={"forget_requests": str(request), "served_from_version": str(version.version),
                     REQUESTED_VERDICT_TAG: verdict, "generator_refreshed": str(refresh_generator).lower()},
-        natural_detected=tags.get("natural_members_detected") == "true")
+        natural_detected={"true": True, "false": False}.get(tags.get("natural_members_detected")))
     return {"run_id": run.info.run_id, "requested": len(ids), "forgotten": len(to_forget),
             "requested_verdict": verdict, "gate": "passed" if decision.passed else "rejected",
             "registered_version": new_version}

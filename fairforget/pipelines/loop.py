@@ -27,6 +27,7 @@ from fairforget.components.forgetting import (
     audit_power_verdict,
     certificate_metrics,
     held_certificates,
+    natural_members_detected,
 )
 from fairforget.components.gate import (
     GateDecision,
@@ -242,13 +243,6 @@ def final_audit(loop: ForgettingLoop, extra_subsets: dict[str, list[str]] | None
     final = FinalAudit(report, canaries, certificates)
     log_final_audit(final, loop.tolerance, time.perf_counter() - start)
     return final
-
-
-def natural_members_detected(history: list[dict]) -> bool | None:
-    """Whether the iteration-0 audit (the first loop row of ``history``) detected the natural members: some
-    attack's AUC interval above 0.5. None when ``history`` has no such row."""
-    rows = [row for row in history if row.get("iteration") == 0 and "natural_leak_detected" in row]
-    return bool(rows[0]["natural_leak_detected"]) if rows else None
 
 
 def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutcome, final: FinalAudit, *,

@@ -58,6 +58,32 @@ def test_an_iteration_forgets_replaces_and_measures_without_counting_the_canarie
     assert "iteration 2: acc/test" in last.summary()
 
 
+def test_a_schedule_that_covers_every_original_runs_until_none_is_left_and_half_the_canaries_stay(
+        tmp_path_factory):
+    """forget_rate x iterations = 1: per-shard rounding would leave a few originals after the scheduled
+    iterations, so the loop goes on until none is left; the odd-numbered canaries are never forgotten, so the
+    deployed model's audit still has live canaries to show its power on."""
+    data = make_toy_dataset(per_class_other=40)
+    train = data.split("train")
+    pool = cut_audit_pool(data.split("audit"), canaries=4, seed=0)
+    generator = train_generator(data, config=tiny_config(), data_md5="toy", progress=False)
+    sisa = SisaModel.create(with_canaries(train, pool.canaries), SisaConfig(
+        num_shards=2, num_slices=2, executor="serial", max_deletion_fraction=0.5,
+        train=TrainConfig(epochs=1, batch_size=16), audit_exactness=False), tmp_path_factory.mktemp("sweep"))
+    sisa.train()
+    loop = ForgettingLoop(sisa=sisa, original_train=train, synthetic=train.select(np.zeros(len(train), bool)),
+                          generator=generator, target=build_target(train.manifest, ["superclass"]),
+                          test=data.split("test"), non_members=pool.non_members, canaries=pool.canaries,
+                          config=LoopConfig(forget_rate=0.25, iterations=4, convergence_patience=0,
+                                            shard_audit_size=0), audit_config=AUDIT)
+    assert loop.forget_per_shard() == 8  # round(0.25 x (64 originals + 2 scheduled canaries) / 2): 4 x 8 < 33
+    result = loop.run()
+    assert len(result.outcomes) == 5 and result.stopped_because == "no original records left after 5 iterations"
+    assert loop.live_originals() == []
+    assert sorted(loop.live_canaries()) == ["canary-1", "canary-3"]
+    assert loop.audit_canaries().live is not None
+
+
 def test_a_converged_loop_resumed_forgets_nothing_more(loop):
     live = loop.sisa.plan.live_ids()
     result = loop.run(after_iteration=1, converged_streak=1)  # patience 1 was reached before the restart
