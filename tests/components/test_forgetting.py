@@ -21,22 +21,26 @@ AUDIT = dataclasses.replace(AuditConfig(), attacks=("mloss", "mmean"), num_augme
                             fpr_levels=(0.1,), show_progress=False)
 
 
-@pytest.fixture(scope="module")
-def loop(tmp_path_factory):
+def toy_loop(folder, config: LoopConfig, epochs: int = 2, audit_exactness: bool = True) -> ForgettingLoop:
+    """Algorithm 2 on toy data: 64 originals and 4 canaries in 2 shards x 2 slices, a tiny generator."""
     data = make_toy_dataset(per_class_other=40)
     train = data.split("train")
     pool = cut_audit_pool(data.split("audit"), canaries=4, seed=0)
     generator = train_generator(data, config=tiny_config(), data_md5="toy", progress=False)
     sisa = SisaModel.create(with_canaries(train, pool.canaries), SisaConfig(
         num_shards=2, num_slices=2, executor="serial", max_deletion_fraction=0.5,
-        train=TrainConfig(epochs=2, batch_size=16)),
-        tmp_path_factory.mktemp("sisa"))
+        train=TrainConfig(epochs=epochs, batch_size=16), audit_exactness=audit_exactness), folder)
     sisa.train()
     return ForgettingLoop(sisa=sisa, original_train=train, synthetic=train.select(np.zeros(len(train), bool)),
                           generator=generator, target=build_target(train.manifest, ["superclass"]),
                           test=data.split("test"), non_members=pool.non_members, canaries=pool.canaries,
-                          config=LoopConfig(forget_rate=0.25, iterations=2, convergence_patience=1,
-                                            shard_audit_size=8), audit_config=AUDIT)
+                          config=config, audit_config=AUDIT)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory):
+    return toy_loop(tmp_path_factory.mktemp("sisa"), LoopConfig(forget_rate=0.25, iterations=2,
+                                                                 convergence_patience=1, shard_audit_size=8))
 
 
 def test_an_iteration_forgets_replaces_and_measures_without_counting_the_canaries(loop):
@@ -63,19 +67,9 @@ def test_a_schedule_that_covers_every_original_runs_until_none_is_left_and_half_
     """forget_rate x iterations = 1: per-shard rounding would leave a few originals after the scheduled
     iterations, so the loop goes on until none is left; the odd-numbered canaries are never forgotten, so the
     deployed model's audit still has live canaries to show its power on."""
-    data = make_toy_dataset(per_class_other=40)
-    train = data.split("train")
-    pool = cut_audit_pool(data.split("audit"), canaries=4, seed=0)
-    generator = train_generator(data, config=tiny_config(), data_md5="toy", progress=False)
-    sisa = SisaModel.create(with_canaries(train, pool.canaries), SisaConfig(
-        num_shards=2, num_slices=2, executor="serial", max_deletion_fraction=0.5,
-        train=TrainConfig(epochs=1, batch_size=16), audit_exactness=False), tmp_path_factory.mktemp("sweep"))
-    sisa.train()
-    loop = ForgettingLoop(sisa=sisa, original_train=train, synthetic=train.select(np.zeros(len(train), bool)),
-                          generator=generator, target=build_target(train.manifest, ["superclass"]),
-                          test=data.split("test"), non_members=pool.non_members, canaries=pool.canaries,
-                          config=LoopConfig(forget_rate=0.25, iterations=4, convergence_patience=0,
-                                            shard_audit_size=0), audit_config=AUDIT)
+    loop = toy_loop(tmp_path_factory.mktemp("sweep"), LoopConfig(forget_rate=0.25, iterations=4,
+                                                                  convergence_patience=0, shard_audit_size=0),
+                    epochs=1, audit_exactness=False)
     assert loop.forget_per_shard() == 8  # round(0.25 x (64 originals + 2 scheduled canaries) / 2): 4 x 8 < 33
     result = loop.run()
     assert len(result.outcomes) == 5 and result.stopped_because == "no original records left after 5 iterations"
