@@ -491,17 +491,15 @@ def _converged_reason(streak: int) -> str:
 def held_certificates(report: AuditReport, forgotten: int, retained: int) -> dict[str, Certificate]:
     """``{"retained": ..., "forgotten": ...}``: the certificate of each set of originals in ``report`` (an audit
     with the loop's subsets). Before anything is forgotten every original is retained (the report's ``all``); a
-    set with no records gets ``EMPTY_CERTIFICATE``."""
+    set with no records gets ``EMPTY_CERTIFICATE``; one with records of which none was evaluated is ``too_few``."""
     out = {}
     for subset, count in ((RETAINED, retained), (FORGOTTEN, forgotten)):
         if count == 0:
             out[subset] = EMPTY_CERTIFICATE
-        elif subset in report.results:
-            out[subset] = report.certificate(subset)
         elif subset == RETAINED and forgotten == 0:
             out[subset] = report.certificate("all")
         else:
-            out[subset] = EMPTY_CERTIFICATE
+            out[subset] = report.certificate(subset)  # records but none evaluated: too few, never a pass
     return out
 
 

@@ -108,6 +108,8 @@ def test_verdicts_from_figures():
     assert "too few records to certify" in small.explain(DEFAULT) and str(members_needed(1980, DEFAULT)) in \
         small.explain(DEFAULT)
     assert EMPTY_CERTIFICATE.verdict(DEFAULT) == EMPTY and EMPTY_CERTIFICATE.certified(DEFAULT)
+    unevaluated = Certificate(0, 1980, 0.5, 0.0)  # the set has records, none landed in the evaluation half
+    assert unevaluated.verdict(DEFAULT) == TOO_FEW and not unevaluated.certified(DEFAULT)
     metrics = small.metrics("mia/retained/", DEFAULT)
     assert metrics["mia/retained/certified"] == 0.0 and metrics["mia/retained/members_needed"] > 50
     tags = Certificate(1600, 1980, 0.572, 0.055, "rmia").tags("mia_retained_")

@@ -12,7 +12,8 @@ make passing easier). Before any bound is read, the audit must be able to resolv
 to membership would give an AUC upper bound of about 0.5 + z * sqrt((n1 + n2 + 1) / (12 n1 n2)) and a TPR upper
 bound of Clopper-Pearson(round(0.01 n1), n1); when either expected bound is above its tolerance the verdict is
 ``too_few`` with the number of evaluation members that would be needed, never a pass. An empty set holds nothing
-and is ``empty``, which certifies vacuously (nothing to leak).
+and is ``empty``, which certifies vacuously (nothing to leak); a set with records of which none was evaluated is
+``too_few``.
 
 ``Certificate`` keeps the figures (counts and the largest upper bounds), so a verdict can be recomputed later under
 another tolerance (the promotion rule does, from a version's tags).
@@ -142,8 +143,9 @@ class Certificate:
     attack_tpr: str = ""
 
     def verdict(self, tolerance: Tolerance) -> str:
-        """``empty``, ``too_few``, ``certified`` or ``not_certified`` under ``tolerance``."""
-        if self.n_members == 0:
+        """``empty`` (no records at all: nothing to leak), ``too_few``, ``certified`` or ``not_certified`` under
+        ``tolerance``. A set that has records but none evaluated is ``too_few``, never ``empty``."""
+        if self.n_members == 0 and self.n_non_members == 0:
             return EMPTY
         if not resolvable(self.n_members, self.n_non_members, tolerance):
             return TOO_FEW

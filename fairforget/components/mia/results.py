@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fairforget.components.mia.certify import EMPTY_CERTIFICATE, Certificate, Tolerance
+from fairforget.components.mia.certify import Certificate, Tolerance
 from fairforget.components.mia.config import AuditConfig
 from fairforget.components.mia.metrics import Estimate
 
@@ -68,10 +68,10 @@ class AuditReport:
 
     def certificate(self, subset: str = ALL_MEMBERS) -> Certificate:
         """The largest AUC and TPR-at-1%-FPR upper bounds over the attacks on ``subset``, with its evaluation counts
-        (``EMPTY_CERTIFICATE`` when the subset had no evaluation member)."""
+        (no evaluated member: a certificate of 0 members, ``too_few``, never a pass)."""
         by_attack = self.results.get(subset)
         if not by_attack:
-            return EMPTY_CERTIFICATE
+            return Certificate(0, self.sizes.get("evaluation_non_members", 0), 0.5, 0.0)
         by_auc = max(by_attack.values(), key=lambda r: r.estimates["auc"].ci_high)
         by_tpr = max(by_attack.values(), key=lambda r: r.tpr_at_1pct_fpr_high)
         return Certificate(by_auc.n_members, by_auc.n_non_members, by_auc.estimates["auc"].ci_high,
