@@ -36,3 +36,28 @@ def test_default_audit_of_a_model_that_never_saw_the_members_is_at_chance(real_d
     for attack, result in report.results["all"].items():
         assert result.estimates["success"].value <= 0.53, attack
         assert 0.46 < result.estimates["auc"].value < 0.54, attack
+
+
+@pytest.mark.slow
+def test_the_default_recipe_s_natural_members_are_detected_at_iteration_0(tmp_path, real_dataset):
+    """The power the certification needs on natural records: the default SISA recipe trained on the biased S, audited
+    as the pipeline audits (every original against the non-member half, RMIA with four reference ensembles built
+    like the target), shows its members: some attack's AUC interval lies above 0.5, and it is not certified.
+    (benchmarks/certify_controls.py measured RMIA AUC 0.572, upper bound 0.591.)"""
+    from fairforget.components.canaries import cut_audit_pool
+    from fairforget.components.mia.reference import train_reference_ensembles
+    from fairforget.components.sisa.model import SisaConfig, SisaModel
+
+    data = real_dataset
+    originals = data.split("train")
+    pool = cut_audit_pool(data.split("audit"), canaries=40, seed=0)
+    sisa = SisaModel.create(originals, SisaConfig(audit_exactness=False), tmp_path / "sisa")
+    sisa.train()
+    references = train_reference_ensembles(pool.reference_half, sisa_config=sisa.config, num_models=4,
+                                           state_dir=tmp_path / "references")
+    report = audit_membership(sisa.ensemble().predict_proba, originals, pool.non_members,
+                              config=AuditConfig(show_progress=False).for_recipe(sisa.config.train),
+                              reference_predicts=references)
+    print(report.summary())
+    assert report.leak_detected() and report.results["all"]["rmia"].estimates["auc"].ci_low > 0.5
+    assert not report.certified()
