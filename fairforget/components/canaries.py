@@ -8,9 +8,13 @@ them has shown no power to see a leak at all.
 - ``make_canaries(pool, count)`` relabels them: ``count`` *inserted* canaries (ids ``canary-<n>``, origin
   ``canary``) go into S; half of them (``forgotten_on_schedule``) are forgotten on the originals' schedule, the other
   half stay to the end so the final audit has live canaries; ``count`` matched *held-out* canaries
-  (``canary-held-<n>``), built the same way, are never trained on;
-- ``audit_canaries(...)`` runs the audit's attacks with the live (still trained-on) and the forgotten canaries as
-  members and the held-out canaries as non-members, and reports the strongest attack's AUC on each with the
+  (``canary-held-<n>``), built the same way, are never trained on. Crossed with that, half of the inserted
+  canaries (``generator_trained``) also train the generator, so the forgotten ones split into the generator
+  channel's probe (forgotten, but the generator learned them) and the unlearning control (forgotten, never in the
+  generator);
+- ``audit_canaries(...)`` runs the audit's attacks with the live (still trained-on), the forgotten and the
+  generator-channel canaries as members and the held-out canaries as non-members, and reports the strongest attack's
+  AUC on each with the
   smallest exact Mann-Whitney p-value over the attacks (``mann_whitney_p_value``), compared with ``chance_alpha``
   divided by the number of attacks. ``power`` is True when the live canaries are detected. The live canary pairs
   also give an empirical epsilon lower bound (``epsilon_lower_bound``), a figure, not a gate.
@@ -31,12 +35,13 @@ import numpy as np
 from fairforget.components import names
 from fairforget.components.dataset import Dataset
 from fairforget.components.mia.config import AuditConfig
+from fairforget.components.mia.metrics import mann_whitney_p_value  # noqa: F401 (re-exported)
 from fairforget.components.mia.protocol import audit_membership, split_audit_pool
 from fairforget.errors import ConfigError, DataError
 
 CANARY_ORIGIN = "canary"
 INSERTED_PREFIX, HELD_OUT_PREFIX = "canary-", "canary-held-"
-LIVE, FORGOTTEN = "live", "forgotten"
+LIVE, FORGOTTEN, GENERATOR_CHANNEL = "live", "forgotten", "generator_channel"
 _STREAM_RESERVE, _STREAM_LABELS = 11, 12
 
 
@@ -89,13 +94,25 @@ def reserve_canary_pool(audit: Dataset, count: int, *, seed: int = 0) -> tuple[D
 class CanarySet:
     """``inserted``: the canaries trained on (ids ``canary-<n>``); ``held_out``: matched canaries never trained on
     (``canary-held-<n>``). Both carry their wrong label in ``label``/``class_name`` and the true one in
-    ``true_label``; ``origin`` is ``canary``."""
+    ``true_label``; ``origin`` is ``canary``. ``source_ids[i]``: the audit-split id of the image of
+    ``inserted`` row i (what other audits of the same split must leave out once the generator learned it)."""
 
     inserted: Dataset
     held_out: Dataset
+    source_ids: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.inserted)
+
+    def for_generator(self) -> Dataset:
+        """The inserted canaries the generator also trains on (``generator_trained``), without canary columns."""
+        rows = np.isin(self.inserted.ids, generator_trained(self.inserted.ids))
+        return without_canary_columns(self.inserted.select(rows))
+
+    def generator_source_ids(self) -> list[str]:
+        """The audit-split ids of the images in ``for_generator``."""
+        chosen = set(generator_trained(self.inserted.ids))
+        return [source for i, source in zip(self.inserted.ids, self.source_ids) if i in chosen]
 
 
 def make_canaries(pool: Dataset, count: int, *, seed: int = 0) -> CanarySet:
@@ -123,7 +140,7 @@ def make_canaries(pool: Dataset, count: int, *, seed: int = 0) -> CanarySet:
     manifest["id"] = [f"{INSERTED_PREFIX}{i}" for i in range(count)] + [f"{HELD_OUT_PREFIX}{i}" for i in range(count)]
     relabelled = dataclasses.replace(pool, manifest=manifest)
     inserted = np.arange(len(pool)) < count
-    return CanarySet(relabelled.select(inserted), relabelled.select(~inserted))
+    return CanarySet(relabelled.select(inserted), relabelled.select(~inserted), [str(i) for i in pool.ids[:count]])
 
 
 def without_canary_columns(dataset: Dataset) -> Dataset:
@@ -141,20 +158,6 @@ def auc_chance_bound(n_members: int, n_non_members: int, alpha: float = 0.05, nu
         raise ConfigError("need at least one member and one non-member")
     z = NormalDist().inv_cdf(1.0 - alpha / max(num_tests, 1))
     return 0.5 + z * math.sqrt((n_members + n_non_members + 1) / (12.0 * n_members * n_non_members))
-
-
-def mann_whitney_p_value(member_scores, non_member_scores) -> float:
-    """One-sided p-value of "members score higher than non-members" (Mann-Whitney U): exact when there are no
-    ties (scipy's exact null distribution, right at small counts where the normal approximation is not), the
-    tie-corrected normal approximation otherwise."""
-    from scipy.stats import mannwhitneyu
-
-    members, non_members = np.asarray(member_scores, float), np.asarray(non_member_scores, float)
-    if len(members) == 0 or len(non_members) == 0:
-        return 1.0
-    tied = len(np.unique(np.r_[members, non_members])) < len(members) + len(non_members)
-    return float(mannwhitneyu(members, non_members, alternative="greater",
-                              method="asymptotic" if tied else "exact").pvalue)
 
 
 def epsilon_lower_bound(inserted_scores, held_out_scores, alpha: float = 0.05) -> float:
@@ -201,13 +204,16 @@ class SubsetVerdict:
 
 @dataclass
 class CanaryAudit:
-    """The canary audit of one model. ``live``/``forgotten``: the verdicts (None when that subset is empty);
-    ``epsilon_lower_bound``: ``epsilon_lower_bound`` of the canaries the model holds (None when it holds none)."""
+    """The canary audit of one model. ``live``: the canaries it holds; ``forgotten``: those unlearned that never
+    trained the generator (the unlearning control); ``generator_channel``: those unlearned that did (the generator
+    channel's probe); each None when that subset is empty. ``epsilon_lower_bound``: ``epsilon_lower_bound`` of the
+    canaries the model holds (None when it holds none)."""
 
     live: SubsetVerdict | None
     forgotten: SubsetVerdict | None
     aucs: dict[str, dict[str, float]] = field(default_factory=dict)  # subset -> attack -> AUC
     epsilon_lower_bound: float | None = None
+    generator_channel: SubsetVerdict | None = None
 
     @property
     def live_auc(self) -> float | None:
@@ -235,6 +241,10 @@ class CanaryAudit:
             out.update({names.CANARY_FORGOTTEN_AUC: self.forgotten.auc,
                         names.CANARY_FORGOTTEN_TPR: self.forgotten.tpr_at_1pct_fpr,
                         names.CANARY_FORGOTTEN_P: self.forgotten.p_value, names.CANARY_LEVEL: self.forgotten.level})
+        if self.generator_channel is not None:
+            out.update({names.CANARY_GENERATOR_AUC: self.generator_channel.auc,
+                        names.CANARY_GENERATOR_P: self.generator_channel.p_value,
+                        names.CANARY_GENERATOR_DETECTED: float(self.generator_channel.detected)})
         if self.epsilon_lower_bound is not None:
             out[names.CANARY_EPSILON_LOWER_BOUND] = self.epsilon_lower_bound
         return out
@@ -244,13 +254,16 @@ class CanaryAudit:
                 "canary_forgotten_auc": self.forgotten.auc if self.forgotten else float("nan"),
                 "canary_live_p_value": self.live.p_value if self.live else float("nan"),
                 "canary_forgotten_p_value": self.forgotten.p_value if self.forgotten else float("nan"),
+                "canary_generator_channel_p_value": (self.generator_channel.p_value if self.generator_channel
+                                                     else float("nan")),
                 "canary_power": float(self.power),
                 "canary_epsilon_lower_bound": (self.epsilon_lower_bound if self.epsilon_lower_bound is not None
                                                else float("nan"))}
 
     def summary(self) -> str:
         parts = []
-        for name, verdict in ((LIVE, self.live), (FORGOTTEN, self.forgotten)):
+        for name, verdict in ((LIVE, self.live), (FORGOTTEN, self.forgotten),
+                              ("generator-trained forgotten", self.generator_channel)):
             if verdict is not None:
                 parts.append(f"{name} canaries AUC {verdict.auc:.3f} (p {verdict.p_value:.2g} vs level "
                              f"{verdict.level:.2g}, {verdict.n_members} vs {verdict.n_non_members})")
@@ -272,15 +285,19 @@ def canary_label_log_probability(predict, canaries: Dataset) -> np.ndarray:
 
 
 def audit_canaries(predict, canaries: CanarySet, *, live_ids: Sequence[str], config: AuditConfig,
-                   reference_predicts: Sequence = ()) -> CanaryAudit:
+                   reference_predicts: Sequence = (), generator_ids: Sequence[str] = ()) -> CanaryAudit:
     """Attack the model ``predict`` (uint8 (N, H, W, C) -> (N, K)) with the audit's attacks: members are the
-    inserted canaries (subsets ``live`` = ``live_ids``, ``forgotten`` = the rest), non-members the held-out ones.
+    inserted canaries (subsets ``live`` = ``live_ids``; the unlearned rest split into ``generator_channel``, those
+    in ``generator_ids`` (they trained the generator), and ``forgotten``), non-members the held-out ones.
     Half of each (stratified by class) calibrates the attacks, the other half is evaluated, as in every audit.
     The empirical epsilon lower bound reads every live canary pair (``epsilon_lower_bound``)."""
     attacks = tuple(a for a in config.attacks if a != "rmia" or reference_predicts)
     live_ids = [i for i in canaries.inserted.ids if i in set(live_ids)]
-    forgotten_ids = [i for i in canaries.inserted.ids if i not in set(live_ids)]
-    subsets = {name: ids for name, ids in ((LIVE, live_ids), (FORGOTTEN, forgotten_ids)) if ids}
+    unlearned = [i for i in canaries.inserted.ids if i not in set(live_ids)]
+    channel_ids = [i for i in unlearned if i in set(map(str, generator_ids))]
+    forgotten_ids = [i for i in unlearned if i not in set(channel_ids)]
+    members_of = {LIVE: live_ids, FORGOTTEN: forgotten_ids, GENERATOR_CHANNEL: channel_ids}
+    subsets = {name: ids for name, ids in members_of.items() if ids}
     if len(subsets) == 1:  # one subset is all members: the report's "all" holds it
         subsets = {}
     canary_config = dataclasses.replace(config, attacks=attacks, sample_size=None, fpr_levels=(),
@@ -288,10 +305,9 @@ def audit_canaries(predict, canaries: CanarySet, *, live_ids: Sequence[str], con
     report = audit_membership(predict, without_canary_columns(canaries.inserted),
                               without_canary_columns(canaries.held_out), config=canary_config,
                               reference_predicts=reference_predicts, member_subsets=subsets)
-    verdicts: dict[str, SubsetVerdict | None] = {LIVE: None, FORGOTTEN: None}
+    verdicts: dict[str, SubsetVerdict | None] = {name: None for name in members_of}
     aucs: dict[str, dict[str, float]] = {}
-    for name in (LIVE, FORGOTTEN):
-        ids = live_ids if name == LIVE else forgotten_ids
+    for name, ids in members_of.items():
         if not ids:
             continue
         subset = name if subsets else "all"
@@ -311,7 +327,7 @@ def audit_canaries(predict, canaries: CanarySet, *, live_ids: Sequence[str], con
         scores = canary_label_log_probability(predict, canaries.inserted.select(rows)), \
             canary_label_log_probability(predict, canaries.held_out.select(rows))
         epsilon = epsilon_lower_bound(*scores, alpha=config.chance_alpha)
-    return CanaryAudit(verdicts[LIVE], verdicts[FORGOTTEN], aucs, epsilon)
+    return CanaryAudit(verdicts[LIVE], verdicts[FORGOTTEN], aucs, epsilon, verdicts[GENERATOR_CHANNEL])
 
 
 @dataclass
@@ -324,12 +340,26 @@ class AuditPool:
     non_members: Dataset
 
 
+def _inserted_index(canary_id: str) -> int | None:
+    """n of an inserted canary id ``canary-<n>``; None for any other id (held-out canaries included)."""
+    if not canary_id.startswith(INSERTED_PREFIX) or canary_id.startswith(HELD_OUT_PREFIX):
+        return None
+    return int(canary_id[len(INSERTED_PREFIX):])
+
+
+def generator_trained(ids) -> list[str]:
+    """The inserted canaries of ``ids`` that also train the generator: n % 4 in {0, 1}, half of them. With
+    ``forgotten_on_schedule`` (even n) this crosses the two choices: among the canaries Algorithm 2 forgets, n % 4
+    == 0 went into the generator (the generator channel's probe: once forgotten, only the synthetic replacements can
+    still carry them) and n % 4 == 2 did not (the unlearning control: exact unlearning leaves nothing of them)."""
+    return [i for i in map(str, ids) if (n := _inserted_index(i)) is not None and n % 4 in (0, 1)]
+
+
 def forgotten_on_schedule(ids) -> list[str]:
     """The inserted canaries of ``ids`` that Algorithm 2 forgets on the originals' schedule: those of even index
     (``canary-0``, ``canary-2``, ...), the unlearning control. The odd ones stay in the model to the end, so the
     final audit always has live canaries to show its power on."""
-    return [i for i in map(str, ids) if i.startswith(INSERTED_PREFIX) and not i.startswith(HELD_OUT_PREFIX)
-            and int(i[len(INSERTED_PREFIX):]) % 2 == 0]
+    return [i for i in map(str, ids) if (n := _inserted_index(i)) is not None and n % 2 == 0]
 
 
 def inserted_canary_count(ids) -> int:

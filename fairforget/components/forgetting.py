@@ -64,7 +64,7 @@ class LoopConfig(ConfigBase):
 
     forget_rate: float = 0.1  # fraction of the ORIGINAL records forgotten per iteration (all shards together)
     iterations: int = 10
-    forget_order: str = "random"  # or last_slice_first (cheaper for SISA)
+    forget_order: str = "last_slice_first"  # originals of later slices first (cheapest for SISA); or random
     iteration_audit_size: int | None = None  # members (and as many non-members) per iteration; None: all
     convergence_patience: int = 1  # stop after this many iterations in a row with the retained originals certified
                                    # (0: never stop early)
@@ -279,13 +279,15 @@ class ForgettingLoop:
     ``sisa`` holds the live membership (originals, canaries and synthetic samples); ``synthetic`` every synthetic
     sample generated so far; ``original_train`` the private records (the audit's members); ``non_members`` records
     of the same distribution never trained on; ``references`` RMIA's reference models; ``canaries`` the inserted
-    and held-out canaries (None: no positive control). The loop mutates ``sisa`` (and its state folder) and
-    ``synthetic``; nothing else.
+    and held-out canaries (None: no positive control); ``generator_canaries`` the ids of those that also trained
+    ``generator`` (their forgotten ones probe the generator channel). The loop mutates ``sisa`` (and its state
+    folder) and ``synthetic``; nothing else.
     """
 
     def __init__(self, *, sisa: SisaModel, original_train: Dataset, synthetic: Dataset, generator: Generator,
                  target: TargetDistribution, test: Dataset, non_members: Dataset, references: Sequence = (),
-                 canaries: CanarySet | None = None, config: LoopConfig | None = None,
+                 canaries: CanarySet | None = None, generator_canaries: Sequence[str] = (),
+                 config: LoopConfig | None = None,
                  audit_config: AuditConfig | None = None, guidance_scale: float = 3.0, augment_seed: int = 0,
                  tolerance: Tolerance | None = None) -> None:
         self.sisa, self.original_train, self.synthetic, self.generator = sisa, original_train, synthetic, generator
@@ -303,6 +305,7 @@ class ForgettingLoop:
         self._original_set = set(self.original_ids)
         self._canary_set = set(canaries.inserted.ids) if canaries is not None else set()
         self._scheduled_canaries = set(forgotten_on_schedule(self._canary_set))
+        self.generator_canaries = [str(i) for i in generator_canaries]
 
     # membership ---------------------------------------------------------------------------------------------
     def live_originals(self) -> list[str]:
@@ -407,7 +410,8 @@ class ForgettingLoop:
         if self.canaries is None:
             return None
         return audit_canaries(self.sisa.ensemble().predict_proba, self.canaries, live_ids=self.live_canaries(),
-                              config=self.audit_config, reference_predicts=self.references)
+                              config=self.audit_config, reference_predicts=self.references,
+                              generator_ids=self.generator_canaries)
 
     def evaluate(self, iteration: int, *, step: ForgetStep | None = None, converged_streak: int = 0,
                  full_audit: bool = False) -> IterationOutcome:
@@ -528,6 +532,7 @@ def audit_power_verdict(final: CanaryAudit | None, history: Sequence[dict]) -> s
 
 def natural_members_detected(history: Sequence[dict]) -> bool | None:
     """Whether the iteration-0 audit (the row of ``history`` with ``iteration`` 0) detected the natural members:
-    some attack's AUC interval above 0.5 (``AuditReport.leak_detected``). None when ``history`` has no such row."""
+    some attack's exact Mann-Whitney test under its corrected level (``AuditReport.leak_detected``). None when
+    ``history`` has no such row."""
     rows = [row for row in history if row.get("iteration") == 0 and "natural_leak_detected" in row]
     return bool(rows[0]["natural_leak_detected"]) if rows else None

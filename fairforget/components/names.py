@@ -50,6 +50,10 @@ CANARY_LEVEL = "mia/canary/level"  # the p-value a detection needs: chance_alpha
 CANARY_EPSILON_LOWER_BOUND = "mia/canary/epsilon_lower_bound"
 CANARY_POWER = "mia/canary/power"
 CANARY_FORGOTTEN_WITHIN_BOUND = "mia/canary/forgotten_within_bound"
+# forgotten canaries that also trained the generator, against the held-out ones: the generator channel's probe
+CANARY_GENERATOR_AUC = "mia/canary/generator_channel_auc"
+CANARY_GENERATOR_P = "mia/canary/generator_channel_p_value"
+CANARY_GENERATOR_DETECTED = "mia/canary/generator_channel_detected"
 SHARD_AUDIT_PREFIX = "mia_shard"  # mia_shard/<i>/max_success, mia_shard/<i>/<attack>/auc, ...
 
 # time

@@ -208,7 +208,8 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
         # cached by the data version and the deleted ids: a retry, or a later request with the same ledger, reuses it
         version_key = f"{data_md5}-without-{config_hash(sorted(deleted))}"
         generator, generator_info = get_or_train_generator(remaining, version_key, config.generator,
-                                                           dataset_name=config.data.dataset)
+                                                           dataset_name=config.data.dataset,
+                                                           canaries=instruments.canaries)
         print(f"forget: replacements come from a generator retrained without the deleted records "
               f"(run {generator_info['run_id']})")
     else:
@@ -220,7 +221,7 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
               "unlearned); use refresh_generator=true to retrain it without them")
     mlflow.log_metric("forget/generator_refreshed", float(refresh_generator))
     loop = build_loop(config, dataset, sisa=sisa, synthetic=synthetic, generator=generator, target=target,
-                      instruments=instruments)
+                      instruments=instruments, state_dir=state_dir)
     request = int(tags.get("forget_requests", "0")) + 1
     step = None
     if to_forget:

@@ -19,7 +19,7 @@ from pathlib import Path
 import mlflow
 
 from fairforget.components import names
-from fairforget.components.canaries import AuditPool, CanaryAudit, cut_audit_pool
+from fairforget.components.canaries import AuditPool, CanaryAudit, CanarySet, cut_audit_pool
 from fairforget.components.dataset import Dataset, replace_folder, save_dataset
 from fairforget.components.forgetting import (
     ForgettingLoop,
@@ -41,7 +41,7 @@ from fairforget.components.gate import (
 )
 from fairforget.components.mia.certify import Certificate, Tolerance
 from fairforget.components.generator import Generator
-from fairforget.components.mia.reference import train_reference_ensembles
+from fairforget.components.mia.reference import target_shard_mix, train_reference_ensembles
 from fairforget.components.mia.results import AuditReport
 from fairforget.components.model_card import render_model_card
 from fairforget.components.priors import TargetDistribution
@@ -160,14 +160,30 @@ def audit_pool(dataset: Dataset, config: PipelineConfig, canaries: int | None = 
     return cut_audit_pool(dataset.split("audit"), canaries=canaries, seed=config.audit.seed)
 
 
-def references_dir(config: PipelineConfig, reference_half: Dataset) -> Path:
-    """``outputs/references/<hash>``: the reference ensembles of one (reference records, SISA config), shared by
-    every run and deletion request that audits alike, so they train once."""
+def references_dir(config: PipelineConfig, reference_half: Dataset, shard_mix=None) -> Path:
+    """``outputs/references/<hash>``: the reference ensembles of one (reference records, SISA config, target shard
+    mix), shared by every run and deletion request that audits alike, so they train once."""
     sisa = config.sisa.to_dict()
     for volatile in ("executor", "max_workers", "ray_address", "progress", "audit_exactness"):
         sisa.pop(volatile)
-    key = config_hash({"sisa": sisa, "ids": sorted(map(str, reference_half.ids))})
+    key = config_hash({"sisa": sisa, "ids": sorted(map(str, reference_half.ids)), "shard_mix": shard_mix})
     return project_path(config.outputs_dir) / "references" / key
+
+
+REFERENCE_MIX_FILE = "reference_mix.json"
+
+
+def reference_shard_mix(state_dir: Path, sisa: SisaModel, canaries: CanarySet | None) -> list[dict[int, int]]:
+    """The size and class mix of the target's shards that RMIA's references match (``target_shard_mix``, canaries
+    not counted), fixed when a run's loop is first built and kept in its state folder (``reference_mix.json``,
+    copied to each deletion request's state), so a resumed run and every deletion request audit with the same
+    references and train none."""
+    path = state_dir / REFERENCE_MIX_FILE
+    if path.is_file():
+        return [{int(label): int(count) for label, count in shard.items()} for shard in json.loads(path.read_text())]
+    mix = target_shard_mix(sisa.plan, leave_out=canaries.inserted.ids if canaries is not None else ())
+    write_json_atomic(path, mix)
+    return mix
 
 
 def effective_policy(config: PipelineConfig) -> RegistryPolicy:
@@ -176,16 +192,20 @@ def effective_policy(config: PipelineConfig) -> RegistryPolicy:
 
 
 def build_loop(config: PipelineConfig, dataset: Dataset, *, sisa: SisaModel, synthetic: Dataset,
-               generator: Generator, target: TargetDistribution, instruments: AuditPool) -> ForgettingLoop:
-    """The ``ForgettingLoop`` of a run (``main``) or of a deletion request (``forget``): the same members,
-    non-members, canaries, reference models, settings and certification tolerance (the effective policy's), so
-    both audit alike."""
+               generator: Generator, target: TargetDistribution, instruments: AuditPool,
+               state_dir: Path) -> ForgettingLoop:
+    """The ``ForgettingLoop`` of a run (``main``) or of a deletion request (``forget``, ``state_dir`` the copy of
+    the champion's): the same members, non-members, canaries, reference models (matching the target's shards:
+    ``reference_shard_mix``), settings and certification tolerance (the effective policy's), so both audit alike."""
+    shard_mix = reference_shard_mix(state_dir, sisa, instruments.canaries)
     references = train_reference_ensembles(instruments.reference_half, sisa_config=config.sisa,
-                                           num_models=config.audit.reference_models,
-                                           state_dir=references_dir(config, instruments.reference_half))
+                                           num_models=config.audit.reference_models, shard_mix=shard_mix,
+                                           state_dir=references_dir(config, instruments.reference_half, shard_mix))
     return ForgettingLoop(sisa=sisa, original_train=dataset.split("train"), synthetic=synthetic, generator=generator,
                           target=target, test=dataset.split("test"), non_members=instruments.non_members,
-                          references=references, canaries=instruments.canaries, config=config.loop,
+                          references=references, canaries=instruments.canaries,
+                          generator_canaries=instruments.canaries.for_generator().ids if instruments.canaries else (),
+                          config=config.loop,
                           audit_config=config.audit, guidance_scale=config.augment.guidance_scale,
                           augment_seed=config.augment.seed, tolerance=effective_policy(config).tolerance)
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from fairforget.components import names
 from fairforget.components.bias import BiasReport, measure_bias, measure_dependence
-from fairforget.components.canaries import with_canaries
+from fairforget.components.canaries import CanarySet, with_canaries
 from fairforget.components.data import DataConfig
 from fairforget.components.dataset import DataError, Dataset, load_dataset, save_dataset
 from fairforget.components.forgetting import (
@@ -119,12 +119,14 @@ def prepare_and_validate(config: PipelineConfig, data_dir: Path) -> tuple[str, V
 
 
 def generate_balanced(config: PipelineConfig, dataset: Dataset, data_md5: str, validated: ValidationOutcome,
-                      data_dir: Path, state_dir: Path) -> Balanced:
-    """Steps train_generator (or reuse) and augment (Algorithm 1), reusing this run's augmented set on resume."""
+                      data_dir: Path, state_dir: Path, canaries: CanarySet | None = None) -> Balanced:
+    """Steps train_generator (or reuse; half the ``canaries`` train it too) and augment (Algorithm 1), reusing this
+    run's augmented set on resume."""
     start = time.perf_counter()
     generator, generator_info = get_or_train_generator(dataset, data_md5, config.generator,
                                                        retrain=config.retrain_generator,
-                                                       dataset_name=config.data.dataset, data_dir=data_dir)
+                                                       dataset_name=config.data.dataset, data_dir=data_dir,
+                                                       canaries=canaries)
     augmented_dir = state_dir / "augmented"
     if augmented_dir.is_dir():
         augmented = load_dataset(augmented_dir)
@@ -190,7 +192,8 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
         data_md5, validated, dataset = prepare_and_validate(config, data_dir)
         original_train, test = dataset.split("train"), dataset.split("test")
         instruments = audit_pool(dataset, config)
-        balanced = generate_balanced(config, dataset, data_md5, validated, data_dir, state_dir)
+        balanced = generate_balanced(config, dataset, data_md5, validated, data_dir, state_dir,
+                                     canaries=instruments.canaries)
         canary_count = len(instruments.canaries) if instruments.canaries else 0
         check_schedule_capacity(forget_rate=config.loop.forget_rate, forgettable=len(original_train) + canary_count,
                                 total=len(balanced.dataset.split("train")) + canary_count,
@@ -226,7 +229,8 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
                          rebuilt.shards_trained)
         train_seconds = time.perf_counter() - start
         loop = build_loop(config, dataset, sisa=sisa, synthetic=load_dataset(synthetic_dir),
-                          generator=balanced.generator, target=validated.target, instruments=instruments)
+                          generator=balanced.generator, target=validated.target, instruments=instruments,
+                          state_dir=state_dir)
 
         outcome: IterationOutcome | None = None
         if fresh:

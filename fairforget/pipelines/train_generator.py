@@ -24,6 +24,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from fairforget.components.canaries import CanarySet
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator import Generator, GeneratorConfig, load_generator, train_generator
 from fairforget.components.generator.audit import GeneratorAuditConfig, audit_generator_on_splits
@@ -45,15 +46,27 @@ def generator_config_hash(config: GeneratorConfig) -> str:
     return config_hash(config.identity_record())
 
 
-def find_generator_run(data_md5: str, config: GeneratorConfig) -> Any | None:
-    """The newest finished ``train_generator`` run with this data md5 and config hash in any experiment of the
-    store, or None. (``mlflow run`` without ``--experiment-name`` puts a run's steps in the ``Default`` experiment,
-    not ``fairforget-<dataset>``; the same data and config make the same generator wherever it was logged.)"""
+def canaries_hash(canaries: CanarySet | None) -> str:
+    """What identifies the canaries a generator also trained on (``CanarySet.for_generator``): their ids, wrong
+    labels and source images' ids; ``none`` without canaries. Part of the reuse key."""
+    if canaries is None or not len(canaries.for_generator()):
+        return "none"
+    probes = canaries.for_generator()
+    return config_hash({"ids": list(map(str, probes.ids)), "labels": probes.labels.tolist(),
+                        "sources": canaries.generator_source_ids()})
+
+
+def find_generator_run(data_md5: str, config: GeneratorConfig, canaries: CanarySet | None = None) -> Any | None:
+    """The newest finished ``train_generator`` run with this data md5, config hash and canaries (``canaries_hash``)
+    in any experiment of the store, or None. (``mlflow run`` without ``--experiment-name`` puts a run's steps in the
+    ``Default`` experiment, not ``fairforget-<dataset>``; the same data and config make the same generator wherever
+    it was logged.)"""
     configure_tracking()
     runs = mlflow.search_runs(
         search_all_experiments=True,
         filter_string=(f"tags.step = '{STEP}' and tags.data_md5 = '{data_md5}' and "
                        f"tags.generator_config_hash = '{generator_config_hash(config)}' and "
+                       f"tags.generator_canaries = '{canaries_hash(canaries)}' and "
                        "attributes.status = 'FINISHED'"),
         order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     return runs[0] if runs else None
@@ -101,12 +114,12 @@ def log_generator_model(generator: Generator, folder: Path) -> None:
 
 
 def run_generator_audit(generator: Generator, dataset: Dataset, config: GeneratorAuditConfig | None = None,
-                        run_id: str | None = None) -> dict[str, float]:
+                        run_id: str | None = None, seen_images: Sequence[str] = ()) -> dict[str, float]:
     """Audit ``generator`` for membership (``components/generator/audit.py``): its training records against
-    never-seen ``audit``-split records of the same class mix. Logs the ``generator/mia/*`` metrics, the ROC figure
-    and a summary into the active run, or into ``run_id`` (a finished generator run being completed); returns the
-    metrics."""
-    report = audit_generator_on_splits(generator, dataset, config)
+    never-seen ``audit``-split records of the same class mix (``seen_images``, audit images it trained on as
+    canaries, left out). Logs the ``generator/mia/*`` metrics, the ROC figure and a summary into the active run, or
+    into ``run_id`` (a finished generator run being completed); returns the metrics."""
+    report = audit_generator_on_splits(generator, dataset, config, seen_images=seen_images)
     metrics = report.metrics()
     figure = report.figure()
     if run_id is None:
@@ -129,9 +142,12 @@ def run_generator_audit(generator: Generator, dataset: Dataset, config: Generato
 def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorConfig | None = None,
                            retrain: bool = False, quality: QualityConfig | None = None,
                            dataset_name: str | None = None, data_dir: str | Path | None = None,
-                           evaluate: bool = True, log_model: bool = True) -> tuple[Generator, dict]:
-    """The generator for this data version and config: reused from MLflow when one exists (unless ``retrain``),
-    else trained, evaluated and logged in a ``train_generator`` run (nested under the active run if any).
+                           evaluate: bool = True, log_model: bool = True,
+                           canaries: CanarySet | None = None) -> tuple[Generator, dict]:
+    """The generator for this data version, config and canaries: reused from MLflow when one exists (unless
+    ``retrain``), else trained, evaluated and logged in a ``train_generator`` run (nested under the active run if
+    any). ``canaries``: the run's canaries, whose ``for_generator`` half joins the training images (the generator
+    channel's probe) and whose source images stay out of the generator audit's non-members.
 
     Returns ``(generator, info)`` with ``info`` = {run_id, reused, version, config_hash, data_md5, metrics}.
     """
@@ -139,8 +155,10 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
     quality = quality or QualityConfig(seed=config.seed)
     dataset_name = dataset_name or str(dataset.config.get("dataset", "dataset"))
     chash = generator_config_hash(config)
+    probes = canaries.for_generator() if canaries is not None else None
+    seen = canaries.generator_source_ids() if canaries is not None else []
     if not retrain:
-        run = find_generator_run(data_md5, config)
+        run = find_generator_run(data_md5, config, canaries)
         if run is not None:
             generator = load_generator_from_run(run.info.run_id, device=config.device)
             generator.config = replace(generator.config, guidance_scale=config.guidance_scale,
@@ -155,14 +173,16 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
                 mlflow.set_tags({"generator_reused_from": run.info.run_id, "generator_version": generator.version})
             metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("generator/")}
             if evaluate and "generator/mia/auc" not in metrics:  # a generator trained before the audit existed
-                metrics.update(run_generator_audit(generator, dataset, run_id=run.info.run_id))
+                metrics.update(run_generator_audit(generator, dataset, run_id=run.info.run_id, seen_images=seen))
             return generator, {"run_id": run.info.run_id, "reused": True, "version": generator.version,
                                "config_hash": chash, "data_md5": data_md5, "metrics": metrics}
 
     record = {"generator": config.to_dict(), "quality": quality.to_dict(), "retrain": bool(retrain)}
     with step_run(STEP, record, dataset_name, data_dir) as run:
-        mlflow.set_tags({"data_md5": data_md5, "generator_config_hash": chash, "generator_privacy": config.privacy})
-        generator = train_generator(dataset, config=config, data_md5=data_md5)
+        mlflow.set_tags({"data_md5": data_md5, "generator_config_hash": chash, "generator_privacy": config.privacy,
+                         "generator_canaries": canaries_hash(canaries),
+                         "generator_canary_count": str(len(probes) if probes is not None else 0)})
+        generator = train_generator(dataset, config=config, data_md5=data_md5, extra_training=probes)
         mlflow.set_tags({"generator_version": generator.version, "generator_precision": generator.config.precision})
         summary = generator.training_summary
         for step, value in enumerate(summary.get("loss_history", [])):
@@ -177,7 +197,7 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
             mlflow.log_figure(report.figure, "generator/sample_grid.png")
             log_json({"metrics": report.metrics, "per_class_accuracy": report.per_class_accuracy},
                      "generator/quality.json")
-            metrics.update(run_generator_audit(generator, dataset))
+            metrics.update(run_generator_audit(generator, dataset, seen_images=seen))
         metrics.update({f"generator/{k}": float(v) for k, v in summary.items()
                         if k.startswith(("dp_", "public_pretrain_")) and isinstance(v, (int, float))})
         with tempfile.TemporaryDirectory(prefix="fairforget-generator-") as tmp:

@@ -209,6 +209,19 @@ def test_get_or_train_generator_reuses_and_retrains(tracking_uri, toy, monkeypat
     _, info4 = get_or_train_generator(toy, "md5-a", tiny_config(), retrain=True, dataset_name="toy",
                                       evaluate=False, log_model=False)
     assert info4["reused"] is False and info4["run_id"] != info["run_id"]
+    # the run's canaries: half of them train the generator too, and they are part of the reuse key
+    from fairforget.components.canaries import cut_audit_pool
+
+    canaries = cut_audit_pool(toy.split("audit"), canaries=4, seed=0).canaries
+    _, probed = get_or_train_generator(toy, "md5-a", tiny_config(), dataset_name="toy", evaluate=False,
+                                       log_model=False, canaries=canaries)
+    assert probed["reused"] is False
+    probed_run = mlflow.get_run(probed["run_id"])
+    assert probed_run.data.tags["generator_canary_count"] == "2"
+    assert probed_run.data.metrics["generator/train_images"] == len(toy.split("train")) + 2
+    _, probed_again = get_or_train_generator(toy, "md5-a", tiny_config(), dataset_name="toy", evaluate=False,
+                                             log_model=False, canaries=canaries)
+    assert probed_again["reused"] is True and probed_again["run_id"] == probed["run_id"]
 
     # the pyfunc model loads and generates
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")

@@ -11,6 +11,8 @@ from fairforget.components.canaries import (
     auc_chance_bound,
     audit_canaries,
     cut_audit_pool,
+    forgotten_on_schedule,
+    generator_trained,
     with_canaries,
 )
 from fairforget.components.dataset import make_toy_dataset
@@ -54,6 +56,21 @@ def test_canaries_carry_a_wrong_label_and_stay_out_of_the_audited_records():
     assert cut_audit_pool(data.split("audit"), canaries=0).canaries is None
 
 
+def test_half_the_canaries_train_the_generator_crossed_with_the_forgetting_schedule():
+    """The forgotten canaries split evenly into the generator channel's probe and the unlearning control, and the
+    generator's canaries name the audit images they came from (the generator audit leaves those out)."""
+    data = make_toy_dataset(per_class_other=40)
+    pool = cut_audit_pool(data.split("audit"), canaries=8, seed=3)
+    ids = list(pool.canaries.inserted.ids)
+    in_generator, forgotten = set(generator_trained(ids)), set(forgotten_on_schedule(ids))
+    assert len(in_generator) == 4 and len(in_generator & forgotten) == 2 and len(forgotten - in_generator) == 2
+    assert generator_trained(pool.canaries.held_out.ids) == []
+    probes = pool.canaries.for_generator()
+    assert set(probes.ids) == in_generator and "true_label" not in probes.manifest.columns
+    sources = data.split("audit").by_ids(pool.canaries.generator_source_ids())
+    assert (sources.images == probes.images).all() and (sources.labels != probes.labels).all()
+
+
 @pytest.mark.parametrize("count, match", [(-1, "canaries must be >= 0"), (41, "more than a quarter")])
 def test_impossible_canary_counts_are_refused_with_the_fix(count, match):
     with pytest.raises(ConfigError, match=match):
@@ -74,6 +91,16 @@ def test_auc_chance_bound_holds_the_null_at_its_level():
 def memorising_sisa(tmp_path_factory):
     """Two shards that train to convergence without augmentation on toy data plus 40 canaries, references
     trained like them on the reference half, and the audit pool."""
+    return build_memorising_sisa(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def another_memorising_sisa(tmp_path_factory):
+    """``memorising_sisa`` again, for a test that unlearns other canaries."""
+    return build_memorising_sisa(tmp_path_factory)
+
+
+def build_memorising_sisa(tmp_path_factory):
     data = make_toy_dataset(per_class_train=(40, 40, 40, 40), per_class_other=100, seed=1)
     pool = cut_audit_pool(data.split("audit"), canaries=40, seed=0)
     config = SisaConfig(num_shards=2, num_slices=1, executor="serial", max_deletion_fraction=0.5,
@@ -97,6 +124,25 @@ def test_canary_audit_reports_live_and_forgotten_canaries_with_the_configured_at
     assert set(audit.aucs) == {"live", "forgotten"} and set(audit.aucs["live"]) == {"mloss"}
     # half of the 40 canaries calibrate, half are evaluated, split between the two subsets
     assert audit.live.n_members + audit.forgotten.n_members == 20 and audit.live.n_non_members == 20
+
+
+def test_the_generator_channel_probe_is_reported_apart_from_the_unlearning_control(another_memorising_sisa):
+    """Forgotten canaries that trained the generator are audited apart: here the model still holds them (what a
+    generator that copied them into the replacements would do) while the others are exactly unlearned, and only
+    the probe is detected."""
+    sisa, pool, references = another_memorising_sisa
+    ids = list(pool.canaries.inserted.ids)
+    scheduled, in_generator = forgotten_on_schedule(ids), set(generator_trained(ids))
+    sisa.unlearn([i for i in scheduled if i not in in_generator], audit=False)
+    audit = audit_canaries(sisa.ensemble().predict_proba, pool.canaries,
+                           live_ids=[i for i in ids if i not in scheduled], config=AUDIT,
+                           reference_predicts=references, generator_ids=sorted(in_generator))
+    assert audit.power and audit.generator_channel.detected, audit.summary()
+    assert audit.forgotten_within_bound and not audit.forgotten.detected, audit.summary()
+    metrics = audit.metrics()
+    assert metrics["mia/canary/generator_channel_detected"] == 1.0
+    assert metrics["mia/canary/generator_channel_p_value"] == audit.generator_channel.p_value
+    assert "generator-trained forgotten" in audit.summary()
 
 
 def test_memorised_canaries_are_caught_by_every_attack_family_and_at_chance_after_exact_unlearning(memorising_sisa):
@@ -138,3 +184,39 @@ def test_the_default_recipe_memorises_canaries_on_real_data_and_exact_unlearning
                            reference_predicts=references)
     print("after unlearning:", after.summary())
     assert after.forgotten_within_bound
+
+
+def test_reference_shards_match_the_target_shards_size_and_class_mix(tmp_path):
+    """RMIA's references: every reference shard is its own draw of the target shard's class counts from the
+    reference half (the canaries not counted), deterministic, trained once."""
+    from collections import Counter
+
+    from fairforget.components.mia.reference import draw_matched_shard, target_shard_mix
+
+    data = make_toy_dataset(per_class_train=(40, 40, 10, 10), per_class_other=100, seed=1)
+    pool = cut_audit_pool(data.split("audit"), canaries=4, seed=0)
+    config = SisaConfig(num_shards=2, num_slices=2, executor="serial",
+                        train=TrainConfig(epochs=1, batch_size=16, augment=False))
+    target = SisaModel.create(with_canaries(data.split("train"), pool.canaries), config, tmp_path / "target")
+    mix = target_shard_mix(target.plan, leave_out=pool.canaries.inserted.ids)
+    assert sum(sum(shard.values()) for shard in mix) == len(data.split("train"))
+    assert [shard[0] > shard[2] for shard in mix] == [True, True]  # the target's 80/20 mix, not the pool's 50/50
+    draws = [draw_matched_shard(pool.reference_half, counts, (7, shard)) for shard, counts in enumerate(mix)]
+    for draw, counts in zip(draws, mix):
+        assert dict(Counter(draw.labels.tolist())) == counts
+        assert set(draw.ids) <= set(pool.reference_half.ids)
+    assert list(draw_matched_shard(pool.reference_half, mix[0], (7, 0)).ids) == list(draws[0].ids)
+    assert list(draws[0].ids) != list(draws[1].ids)
+
+    predicts = train_reference_ensembles(pool.reference_half, sisa_config=config, num_models=2, shard_mix=mix,
+                                         state_dir=tmp_path / "references")
+    images = data.split("test").images
+    outputs = [predict(images) for predict in predicts]
+    assert all(out.shape == (len(images), 4) and np.allclose(out.sum(axis=1), 1.0) for out in outputs)
+    assert not np.allclose(outputs[0], outputs[1])  # differently seeded references
+    checkpoints = sorted(p.name for p in (tmp_path / "references").rglob("*") if p.is_file())
+    assert len(checkpoints) >= 2 * 2 * 2  # 2 references x 2 shards x 2 stages
+    again = train_reference_ensembles(pool.reference_half, sisa_config=config, num_models=2, shard_mix=mix,
+                                      state_dir=tmp_path / "references")
+    assert sorted(p.name for p in (tmp_path / "references").rglob("*") if p.is_file()) == checkpoints
+    np.testing.assert_array_equal(again[0](images), outputs[0])

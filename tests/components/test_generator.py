@@ -578,3 +578,16 @@ def test_a_v_prediction_min_snr_generator_trains_samples_and_is_audited_in_noise
         v = generator.denoiser(x_t, torch.full((len(z),), 20), codes)
     expected = ((a.sqrt() * v + (1 - a).sqrt() * x_t) - noise).pow(2).flatten(1).mean(1).double().numpy()
     np.testing.assert_allclose(errors[:, 0], expected, rtol=1e-4)
+
+
+def test_the_generator_audit_leaves_out_audit_images_the_generator_trained_on(monkeypatch):
+    """Canaries that trained the generator come from the audit split: those images are no non-members of it."""
+    from fairforget.components.generator import audit as generator_audit
+
+    data = make_toy_dataset(per_class_other=40)
+    seen = list(data.split("audit").ids[:12])
+    captured = {}
+    monkeypatch.setattr(generator_audit, "audit_generator",
+                        lambda generator, members, non_members, config: captured.setdefault("non", non_members))
+    generator_audit.audit_generator_on_splits(None, data, seen_images=seen)
+    assert len(captured["non"]) > 0 and not set(seen) & set(captured["non"].ids)

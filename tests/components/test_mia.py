@@ -277,6 +277,15 @@ def test_overfit_model_is_clearly_attackable_and_forgotten_records_are_not(memor
     assert metrics["mia/accuracy_gap"] > 0.5
     assert metrics["mia/forgotten/certified"] == 0.0 and metrics["mia/forgotten/too_few"] == 1.0
     assert metrics["mia/forgotten/members_needed"] > 50 and metrics["mia/retained/leak_detected"] == 1.0
+    # a detection is a test: the smallest one-sided Mann-Whitney p-value over the attacks (scipy recomputation)
+    from scipy.stats import mannwhitneyu
+
+    results = report.results["retained"].values()
+    method = "asymptotic" if min(next(iter(results)).n_members, next(iter(results)).n_non_members) > 20 else "exact"
+    expected = min(mannwhitneyu(r.scores[r.is_member], r.scores[~r.is_member], alternative="greater",
+                                method=method).pvalue for r in results)
+    assert report.leak_p_value("retained") == pytest.approx(expected, rel=1e-9)
+    assert metrics["mia/retained/leak_p_value"] == report.leak_p_value("retained") < 0.05 / len(ATTACKS)
     table = report.table()
     assert len(table) == 3 * len(ATTACKS) and set(table["subset"]) == {"all", "forgotten", "retained"}
     # reported figures are recomputed from the evaluation ROC curve scikit-learn would draw

@@ -260,6 +260,30 @@ def test_forgetting_orders(trained):
         trained.sample_forget_set(candidates, 3, order="oldest")
 
 
+
+def test_the_exactness_audit_runs_in_the_retraining_pool_and_catches_a_retrain_that_differs(trained, monkeypatch):
+    """The from-scratch retrain is one more task of the pool (trained in a scratch folder), and a from-scratch
+    result that differs from the served shard by one weight makes ``exact`` False."""
+    from fairforget.components.sisa import model as sisa_model
+
+    calls, train_shard = [], sisa_model.train_shard
+
+    def train_then_perturb_scratch(task):
+        result = train_shard(task)
+        calls.append(task.checkpoint_dir)
+        if "sisa-audit-" in task.checkpoint_dir:
+            store = sisa_model.CheckpointStore(task.checkpoint_dir)
+            state = store.load(result.final_key)
+            first = next(iter(state["model"]))
+            state["model"][first] = state["model"][first] + 1e-6
+            store.save(result.final_key, state)
+        return result
+
+    monkeypatch.setattr(sisa_model, "train_shard", train_then_perturb_scratch)
+    report = trained.unlearn([trained.plan.live_ids()[0]], audit=True)
+    assert report.exact is False
+    assert "sisa-audit-" in calls[0] and len(calls) == 2  # the audit first, then the one retrained shard
+
 def test_state_folder_reopens_and_keeps_unlearning(trained, train_set):
     trained.unlearn([trained.plan.live_ids()[0]])
     reopened = SisaModel.load(trained.state_dir, train_set)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
@@ -286,15 +288,16 @@ def audit_generator(generator: Generator, members: Dataset, non_members: Dataset
         scores=scores, is_member=is_member, evaluation=evaluation)
 
 
-def audit_generator_on_splits(generator: Generator, dataset: Dataset,
-                              config: GeneratorAuditConfig | None = None) -> GeneratorAuditReport:
+def audit_generator_on_splits(generator: Generator, dataset: Dataset, config: GeneratorAuditConfig | None = None,
+                              seen_images: Sequence[str] = ()) -> GeneratorAuditReport:
     """The generator audit on a prepared data set: members = the real ``train`` records it learned from, non-members
-    = real ``audit``-split records (never seen by any generator, private or not) with the same class counts."""
+    = real ``audit``-split records with the same class counts that the generator never saw: ``seen_images`` (ids of
+    audit-split images it also trained on, e.g. the canaries of ``CanarySet.for_generator``) are left out."""
     from fairforget.components.generator.train import training_images
 
     config = config or GeneratorAuditConfig()
     pool = dataset.split("audit")
-    pool = pool.select(pool.manifest["origin"].to_numpy() == "real")
+    pool = pool.select((pool.manifest["origin"].to_numpy() == "real") & ~np.isin(pool.ids, list(map(str, seen_images))))
     members, non_members = matched_non_members(training_images(dataset), pool, max_members=config.max_members,
                                                seed=config.seed)
     return audit_generator(generator, members, non_members, config)

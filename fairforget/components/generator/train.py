@@ -276,12 +276,14 @@ def fit_denoiser(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.ndarra
 
 
 def train_generator(dataset: Dataset, *, config: GeneratorConfig | None = None, data_md5: str = "",
-                    progress: bool = True) -> Generator:
-    """Train a generator on ``dataset``'s real training images, conditioned on the class and on every entry of
-    ``dataset.attributes``. ``data_md5`` records the data version it learned from. Returns it in eval mode."""
+                    extra_training: Dataset | None = None, progress: bool = True) -> Generator:
+    """Train a generator on ``dataset``'s real training images and ``extra_training`` (e.g. the canaries that
+    probe the generator channel, ``CanarySet.for_generator``; same classes, images and manifest columns),
+    conditioned on the class and on every entry of ``dataset.attributes``. ``data_md5`` records the data version it
+    learned from. Returns it in eval mode."""
     config = (config or GeneratorConfig()).resolved().effective()
     with torch_threads(config.num_threads):
-        return _train_generator(dataset, config, data_md5, progress)
+        return _train_generator(dataset, config, data_md5, progress, extra_training)
 
 
 def public_images(dataset: Dataset) -> Dataset:
@@ -317,8 +319,11 @@ def public_classes_lacking(dataset: Dataset, train: Dataset) -> list[str]:
     return [dataset.class_names[k] for k in sorted(set(train.labels.tolist()) - public)]
 
 
-def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, progress: bool) -> Generator:
+def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, progress: bool,
+                     extra_training: Dataset | None = None) -> Generator:
     train = training_images(dataset)
+    if extra_training is not None and len(extra_training):
+        train = train.concat(extra_training)
     space = ConditionSpace.from_dataset(dataset.class_names, train.manifest, dataset.attributes)
     conditions = train.manifest.copy()
     conditions[CLASS_VARIABLE] = [dataset.class_names[i] for i in train.labels]

@@ -202,3 +202,22 @@ def evaluate_scores(
             low = high = series[0]
         out[name] = Estimate(float(series[0]), float(low), float(high))
     return out
+
+
+EXACT_MANN_WHITNEY_MAX = 20  # members (or non-members) up to which the p-value is exact
+
+
+def mann_whitney_p_value(member_scores, non_member_scores) -> float:
+    """One-sided p-value of "members score higher than non-members" (Mann-Whitney U): exact when there are no
+    ties and the smaller side holds at most ``EXACT_MANN_WHITNEY_MAX`` scores (scipy's exact null distribution,
+    right at small counts where the normal approximation is not; its cost grows steeply beyond), the tie-corrected
+    normal approximation otherwise (accurate once both sides are larger)."""
+    from scipy.stats import mannwhitneyu
+
+    members, non_members = np.asarray(member_scores, float), np.asarray(non_member_scores, float)
+    if len(members) == 0 or len(non_members) == 0:
+        return 1.0
+    tied = len(np.unique(np.r_[members, non_members])) < len(members) + len(non_members)
+    exact = not tied and min(len(members), len(non_members)) <= EXACT_MANN_WHITNEY_MAX
+    return float(mannwhitneyu(members, non_members, alternative="greater",
+                              method="exact" if exact else "asymptotic").pvalue)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from fairforget.components.mia.certify import Certificate, Tolerance
 from fairforget.components.mia.config import AuditConfig
-from fairforget.components.mia.metrics import Estimate
+from fairforget.components.mia.metrics import Estimate, mann_whitney_p_value
 
 ALL_MEMBERS = "all"
 
@@ -81,9 +81,19 @@ class AuditReport:
         """True when ``subset`` is certified indistinguishable (or holds no record) under ``tolerance``."""
         return self.certificate(subset).certified(tolerance or Tolerance())
 
+    def leak_p_value(self, subset: str = ALL_MEMBERS) -> float:
+        """The smallest one-sided Mann-Whitney p-value over the attacks on ``subset`` (members score higher than the
+        evaluation non-members; exact at small counts, ``mann_whitney_p_value``); 1.0 without evaluated members."""
+        results = self.results.get(subset, {}).values()
+        return min((mann_whitney_p_value(r.scores[r.is_member], r.scores[~r.is_member]) for r in results
+                    if r.scores is not None), default=1.0)
+
     def leak_detected(self, subset: str = ALL_MEMBERS) -> bool:
-        """True when some attack's AUC interval on ``subset`` lies wholly above 0.5 (membership is visible)."""
-        return any(r.estimates["auc"].ci_low > 0.5 for r in self.results.get(subset, {}).values())
+        """True when membership of ``subset`` is visible: ``leak_p_value`` at or under ``chance_alpha`` divided by
+        the number of attacks (a detection is where a multiple-comparison correction belongs; a bootstrap interval
+        is no test at the few records of a deletion request)."""
+        attacks = len(self.results.get(subset, {}))
+        return attacks > 0 and self.leak_p_value(subset) <= self.config.chance_alpha / attacks
 
     @staticmethod
     def _prefix(subset: str, root: str = "mia") -> str:
@@ -111,6 +121,7 @@ class AuditReport:
             out[f"{prefix}chance_success_high"] = self.chance_bound[subset]
             out.update(self.certificate(subset).metrics(prefix, tolerance))
             out[f"{prefix}leak_detected"] = float(self.leak_detected(subset))
+            out[f"{prefix}leak_p_value"] = self.leak_p_value(subset)
         out[f"{root}/member_accuracy"] = self.member_accuracy
         out[f"{root}/non_member_accuracy"] = self.non_member_accuracy
         out[f"{root}/accuracy_gap"] = self.accuracy_gap

@@ -234,16 +234,25 @@ class SisaModel:
 
     def train(self) -> TrainReport:
         """Train every stale shard (from its deepest valid checkpoint), in parallel by ``config.executor``."""
+        report, _ = self._train_with(())
+        return report
+
+    def _train_with(self, extra: Sequence[ShardTask]) -> tuple[TrainReport, list[ShardResult]]:
+        """``train()``, with ``extra`` tasks (e.g. an exactness audit's from-scratch retrain in a scratch folder)
+        run in the same pool, first (they are the longest): the audit costs no round of its own."""
         started = time.perf_counter()
         sizes = self.plan.shard_sizes()
         empty = [s for s, n in enumerate(sizes) if n == 0]
         if empty:
             raise PlanError(f"shards {empty} have no data: use fewer shards")
         stale = self.stale_shards()
-        tasks = [self.shard_task(s) for s in stale]
+        tasks = list(extra) + [self.shard_task(s) for s in stale]
         results = run_tasks(train_shard, tasks, self.config.executor, self.config.max_workers,
                             self.config.ray_address, progress=self.config.progress)
-        return TrainReport(stale, sum(len(r.stages_trained) for r in results), time.perf_counter() - started, results)
+        extra_results, results = results[:len(extra)], results[len(extra):]
+        report = TrainReport(stale, sum(len(r.stages_trained) for r in results), time.perf_counter() - started,
+                             results)
+        return report, extra_results
 
     def unlearn(self, ids: Sequence[str], audit: bool | None = None, replacements: Dataset | None = None,
                 replacement_shards: Sequence[int] | None = None) -> UnlearnReport:
@@ -281,16 +290,18 @@ class SisaModel:
         if replacing:
             self.add(replacements, shard_of=replacement_shards)
         self.save()
-        trained = self.train()
+        audited_shard = min(first_slice) if (audit if audit is not None else self.config.audit_exactness) else None
+        with tempfile.TemporaryDirectory(prefix="sisa-audit-") as scratch:
+            # the audit's from-scratch retrain runs in the same pool as the retraining, not after it
+            extra = [self.shard_task(audited_shard, checkpoint_dir=scratch)] if audited_shard is not None else []
+            trained, fresh = self._train_with(extra)
+            exact = self._equals_stored(audited_shard, scratch, fresh[0]) if fresh else None
         keep = {key for s in range(self.config.num_shards) for key in self.shard_task_keys(s)}
         pruned = self.store.prune(keep)
-        report = UnlearnReport(points=len(ids), shards_retrained=sorted(trained.shards_trained),
-                               slices_retrained=trained.stages_trained, first_slice=first_slice,
-                               seconds=time.perf_counter() - started, checkpoints_pruned=len(pruned))
-        if audit if audit is not None else self.config.audit_exactness:
-            report.audited_shard = min(first_slice)
-            report.exact = self.audit_exactness(report.audited_shard)
-        return report
+        return UnlearnReport(points=len(ids), shards_retrained=sorted(trained.shards_trained),
+                             slices_retrained=trained.stages_trained, first_slice=first_slice,
+                             seconds=time.perf_counter() - started, checkpoints_pruned=len(pruned), exact=exact,
+                             audited_shard=audited_shard)
 
     def sample_forget_set(self, candidates: Sequence[str], n_per_shard: int, order: str = "random",
                           seed: int = 0) -> list[str]:
@@ -300,12 +311,14 @@ class SisaModel:
     def audit_exactness(self, shard: int = 0) -> bool:
         """Retrain ``shard`` from scratch on its current data in a scratch folder; True when every weight tensor
         equals the stored final checkpoint bit for bit."""
-        stored = self.store.load(self.final_keys()[shard])["model"]
         with tempfile.TemporaryDirectory(prefix="sisa-audit-") as scratch:
-            task = self.shard_task(shard, checkpoint_dir=scratch)
-            result = train_shard(task)
-            fresh = CheckpointStore(scratch).load(result.final_key)["model"]
-        return stored.keys() == fresh.keys() and all(torch.equal(stored[k], fresh[k]) for k in stored)
+            return self._equals_stored(shard, scratch, train_shard(self.shard_task(shard, checkpoint_dir=scratch)))
+
+    def _equals_stored(self, shard: int, scratch: str, fresh: ShardResult) -> bool:
+        """True when the final weights ``fresh`` trained in ``scratch`` equal ``shard``'s stored ones bit for bit."""
+        stored = self.store.load(self.final_keys()[shard])["model"]
+        weights = CheckpointStore(scratch).load(fresh.final_key)["model"]
+        return stored.keys() == weights.keys() and all(torch.equal(stored[k], weights[k]) for k in stored)
 
     # serving -----------------------------------------------------------------------------------------------
     def shard_models(self) -> list[torch.nn.Module]:
