@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 from fairforget.components.canaries import CanarySet
@@ -38,6 +37,8 @@ from fairforget.pipelines.tracking import configure_tracking, log_json, run_cli,
 
 STEP = "train_generator"
 ARTIFACT = "generator"
+# the pyfunc is logged from code (this file is stored with the model), never as a pickled Python object
+GENERATOR_PYFUNC_CODE = Path(__file__).resolve().parent.parent / "components" / "generator_pyfunc.py"
 log = logging.getLogger("fairforget.train_generator")
 
 
@@ -80,23 +81,9 @@ def load_generator_from_run(run_id: str, device: str | None = None) -> Generator
         return load_generator(folder, device=device)
 
 
-class GeneratorPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: ``predict(conditions, params={"seed": 0, "guidance_scale": w})`` -> uint8 (N, H, W, C)."""
-
-    def load_context(self, context) -> None:
-        from fairforget.components.generator import load_generator as _load
-
-        self.generator = _load(context.artifacts["generator"], device="cpu")
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
-        params = params or {}
-        guidance = params.get("guidance_scale")
-        return self.generator.sample(pd.DataFrame(model_input), seed=int(params.get("seed", 0)),
-                                     guidance_scale=None if guidance is None or guidance < 0 else float(guidance))
-
-
 def log_generator_model(generator: Generator, folder: Path) -> None:
-    """Log the saved generator folder as a pyfunc model named ``generator`` (code and pinned requirements)."""
+    """Log the saved generator folder as a pyfunc model named ``generator``, from code (``generator_pyfunc.py``,
+    with the ``fairforget`` package as its code path and pinned requirements): nothing is pickled."""
     import diffusers
     import torch
 
@@ -105,7 +92,7 @@ def log_generator_model(generator: Generator, folder: Path) -> None:
                                               params={"seed": 0, "guidance_scale": -1.0})
     root = Path(__file__).resolve().parent.parent
     mlflow.pyfunc.log_model(
-        name=ARTIFACT, python_model=GeneratorPyfunc(), artifacts={"generator": str(folder)},
+        name=ARTIFACT, python_model=str(GENERATOR_PYFUNC_CODE), artifacts={"generator": str(folder)},
         code_paths=[str(root)], signature=signature, input_example=example,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"diffusers=={diffusers.__version__}",
                           f"mlflow=={mlflow.__version__}", "numpy", "pandas", "scipy", "tqdm"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_allocation_helpers():
 
 
 # ------------------------------------------------------------------------------------------------ MLflow steps
-def test_get_or_train_generator_reuses_and_retrains(tracking_uri, toy, monkeypatch):
+def test_get_or_train_generator_reuses_and_retrains(tracking_uri, toy, monkeypatch, tmp_path):
     from fairforget.components.quality import QualityConfig
     from fairforget.pipelines.train_generator import get_or_train_generator
 
@@ -229,6 +230,19 @@ def test_get_or_train_generator_reuses_and_retrains(tracking_uri, toy, monkeypat
     pyfunc = mlflow.pyfunc.load_model(models[-1].model_uri)
     images = pyfunc.predict(table, params={"seed": 1, "guidance_scale": 2.0})
     np.testing.assert_array_equal(images, first.sample(table, seed=1, guidance_scale=2.0))
+    # logged from code: a clean process that refuses pickled models loads it and gets the same images
+    import subprocess
+    import sys
+
+    expected = tmp_path / "expected.npy"
+    np.save(expected, images)
+    script = (f"import mlflow, numpy as np, pandas as pd; mlflow.set_tracking_uri({mlflow.get_tracking_uri()!r}); "
+              f"model = mlflow.pyfunc.load_model({models[-1].model_uri!r}); "
+              "out = model.predict(pd.DataFrame({'class_name': ['a', 'd']}), params={'seed': 1, 'guidance_scale': 2.0}); "
+              f"assert (out == np.load({str(expected)!r})).all(); print('same images')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"})
+    assert done.returncode == 0 and "same images" in done.stdout, done.stderr[-2000:]
 
 
 def test_augment_step_logs_and_writes_atomically(tracking_uri, tmp_path, toy, generator):
