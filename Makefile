@@ -9,6 +9,7 @@ FAIRFORGET_CACHE ?= $(HOME)/.cache/fairforget
 REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
 VENV := $(FAIRFORGET_CACHE)/venv-$(REQ_HASH)
 PY := $(VENV)/bin/python
+LINT_VENV := $(FAIRFORGET_CACHE)/lint-$(shell sha256sum requirements-dev.txt | cut -c1-16)
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 EXPERIMENT ?= fairforget-fashion_mnist
 MLFLOW_ARGS ?= -P forget_rate=0.1
@@ -21,7 +22,7 @@ export GX_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: env install fashion-mnist postgres setup run test test-slow results docs ui dvc-push clean-env
+.PHONY: env install fashion-mnist postgres setup run test test-slow lint results docs ui dvc-push clean-env
 
 env: $(VENV)/.complete
 
@@ -81,6 +82,19 @@ run: setup
 
 test: setup postgres
 	"$(PY)" -m pytest -q
+
+# The linter (requirements-dev.txt, its own small cached environment) and the repository's size rule: no tracked
+# file above 1 MB (data lives in DVC, binaries nowhere).
+lint: $(LINT_VENV)/.complete
+	"$(LINT_VENV)/bin/ruff" check fairforget benchmarks tests docker
+	@big=$$(git ls-files -z | xargs -0 du -b 2>/dev/null | awk '$$1 > 1000000 {print $$2}'); \
+	  if [ -n "$$big" ]; then echo "error: tracked files above 1 MB (track data with DVC, keep binaries out): $$big" >&2; exit 1; fi
+
+$(LINT_VENV)/.complete:  # no prerequisite: the hash of requirements-dev.txt is in the name (as for the main env)
+	rm -rf "$(LINT_VENV)"
+	$(PYTHON_BASE) -m venv "$(LINT_VENV)"
+	"$(LINT_VENV)/bin/pip" install --quiet -r requirements-dev.txt
+	touch "$@"
 
 test-slow: setup postgres
 	FAIRFORGET_SLOW=1 "$(PY)" -m pytest -q -m slow

@@ -203,7 +203,8 @@ def pipeline_results(run_id: str) -> dict:
     for subset in ("", "forgotten/", "retained/"):
         wanted += [f"mia/{subset}{a}/{m}" for a in SHOWN_ATTACKS for m in SHOWN_METRICS]
         wanted += [f"mia/{subset}max_success", f"mia/{subset}chance_success_high"]
-        wanted += [f"mia/{subset}{m}" for m in ("certified", "auc_high", "tpr_at_1pct_fpr_high", "too_few")]
+        wanted += [f"mia/{subset}{m}" for m in ("certified", "auc_high", "tpr_at_1pct_fpr_high", "too_few",
+                                                  "n_members")]
     wanted += ["mia/accuracy_gap"]
     wanted += [k for k in run.data.metrics if k.startswith("mia_shard/") and k.endswith(("/max_success",
                                                                                         "/chance_success_high"))]

@@ -303,6 +303,67 @@ def section_power(records: list[dict], figures: Path) -> str:
         table(["iteration", "strongest shard attack success", "chance bound"], shard_rows), ""])
 
 
+def certificate_cell(row: dict, subset: str) -> str:
+    """One held set's certificate at one iteration, as the table shows it: the verdict and its upper bounds."""
+    if f"mia/{subset}/certified" not in row:
+        return "n/a"
+    if row.get(f"mia/{subset}/n_members") == 0:
+        return "empty"
+    verdict = ("too few" if row.get(f"mia/{subset}/too_few") == 1.0
+               else "**certified**" if row[f"mia/{subset}/certified"] == 1.0 else "not certified")
+    return (f"{verdict} (AUC <= {row.get(f'mia/{subset}/auc_high', float('nan')):.3f}, "
+            f"TPR <= {row.get(f'mia/{subset}/tpr_at_1pct_fpr_high', float('nan')):.3f})")
+
+
+def first_certified_iteration(record: dict) -> int | None:
+    """The first iteration whose retained originals (every original at iteration 0) were certified, if any."""
+    for row in sorted(record["iterations"], key=lambda r: r["iteration"]):
+        if row.get("mia/retained/certified") == 1.0 and row.get("mia/retained/n_members", 1) > 0:
+            return row["iteration"]
+    return None
+
+
+def section_certification(records: list[dict]) -> str:
+    """Per seed: the retained and forgotten originals' certificates at every iteration (docs/audit.md#certification),
+    the iteration at which the retained ones certify (or that they never do), and the gate's outcome."""
+    if not any("mia/retained/certified" in row for record in records for row in record["iterations"]):
+        return "\n".join([
+            "## 4b. Certification per seed", "",
+            "Not measured: these per-seed results predate certification (no `mia/<set>/certified` metrics); "
+            "re-run the study to fill this section.", ""])
+    lines = ["## 4b. Certification per seed", "",
+             "A set of originals is certified when, for every attack, the upper end of its AUC's 95% interval is at "
+             "most 0.5 + max_auc_excess and the Clopper-Pearson upper bound of its TPR at 1% FPR at most "
+             "max_tpr_at_1pct_fpr (registry_policy.yaml); 'too few' when the audit cannot resolve that tolerance; "
+             "'empty' when the model holds none. The retained originals are the records the model holds (every "
+             "original at iteration 0); the forgotten ones test the generator channel.", ""]
+    for record in records:
+        rows = [[str(row["iteration"]), fmt([row.get("data/forgotten_fraction")], 2),
+                 certificate_cell(row, "retained"), certificate_cell(row, "forgotten")]
+                for row in sorted(record["iterations"], key=lambda r: r["iteration"])]
+        final = record.get("final", {})
+        summary = record.get("summary", {})
+        first = first_certified_iteration(record)
+        outcome = summary.get("gate", "n/a")
+        if outcome == "passed":
+            outcome = f"registered (version {summary.get('registered_version')})"
+        elif outcome == "rejected":
+            outcome = f"rejected: {summary.get('gate_reason', 'reason not recorded')}"
+        lines += [f"Seed {record['seed']}: the retained originals "
+                  + (f"certify at iteration {first}" if first is not None else "never certify while held")
+                  + f"; final audit: retained {final_cell(final, 'retained')}, forgotten "
+                  + f"{final_cell(final, 'forgotten')}; gate: {outcome}.", "",
+                  table(["iteration", "originals forgotten", "retained originals", "forgotten originals"], rows), ""]
+    return "\n".join(lines)
+
+
+def final_cell(final: dict, subset: str) -> str:
+    if f"final/mia/{subset}/certified" not in final:
+        return "n/a"
+    return "certified" if final[f"final/mia/{subset}/certified"] == 1.0 else (
+        f"not certified (AUC <= {final.get(f'final/mia/{subset}/auc_high', float('nan')):.3f})")
+
+
 def plot_power(records, iterations, path: Path) -> None:
     import matplotlib
 
@@ -604,7 +665,8 @@ def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
         f"{fmt(minutes, 1)} min; the four comparison models: "
         f"{fmt([r['baseline_seconds'] / 60 for r in records], 1)} min more.", ""])
     sections = [head, section_bias(records), section_fairness(records, figures), section_unlearning(records, figures),
-                section_privacy(records, figures), section_power(records, figures), section_generator(records),
+                section_privacy(records, figures), section_power(records, figures), section_certification(records),
+                section_generator(records),
                 section_tradeoff(records, earlier_studies(folder))]
     notes = folder / "notes.md"
     if notes.is_file():

@@ -228,7 +228,7 @@ def synthesize(generator: Generator, conditions: pd.DataFrame, seed: int, like: 
     for name in generator.space.names[1:]:
         dtype = like.manifest[name].dtype if name in like.manifest.columns else object
         rows[name] = conditions[name].to_numpy()
-        if dtype != object:
+        if dtype is not object and dtype != np.dtype(object):
             rows[name] = rows[name].astype(dtype)
     rows["condition"] = [";".join(f"{n}={r[n]}" for n in generator.space.names) for _, r in conditions.iterrows()]
     rows["generator_version"] = generator.version

@@ -16,6 +16,9 @@ Policy (``registry_policy.yaml``, versioned with the code):
   one trained from scratch) ran and passed.
 - ``require_generator_audit``: the generator whose samples replaced the originals must pass its own membership
   audit (strongest attack's AUC within its chance bound).
+- ``on_failed_deletion``: what a served deletion request does when its new version fails the gate: ``unserve``
+  (default) removes the alias ``champion`` (nothing that holds the records is served) and leaves the request open
+  (registered-model tag ``open_deletion_request``: no promotion until it is served); ``keep`` leaves the champion.
 A run's parameters (``GateConfig``) may only make it stricter (``RegistryPolicy.tightened``).
 
 Promotion: a version may become ``champion`` only when its tags show it passed the gate, its audit was made on the
@@ -50,6 +53,10 @@ HELD_SETS = ("retained", "forgotten")
 CONTAINS_DELETED_TAG = "contains_deleted"
 REQUESTED_VERDICT_TAG = "requested_verdict"
 DISTINGUISHABLE = "distinguishable"
+UNSERVE, KEEP = "unserve", "keep"
+ON_FAILED_DELETION = (UNSERVE, KEEP)
+OPEN_DELETION_TAG = "open_deletion_request"  # registered-model tag: the request whose new version failed
+OPEN_DELETION_FROM_TAG = "open_deletion_request_from"  # ... and the version it was served from (its retry's)
 
 
 def _check_fraction(name: str, value) -> None:
@@ -75,6 +82,7 @@ class RegistryPolicy(ConfigBase):
     require_audit_power: bool = True  # canaries and natural members detected (see the module docstring)
     require_exact_unlearning: bool = True  # every unlearning step's exactness audit ran and passed
     require_generator_audit: bool = False  # the generator's membership audit must be within its chance bound
+    on_failed_deletion: str = UNSERVE  # a deletion request whose new version fails: unserve (no champion) or keep
 
     def validate(self) -> None:
         for name in ("max_auc_excess", "max_tpr_at_1pct_fpr", "min_accuracy"):
@@ -82,6 +90,10 @@ class RegistryPolicy(ConfigBase):
         for name in ("require_certification", "require_audit_power", "require_exact_unlearning",
                      "require_generator_audit"):
             _check_type(name, getattr(self, name), bool)
+        if self.on_failed_deletion not in ON_FAILED_DELETION:
+            raise ConfigError(f"on_failed_deletion must be one of {', '.join(ON_FAILED_DELETION)}, got "
+                              f"{self.on_failed_deletion!r}: unserve removes the champion while a deletion request "
+                              "is open, keep leaves it serving the records")
         _check_fraction("min_accuracy", self.min_accuracy)
         self.tolerance.validate()
 
@@ -101,7 +113,8 @@ class RegistryPolicy(ConfigBase):
             require_certification=self.require_certification,
             require_audit_power=self.require_audit_power or bool(gate.require_audit_power),
             require_exact_unlearning=self.require_exact_unlearning,
-            require_generator_audit=self.require_generator_audit or bool(gate.require_generator_audit))
+            require_generator_audit=self.require_generator_audit or bool(gate.require_generator_audit),
+            on_failed_deletion=self.on_failed_deletion)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

@@ -10,10 +10,13 @@
    each shard gets as many synthetic samples as it lost, the ensemble is re-audited with the requested ids as their
    own member subset, and a new version goes through the registry gate;
 3. only when it passes: the ids join the ledger (``forgotten.csv`` beside the data folder, DVC-tracked), the data
-   folder is rewritten without them (a new DVC version; ``dvc gc`` purges the old one from the cache), and every
-   version that still holds them is tagged ``contains_deleted=true`` (it can never be promoted again).
-   A rejection or a crash before that leaves the champion, its state, the data and the ledger as they were, and the
-   same request can be retried; a second request before the first version is promoted also forgets the first's ids.
+   folder is rewritten without them (a new DVC version; ``dvc gc`` purges the old one from the cache), every
+   version that still holds them is tagged ``contains_deleted=true`` (it can never be promoted again), and
+   ``champion`` moves to the new version when it meets the policy in force (else it is removed: nothing holding the
+   records stays served). A rejection (policy ``on_failed_deletion``: ``unserve``, the default, removes
+   ``champion`` and leaves the request open, so nothing is promoted until it is served; ``keep`` leaves the
+   champion) or a crash before that leaves the champion's state, the data and the ledger as they were, and the
+   same request can be retried (from the version it was served from).
 
 The requested ids get the certification verdict of their own subset in the final audit (``mia.certify``):
 ``certified``, ``not_certified`` or, for the few records a request usually names, ``too_few``; ``distinguishable``
@@ -46,7 +49,10 @@ from fairforget.components.gate import (
     CONTAINS_DELETED_TAG,
     DISTINGUISHABLE,
     POLICY_FILE,
+    OPEN_DELETION_FROM_TAG,
+    OPEN_DELETION_TAG,
     REQUESTED_VERDICT_TAG,
+    UNSERVE,
     load_policy,
 )
 from fairforget.components.mia.certify import TOO_FEW, Tolerance
@@ -81,12 +87,54 @@ FORGET_STEP_OFFSET = 10_000  # request n replenishes with the seeds of loop step
 
 
 def champion_of(model_name: str, alias: str):
+    """The version a request is served from: the one with ``alias``, or, while an earlier request is open (its new
+    version failed and the champion was unserved), the version that request was served from."""
     client = mlflow.MlflowClient()
     try:
         return client.get_model_version_by_alias(model_name, alias)
     except mlflow.exceptions.MlflowException as err:
+        try:
+            served_from = client.get_registered_model(model_name).tags.get(OPEN_DELETION_FROM_TAG)
+        except mlflow.exceptions.MlflowException:
+            served_from = None
+        if served_from:
+            return client.get_model_version(model_name, served_from)
         raise DataError(f"no version of {model_name} has alias {alias!r} ({err.error_code}): promote one first "
                         f"(`mlflow run . -e promote -P version=N`)") from err
+
+
+def unserve(model_name: str, alias: str, request_run: str, reason: str, served_from: str) -> None:
+    """Remove ``alias`` (nothing that holds the requested records is served) and mark the request open: no
+    promotion until it is served (``registry.promote``), and a retry is served from ``served_from``."""
+    client = mlflow.MlflowClient()
+    try:
+        client.delete_registered_model_alias(model_name, alias)
+    except mlflow.exceptions.MlflowException:
+        pass  # no such alias: nothing was served
+    client.set_registered_model_tag(model_name, OPEN_DELETION_TAG, f"request {request_run}: {reason}"[:4000])
+    client.set_registered_model_tag(model_name, OPEN_DELETION_FROM_TAG, str(served_from))
+
+
+def close_open_request(model_name: str) -> None:
+    client = mlflow.MlflowClient()
+    for tag in (OPEN_DELETION_TAG, OPEN_DELETION_FROM_TAG):
+        try:
+            client.delete_registered_model_tag(model_name, tag)
+        except mlflow.exceptions.MlflowException:
+            pass
+
+
+def serve_new_version(model_name: str, alias: str, version: str, policy, request_run: str, served_from: str) -> str:
+    """After the request is committed: move ``alias`` (``champion``) to the new ``version`` when it meets the
+    policy in force, else unserve. Returns what happened, for the summary."""
+    close_open_request(model_name)
+    if alias != CHAMPION:
+        return f"alias {alias!r} left as it is (only {CHAMPION!r} follows a served request)"
+    decision = promote(model_name, version, policy)
+    if decision.passed:
+        return f"{CHAMPION} -> version {version}"
+    unserve(model_name, alias, request_run, f"version {version} is not promotable: {decision.reason}", served_from)
+    return f"{CHAMPION} removed: version {version} is not promotable ({decision.reason})"
 
 
 def copy_state(source: Path, target: Path) -> None:
@@ -176,14 +224,28 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
             except BaseException:
                 shutil.rmtree(new_state, ignore_errors=True)
                 raise
+            policy = load_policy(project_path(config.policy_file))
             if summary["registered_version"] is None:
                 shutil.rmtree(new_state, ignore_errors=True)
-                print("forget: nothing changed (the champion, its state, the data and the ledger are as before); "
-                      "the request can be retried")
+                if policy.on_failed_deletion == UNSERVE:
+                    reason = mlflow.MlflowClient().get_run(run.info.run_id).data.tags.get("gate_reason", "rejected")
+                    unserve(model_name, alias, run.info.run_id, f"its new version was rejected: {reason}",
+                            version.version)
+                    print(f"forget: the new version was rejected, so '{alias}' was removed (on_failed_deletion="
+                          f"{UNSERVE}): no version holding the records is served; the data and the ledger are as "
+                          "before and the request stays open: retry it")
+                    summary["served"] = f"{alias} removed"
+                else:
+                    print("forget: nothing changed (the champion, its state, the data and the ledger are as before); "
+                          "the request can be retried")
+                    summary["served"] = f"{alias} kept (on_failed_deletion={policy.on_failed_deletion})"
                 return summary
             fault_point("forget:registered")
             commit_deletion(ids, data_dir, request_id=run.info.run_id, model_version=summary["registered_version"],
                             model_name=model_name)
+            summary["served"] = serve_new_version(model_name, alias, summary["registered_version"], policy,
+                                                  run.info.run_id, version.version)
+            print(f"forget: {summary['served']}")
             summary["already_forgotten"] = len(already)
             return summary
 

@@ -278,10 +278,10 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
                       for held, certificate in final.certificates.items()},
                    "canary_power": final.canaries.power if final.canaries else None,
                    "gate": "passed" if decision.passed else "rejected", "registered_version": version,
-                   "minutes": (time.perf_counter() - started) / 60}
+                   "gate_reason": decision.reason, "minutes": (time.perf_counter() - started) / 60}
         mlflow.log_metric(names.TIME_TOTAL, time.perf_counter() - started)
         print("summary: " + "; ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                      for k, v in summary.items()))
+                                      for k, v in summary.items() if k != "gate_reason"))
         if not decision.passed:
             print(f"gate: {decision.reason}")
         return summary

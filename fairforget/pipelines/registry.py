@@ -22,7 +22,15 @@ import onnx
 import torch
 
 from fairforget.components.export import EnsembleModule, export_onnx, export_torchscript, onnx_predict
-from fairforget.components.gate import GATE_TAG, PASSED, REJECTED, GateDecision, RegistryPolicy, check_promotable
+from fairforget.components.gate import (
+    GATE_TAG,
+    OPEN_DELETION_TAG,
+    PASSED,
+    REJECTED,
+    GateDecision,
+    RegistryPolicy,
+    check_promotable,
+)
 from fairforget.components.training import images_to_tensor
 
 log = logging.getLogger("fairforget")
@@ -118,6 +126,10 @@ def promote(model_name: str, version: str | int, policy: RegistryPolicy | None =
         model_version = client.get_model_version(model_name, str(version))
     except mlflow.exceptions.MlflowException as err:
         return GateDecision(False, (f"{model_name} version {version} does not exist ({err.error_code})",))
+    open_request = client.get_registered_model(model_name).tags.get(OPEN_DELETION_TAG)
+    if open_request:
+        return GateDecision(False, (f"a deletion request is open ({open_request}): serve it again "
+                                    "(`mlflow run . -e forget -P ids=...`); no version is promoted until it is",))
     decision = check_promotable(model_version.tags, policy)
     if decision.passed:
         client.set_registered_model_alias(model_name, CHAMPION, str(version))

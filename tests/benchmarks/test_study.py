@@ -64,6 +64,7 @@ def test_study_reproduces_the_pipeline_and_writes_the_page(tracking_uri, tmp_pat
         assert heading in page
     assert (tmp_path / "results" / "figures" / "fig12_attacks.png").is_file()
     assert "5a." not in page  # no earlier study to compare with
+    assert "4b. Certification per seed" in page and "Seed 0: the retained originals" in page
 
     # an earlier study of the same setting, kept in generator-*/, gets a row of the trade-off table
     (tmp_path / "results" / "generator-old").mkdir()
@@ -135,3 +136,36 @@ def test_parallel_seeds_pin_one_thread_each(tmp_path):
     assert config.generator.num_threads == 1 and config.sisa.threads_per_shard == 1
     assert config.sisa.executor == "serial" and config.generator.seed == 1
     assert PipelineConfig().generator.num_threads == 0  # the pipeline alone uses every core
+
+
+def test_the_certification_section_shows_each_seeds_verdicts_first_certified_iteration_and_outcome():
+    from benchmarks.study_report import certificate_cell, first_certified_iteration, section_certification
+
+    def row(iteration, retained, forgotten):
+        out = {"iteration": iteration, "data/forgotten_fraction": iteration / 2}
+        for subset, (certified, too_few, n, auc, tpr) in (("retained", retained), ("forgotten", forgotten)):
+            out.update({f"mia/{subset}/certified": certified, f"mia/{subset}/too_few": too_few,
+                        f"mia/{subset}/n_members": n, f"mia/{subset}/auc_high": auc,
+                        f"mia/{subset}/tpr_at_1pct_fpr_high": tpr})
+        return out
+
+    rows = [row(0, (0.0, 0.0, 1980, 0.572, 0.055), (1.0, 0.0, 0, 0.5, 0.0)),
+            row(1, (1.0, 0.0, 990, 0.521, 0.017), (0.0, 1.0, 990, 0.540, 0.030)),
+            row(2, (1.0, 0.0, 0, 0.5, 0.0), (0.0, 0.0, 1980, 0.538, 0.029))]
+    assert certificate_cell(rows[0], "retained") == "not certified (AUC <= 0.572, TPR <= 0.055)"
+    assert certificate_cell(rows[1], "retained") == "**certified** (AUC <= 0.521, TPR <= 0.017)"
+    assert certificate_cell(rows[1], "forgotten").startswith("too few") and certificate_cell(rows[2], "retained") == "empty"
+    assert certificate_cell({"iteration": 0}, "retained") == "n/a"
+    assert first_certified_iteration({"iterations": rows}) == 1
+    assert first_certified_iteration({"iterations": rows[:1]}) is None
+    record = {"seed": 7, "iterations": rows, "final": {"final/mia/retained/certified": 1.0,
+                                                        "final/mia/forgotten/certified": 0.0,
+                                                        "final/mia/forgotten/auc_high": 0.538},
+              "summary": {"gate": "rejected", "gate_reason": "forgotten originals not certified"}}
+    section = section_certification([record])
+    assert "Seed 7: the retained originals certify at iteration 1" in section
+    assert "forgotten not certified (AUC <= 0.538)" in section
+    assert "gate: rejected: forgotten originals not certified" in section
+    old = section_certification([{"seed": 0, "iterations": [{"iteration": 0}], "final": {}, "summary": {}}])
+    assert "Not measured" in old
+

@@ -205,6 +205,12 @@ def test_policy_file_refuses_quoted_numbers(tmp_path):
     path.write_text("require_audit_power: 'yes'\n")
     with pytest.raises(ConfigError, match="require_audit_power must be a true/false"):
         load_policy(path)
+    path.write_text("on_failed_deletion: delete\n")
+    with pytest.raises(ConfigError, match="on_failed_deletion must be one of unserve, keep"):
+        load_policy(path)
+    from fairforget.pipelines.loop import project_path
+
+    assert load_policy(project_path("registry_policy.yaml")).on_failed_deletion == "unserve"
 
 
 # ---- canaries: exact p-values and the empirical epsilon -------------------------------------------------

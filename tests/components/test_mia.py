@@ -211,7 +211,8 @@ def test_bad_input_gives_a_clear_error(problem, match):
     elif problem == "too_few":
         config = dataclasses.replace(FAST, fpr_levels=(0.001,))
     elif problem == "logits":
-        predict = lambda images: np.full((len(images), 4), 3.0)
+        def predict(images):
+            return np.full((len(images), 4), 3.0)
     with pytest.raises(ValueError, match=match):
         audit_membership(predict, members, non_members, attacks=attacks, config=config, **kwargs)
 
@@ -315,7 +316,9 @@ def test_logits_adapter_and_roc_figure(memorised, tmp_path):
     from fairforget.components.report import plot_roc_curves
 
     members, non_members, _, predict, _, _ = memorised
-    logits = lambda images: np.log(predict(images)) + 7.0
+    def logits(images):
+        return np.log(predict(images)) + 7.0
+
     report = audit_membership(probabilities_from_logits(logits), members, non_members, attacks=["mloss", "mmean"], config=FAST)
     direct = audit_membership(predict, members, non_members, attacks=["mloss", "mmean"], config=FAST)
     assert report.metrics()["mia/mmean/auc"] == pytest.approx(direct.metrics()["mia/mmean/auc"])

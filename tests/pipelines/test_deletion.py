@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from fairforget.components.dataset import load_dataset
-from fairforget.components.gate import check_promotable
+from fairforget.components.gate import OPEN_DELETION_TAG, check_promotable
 from fairforget.components.ledger import ledger_ids, ledger_path
 from fairforget.components.locks import Busy, exclusive
 from fairforget.components.versioning import dvc_md5_of_folder
@@ -52,11 +52,16 @@ def champion(tracking_uri, tmp_path):
     return tmp_path, sorted(i for i in live if i in originals), sorted(originals - live)
 
 
-def test_requests_mixing_live_and_forgotten_ids_delete_everywhere_and_two_requests_before_promotion_work(champion):
+def champion_version() -> str:
+    return str(mlflow.MlflowClient().get_model_version_by_alias(MODEL, CHAMPION).version)
+
+
+def test_requests_mixing_live_and_forgotten_ids_delete_everywhere_and_the_champion_follows(champion):
     tmp_path, live, loop_forgotten = champion
     data_dir = tmp_path / "data"
     first = serve_deletion_request(live[:3] + loop_forgotten[:1], MODEL)
     assert first["gate"] == "passed" and first["already_forgotten"] == 1 and first["forgotten"] == 3
+    assert first["served"] == "champion -> version 2" and champion_version() == "2"  # nothing serves version 1
     ledger = pd.read_csv(ledger_path(data_dir), dtype=str)
     assert set(ledger["id"]) == set(live[:3] + loop_forgotten[:1]) and set(ledger["model_version"]) == {"2"}
     assert not set(ledger["id"]) & set(load_dataset(data_dir).ids)  # the data folder was rewritten without them
@@ -76,35 +81,47 @@ def test_requests_mixing_live_and_forgotten_ids_delete_everywhere_and_two_reques
     assert reaudited["audit_data_md5"] == dvc_md5_of_folder(data_dir)
     assert check_promotable(reaudited).passed, check_promotable(reaudited).reason  # the record allows promotion
 
-    # a second request before version 2 is promoted: served from version 1, it forgets the first request's ids too
+    # a second request is served from the new champion, and the champion follows again
     second = serve_deletion_request(live[3:5], MODEL)
-    assert second["registered_version"] == "3" and second["forgotten"] == 5
+    assert second["registered_version"] == "3" and second["forgotten"] == 2 and champion_version() == "3"
     assert not set(live[:5]) & live_ids(3)
     assert ledger_ids(ledger_path(data_dir)) == set(live[:5] + loop_forgotten[:1])
     assert client.get_model_version(MODEL, "2").tags["contains_deleted"] == "true"
-    assert promote(tmp_path, 3) == 0
+    assert promote(tmp_path, 2) == 2 and promote(tmp_path, 3) == 0
 
     # a fresh run of the pipeline never trains on a ledger id
     rerun = run_pipeline(tiny_pipeline(tmp_path))
     assert not ledger_ids(ledger_path(data_dir)) & live_ids(rerun["registered_version"])
 
 
-def test_a_rejected_request_changes_nothing_and_can_be_retried(champion, capsys):
+def test_a_rejected_request_unserves_the_champion_stays_open_and_can_be_retried(champion, capsys):
     tmp_path, live, _ = champion
     data_dir = tmp_path / "data"
     policy = tmp_path / "policy.yaml"
     lax = policy.read_text()
     before = (dvc_md5_of_folder(data_dir), sorted(os.listdir(next((tmp_path / "outputs").glob("*")))))
     # certification required: the toy audit is far too small to certify anything, so the gate must refuse
-    policy.write_text(yaml.safe_dump({"require_audit_power": False, "require_certification": True}))
-    rejected = serve_deletion_request(live[:2], MODEL)
-    assert rejected["gate"] == "rejected" and rejected["registered_version"] is None
+    strict = {"require_audit_power": False, "require_certification": True}
+    policy.write_text(yaml.safe_dump({**strict, "on_failed_deletion": "keep"}))
+    kept = serve_deletion_request(live[:2], MODEL)
+    assert kept["gate"] == "rejected" and kept["registered_version"] is None and champion_version() == "1"
     assert "nothing changed" in capsys.readouterr().out
+
+    policy.write_text(yaml.safe_dump(strict))  # on_failed_deletion: unserve, the default
+    rejected = serve_deletion_request(live[:2], MODEL)
+    assert rejected["gate"] == "rejected" and rejected["served"] == "champion removed"
+    assert "the request stays open" in capsys.readouterr().out
     after = (dvc_md5_of_folder(data_dir), sorted(os.listdir(next((tmp_path / "outputs").glob("*")))))
     assert after == before and not ledger_path(data_dir).exists()
-    assert str(mlflow.MlflowClient().get_model_version_by_alias(MODEL, CHAMPION).version) == "1"
+    client = mlflow.MlflowClient()
+    with pytest.raises(mlflow.exceptions.MlflowException):  # nothing that holds the records is served
+        champion_version()
+    assert client.get_registered_model(MODEL).tags[OPEN_DELETION_TAG].startswith(f"request {rejected['run_id']}")
+    assert promote(tmp_path, 1) == 2  # nothing is promoted while the request is open
     policy.write_text(lax)
-    assert serve_deletion_request(live[:2], MODEL)["gate"] == "passed"
+    retried = serve_deletion_request(live[:2], MODEL)  # served from version 1, the version the request named
+    assert retried["gate"] == "passed" and champion_version() == retried["registered_version"] == "2"
+    assert OPEN_DELETION_TAG not in client.get_registered_model(MODEL).tags
 
 
 def test_a_looser_run_parameter_cannot_loosen_the_policy(tracking_uri, tmp_path):

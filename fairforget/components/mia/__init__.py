@@ -11,18 +11,6 @@ from fairforget.components.mia.loss_attacks import LossAttack, MeanLossAttack, S
 from fairforget.components.mia.metric_attacks import ConfidenceAttack, EntropyAttack, ModifiedEntropyAttack
 from fairforget.components.mia.moments import MomentsAttack
 from fairforget.components.mia.rmia import RmiaAttack
-
-ATTACKS: dict[str, type] = {
-    "mloss": LossAttack,
-    "mmean": MeanLossAttack,
-    "mstd": StdLossAttack,
-    "moments": MomentsAttack,
-    "confidence": ConfidenceAttack,
-    "entropy": EntropyAttack,
-    "modified_entropy": ModifiedEntropyAttack,
-    "rmia": RmiaAttack,
-}
-
 from fairforget.components.mia.protocol import (
     AuditSplit,
     audit_membership,
@@ -40,6 +28,17 @@ from fairforget.components.mia.queries import (
 )
 from fairforget.components.mia.reference import train_reference_models
 from fairforget.components.mia.results import AttackResult, AuditReport
+
+ATTACKS: dict[str, type] = {
+    "mloss": LossAttack,
+    "mmean": MeanLossAttack,
+    "mstd": StdLossAttack,
+    "moments": MomentsAttack,
+    "confidence": ConfidenceAttack,
+    "entropy": EntropyAttack,
+    "modified_entropy": ModifiedEntropyAttack,
+    "rmia": RmiaAttack,
+}
 
 __all__ = [
     "ATTACKS",

@@ -141,8 +141,8 @@ class ShardPlan:
 
     def _balanced_shards(self, labels: np.ndarray) -> np.ndarray:
         live = self.live()
-        per_label = {int(l): np.bincount(live.loc[live["label"] == l, "shard"], minlength=self.num_shards)
-                     for l in np.unique(labels)}
+        per_label = {int(label): np.bincount(live.loc[live["label"] == label, "shard"], minlength=self.num_shards)
+                     for label in np.unique(labels)}
         totals = np.bincount(live["shard"], minlength=self.num_shards)
         out = np.empty(len(labels), dtype=np.int64)
         for j, label in enumerate(labels):

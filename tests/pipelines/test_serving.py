@@ -1,0 +1,88 @@
+"""Serving the champion: `mlflow models serve -m models:/<name>@champion` on loopback answers the documented request
+(docs/pipeline.md#serving) with the registered pyfunc's probabilities, in a process that refuses pickled models;
+after a deletion request is served and promoted, a server started on `@champion` answers with the new version."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+
+import mlflow
+import numpy as np
+
+from fairforget.components.dataset import load_dataset
+from fairforget.pipelines.forget import serve_deletion_request
+from fairforget.pipelines.main import run_pipeline
+from tests.pipelines.test_deletion import MODEL, live_ids, promote
+from tests.pipelines.test_pipeline import tiny_pipeline
+
+CHAMPION_URI = f"models:/{MODEL}@champion"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def served(model_uri: str, tracking_uri: str):
+    """``mlflow models serve`` for ``model_uri`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
+                               "local", "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the model server did not answer /ping within 180 s"
+            time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def documented_request(url: str, images_uint8: np.ndarray) -> np.ndarray:
+    """The request of docs/pipeline.md#serving: float32 (N, C, H, W) in [0, 1] as JSON ``inputs``."""
+    inputs = (images_uint8.transpose(0, 3, 1, 2) / 255.0).astype("float32")
+    request = urllib.request.Request(f"{url}/invocations", json.dumps({"inputs": inputs.tolist()}).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return np.asarray(json.load(answer)["predictions"], dtype=np.float32)
+
+
+def test_the_champion_is_served_and_a_server_started_after_a_promotion_follows_it(tracking_uri, tmp_path):
+    summary = run_pipeline(tiny_pipeline(tmp_path))
+    assert summary["registered_version"] == "1" and promote(tmp_path, 1) == 0
+    images = load_dataset(tmp_path / "data").split("test").images[:6]
+    inputs = (images.transpose(0, 3, 1, 2) / 255.0).astype("float32")
+    version_1 = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(inputs)
+    with served(CHAMPION_URI, tracking_uri) as url:
+        answer = documented_request(url, images)
+    assert answer.shape == version_1.shape == (6, 4)
+    np.testing.assert_allclose(answer, version_1, atol=1e-6)
+    np.testing.assert_allclose(answer.sum(axis=1), 1.0, atol=1e-5)
+
+    # a served deletion registers version 2; promoted, it is what a server on @champion answers with
+    live = sorted(i for i in live_ids(1) if i.startswith("toy-train"))
+    assert serve_deletion_request(live[:3], MODEL)["registered_version"] == "2" and promote(tmp_path, 2) == 0
+    version_2 = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(inputs)
+    with served(CHAMPION_URI, tracking_uri) as url:
+        np.testing.assert_allclose(documented_request(url, images), version_2, atol=1e-6)
