@@ -165,7 +165,8 @@ def prepare_dataset(config: DataConfig, source: SourceImages | None = None) -> D
     labels = source.labels[rows]
     prefix = {"fashion_mnist": "fmnist", "cifar10": "cifar10", "celeba": "celeba", "folder": "img"}[source.name]
     manifest = pd.DataFrame({
-        "id": [f"{prefix}-{source.partition[i]}-{source.source_index[i]:06d}" for i in rows],
+        "id": ([f"{prefix}-{source.content_ids[i]}" for i in rows] if source.content_ids is not None
+               else [f"{prefix}-{source.partition[i]}-{source.source_index[i]:06d}" for i in rows]),
         "split": [s for s, _ in chosen],
         "label": labels,
         "class_name": [class_names[k] for k in labels],

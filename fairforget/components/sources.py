@@ -10,8 +10,9 @@ extra attributes, and which of the source's own partitions (``train``/``test``) 
 | ``celeba``      | ``img_align_celeba/`` and ``list_attr_celeba.txt`` inside ``source_dir``                  |
 | ``folder``      | ``source_dir/<class>/*.png|jpg``; optional ``superclasses.json`` {class: superclass} and ``attributes.csv`` (column ``file`` = path relative to ``source_dir``, one column per attribute) |
 
-The ``folder`` source is checked before any image is decoded, and each problem is a ``DataError`` naming the file,
-line or name and the fix:
+A ``folder``'s record ids come from each file's bytes (``content_ids``), so adding or renaming files never changes
+another record's id. The ``folder`` source is checked before any image is decoded, and each problem is a
+``DataError`` naming the file, line or name and the fix:
 
 - at least two class sub-folders (hidden ones, starting with ``.``, are skipped), each holding at least one image
   (suffixes ``IMAGE_SUFFIXES``; hidden files skipped);
@@ -95,6 +96,22 @@ class SourceImages:
     source_index: np.ndarray
     attributes: pd.DataFrame = field(default_factory=pd.DataFrame)
     default_majority: str | None = None
+    content_ids: np.ndarray | None = None  # (N,) ids derived from each file's bytes (folders), else None
+
+
+def content_ids(files: list[Path]) -> np.ndarray:
+    """One id per file from its bytes: the first 16 hex digits of its SHA-256, so adding, removing or renaming other
+    files never changes it (the deletion ledger keeps naming the same image). Files with identical bytes get
+    ``-2``, ``-3``, ... after the first, in the given order."""
+    import hashlib
+
+    seen: dict[str, int] = {}
+    out = []
+    for path in files:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        seen[digest] = seen.get(digest, 0) + 1
+        out.append(digest if seen[digest] == 1 else f"{digest}-{seen[digest]}")
+    return np.array(out)
 
 
 def _require(path: Path, what: str) -> Path:
@@ -272,7 +289,7 @@ def read_folder(source_dir: str | None, image_size: int | None = None, *,
     images = np.stack([_load_image(p, size, mode) for p in files])
     n = len(files)
     return SourceImages("folder", images, np.asarray(labels, dtype=np.int64), class_names, superclass_of,
-                        np.array(["train"] * n), np.arange(n), attributes)
+                        np.array(["train"] * n), np.arange(n), attributes, content_ids=content_ids(files))
 
 
 def _read_superclasses(root: Path, class_names: list[str]) -> dict[str, str]:

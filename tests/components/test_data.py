@@ -165,6 +165,30 @@ def write_image_folder(root, per_class: int = 6):
     return root
 
 
+def test_folder_ids_come_from_the_image_bytes_so_adding_a_file_changes_no_other_id(tmp_path):
+    """The deletion ledger names records by id: a folder's ids must not shift when files are added or renamed."""
+    import hashlib
+
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "clothes")
+    before = read_source("folder", root)
+    files = sorted(p for p in root.rglob("*.png"))
+    by_file = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files}
+    assert sorted(before.content_ids) == sorted(by_file.values())
+    # a new image sorted first in its class, and a copy of an existing image under another name
+    Image.fromarray(np.full((8, 8), 7, dtype=np.uint8)).save(root / "Bag" / "00.png")
+    (root / "Shirt" / "copy.png").write_bytes((root / "Shirt" / "0.png").read_bytes())
+    lines = (root / "attributes.csv").read_text().splitlines()
+    (root / "attributes.csv").write_text("\n".join(lines + ["Bag/00.png,dark", "Shirt/copy.png,light"]) + "\n")
+    after = read_source("folder", root)
+    assert set(before.content_ids) < set(after.content_ids)
+    assert f"{by_file['Shirt/0.png']}-2" in set(after.content_ids)  # identical bytes: the second gets -2
+    prepared = prepare_dataset(DataConfig(dataset="folder", source_dir=str(root), train_size=6, test_size=3,
+                                          audit_size=3, reference_size=3, majority_superclass="accessories"))
+    assert set(prepared.ids) <= {f"img-{i}" for i in after.content_ids}
+
+
 def test_folder_attributes_follow_their_file_names_not_the_row_order(tmp_path):
     root = write_image_folder(tmp_path / "clothes")
     lines = (root / "attributes.csv").read_text().splitlines()
