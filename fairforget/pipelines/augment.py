@@ -5,9 +5,10 @@ config, else trains one), builds the target D (``components.priors.build_target`
 ``bias/loss``, ``bias/kl/<attribute>`` (and ``bias/kl/<a> x <b>``, the joint of several attributes) and counts per
 round (step = round), logs the distribution figures before/after (the paper's Fig. 8), the dependence of each
 debiased attribute on the class (``bias/mi/<attribute>/before|after``, ``augment/dependence.png`` and
-``augment/dependence.json``), ``augment/synthetic_to_real_ratio``, a grid of the synthetic images and the augmented
-data set (manifest + images) as the artifact folder ``augmented/``, and writes it to ``--output-dir`` (atomically,
-only once everything succeeded); ``--dvc-add true`` then runs ``dvc add`` on it.
+``augment/dependence.json``), ``augment/synthetic_to_real_ratio``, a grid of the synthetic images, and the augmented
+data set without a private record (``augmented/synthetic/``: the synthetic samples; ``augmented/digest.json``: the
+DVC md5 of the whole set and of its data version; ``log_without_private_records``), and writes the whole set to
+``--output-dir`` (atomically, only once everything succeeded); ``--dvc-add true`` then runs ``dvc add`` on it.
 
     python -m fairforget.pipelines.augment --data-dir data --output-dir augmented --rho 0.01 [--dvc-add true]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
@@ -115,11 +117,27 @@ def run_augment(dataset: Dataset, generator: Generator, attributes: Sequence[str
                             "augment/balanced": float(result.after.is_balanced(config.rho))})
         log_dependence(result.dependence_before, result.dependence_after, "augment")
         folder = save_dataset(result.dataset, output_dir)
-        mlflow.log_artifacts(str(folder), "augmented")
-        mlflow.set_tag("augmented_md5", dvc_md5_of_folder(folder))
+        log_without_private_records(result, folder, data_md5)
         if dvc_add:
             dvc_add_folder(folder)
     return result
+
+
+def log_without_private_records(result, folder: Path, data_md5: str | None) -> None:
+    """Log the augmented set without a private pixel or id: its synthetic samples (``augmented/synthetic/``, a data
+    set folder) and ``augmented/digest.json`` (the DVC md5 of the whole folder, of the data version it was made
+    from, the sha256 of its manifest, the counts). The real records are the data version's (DVC), so the run names
+    the whole set exactly and stores no copy of S; the tag ``augmented_md5`` is the folder's DVC md5."""
+    import hashlib
+
+    augmented_md5 = dvc_md5_of_folder(folder)
+    with tempfile.TemporaryDirectory(prefix="fairforget-augmented-") as tmp:
+        synthetic = save_dataset(result.synthetic, Path(tmp) / "synthetic")
+        mlflow.log_artifacts(str(synthetic), "augmented/synthetic")
+    log_json({"augmented_md5": augmented_md5, "data_md5": data_md5,
+              "manifest_sha256": hashlib.sha256((folder / "manifest.csv").read_bytes()).hexdigest(),
+              "records": len(result.dataset), "synthetic_records": len(result.synthetic)}, "augmented/digest.json")
+    mlflow.set_tag("augmented_md5", augmented_md5)
 
 
 def dvc_add_folder(folder: Path) -> Path:

@@ -270,8 +270,20 @@ def test_augment_step_logs_and_writes_atomically(tracking_uri, tmp_path, toy, ge
     assert {"augment/distribution_after.png", "augment/distribution_before.png", "augment/rounds.json"} <= paths
     rounds = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/augment/rounds.json"))
     assert [r["added"] for r in rounds] == [20, 12, 0]
-    assert {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "augmented")} >= {
-        "augmented/manifest.csv", "augmented/images.npy", "augmented/meta.json"}
+    # the run stores no private record: the synthetic samples and a digest that names the whole set exactly
+    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="augmented",
+                                                 dst_path=str(tmp_path / "logged"))
+    files = {p.relative_to(logged).as_posix() for p in Path(logged).rglob("*") if p.is_file()}
+    assert files == {"digest.json", "synthetic/manifest.csv", "synthetic/images.npy", "synthetic/meta.json"}
+    synthetic = load_dataset(Path(logged) / "synthetic")
+    assert set(synthetic.manifest["origin"]) == {"synthetic"} and len(synthetic) == 32
+    real = toy.split("train")
+    text = "".join((Path(logged) / f).read_text() for f in ("digest.json", "synthetic/manifest.csv"))
+    assert not any(i in text for i in real.ids)
+    assert not any((synthetic.images == image).all(axis=(1, 2, 3)).any() for image in real.images)
+    digest = json.loads((Path(logged) / "digest.json").read_text())
+    assert digest["augmented_md5"] == dvc_md5_of_folder(out) == run.data.tags["augmented_md5"]
+    assert digest["records"] == len(toy) + 32 and digest["synthetic_records"] == 32
 
 
 def test_augmented_output_is_dvc_added_with_our_md5(tracking_uri, tmp_path, toy, generator):
