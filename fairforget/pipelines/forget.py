@@ -241,11 +241,16 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
                     summary["served"] = f"{alias} kept (on_failed_deletion={policy.on_failed_deletion})"
                 return summary
             fault_point("forget:registered")
-            commit_deletion(ids, data_dir, request_id=run.info.run_id, model_version=summary["registered_version"],
-                            model_name=model_name)
+            holding = commit_deletion(ids, data_dir, request_id=run.info.run_id,
+                                      model_version=summary["registered_version"], model_name=model_name)
             summary["served"] = serve_new_version(model_name, alias, summary["registered_version"], policy,
                                                   run.info.run_id, version.version)
             print(f"forget: {summary['served']}")
+            for held in holding:  # after the alias moved: nothing served breaks
+                retire_version(model_name, held)
+            summary["retired_versions"] = holding
+            if holding:
+                print(f"forget: versions {holding} retired (model artifacts and SISA state deleted; tombstones kept)")
             summary["already_forgotten"] = len(already)
             return summary
 
@@ -315,11 +320,12 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
             "registered_version": new_version}
 
 
-def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_version: str, model_name: str) -> None:
+def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_version: str,
+                    model_name: str) -> list[str]:
     """After the new version passed the gate: the ledger, the data folder without the ids (DVC-tracked when it is
     the project's), the new version's data version set to the rewritten folder's (the data it holds: its final
     audit covered every record of it, so ``audit_data_md5`` follows, and a later re-audit on this folder matches),
-    and ``contains_deleted=true`` on every other version that still holds them."""
+    and ``contains_deleted=true`` on every other version that still holds them; returns those versions."""
     ledger = ledger_path(data_dir)
     added = append_to_ledger(ledger, ids, request_id=request_id, model_version=model_version)
     dataset = load_dataset(data_dir)
@@ -336,6 +342,44 @@ def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_ve
         client.set_model_version_tag(model_name, held, CONTAINS_DELETED_TAG, "true")
     print(f"forget: {added} ids added to the ledger {ledger.name}; {data_dir.name}/ rewritten without them; "
           f"versions {holding or 'none'} tagged {CONTAINS_DELETED_TAG}=true")
+    return holding
+
+
+def model_id_of(uri_or_id: str) -> str | None:
+    """The logged-model id in ``models:/m-...`` (or a bare ``m-...``); None for anything else."""
+    tail = str(uri_or_id).removeprefix("models:/").split("/")[0]
+    return tail if tail.startswith("m-") else None
+
+
+def retire_version(model_name: str, version: str) -> list[str]:
+    """Make a version that holds deleted records unservable and drop its copies: the artifacts of its logged models
+    (the pyfunc and the ONNX export, in whatever artifact store holds them) are deleted and the logged models
+    marked deleted, its SISA state folder (checkpoints that saw the records) is removed, and the version stays in
+    the registry as a tombstone (tags ``retired=true`` and ``contains_deleted=true``, description saying so).
+    Returns what was deleted."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = mlflow.MlflowClient()
+    held = client.get_model_version(model_name, version)
+    deleted = []
+    for model_id in {model_id_of(held.model_id or held.source), model_id_of(held.tags.get("onnx_uri", ""))} - {None}:
+        try:
+            location = client.get_logged_model(model_id).artifact_location
+        except mlflow.exceptions.MlflowException:
+            continue  # already gone
+        get_artifact_repository(location).delete_artifacts()
+        client.delete_logged_model(model_id)
+        deleted.append(location)
+    state = held.tags.get("state_dir")
+    if state and project_path(state).is_dir():
+        shutil.rmtree(project_path(state))
+        deleted.append(str(project_path(state)))
+    for key, value in {"retired": "true", CONTAINS_DELETED_TAG: "true"}.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    client.update_model_version(model_name, version, description=(
+        "Retired: this version held records deleted on request. Its model artifacts and its SISA state were deleted; "
+        "it cannot be served or promoted. Its tags remain as the record of what it was."))
+    return deleted
 
 
 def main(argv: list[str] | None = None) -> int:

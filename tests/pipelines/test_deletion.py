@@ -62,6 +62,14 @@ def test_requests_mixing_live_and_forgotten_ids_delete_everywhere_and_the_champi
     first = serve_deletion_request(live[:3] + loop_forgotten[:1], MODEL)
     assert first["gate"] == "passed" and first["already_forgotten"] == 1 and first["forgotten"] == 3
     assert first["served"] == "champion -> version 2" and champion_version() == "2"  # nothing serves version 1
+    # version 1 is retired: its model artifacts (pyfunc and ONNX) and SISA state are gone, a tombstone stays
+    retired = mlflow.MlflowClient().get_model_version(MODEL, "1")
+    assert first["retired_versions"] == ["1"] and retired.tags["retired"] == "true"
+    assert not project_path(retired.tags["state_dir"]).exists()
+    for uri in (f"models:/{MODEL}/1", retired.tags["onnx_uri"]):
+        with pytest.raises(Exception):
+            mlflow.pyfunc.load_model(uri)
+    mlflow.pyfunc.load_model(f"models:/{MODEL}/2")  # the new version serves
     ledger = pd.read_csv(ledger_path(data_dir), dtype=str)
     assert set(ledger["id"]) == set(live[:3] + loop_forgotten[:1]) and set(ledger["model_version"]) == {"2"}
     assert not set(ledger["id"]) & set(load_dataset(data_dir).ids)  # the data folder was rewritten without them
