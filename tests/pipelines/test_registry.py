@@ -88,7 +88,7 @@ def test_run_parameters_only_tighten_the_written_policy(tmp_path):
     assert set(policy.tags()) == {"policy_max_auc_excess", "policy_max_tpr_at_1pct_fpr", "policy_min_accuracy",
                                   "policy_require_certification", "policy_require_audit_power",
                                   "policy_require_exact_unlearning", "policy_require_generator_audit",
-                                  "policy_digest"}
+                                  "policy_on_failed_deletion", "policy_digest"}
     bad = tmp_path / "policy.yaml"
     bad.write_text("min_accuracy: 1.5\n")
     with pytest.raises(ConfigError, match="min_accuracy must lie in"):
