@@ -361,6 +361,8 @@ def retire_version(model_name: str, version: str) -> list[str]:
 
     client = mlflow.MlflowClient()
     held = client.get_model_version(model_name, version)
+    if held.tags.get("retired") == "true":
+        return []  # a tombstone already: nothing of it is left to delete
     deleted = []
     for model_id in {model_id_of(held.model_id or held.source), model_id_of(held.tags.get("onnx_uri", ""))} - {None}:
         try:

@@ -92,6 +92,7 @@ def test_requests_mixing_live_and_forgotten_ids_delete_everywhere_and_the_champi
     # a second request is served from the new champion, and the champion follows again
     second = serve_deletion_request(live[3:5], MODEL)
     assert second["registered_version"] == "3" and second["forgotten"] == 2 and champion_version() == "3"
+    assert sorted(second["retired_versions"]) == ["1", "2"]  # version 1 stays the tombstone it was
     assert not set(live[:5]) & live_ids(3)
     assert ledger_ids(ledger_path(data_dir)) == set(live[:5] + loop_forgotten[:1])
     assert client.get_model_version(MODEL, "2").tags["contains_deleted"] == "true"
