@@ -12,6 +12,7 @@ Four disjoint splits, all drawn with one seed:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 
 from fairforget.components.config import ConfigBase
 from fairforget.components.dataset import DataError, Dataset
-from fairforget.components.sources import SourceImages, read_source
+from fairforget.components.sources import SourceImages, read_source, resize_images
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,10 @@ class DataConfig(ConfigBase):
     reference_size: int = 10000
     seed: int = 0
     missing_value: str | None = None  # dataset folder: the category for empty/NA cells of attributes.csv (None: refuse)
+    image_size: int | None = None  # square side of every image (None: the source's own; folders: sources.read_folder)
 
     def validate(self) -> None:
-        from fairforget.components.sources import MISSING_MARKERS, SOURCES
+        from fairforget.components.sources import MISSING_MARKERS, SOURCES, check_image_size
 
         if self.dataset not in SOURCES:
             raise DataError(f"unknown dataset {self.dataset!r}; known: {', '.join(SOURCES)}")
@@ -49,6 +51,7 @@ class DataConfig(ConfigBase):
             value = self.missing_value
             if value != value.strip() or value.lower() in MISSING_MARKERS:
                 raise DataError(f"missing_value must be a category name, e.g. 'unknown', got {value!r}")
+        check_image_size(self.image_size)
         for name in ("train_size", "test_size", "audit_size", "reference_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -60,16 +63,22 @@ class DataConfig(ConfigBase):
 
     def stored_record(self) -> dict:
         """The config as stored with the data (no machine paths: source_dir is reduced to its folder name; an unset
-        missing_value is left out, so data prepared before that option existed keeps its bytes and DVC md5)."""
+        missing_value and image_size are left out, so data prepared before those options existed keeps its bytes and
+        DVC md5)."""
         record = self.to_dict()
         record["source_dir"] = None if self.source_dir is None else str(self.source_dir).rstrip("/").split("/")[-1]
-        if record["missing_value"] is None:
-            del record["missing_value"]
+        for optional in ("missing_value", "image_size"):
+            if record[optional] is None:
+                del record[optional]
         return record
 
     def source_options(self) -> dict:
-        """The keyword options of this config's source reader (``read_source(..., **options)``)."""
-        return {} if self.missing_value is None else {"missing_value": self.missing_value}
+        """The keyword options of this config's source reader (``read_source(..., **options)``): readers that
+        decode files one by one (folder, celeba) resize as they read; the others are resized afterwards."""
+        options = {} if self.missing_value is None else {"missing_value": self.missing_value}
+        if self.image_size is not None and self.dataset in ("folder", "celeba"):
+            options["image_size"] = self.image_size
+        return options
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -108,6 +117,8 @@ def prepare_dataset(config: DataConfig, source: SourceImages | None = None) -> D
     config.validate()
     source = source if source is not None else read_source(config.dataset, config.source_dir,
                                                              **config.source_options())
+    if config.image_size is not None and source.images.shape[1:3] != (config.image_size, config.image_size):
+        source = dataclasses.replace(source, images=resize_images(source.images, config.image_size))
     class_names, superclass_of = source.class_names, source.superclass_of
     majority = config.majority_superclass or source.default_majority
     if majority is None:

@@ -31,8 +31,15 @@ another record's id. The ``folder`` source is checked before any image is decode
   empty cell or an NA marker (``MISSING_MARKERS``: NA, N/A, NaN, null, <NA>, #N/A, any case) is refused unless
   ``missing_value`` names a category for them: they become that category and their count is logged (warning);
 - images: each at most ``MAX_IMAGE_PIXELS`` pixels (width x height, read from the header before decoding, so a
-  decompression bomb is refused without being decompressed); all are resized to the first image's size (or
-  ``image_size``) and converted to its mode (grayscale or RGB).
+  decompression bomb is refused without being decompressed). They are decoded one at a time into the final array
+  (a folder of large photos prepares in memory for the resized images only), each centre-cropped to a square
+  (the shorter side) and resized to ``image_size`` x ``image_size``: by default ``DEFAULT_FOLDER_IMAGE_SIZE``, or
+  the smallest image's shorter side when that is smaller (never upscaled by default). The folder is RGB when any
+  image has colour, else grayscale.
+
+Every model works at any ``image_size`` from ``MIN_IMAGE_SIZE`` to ``MAX_IMAGE_SIZE`` and with 1 or 3 channels:
+the classifiers pool adaptively and the autoencoder resizes its output to the input size (tested at 16, 28, 32,
+53 and 64 pixels). Other sources are resized (centre-cropped first) when ``image_size`` differs from theirs.
 """
 
 from __future__ import annotations
@@ -71,6 +78,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 # The largest image accepted (width x height): 16.8 M pixels, far above what the models use (28 x 28 to 218 x 178)
 # and below Pillow's own decompression-bomb warning (89 M). Checked from the header, before decoding.
 MAX_IMAGE_PIXELS = 4096 * 4096
+DEFAULT_FOLDER_IMAGE_SIZE = 32  # square side a folder is resized to when image_size is not given
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 4, 128  # the sizes every model is built and tested for
 # Cell values of attributes.csv read as "no value" (compared without case, after stripping spaces).
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "<na>", "#n/a"})
 # Class, superclass and attribute names end up in MLflow metric names; two may be joined in one (bias/kl/<a> x <b>)
@@ -182,10 +191,68 @@ def read_cifar10(source_dir: str | None) -> SourceImages:
     )
 
 
+GRAY_MODES = {"L", "1", "I;16", "I", "F", "LA"}
+
+
+def _probe_image(path: Path) -> tuple[int, int, bool]:
+    """(width, height, has colour) of the image at ``path``, from its header only; its pixel count is checked
+    against ``MAX_IMAGE_PIXELS`` before anything is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                colour = img.mode not in GRAY_MODES
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{path} is refused as a possible decompression bomb ({err}): shrink it or remove it") from err
+    except (OSError, UnidentifiedImageError) as err:
+        raise DataError(f"{path} is not a readable image ({err}): remove or replace it") from err
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path} is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS} pixels "
+                        "per image (a guard against decompression bombs): shrink it or remove it")
+    return width, height, colour
+
+
+def square_resized(img, size: int):
+    """A PIL image centre-cropped to a square (its shorter side) and resized to ``size`` x ``size`` (bilinear)."""
+    from PIL import Image
+
+    width, height = img.size
+    if width != height:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    return img if img.size == (size, size) else img.resize((size, size), Image.BILINEAR)
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W, C) -> uint8 (N, size, size, C), each image centre-cropped to a square and resized."""
+    from PIL import Image
+
+    if images.shape[1:3] == (size, size):
+        return images
+    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.uint8)
+    for i, image in enumerate(images):
+        resized = np.asarray(square_resized(Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image),
+                                            size), dtype=np.uint8)
+        out[i] = resized.reshape(size, size, images.shape[-1])
+    return out
+
+
+def check_image_size(image_size: int | None) -> None:
+    """Raise ``DataError`` unless ``image_size`` is None or an int in [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE]."""
+    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)
+                                   or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE):
+        raise DataError(f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} (the sizes every "
+                        f"model is built and tested for), got {image_size!r}: e.g. 32, or leave it empty")
+
+
 def _load_image(path: Path, size: int | None, mode: str | None) -> np.ndarray:
     """The image at ``path`` as uint8 (H, W, C), converted to ``mode`` (``L`` or ``RGB``; None: ``L`` for a
-    grayscale file, else ``RGB``) and resized to ``size`` x ``size`` when given. Its pixel count is checked against
-    ``MAX_IMAGE_PIXELS`` from the header, before anything is decoded."""
+    grayscale file, else ``RGB``) and, when ``size`` is given, centre-cropped to a square and resized to ``size`` x
+    ``size``. Its pixel count is checked against ``MAX_IMAGE_PIXELS`` from the header, before anything is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -196,9 +263,9 @@ def _load_image(path: Path, size: int | None, mode: str | None) -> np.ndarray:
                 if width * height > MAX_IMAGE_PIXELS:
                     raise DataError(f"{path} is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS} pixels "
                                     "per image (a guard against decompression bombs): shrink it or remove it")
-                img = img.convert(mode or ("L" if img.mode in {"L", "1", "I;16"} else "RGB"))
+                img = img.convert(mode or ("L" if img.mode in GRAY_MODES else "RGB"))
                 if size is not None:
-                    img = img.resize((size, size), Image.BILINEAR)
+                    img = square_resized(img, size)
                 array = np.asarray(img, dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise DataError(f"{path} is refused as a possible decompression bomb ({err}): shrink it or remove it") from err
@@ -249,7 +316,8 @@ def read_folder(source_dir: str | None, image_size: int | None = None, *,
 
     Args:
         source_dir: the folder.
-        image_size: resize every image to this square size (None: the first image's height).
+        image_size: the square side every image is centre-cropped and resized to (None:
+            ``DEFAULT_FOLDER_IMAGE_SIZE``, or the smallest image's shorter side when smaller).
         missing_value: the category given to empty or NA cells of ``attributes.csv``; None refuses them.
 
     Returns:
@@ -284,9 +352,16 @@ def read_folder(source_dir: str | None, image_size: int | None = None, *,
     attributes = pd.DataFrame(index=range(len(files)))
     if (root / ATTRIBUTES_FILE).is_file():
         attributes = _read_attributes(root / ATTRIBUTES_FILE, relpaths, missing_value)
-    first = _load_image(files[0], image_size, None)  # sets the mode and, without image_size, the size
-    size, mode = image_size or first.shape[0], ("L" if first.shape[-1] == 1 else "RGB")
-    images = np.stack([_load_image(p, size, mode) for p in files])
+    check_image_size(image_size)
+    probes = [_probe_image(p) for p in files]  # headers only: every image is checked before any is decoded
+    size = image_size or min(DEFAULT_FOLDER_IMAGE_SIZE, min(min(w, h) for w, h, _ in probes))
+    if size < MIN_IMAGE_SIZE:
+        raise DataError(f"{root} holds images smaller than {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels: remove them, or "
+                        f"give image_size ({MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}) to upscale")
+    mode = "RGB" if any(colour for _, _, colour in probes) else "L"
+    images = np.empty((len(files), size, size, 3 if mode == "RGB" else 1), dtype=np.uint8)
+    for i, path in enumerate(files):  # one image decoded at a time
+        images[i] = _load_image(path, size, mode)
     n = len(files)
     return SourceImages("folder", images, np.asarray(labels, dtype=np.int64), class_names, superclass_of,
                         np.array(["train"] * n), np.arange(n), attributes, content_ids=content_ids(files))

@@ -29,6 +29,11 @@ def int_arg(text: str) -> int:
     return int(value)
 
 
+def optional_int_arg(text: str) -> int | None:
+    """``int_arg``, or None for an empty string (an MLflow parameter left at its default ``""``)."""
+    return None if str(text).strip() == "" else int_arg(text)
+
+
 def float_arg(text: str) -> float:
     """A finite number (NaN and infinities refused)."""
     try:

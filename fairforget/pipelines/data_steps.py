@@ -24,7 +24,7 @@ from fairforget.components.plots import plot_distributions
 from fairforget.components.priors import TargetDistribution, build_target
 from fairforget.components.validation import ValidationResult, validate_dataset, validate_integrity
 from fairforget.components.versioning import dvc_md5_of_folder, md5_of_file
-from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg
+from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, optional_int_arg
 from fairforget.pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, run_cli, step_run
 
 log = logging.getLogger("fairforget")
@@ -160,13 +160,17 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int_arg, default=defaults.seed)
     parser.add_argument("--missing-value", default="",
                         help="dataset folder: the category for empty or NA cells of attributes.csv (default: refuse)")
+    parser.add_argument("--image-size", type=optional_int_arg, default=None,
+                        help="square side every image is centre-cropped and resized to, 4 to 128 (default: the "
+                             "source's own; a folder: 32, or its smallest image's shorter side when smaller)")
 
 
 def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     return DataConfig(dataset=args.dataset, source_dir=args.source_dir or None, train_size=args.train_size,
                       majority_superclass=args.majority_superclass or None, majority_fraction=args.majority_fraction,
                       test_size=args.test_size, audit_size=args.audit_size, reference_size=args.reference_size,
-                      seed=args.seed, missing_value=args.missing_value or None)
+                      seed=args.seed, missing_value=args.missing_value or None,
+                      image_size=args.image_size)
 
 
 def _add_balance_args(parser: argparse.ArgumentParser) -> None:

@@ -97,6 +97,7 @@ def test_a_round_trip_keeps_text_values_that_look_like_missing_or_numbers(tmp_pa
     (dict(train_size=100000), "not enough images"),
     (dict(majority_superclass="vehicles"), "not a superclass"),
     (dict(missing_value="unknown"), "missing_value is for dataset folder"),
+    (dict(image_size=200), "image_size must be an integer from 4 to 128"),
 ])
 def test_bad_data_configs_give_one_clear_error(small_data_config, change, message):
     from dataclasses import replace
@@ -252,3 +253,57 @@ def test_a_folder_without_majority_superclass_says_which_to_give(tmp_path):
     with pytest.raises(DataError, match=r"no default majority superclass: give majority_superclass "
                                         r"\(--majority-superclass\), one of \['accessories', 'apparel'\]"):
         prepare_dataset(config)
+
+
+def write_colour_photo_folder(root, per_class: int = 40, seed: int = 0):
+    """A folder as a user's own photos come: RGB, non-square and of mixed sizes (45 to 96 pixels a side), one
+    grayscale file among them, 4 classes in 2 superclasses, each class a colour and a bright quadrant."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    superclass_of = {"boot": "shoes", "sandal": "shoes", "shirt": "tops", "coat": "tops"}
+    tints = [(200, 60, 60), (60, 200, 60), (60, 60, 200), (200, 200, 60)]
+    for k, name in enumerate(superclass_of):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            height, width = int(rng.integers(55, 97)), int(rng.integers(55, 97))
+            image = rng.normal(50, 20, (height, width, 3))
+            top, left = (k // 2) * height // 2, (k % 2) * width // 2
+            image[top:top + height // 2, left:left + width // 2] += tints[k]
+            picture = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+            (picture.convert("L") if (k, i) == (0, 0) else picture).save(root / name / f"{i:03d}.jpg", quality=95)
+    (root / "superclasses.json").write_text(json.dumps(superclass_of))
+    return root
+
+
+def test_a_colour_photo_folder_is_cropped_and_resized_one_image_at_a_time(tmp_path):
+    """Without image_size a folder is resized to 32 (never upscaled); any size from 4 to 128 can be asked for;
+    every image is centre-cropped, so a tall photo keeps its proportions; one grayscale file makes no gray folder."""
+    from PIL import Image
+
+    root = write_colour_photo_folder(tmp_path / "photos", per_class=3)
+    source = read_source("folder", root)
+    assert source.images.shape == (12, 32, 32, 3) and source.images.dtype == np.uint8
+    assert read_source("folder", root, image_size=53).images.shape == (12, 53, 53, 3)
+    small = tmp_path / "small"
+    for name in ("a", "b"):
+        (small / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((20, 24), dtype=np.uint8)).save(small / name / "0.png")
+    assert read_source("folder", small).images.shape == (2, 20, 20, 1)  # the smallest side, not upscaled
+    # centre crop: a 40x20 image whose middle square is white, with black bands above and below
+    tall = np.zeros((40, 20), dtype=np.uint8)
+    tall[10:30] = 255
+    Image.fromarray(tall).save(small / "a" / "0.png")
+    assert read_source("folder", small, image_size=10).images[0].min() == 255
+    for bad in (3, 129, 32.5):
+        with pytest.raises(DataError, match="image_size must be an integer from 4 to 128"):
+            read_source("folder", root, image_size=bad)
+    assert "image_size" not in DataConfig().stored_record()  # data prepared before the option keeps its md5
+
+
+def test_image_size_resizes_a_built_in_source(small_data_config):
+    import dataclasses
+
+    prepared = prepare_dataset(dataclasses.replace(small_data_config, image_size=16))
+    assert prepared.images.shape[1:] == (16, 16, 1)
+    assert prepared.config["image_size"] == 16

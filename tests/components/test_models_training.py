@@ -25,12 +25,40 @@ def weights_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("name,channels,size", [("small_cnn", 1, 28), ("small_cnn", 1, 8), ("small_cnn", 3, 32),
-                                                ("resnet18", 3, 32), ("resnet18", 1, 8)])
-def test_classifiers_map_images_to_logits(name, channels, size):
+SIZES = [(1, 8), (3, 16), (1, 28), (3, 32), (3, 53), (3, 64), (1, 128)]
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+@pytest.mark.parametrize("channels,size", SIZES)
+def test_classifiers_map_images_of_any_supported_size_to_logits(name, channels, size):
     model = build_classifier(name, 10, channels, size, seed=0)
     out = model.eval()(torch.zeros(2, channels, size, size))
     assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("channels,size", SIZES)
+def test_the_autoencoder_reconstructs_images_of_any_supported_size(channels, size):
+    """Odd sizes (53) once crashed the encoder: its linear layer expected ceil(53/4)^2 features, the strided
+    convolutions left floor(53/4)^2. Non-square images work as well."""
+    from fairforget.components.generator.autoencoder import ConvAutoencoder
+
+    for height, width in ((size, size), (size, max(4, size // 2 + 1))):
+        model = ConvAutoencoder((height, width, channels), latent_dim=8, channels=(4, 8)).eval()
+        images = torch.rand(2, channels, height, width)
+        assert model.encode(images).shape == (2, 8)
+        assert model(images).shape == images.shape
+
+
+@pytest.mark.parametrize("channels,size", [(3, 53), (1, 28)])
+def test_the_onnx_export_matches_torch_at_odd_and_gray_sizes(channels, size, tmp_path):
+    from fairforget.components.export import EnsembleModule, export_onnx, onnx_predict
+
+    module = EnsembleModule([build_classifier("small_cnn", 4, channels, size, seed=s).eval() for s in (0, 1)])
+    images = np.random.default_rng(0).random((3, channels, size, size), dtype=np.float32)
+    path = export_onnx(module, torch.from_numpy(images[:1]), tmp_path / "m.onnx")
+    with torch.no_grad():
+        expected = module(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(onnx_predict(path, images), expected, atol=1e-5)
 
 
 def test_resnet18_is_adapted_to_32px():

@@ -148,6 +148,8 @@ BAD_INPUTS = [
     ("forget", ["forget", "--ids", "absent.txt"], "does not exist"),
     ("promote", ["promote", "--version", "1", "--model-name", "never-registered"], "never-registered"),
     ("prepare", ["prepare", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    ("prepare", ["prepare", "--image-size", "200"], "image_size must be an integer from 4 to 128"),
+    ("main", ["--image-size", "3"], "image_size must be an integer from 4 to 128"),
     ("validate", ["validate", "--rho", "0"], "rho must be positive"),
 ]
 

@@ -113,6 +113,28 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
         read_ids(request)
 
 
+def test_a_colour_photo_folder_runs_end_to_end_at_an_odd_image_size(tracking_uri, tmp_path):
+    """A user's own photos (RGB, non-square, mixed sizes) prepared at 53x53 go through every model: autoencoder,
+    denoiser, classifier, judge, SISA, audit, references and the ONNX export checked against the pyfunc."""
+    import numpy as np
+
+    from fairforget.components.data import DataConfig, prepare_dataset
+    from tests.components.test_data import write_colour_photo_folder
+
+    source = write_colour_photo_folder(tmp_path / "photos", per_class=60)
+    data = prepare_dataset(DataConfig(dataset="folder", source_dir=str(source), image_size=53, train_size=48,
+                                      majority_superclass="shoes", test_size=16, audit_size=32, reference_size=16))
+    assert data.images.shape[1:] == (53, 53, 3)
+    save_dataset(data, tmp_path / "data")
+    summary = run_pipeline(tiny_pipeline(tmp_path, min_accuracy=0.0))
+    assert summary["gate"] == "passed" and summary["registered_version"] == "1"
+    run = mlflow.MlflowClient().get_run(summary["run_id"])
+    assert run.data.metrics["export/onnx_max_abs_diff"] <= 1e-4
+    model = mlflow.pyfunc.load_model("models:/toy-classifier/1")
+    probabilities = np.asarray(model.predict(np.random.default_rng(0).random((2, 3, 53, 53), dtype=np.float32)))
+    assert probabilities.shape == (2, 4)
+
+
 def test_canaries_are_audited_every_iteration_and_the_gate_names_the_canary_check(tracking_uri, tmp_path):
     """The toy model is too weak to memorise its canaries: every iteration logs the canary audit, the audit has no
     demonstrated power, and the gate refuses its 'at chance' verdict, saying why."""

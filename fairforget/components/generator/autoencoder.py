@@ -1,8 +1,8 @@
 """A small convolutional autoencoder: images (N, C, H, W) in [0, 1] <-> latent vectors (N, latent_dim).
 
-The encoder halves the resolution twice with stride-2 convolutions (28 -> 14 -> 7) and projects to the latent;
-the decoder mirrors it with transposed convolutions and resizes to the exact input size when H or W is not a
-multiple of 4. It is the first stage of the CPU latent-diffusion design (Rombach et al. 2022, reduced to a
+The encoder halves the resolution twice with stride-2 convolutions (28 -> 14 -> 7; odd sizes round down,
+53 -> 26 -> 13) and projects to the latent; the decoder mirrors it with transposed convolutions and resizes to the
+exact input size when H or W is not a multiple of 4, so any size of at least 4x4 works, square or not. It is the first stage of the CPU latent-diffusion design (Rombach et al. 2022, reduced to a
 vector latent): the diffusion model then works on ``latent_dim`` numbers instead of H*W*C pixels.
 """
 
@@ -30,7 +30,7 @@ class ConvAutoencoder(nn.Module):
             raise ConfigError(f"the autoencoder needs images of at least 4x4 pixels, got {height}x{width}")
         c0, c1 = channels[0], channels[-1]
         self.image_shape = (height, width, in_channels)
-        self.bottleneck = (c1, math.ceil(height / 4), math.ceil(width / 4))
+        self.bottleneck = (c1, height // 2 // 2, width // 2 // 2)  # what two k4/s2/p1 convolutions leave
         flat = c1 * self.bottleneck[1] * self.bottleneck[2]
         self.encoder = nn.Sequential(
             nn.Conv2d(in_channels, c0, 3, padding=1), nn.SiLU(),
