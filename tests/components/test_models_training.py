@@ -178,3 +178,15 @@ def test_bad_images_are_refused():
     with pytest.raises(ValueError, match="optimizer"):
         fit_classifier(model, np.zeros((2, 8, 8, 1), np.uint8), np.zeros(2, np.int64),
                        TrainConfig(optimizer="lbfgs"), seed=0)
+
+
+@pytest.mark.parametrize("height,width", [(53, 53), (30, 17), (28, 28)])
+def test_the_pixel_unet_pads_sides_its_levels_cannot_halve_and_crops_back(height, width):
+    from fairforget.components.generator.denoiser import PixelUNetDenoiser
+
+    model = PixelUNetDenoiser((height, width, 3), (8, 16, 16), 1, 4, False, [4]).eval()
+    x = torch.randn(2, 3, height, width)
+    with torch.no_grad():
+        out = model(x, torch.tensor([3, 5]), torch.tensor([[0], [1]]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert [s % 4 for s in model.unet.config.sample_size] == [0, 0]

@@ -127,16 +127,17 @@ class LatentDenoiser(nn.Module):
 
 class PixelUNetDenoiser(nn.Module):
     """epsilon(x_t, t, condition) for images x (B, C, H, W) in [-1, 1]: a diffusers ``UNet2DModel`` whose class
-    embedding is our condition embedding (``class_embed_type="identity"``)."""
+    embedding is our condition embedding (``class_embed_type="identity"``). Sides that the UNet's levels cannot
+    halve evenly (53 with 3 levels) are zero-padded at the bottom and right to the next multiple of
+    2 ** (levels - 1) on the way in and cropped back on the way out, so any image size works."""
 
     def __init__(self, image_shape: tuple[int, int, int], channels: Sequence[int], layers_per_block: int,
                  norm_groups: int, attention: bool, cardinalities: Sequence[int], dropout: float = 0.0):
         super().__init__()
         height, width, in_channels = image_shape
         factor = 2 ** (len(channels) - 1)
-        if height % factor or width % factor:
-            raise ConfigError(f"a UNet with {len(channels)} levels needs image sides divisible by {factor}, got "
-                              f"{height}x{width}: use fewer unet_channels levels")
+        self.image_size = (height, width)
+        height, width = -(-height // factor) * factor, -(-width // factor) * factor
         levels = len(channels)
         down = ["DownBlock2D"] * levels
         up = ["UpBlock2D"] * levels
@@ -152,7 +153,12 @@ class PixelUNetDenoiser(nn.Module):
         self.condition_embedding = ConditionEmbedding(cardinalities, time_embed_dim)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return self.unet(x, timesteps, class_labels=self.condition_embedding(codes)).sample
+        height, width = self.image_size
+        padded_height, padded_width = self.unet.config.sample_size
+        if (padded_height, padded_width) != (height, width):
+            x = torch.nn.functional.pad(x, (0, padded_width - width, 0, padded_height - height))
+        out = self.unet(x, timesteps, class_labels=self.condition_embedding(codes)).sample
+        return out[..., :height, :width]
 
 
 def draw_conditions(space: ConditionSpace, manifest: pd.DataFrame, class_counts: dict[str, int],
