@@ -59,10 +59,24 @@ def append_to_ledger(path: str | os.PathLike, ids: Sequence[str], *, request_id:
         return 0
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rows = pd.DataFrame({"id": new, "request_id": request_id, "time": stamp, "model_version": str(model_version)})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pd.concat([table, rows], ignore_index=True).to_csv(tmp, index=False, lineterminator="\n")
-    tmp.replace(path)
+    write_ledger(path, pd.concat([table, rows], ignore_index=True))
     return len(new)
+
+
+def write_ledger(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    """Write ``table`` (the ledger's columns) to ``path`` atomically: a temporary sibling, fsynced, then renamed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    table[list(LEDGER_COLUMNS)].to_csv(tmp, index=False, lineterminator="\n")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def merge_ledgers(local: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """``local`` followed by the rows of ``other`` whose ids it lacks (a ledger only grows)."""
+    extra = other[~other["id"].isin(set(local["id"]))]
+    return pd.concat([local, extra], ignore_index=True)[list(LEDGER_COLUMNS)]
 
 
 def apply_ledger(dataset: Dataset, ids: set[str]) -> Dataset:

@@ -19,11 +19,12 @@ import mlflow
 from fairforget.components.bias import BalanceConfig, BiasReport, measure_bias
 from fairforget.components.data import DataConfig, prepare_dataset
 from fairforget.components.dataset import Dataset, atomic_folder, load_dataset, write_dataset_files
-from fairforget.components.ledger import apply_ledger, expected_split_sizes, ledger_ids, ledger_path
+from fairforget.components.ledger import apply_ledger, expected_split_sizes
 from fairforget.components.plots import plot_distributions
 from fairforget.components.priors import TargetDistribution, build_target
 from fairforget.components.validation import ValidationResult, validate_dataset, validate_integrity
 from fairforget.components.versioning import dvc_md5_of_folder, md5_of_file
+from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, optional_int_arg
 from fairforget.pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, run_cli, step_run
 
@@ -46,7 +47,7 @@ def load_current_data(data_dir: str | Path) -> Dataset:
     A folder that still holds deleted records (an older DVC version checked out) is used without them, and the log
     says to rewrite it (``prepare``)."""
     dataset = load_dataset(data_dir)
-    deleted = ledger_ids(ledger_path(data_dir))
+    deleted = checked_ledger_ids(data_dir, ledger_source(dataset.config))
     kept = apply_ledger(dataset, deleted)
     if len(kept) < len(dataset):
         log.warning("%s still holds %d records deleted on request: they are left out; run the prepare step to "
@@ -65,7 +66,8 @@ def run_prepare(config: DataConfig, data_dir: str | Path = "data", track: bool =
     """
     config.validate()
     data_dir = Path(data_dir)
-    dataset = apply_ledger(prepare_dataset(config), ledger_ids(ledger_path(data_dir)))
+    deleted = checked_ledger_ids(data_dir, ledger_source(config.stored_record()))
+    dataset = apply_ledger(prepare_dataset(config), deleted)
     with atomic_folder(data_dir) as staged:
         write_dataset_files(dataset, staged)
         checked = validate_integrity(load_dataset(staged), expected_sizes=expected_split_sizes(dataset.config))

@@ -66,6 +66,7 @@ from fairforget.pipelines.cli import OneLineParser, str2bool
 from fairforget.pipelines.config import PipelineConfig
 from fairforget.pipelines.data_steps import dvc_track
 from fairforget.pipelines.faults import fault_point
+from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source, mirror_ledger, restore_ledger
 from fairforget.pipelines.loop import (
     CONFIG_FILE,
     PROGRESS_FILE,
@@ -198,7 +199,7 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
     with exclusive(project_path(config.outputs_dir) / ".locks" / f"{model_name}.lock", f"the model {model_name}"), \
             exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
         dataset = load_dataset(data_dir)
-        deleted_before = ledger_ids(ledger)
+        deleted_before = checked_ledger_ids(data_dir, ledger_source(dataset.config))
         known = set(dataset.split("train").ids.astype(str)) | deleted_before
         unknown = [i for i in ids if i not in known]
         if unknown:
@@ -329,6 +330,7 @@ def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_ve
     ledger = ledger_path(data_dir)
     added = append_to_ledger(ledger, ids, request_id=request_id, model_version=model_version)
     dataset = load_dataset(data_dir)
+    mirror_ledger(data_dir, ledger_source(dataset.config), request_id)
     save_dataset(apply_ledger(dataset, ledger_ids(ledger)), data_dir)
     dvc_track(data_dir)
     dvc_track(ledger)
@@ -397,12 +399,41 @@ def main(argv: list[str] | None = None) -> int:
     prom.add_argument("--version", required=True)
     prom.add_argument("--model-name", default="fairforget-classifier")
     prom.add_argument("--policy-file", default=POLICY_FILE, help="the registry policy in force")
+    restore = sub.add_parser("restore-ledger", help="write the tracking store's mirror of the deletion ledger back")
+    restore.add_argument("--data-dir", default="data", help="the data folder whose ledger (beside it) is restored")
+    restore.add_argument("--dataset", default="", help="the source's data set (default: the data folder's own)")
+    restore.add_argument("--source-dir", default="", help="the source folder of dataset folder or celeba")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "forget":
         return run_cli(lambda: serve_deletion_request(read_ids(args.ids), args.model_name, args.alias,
                                                       refresh_generator=args.refresh_generator))
+    if args.command == "restore-ledger":
+        return run_cli(lambda: restore_ledger_step(args.data_dir, args.dataset or None, args.source_dir or None))
     return run_cli(lambda: promote_version(args.model_name, args.version, args.policy_file))
+
+
+def restore_ledger_step(data_dir: str, dataset: str | None = None, source_dir: str | None = None) -> None:
+    """``restore-ledger``: the mirror's rows written back into the ledger beside ``data_dir`` (under the data
+    folder's lock, DVC-tracked when it is the project's); the source is ``dataset``/``source_dir``, else the one
+    the data folder was prepared from, else the default data set."""
+    from fairforget.components.data import DataConfig
+    from fairforget.components.ledger import ledger_path
+
+    configure_tracking()
+    folder = project_path(data_dir)
+    if dataset:
+        record = {"dataset": dataset, "source_dir": source_dir}
+    else:
+        try:
+            record = load_dataset(folder).config
+        except DataError:
+            record = DataConfig().stored_record()
+    source = ledger_source(record)
+    with exclusive(data_lock(folder), f"the data folder {folder}"):
+        restored = restore_ledger(folder, source)
+        dvc_track(ledger_path(folder))
+    print(f"restore-ledger: {restored} records of {source!r} written back into {ledger_path(folder)}")
 
 
 def promote_version(model_name: str, version: str, policy_file: str = POLICY_FILE) -> None:

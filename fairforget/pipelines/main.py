@@ -41,7 +41,7 @@ from fairforget.components.forgetting import (
     evaluate_model,
     shard_fit_accuracies,
 )
-from fairforget.components.ledger import ledger_ids, ledger_path, without_ledger_record
+from fairforget.components.ledger import without_ledger_record
 from fairforget.components.locks import exclusive
 from fairforget.components.plots import (
     plot_attack_vs_forgotten,
@@ -54,6 +54,7 @@ from fairforget.components.sisa.model import SisaModel
 from fairforget.pipelines.augment import log_dependence, run_augment
 from fairforget.pipelines.config import PipelineConfig, build_parser, config_from_args
 from fairforget.pipelines.data_steps import ValidationOutcome, run_prepare, run_validate
+from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source
 from fairforget.pipelines.faults import fault_point
 from fairforget.pipelines.loop import (
     CONFIG_FILE,
@@ -107,7 +108,11 @@ class Balanced:
 def prepare_and_validate(config: PipelineConfig, data_dir: Path) -> tuple[str, ValidationOutcome, Dataset]:
     """Steps prepare (unless the folder already holds this data set) and validate; returns (md5, outcome, data)."""
     if not config.prepare:
-        load_dataset(data_dir)  # fails clearly when the folder holds no data set
+        held = load_dataset(data_dir)  # fails clearly when the folder holds no data set
+        deleted = checked_ledger_ids(data_dir, ledger_source(held.config)) & set(held.ids.astype(str))
+        if deleted:
+            raise DataError(f"{data_dir} holds {len(deleted)} records deleted on request (an older version checked "
+                            "out?): run with prepare (the default) to rewrite it without them")
         log.info("prepare: skipped; using the data set in %s as it is", data_dir)
     elif _data_is_current(data_dir, config.data):
         log.info("prepare: %s already holds the data set for this config; reusing it", data_dir)
@@ -307,7 +312,7 @@ def _data_is_current(data_dir: Path, config: DataConfig) -> bool:
         dataset = load_dataset(data_dir)
     except DataError:
         return False
-    deleted = ledger_ids(ledger_path(data_dir))
+    deleted = checked_ledger_ids(data_dir, ledger_source(config.stored_record()))
     return (without_ledger_record(dataset.config) == config.stored_record()
             and not deleted & set(dataset.ids.astype(str)))
 

@@ -92,3 +92,42 @@ def test_prepare_leaves_out_the_records_of_the_deletion_ledger_and_validation_ex
     assert not set(deleted) & set(prepared.ids) and len(prepared.split("train")) == 97
     assert prepared.config["ledger"] == {"train": 3}
     assert run_validate(BalanceConfig(), data_dir).validation.integrity_ok  # 97 train records are expected now
+
+
+def test_a_lost_or_rolled_back_ledger_is_refused_against_the_tracking_stores_mirror(tracking_uri, tmp_path,
+                                                                                    small_data_config, capsys):
+    """Losing forgotten.csv, or checking out an older one, must not bring deleted records back: the ledger is
+    mirrored in the tracking store, and prepare, main and every data load refuse a local ledger behind it."""
+    import mlflow
+
+    from fairforget.components.dataset import load_dataset
+    from fairforget.components.ledger import append_to_ledger, ledger_ids, ledger_path
+    from fairforget.pipelines.data_steps import load_current_data
+    from fairforget.pipelines.forget import main as forget_main
+    from fairforget.pipelines.ledger_mirror import LEDGER_EXPERIMENT
+
+    data_dir = tmp_path / "data"
+    run_prepare(small_data_config, data_dir, track=False)
+    deleted = list(load_dataset(data_dir).split("train").ids[:3])
+    ledger = ledger_path(data_dir)
+    append_to_ledger(ledger, deleted[:2], request_id="r1", model_version="2")
+    assert not set(deleted[:2]) & set(load_current_data(data_dir).ids)  # a local ledger ahead: the mirror catches up
+    append_to_ledger(ledger, deleted[2:], request_id="r2", model_version="3")
+    run_prepare(small_data_config, data_dir, track=False)
+    mirrors = mlflow.search_runs(experiment_names=[LEDGER_EXPERIMENT])
+    assert sorted(mirrors["tags.ledger_rows"].astype(int)) == [2, 3]
+    assert set(mirrors["tags.ledger_source"]) == {"fashion_mnist:" + small_data_config.source_dir.split("/")[-1]}
+
+    full = ledger.read_text()
+    ledger.unlink()  # lost
+    with pytest.raises(DataError, match=r"forgotten.csv is missing: the tracking store's mirror .* lists 3 records "
+                                        r"deleted on request.*dvc pull forgotten.csv.dvc.*restore-ledger"):
+        run_prepare(small_data_config, data_dir, track=False)
+    ledger.write_text("\n".join(full.splitlines()[:-1]) + "\n")  # an older version: the last request's row gone
+    with pytest.raises(DataError, match="lacks 1 of them"):
+        load_current_data(data_dir)
+    assert forget_main(["restore-ledger", "--data-dir", str(data_dir)]) == 0
+    assert "1 records of 'fashion_mnist:" in capsys.readouterr().out
+    assert ledger_ids(ledger) == set(deleted)
+    run_prepare(small_data_config, data_dir, track=False)
+    assert not set(deleted) & set(load_dataset(data_dir).ids)

@@ -102,6 +102,17 @@ def test_requests_mixing_live_and_forgotten_ids_delete_everywhere_and_the_champi
     rerun = run_pipeline(tiny_pipeline(tmp_path))
     assert not ledger_ids(ledger_path(data_dir)) & live_ids(rerun["registered_version"])
 
+    # every served request mirrored the ledger in the tracking store: losing it refuses the next request and run
+    from fairforget.components.dataset import DataError
+    from fairforget.pipelines.ledger_mirror import LEDGER_EXPERIMENT
+
+    assert sorted(mlflow.search_runs(experiment_names=[LEDGER_EXPERIMENT])["tags.ledger_rows"].astype(int)) == [4, 6]
+    ledger_path(data_dir).unlink()
+    with pytest.raises(DataError, match="forgotten.csv is missing: .* lists 6 records deleted on request"):
+        serve_deletion_request(live[5:6], MODEL)
+    with pytest.raises(DataError, match="forgotten.csv is missing"):
+        run_pipeline(tiny_pipeline(tmp_path))
+
 
 def test_a_rejected_request_unserves_the_champion_stays_open_and_can_be_retried(champion, capsys):
     tmp_path, live, _ = champion
