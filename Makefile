@@ -22,7 +22,7 @@ export GX_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: env install fashion-mnist postgres setup run test test-slow lint results docs ui dvc-push clean-env
+.PHONY: env install fashion-mnist postgres setup run test test-integration test-all test-slow lint results docs ui dvc-push clean-env
 
 env: $(VENV)/.complete
 
@@ -80,8 +80,15 @@ run: setup
 	@echo "MLflow UI: $(PY) -m mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 	@echo "DVC:      $(PY) -m dvc status && $(PY) -m dvc push"
 
-test: setup postgres
-	"$(PY)" -m pytest -q
+# Two tiers: `make test` (components, entry points, data steps, audits: minutes) and the integration tier (whole
+# toy-pipeline runs, kill-and-resume tests, real MLflow/Ray/S3 servers). `make test-all` runs both; CI runs it.
+test: setup
+	"$(PY)" -m pytest -q -m "not integration"
+
+test-integration: setup postgres
+	"$(PY)" -m pytest -q -m integration
+
+test-all: test test-integration
 
 # The linter (requirements-dev.txt, its own small cached environment) and the repository's size rule: no tracked
 # file above 1 MB (data lives in DVC, binaries nowhere).

@@ -13,6 +13,7 @@ Each class also derives from the built-in exception a caller would expect (``Val
     +-- UnlearningNotExactError  an unlearned shard differs from one retrained from scratch (RuntimeError)
     +-- ResumeError            a run cannot be resumed from its saved state (RuntimeError)
     +-- PromotionRefused       a registered version may not become champion (ValueError)
+    +-- ToolError              an external tool (DVC) failed; the message carries its own (RuntimeError)
 """
 
 from __future__ import annotations
@@ -52,3 +53,7 @@ class ResumeError(FairforgetError, RuntimeError):
 
 class PromotionRefused(FairforgetError, ValueError):
     """A registered version may not become champion; the message gives the rule it breaks."""
+
+
+class ToolError(FairforgetError, RuntimeError):
+    """An external tool the step runs (``dvc add``) failed; the message carries the tool's own message."""

@@ -34,10 +34,12 @@ from fairforget.components.generator import Generator
 from fairforget.components.plots import plot_dependence, plot_distributions, plot_image_grid
 from fairforget.components.priors import build_target
 from fairforget.components.versioning import dvc_md5_of_folder
+from fairforget.errors import ConfigError, ToolError
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import log_figure, log_json, run_cli, step_run
 from fairforget.pipelines.train_generator import (
+    ARTIFACT,
     add_generator_arguments,
     generator_config_from_args,
     get_or_train_generator,
@@ -147,9 +149,40 @@ def dvc_add_folder(folder: Path) -> Path:
     completed = subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", folder.name], cwd=folder.parent,
                                capture_output=True, text=True)
     if completed.returncode != 0:
-        raise RuntimeError(f"`dvc add {folder}` failed: {completed.stderr.strip() or completed.stdout.strip()} "
-                           "(is this a DVC repository? is a parent folder already tracked?)")
+        message = " ".join((completed.stderr.strip() or completed.stdout.strip()).split())
+        raise ToolError(f"`dvc add {folder}` failed: {message} (is this a DVC repository? is a parent folder "
+                        "already tracked?)")
     return folder.with_name(folder.name + ".dvc")
+
+
+def check_output_dir(output_dir: str | Path, data_dir: str | Path) -> None:
+    """Refuse an ``output_dir`` that is the data folder, inside it, or holds it: writing there would replace the
+    data without its lock and without the deletion ledger's checks."""
+    out, data = Path(output_dir).resolve(), Path(data_dir).resolve()
+    if out == data or data in out.parents or out in data.parents:
+        raise ConfigError(f"output_dir {output_dir} would overwrite the data folder {data_dir}: write the augmented "
+                          "set to a folder of its own, e.g. augmented")
+
+
+def check_dvc_repository(folder: Path) -> None:
+    """Refuse ``--dvc-add true`` before any work when ``folder`` is not inside a DVC repository."""
+    completed = subprocess.run([sys.executable, "-m", "dvc", "root"], cwd=folder, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise ConfigError(f"dvc_add=true needs output_dir inside a DVC repository, and {folder} is in none: run "
+                          "`dvc init` there, or leave dvc_add false")
+
+
+def check_generator_run(run_id: str) -> None:
+    """Refuse a ``generator_run_id`` that names no run of the tracking store, or a run without a generator."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    except MlflowException as err:
+        raise ConfigError(f"generator_run_id {run_id!r} names no run of the tracking store "
+                          f"{mlflow.get_tracking_uri()}: give the run id of a train_generator run") from err
+    if ARTIFACT not in artifacts:
+        raise ConfigError(f"run {run_id} holds no {ARTIFACT}/ artifact: give the run id of a train_generator run")
 
 
 def run(argv: Sequence[str] | None = None) -> dict:
@@ -176,15 +209,22 @@ def run(argv: Sequence[str] | None = None) -> dict:
     config.validate()  # before any expensive work
     generator_config = generator_config_from_args(args)
     generator_config.validate()
+    check_output_dir(args.output_dir, args.data_dir)
+    if args.dvc_add:
+        check_dvc_repository(Path(args.output_dir).resolve().parent)
+    attributes = [a.strip() for a in args.attributes.split(",") if a.strip()]
     dataset = load_current_data(args.data_dir)
+    reference = dataset.split("reference")
+    build_target(dataset.split("train").manifest, attributes, prior=args.prior, structure=args.structure,
+                 reference_manifest=reference.manifest if len(reference) else None, seed=config.seed)  # refuses now
     data_md5 = dvc_md5_of_folder(args.data_dir)
     if args.generator_run_id:
+        check_generator_run(args.generator_run_id)
         generator = load_generator_from_run(args.generator_run_id)
         generator.config = replace(generator.config, guidance_interval=generator_config.guidance_interval)
     else:
         generator, _ = get_or_train_generator(dataset, data_md5, generator_config, args.retrain,
                                               data_dir=args.data_dir)
-    attributes = [a.strip() for a in args.attributes.split(",") if a.strip()]
     result = run_augment(dataset, generator, attributes, config, args.output_dir, prior=args.prior,
                          structure=args.structure, data_dir=args.data_dir, data_md5=data_md5, force=args.force,
                          dvc_add=args.dvc_add)

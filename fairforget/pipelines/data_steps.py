@@ -24,6 +24,7 @@ from fairforget.components.plots import plot_distributions
 from fairforget.components.priors import TargetDistribution, build_target
 from fairforget.components.validation import ValidationResult, validate_dataset, validate_integrity
 from fairforget.components.versioning import dvc_md5_of_folder, md5_of_file
+from fairforget.errors import ToolError
 from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, optional_int_arg
 from fairforget.pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, run_cli, step_run
@@ -37,7 +38,12 @@ def dvc_track(path: Path) -> str:
     path = Path(path)
     dvc_file = path.with_name(path.name + ".dvc")
     if (PROJECT_ROOT / ".dvc").is_dir() and path.resolve().parent == PROJECT_ROOT.resolve():
-        subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", path.name], cwd=PROJECT_ROOT, check=True)
+        completed = subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", path.name], cwd=PROJECT_ROOT,
+                                   capture_output=True, text=True)
+        if completed.returncode != 0:
+            message = " ".join((completed.stderr.strip() or completed.stdout.strip()).split())
+            raise ToolError(f"`dvc add {path.name}` failed in {PROJECT_ROOT}: {message}; fix DVC (`dvc doctor`) "
+                            "and run the step again")
         log.info("dvc: %s tracked by %s", path.name, dvc_file.name)
     return md5_of_file(path) if path.is_file() else dvc_md5_of_folder(path)
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from sklearn.metrics import roc_curve
 
 from benchmarks.study import BASELINES, oracle_success, oversampled_training_set, study_one_config
@@ -39,6 +40,7 @@ def test_student_t_interval_matches_scipy():
     assert np.isclose(mean - half, low) and np.isclose(mean + half, high)
 
 
+@pytest.mark.integration  # the whole pipeline and its baselines: `make test-all`
 def test_study_reproduces_the_pipeline_and_writes_the_page(tracking_uri, tmp_path):
     config = tiny_pipeline(tmp_path, min_accuracy=0.0)
     # raises when the retrained S* model differs from the pipeline's iteration 0

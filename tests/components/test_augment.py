@@ -324,3 +324,29 @@ def test_command_lines_train_reuse_and_augment(tracking_uri, tmp_path, capsys):
     assert augment_step.main(small + ["--output-dir", str(tmp_path / "never"), "--rho", "0"]) == 2
     assert "error: rho must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--output-dir", "DATA"], "would overwrite the data folder"),
+    (["--prior", "zipf"], "unknown prior 'zipf'"),
+    (["--attributes", "colour"], "attributes ['colour'] are not columns of the data"),
+    (["--generator-run-id", "0123456789abcdef0123456789abcdef"], "names no run of the tracking store"),
+    (["--dvc-add", "true"], "needs output_dir inside a DVC repository"),
+])
+def test_augment_refuses_bad_inputs_in_one_line_before_any_generator_work(extra, message, tracking_uri, tmp_path,
+                                                                          capsys):
+    """A bad prior, attribute, generator run, output folder or DVC set-up used to surface after the generator
+    trained (minutes): each is now one line and exit code 2, and nothing is trained or written."""
+    import mlflow
+
+    from fairforget.pipelines import augment as augment_step
+
+    data_dir = save_dataset(make_toy_dataset(), tmp_path / "data")
+    extra = [str(data_dir) if word == "DATA" else word for word in extra]
+    output = ["--output-dir", str(tmp_path / "out")] if "--output-dir" not in extra else []
+    capsys.readouterr()
+    code = augment_step.main(["--data-dir", str(data_dir), "--train-steps", "5", *output, *extra])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert mlflow.search_runs(search_all_experiments=True).empty  # no generator trained, no run opened
+    assert not (tmp_path / "out").exists()

@@ -26,6 +26,8 @@ from fairforget.pipelines.main import run_pipeline
 from fairforget.pipelines.registry import CHAMPION
 from tests.pipelines.test_pipeline import tiny_pipeline
 
+pytestmark = pytest.mark.integration  # whole pipeline runs, kill tests or real servers: `make test-all`
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "toy-classifier"
 

@@ -20,6 +20,8 @@ from fairforget.pipelines.forget import serve_deletion_request
 from fairforget.pipelines.loop import project_path
 from fairforget.pipelines.main import run_pipeline
 
+pytestmark = pytest.mark.integration  # whole pipeline runs, kill tests or real servers: `make test-all`
+
 ATTACKS = ("mloss", "mmean")
 
 

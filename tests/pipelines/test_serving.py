@@ -13,12 +13,15 @@ from contextlib import contextmanager
 
 import mlflow
 import numpy as np
+import pytest
 
 from fairforget.components.dataset import load_dataset
 from fairforget.pipelines.forget import serve_deletion_request
 from fairforget.pipelines.main import run_pipeline
 from tests.pipelines.test_deletion import MODEL, live_ids, promote
 from tests.pipelines.test_pipeline import tiny_pipeline
+
+pytestmark = pytest.mark.integration  # whole pipeline runs, kill tests or real servers: `make test-all`
 
 CHAMPION_URI = f"models:/{MODEL}@champion"
 

@@ -15,6 +15,8 @@ import yaml
 
 from tests.scale_out.helpers import BIN, DOCKER, ROOT, free_port
 
+pytestmark = pytest.mark.integration  # whole pipeline runs, kill tests or real servers: `make test-all`
+
 
 def dvc(*args: str, cwd: Path, env: dict[str, str]) -> str:
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True,

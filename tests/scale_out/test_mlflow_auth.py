@@ -17,6 +17,8 @@ from tests.scale_out.helpers import (
     stack_mlflow_server,
 )
 
+pytestmark = pytest.mark.integration  # whole pipeline runs, kill tests or real servers: `make test-all`
+
 
 @pytest.fixture
 def as_user(monkeypatch):

@@ -26,6 +26,8 @@ from tests.scale_out.helpers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.integration  # whole pipeline runs, kill tests or real servers: `make test-all`
+
 
 def postgres_bin() -> Path | None:
     """The newest /usr/lib/postgresql/<version>/bin holding initdb (Debian's layout), or None."""

@@ -9,6 +9,8 @@ import pytest
 
 from tests.scale_out.helpers import http_status, operator_env, run_mlflow_users, stack_mlflow_server
 
+pytestmark = pytest.mark.integration  # whole pipeline runs, kill tests or real servers: `make test-all`
+
 EXPERIMENT, MODEL = "fairforget-scale-out-test", "toy-classifier"
 
 

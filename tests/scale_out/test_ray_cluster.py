@@ -25,6 +25,8 @@ from tests.scale_out.helpers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.integration  # whole pipeline runs, kill tests or real servers: `make test-all`
+
 
 def ray_health(address: str, env: dict[str, str]) -> bool:
     command = [str(BIN / "ray"), "health-check", "--address", address]
