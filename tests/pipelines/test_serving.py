@@ -1,6 +1,7 @@
 """Serving the champion: `mlflow models serve -m models:/<name>@champion` on loopback answers the documented request
 (docs/pipeline.md#serving) with the registered pyfunc's probabilities, in a process that refuses pickled models;
-after a deletion request is served and promoted, a server started on `@champion` answers with the new version."""
+the serve step (`python -m fairforget.pipelines.serve`) answers 503 before any promotion, then the champion's
+probabilities with its version, and follows champion to the new version a served deletion request registers."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 
@@ -71,21 +73,68 @@ def documented_request(url: str, images_uint8: np.ndarray) -> np.ndarray:
         return np.asarray(json.load(answer)["predictions"], dtype=np.float32)
 
 
-def test_the_champion_is_served_and_a_server_started_after_a_promotion_follows_it(tracking_uri, tmp_path):
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f} s"
+        time.sleep(0.5)
+
+
+def follower_answer(url: str, images_uint8: np.ndarray) -> tuple[int, dict]:
+    inputs = (images_uint8.transpose(0, 3, 1, 2) / 255.0).astype("float32")
+    request = urllib.request.Request(f"{url}/invocations", json.dumps({"inputs": inputs.tolist()}).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+    except OSError:
+        return 0, {}
+
+
+def test_the_champion_is_served_and_the_serve_step_follows_it_through_a_promotion_and_a_deletion(tracking_uri,
+                                                                                               tmp_path):
     summary = run_pipeline(tiny_pipeline(tmp_path))
-    assert summary["registered_version"] == "1" and promote(tmp_path, 1) == 0
+    assert summary["registered_version"] == "1"
     images = load_dataset(tmp_path / "data").split("test").images[:6]
     inputs = (images.transpose(0, 3, 1, 2) / 255.0).astype("float32")
     version_1 = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(inputs)
-    with served(CHAMPION_URI, tracking_uri) as url:
-        answer = documented_request(url, images)
-    assert answer.shape == version_1.shape == (6, 4)
-    np.testing.assert_allclose(answer, version_1, atol=1e-6)
-    np.testing.assert_allclose(answer.sum(axis=1), 1.0, atol=1e-5)
 
-    # a served deletion registers version 2; promoted, it is what a server on @champion answers with
-    live = sorted(i for i in live_ids(1) if i.startswith("toy-train"))
-    assert serve_deletion_request(live[:3], MODEL)["registered_version"] == "2" and promote(tmp_path, 2) == 0
-    version_2 = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(inputs)
-    with served(CHAMPION_URI, tracking_uri) as url:
-        np.testing.assert_allclose(documented_request(url, images), version_2, atol=1e-6)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    follower = subprocess.Popen([sys.executable, "-m", "fairforget.pipelines.serve", "--model-name", MODEL,
+                                 "--port", str(port), "--poll-seconds", "1"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # nothing promoted yet: a clear "no approved model"
+        status, body = wait_for(lambda: (lambda a: a if a[0] else None)(follower_answer(url, images)), 60,
+                                "the serve step did not answer")
+        assert status == 503 and "no approved model" in body["error"]
+
+        assert promote(tmp_path, 1) == 0
+        status, body = wait_for(lambda: (lambda a: a if a[0] == 200 else None)(follower_answer(url, images)), 180,
+                                "the serve step did not follow the promotion")
+        assert body["version"] == "1"
+        np.testing.assert_allclose(np.asarray(body["predictions"], dtype=np.float32), version_1, atol=1e-6)
+        # MLflow's own server on @champion answers the documented request the same
+        with served(CHAMPION_URI, tracking_uri) as plain:
+            np.testing.assert_allclose(documented_request(plain, images), version_1, atol=1e-6)
+
+        # a served deletion moves champion to version 2: the serve step answers with it, without a restart
+        live = sorted(i for i in live_ids(1) if i.startswith("toy-train"))
+        assert serve_deletion_request(live[:3], MODEL)["served"] == "champion -> version 2"
+        version_2 = mlflow.pyfunc.load_model(f"models:/{MODEL}/2").predict(inputs)
+        moved = time.monotonic()
+        status, body = wait_for(lambda: (lambda a: a if a[1].get("version") == "2" else None)(
+            follower_answer(url, images)), 180, "the serve step did not follow the deletion request")
+        print(f"the serve step followed champion to version 2 in {time.monotonic() - moved:.1f} s")
+        assert status == 200
+        np.testing.assert_allclose(np.asarray(body["predictions"], dtype=np.float32), version_2, atol=1e-6)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=60)

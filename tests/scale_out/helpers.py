@@ -238,7 +238,7 @@ def run_mlflow_users(url: str, env_values: dict[str, str], *arguments: str) -> s
 
 
 # ---- the files ----------------------------------------------------------------------------------------------------
-LONG_RUNNING = {"postgres", "minio", "mlflow", "ray-head", "ray-worker"}
+LONG_RUNNING = {"postgres", "minio", "mlflow", "ray-head", "ray-worker", "serve"}
 ONE_SHOT = {"secrets-check", "minio-buckets", "mlflow-users", "pipeline", "pipeline-gpu"}
 
 

@@ -228,8 +228,9 @@ def test_every_published_port_binds_to_loopback_unless_the_operator_opts_in():
                 assert host == "127.0.0.1", (name, port)
             assert interpolate(port, {**env, "BIND_ADDRESS": "0.0.0.0"}).startswith("0.0.0.0:")  # the opt-in
             published.add((name, container))
-    # MLflow (login required), MinIO's S3 API and console (MinIO's root credentials); nothing of Ray
-    assert published == {("mlflow", "5000"), ("minio", "9000"), ("minio", "9001")}
+    # MLflow (login required), MinIO's S3 API and console (MinIO's root credentials), the champion's predictions
+    # (serve: no login, loopback by default); nothing of Ray
+    assert published == {("mlflow", "5000"), ("minio", "9000"), ("minio", "9001"), ("serve", "5001")}
     assert "ports" not in services["ray-head"] and "ports" not in services["ray-worker"]
     assert not {"RAY_CLIENT_PORT", "RAY_DASHBOARD_PORT"} & set(env)
 
