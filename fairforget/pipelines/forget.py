@@ -195,7 +195,6 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
                         "registered by this project's pipeline on this machine can serve deletion requests")
     config = PipelineConfig.from_dict(json.loads((state_dir / CONFIG_FILE).read_text()))
     data_dir = project_path(tags.get("data_dir", config.data_dir))
-    ledger = ledger_path(data_dir)
     with exclusive(project_path(config.outputs_dir) / ".locks" / f"{model_name}.lock", f"the model {model_name}"), \
             exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
         dataset = load_dataset(data_dir)
