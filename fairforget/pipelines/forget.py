@@ -39,10 +39,12 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from fairforget.components.bias import measure_bias
 from fairforget.components.canaries import inserted_canary_count, with_canaries
+from fairforget.components.copies import image_digests
 from fairforget.components.dataset import load_dataset, read_ids, save_dataset
 from fairforget.components.forgetting import replenish_seed_base
 from fairforget.components.gate import (
@@ -65,6 +67,7 @@ from fairforget.errors import DataError, PromotionRefused
 from fairforget.pipelines.cli import OneLineParser, str2bool
 from fairforget.pipelines.config import PipelineConfig
 from fairforget.pipelines.data_steps import dvc_track
+from fairforget.pipelines.deletion_report import CLEAN, deletion_report, purge_copies
 from fairforget.pipelines.faults import fault_point
 from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source, mirror_ledger, restore_ledger
 from fairforget.pipelines.loop import (
@@ -199,6 +202,7 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
             exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
         dataset = load_dataset(data_dir)
         deleted_before = checked_ledger_ids(data_dir, ledger_source(dataset.config))
+        deleted_images = dataset.images[np.isin(dataset.ids.astype(str), list(ids))]  # for the deletion report
         known = set(dataset.split("train").ids.astype(str)) | deleted_before
         unknown = [i for i in ids if i not in known]
         if unknown:
@@ -252,7 +256,34 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
             if holding:
                 print(f"forget: versions {holding} retired (model artifacts and SISA state deleted; tombstones kept)")
             summary["already_forgotten"] = len(already)
+            summary["deletion_report"] = report_deletion(ids, deleted_images, data_dir, config, model_name, holding,
+                                                         summary["registered_version"], new_state, run.info.run_id)
             return summary
+
+
+def report_deletion(ids, deleted_images, data_dir, config, model_name, holding, new_version, new_state,
+                    request_id) -> str:
+    """Purge what is left, search every store for the deleted images, log ``deletion_report.json`` to the request's
+    run and tag the new version with the verdict (``deletion_report``); ``deletion_request`` is ``served`` only
+    when the report is clean, else ``incomplete``. Returns the verdict."""
+    outputs_dir = project_path(config.outputs_dir)
+    digests, shape = image_digests(deleted_images), tuple(deleted_images.shape[1:])
+    purge = purge_copies(digests, shape, data_dir=data_dir, outputs_dir=outputs_dir, keep=new_state)
+    report = deletion_report(ids, digests, shape, data_dir=data_dir, outputs_dir=outputs_dir, model_name=model_name,
+                             holding_versions=holding, purge=purge, request_id=request_id)
+    mlflow.log_dict(report, "deletion_report.json")
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(model_name, new_version, "deletion_report", report["verdict"])
+    client.set_model_version_tag(model_name, new_version, "deletion_request",
+                                 "served" if report["verdict"] == CLEAN else "incomplete")
+    searched = ", ".join(f"{name} {store['copies']}" for name, store in report["stores"].items())
+    print(f"forget: deletion report {report['verdict']}: {len(digests)} images searched by content hash; copies "
+          f"per store: {searched}; servable versions holding the ids: "
+          f"{report['registry']['versions_holding_ids_servable'] or 'none'}"
+          + (f"; not searched: {'; '.join(report['not_searched'])}" if report["not_searched"] else "")
+          + (f"; purged {len(purge['state_folders_removed'])} run state folders" if purge["state_folders_removed"]
+             else "") + f"; {purge['dvc_gc']}")
+    return report["verdict"]
 
 
 def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, run, model_name, refresh_generator,

@@ -1,0 +1,150 @@
+"""The purge and the deletion report of a served request: every store searched for the deleted images' pixels.
+
+After a served request has rewritten the data, moved ``champion`` and retired the versions that held the ids,
+``purge_copies`` removes what is left: run state folders under ``outputs/`` that still hold a deleted image (a run
+that registered nothing, an interrupted one: they trained on the records and must not be resumed), and, when the
+data folder is the project's DVC-tracked one, DVC's cache and the default remote (``dvc gc --workspace --force``,
+``--cloud`` when a remote is configured), which keep every earlier data version by design.
+
+``deletion_report`` then searches, by SHA-256 of each deleted image (``components.copies``), every store this
+project writes image arrays to: the data folder, the state folders, the tracking store's local artifact folders,
+DVC's cache and a local DVC remote; and it lists every registered version that still holds an id unless it is a
+retired tombstone, and every alias that points at one. Its verdict is ``clean`` when every store was searched and
+holds nothing, ``copies_found`` when one holds something, and ``unverified`` when a store could not be searched
+(an S3 artifact store or remote: their listing is not done here); only ``clean`` marks the request complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import mlflow
+
+from fairforget.components.copies import find_copies
+
+log = logging.getLogger(__name__)
+
+CLEAN, COPIES_FOUND, UNVERIFIED = "clean", "copies_found", "unverified"
+
+
+def dvc_root_of(data_dir: Path) -> Path | None:
+    """The DVC project that tracks ``data_dir`` (a ``<name>.dvc`` file beside it and ``.dvc/`` in its folder)."""
+    data_dir = Path(data_dir).resolve()
+    root = data_dir.parent
+    return root if (root / ".dvc").is_dir() and data_dir.with_name(data_dir.name + ".dvc").is_file() else None
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+
+
+def dvc_default_remote(root: Path) -> tuple[str, str] | None:
+    """(name, url) of the DVC project's default remote, or None."""
+    name = _dvc(root, "remote", "default").stdout.strip()
+    if not name:
+        return None
+    url = _dvc(root, "config", f"remote.{name}.url").stdout.strip()
+    return name, url
+
+
+def _local_path(url: str, root: Path) -> Path | None:
+    """A local folder for a DVC remote or artifact URL (plain path or ``file://``), else None."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        path = Path(url2pathname(parsed.path)) if parsed.scheme == "file" else Path(url)
+        return path if path.is_absolute() else (root / path).resolve()
+    return None
+
+
+def purge_copies(digests: set[str], image_shape: tuple[int, int, int], *, data_dir: Path, outputs_dir: Path,
+                 keep: Path) -> dict:
+    """Remove what still holds a deleted image after the commit (see the module docstring); ``keep`` is the new
+    version's state folder, never removed. Returns {"state_folders_removed": [...], "dvc_gc": ...}."""
+    removed = []
+    scan = find_copies(outputs_dir, digests, image_shape)
+    for name in sorted(scan.copies):
+        parts = Path(name).parts
+        folder = outputs_dir.joinpath(*parts[:2]) if len(parts) > 2 else None  # <config hash>/<run id>/...
+        if folder is None or folder.resolve() == Path(keep).resolve() or not folder.is_dir():
+            continue
+        shutil.rmtree(folder)
+        removed.append(str(folder))
+    gc = "not a DVC-tracked data folder"
+    root = dvc_root_of(data_dir)
+    if root is not None:
+        remote = dvc_default_remote(root)
+        args = ["gc", "--workspace", "--force", "--quiet"] + (["--cloud", "--remote", remote[0]] if remote else [])
+        done = _dvc(root, *args)
+        gc = f"dvc {' '.join(args)}: " + ("ok" if done.returncode == 0 else
+                                          f"failed: {' '.join((done.stderr or done.stdout).split())}")
+    return {"state_folders_removed": removed, "dvc_gc": gc}
+
+
+def _artifact_roots() -> tuple[list[Path], list[str]]:
+    """The tracking store's experiments' artifact folders: (local folders, URLs that are not local)."""
+    local, remote = set(), set()
+    for experiment in mlflow.MlflowClient().search_experiments(view_type=3):  # active and deleted
+        path = _local_path(experiment.artifact_location, Path.cwd())
+        if path is None:
+            remote.add(experiment.artifact_location)
+        else:
+            local.add(path)
+    # experiments under one folder are searched once, through the folder itself
+    roots = sorted(p for p in local if not any(q != p and q in p.parents for q in local))
+    return roots, sorted(remote)
+
+
+def deletion_report(ids: list[str], digests: set[str], image_shape: tuple[int, int, int], *, data_dir: Path,
+                    outputs_dir: Path, model_name: str, holding_versions: list[str], purge: dict,
+                    request_id: str) -> dict:
+    """The report of a served request (see the module docstring): per store, how it was searched and the copies
+    found; the registry's holders and aliases; the verdict."""
+    client = mlflow.MlflowClient()
+    stores, unscanned = {}, []
+    stores["data folder"] = find_copies(data_dir, digests, image_shape).as_dict()
+    stores["run state folders"] = find_copies(outputs_dir, digests, image_shape).as_dict()
+    roots, remote_artifacts = _artifact_roots()
+    for i, root in enumerate(roots):
+        stores[f"artifact store {i + 1}"] = find_copies(root, digests, image_shape).as_dict()
+    unscanned += [f"artifact store {url} (not a local folder: not searched here)" for url in remote_artifacts]
+    root = dvc_root_of(data_dir)
+    if root is not None:
+        stores["DVC cache"] = find_copies(root / ".dvc" / "cache", digests, image_shape).as_dict()
+        remote = dvc_default_remote(root)
+        if remote is not None:
+            path = _local_path(remote[1], root)
+            if path is None:
+                unscanned.append(f"DVC remote {remote[0]} ({remote[1]}): garbage-collected, not searched here")
+            else:
+                stores[f"DVC remote {remote[0]}"] = find_copies(path, digests, image_shape).as_dict()
+    tombstones = {str(v.version) for v in client.search_model_versions(f"name = '{model_name}'")
+                  if v.tags.get("retired") == "true"}
+    servable_holders = sorted(set(holding_versions) - tombstones, key=int)
+    aliases = {alias: str(version) for alias, version in client.get_registered_model(model_name).aliases.items()}
+    aliases_on_holders = {a: v for a, v in aliases.items() if v in set(holding_versions)}
+    copies = sum(store["copies"] for store in stores.values())
+    skipped = {f"{name}: {path}": why for name, store in stores.items() for path, why in store["skipped"].items()}
+    verdict = (COPIES_FOUND if copies or servable_holders or aliases_on_holders
+               else UNVERIFIED if unscanned or skipped else CLEAN)
+    return {
+        "request_id": request_id, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "ids": len(ids), "images_searched": len(digests), "image_shape": list(image_shape),
+        "how": "SHA-256 of every deleted image's pixels, compared with every image of every .npy array (any file "
+               "starting with NumPy's magic) under each store",
+        "purged": purge, "stores": stores, "not_searched": unscanned,
+        "registry": {"versions_holding_ids_servable": servable_holders,
+                     "retired_tombstones": sorted(set(holding_versions) & tombstones, key=int),
+                     "aliases": aliases, "aliases_on_versions_holding_ids": aliases_on_holders},
+        "not_searchable_by_content": ["figures (images re-encoded as PNG; runs log synthetic or public images only)",
+                                      "model weights (what a model learned: the classifier is exactly unlearned; "
+                                      "the generator's coverage is in docs/deletion.md)",
+                                      "the source the data was prepared from (the user's input, untouched)"],
+        "copies": copies, "verdict": verdict,
+    }
