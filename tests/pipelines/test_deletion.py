@@ -284,3 +284,61 @@ def test_requests_keep_the_champions_canaries_when_the_data_shrinks_under_the_de
     state = project_path(mlflow.MlflowClient().get_model_version(MODEL, "3").tags["state_dir"])
     plan = pd.read_csv(state / "sisa" / "plan.csv", dtype={"id": str})
     assert set(plan.loc[plan["id"].str.startswith("canary-"), "id"]) == {"canary-0", "canary-1"}
+
+
+def test_a_served_request_purges_every_store_and_its_report_proves_it_by_content(champion, monkeypatch):
+    """Real DVC with a local remote holding the records, and a stray run state holding them: after the request the
+    report has searched every store by the deleted images' SHA-256 and found nothing, because the request removed
+    the stray state and garbage-collected DVC's cache and remote; the same search finds a copy logged later."""
+    import numpy as np
+
+    from fairforget.components.copies import find_copies, image_digests
+    from fairforget.components.dataset import save_dataset
+    from fairforget.pipelines import data_steps
+    from fairforget.pipelines.deletion_report import COPIES_FOUND, deletion_report
+
+    tmp_path, live, _ = champion
+    data_dir, remote = tmp_path / "data", tmp_path / "remote"
+    dvc = [sys.executable, "-m", "dvc"]
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env)
+    subprocess.run([*dvc, "remote", "add", "-d", "local", str(remote)], cwd=tmp_path, check=True, env=env)
+    subprocess.run([*dvc, "add", "-q", "data"], cwd=tmp_path, check=True, env=env)
+    subprocess.run([*dvc, "push", "-q"], cwd=tmp_path, check=True, env=env)
+    monkeypatch.setattr(data_steps, "PROJECT_ROOT", tmp_path)  # data/ is this DVC project's
+
+    requested = live[:3]
+    held = load_dataset(data_dir)
+    images = held.images[np.isin(held.ids.astype(str), requested)]
+    digests, shape = image_digests(images), images.shape[1:]
+    assert find_copies(tmp_path / ".dvc" / "cache", digests, shape).total == 3  # before: in the cache and remote
+    assert find_copies(remote, digests, shape).total == 3
+    stray = tmp_path / "outputs" / "0000" / "interrupted-run"
+    save_dataset(held, stray / "augmented")  # a run that registered nothing left the records in its state
+
+    summary = serve_deletion_request(requested, MODEL)
+    assert summary["deletion_report"] == "clean"
+    report = mlflow.artifacts.load_dict(f"runs:/{summary['run_id']}/deletion_report.json")
+    assert report["verdict"] == "clean" and report["copies"] == 0 and report["images_searched"] == 3
+    assert {"data folder", "run state folders", "DVC cache", "DVC remote local"} <= set(report["stores"])
+    assert any(name.startswith("artifact store") for name in report["stores"])
+    assert all(store["copies"] == 0 and store["arrays_compared"] >= 0 for store in report["stores"].values())
+    assert report["stores"]["data folder"]["arrays_compared"] == 1
+    assert report["purged"]["state_folders_removed"] == [str(stray)] and not stray.exists()
+    assert report["purged"]["dvc_gc"].endswith(": ok")
+    assert report["registry"]["versions_holding_ids_servable"] == [] and report["registry"]["aliases"] == {
+        "champion": "2", "candidate": "2"}
+    for store in (tmp_path / ".dvc" / "cache", remote, tmp_path / "outputs", data_dir):  # checked independently
+        assert find_copies(store, digests, shape).total == 0, store
+    assert mlflow.MlflowClient().get_model_version(MODEL, "2").tags["deletion_request"] == "served"
+
+    # positive control: a copy logged to the artifact store afterwards is found by the same search
+    leaked = tmp_path / "leak"
+    leaked.mkdir()
+    np.save(leaked / "anything.npy", images[:1])
+    with mlflow.start_run():
+        mlflow.log_artifact(str(leaked / "anything.npy"))
+    again = deletion_report(requested, digests, shape, data_dir=data_dir, outputs_dir=tmp_path / "outputs",
+                            model_name=MODEL, holding_versions=summary["retired_versions"], purge={},
+                            request_id="check")
+    assert again["verdict"] == COPIES_FOUND and again["copies"] == 1
