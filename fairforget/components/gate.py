@@ -97,6 +97,19 @@ class RegistryPolicy(ConfigBase):
         _check_fraction("min_accuracy", self.min_accuracy)
         self.tolerance.validate()
 
+    def looser_than(self, other: "RegistryPolicy") -> list[str]:
+        """How this policy is laxer than ``other``, one phrase per rule (empty: at least as strict)."""
+        looser = [f"{name} {getattr(self, name)} > {getattr(other, name)}"
+                  for name in ("max_auc_excess", "max_tpr_at_1pct_fpr") if getattr(self, name) > getattr(other, name)]
+        if self.min_accuracy < other.min_accuracy:
+            looser.append(f"min_accuracy {self.min_accuracy} < {other.min_accuracy}")
+        looser += [f"{name} false" for name in ("require_certification", "require_audit_power",
+                                                "require_exact_unlearning", "require_generator_audit")
+                   if getattr(other, name) and not getattr(self, name)]
+        if other.on_failed_deletion == UNSERVE and self.on_failed_deletion != UNSERVE:
+            looser.append(f"on_failed_deletion {self.on_failed_deletion}")
+        return looser
+
     @property
     def tolerance(self) -> Tolerance:
         return Tolerance(max_auc_excess=float(self.max_auc_excess), max_tpr_at_1pct_fpr=float(self.max_tpr_at_1pct_fpr))

@@ -36,6 +36,7 @@ from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.errors import ConfigError
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, str2bool
 from fairforget.pipelines.data_steps import load_current_data
+from fairforget.pipelines.registry import set_signed_tags
 from fairforget.pipelines.tracking import configure_tracking, run_cli, step_run
 
 
@@ -158,9 +159,7 @@ def tag_model_version(model_uri: str, report: AuditReport, data_md5: str, run_id
         tags.update(report.certificate(subset).tags(f"mia_{subset}_"))
         if subset != ALL_MEMBERS:
             tags[f"mia_{subset}_max_success"] = f"{report.max_success(subset):.4f}"
-    client = mlflow.MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    set_signed_tags(name, version, tags)
     return name, version
 
 

@@ -44,6 +44,7 @@ import pandas as pd
 
 from fairforget.components.bias import measure_bias
 from fairforget.components.canaries import inserted_canary_count, with_canaries
+from fairforget.components.approval import gate_key, signature_problem
 from fairforget.components.copies import image_digests
 from fairforget.components.dataset import load_dataset, read_ids, save_dataset
 from fairforget.components.forgetting import replenish_seed_base
@@ -82,12 +83,15 @@ from fairforget.pipelines.loop import (
     project_path,
     publish,
 )
-from fairforget.pipelines.registry import CHAMPION, promote
+from fairforget.pipelines.registry import CHAMPION, promote, set_signed_tags
 from fairforget.pipelines.tracking import configure_tracking, log_data_version, run_cli, step_run
 from fairforget.pipelines.train_generator import get_or_train_generator, load_generator_from_run
 
 log = logging.getLogger("fairforget")
 FORGET_STEP_OFFSET = 10_000  # request n replenishes with the seeds of loop step 10_000 + n (never a loop step)
+
+
+COMMITTED_POLICY = POLICY_FILE  # the policy in git: a promotion's policy file may be stricter, never laxer
 
 
 def champion_of(model_name: str, alias: str):
@@ -192,6 +196,9 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
     configure_tracking()
     version = champion_of(model_name, alias)
     tags = version.tags
+    forged = signature_problem(model_name, version.version, tags, gate_key())
+    if forged:
+        raise PromotionRefused(f"the deletion request is not served from it: {forged}")
     state_dir = project_path(tags.get("state_dir", ""))
     if not (state_dir / CONFIG_FILE).is_file():
         raise DataError(f"{model_name} version {version.version} has no SISA state at {state_dir}: only versions "
@@ -272,10 +279,9 @@ def report_deletion(ids, deleted_images, data_dir, config, model_name, holding, 
     report = deletion_report(ids, digests, shape, data_dir=data_dir, outputs_dir=outputs_dir, model_name=model_name,
                              holding_versions=holding, purge=purge, request_id=request_id)
     mlflow.log_dict(report, "deletion_report.json")
-    client = mlflow.MlflowClient()
-    client.set_model_version_tag(model_name, new_version, "deletion_report", report["verdict"])
-    client.set_model_version_tag(model_name, new_version, "deletion_request",
-                                 "served" if report["verdict"] == CLEAN else "incomplete")
+    set_signed_tags(model_name, new_version, {"deletion_report": report["verdict"],
+                                              "deletion_request": "served" if report["verdict"] == CLEAN
+                                              else "incomplete"})
     searched = ", ".join(f"{name} {store['copies']}" for name, store in report["stores"].items())
     print(f"forget: deletion report {report['verdict']}: {len(digests)} images searched by content hash; copies "
           f"per store: {searched}; servable versions holding the ids: "
@@ -367,11 +373,11 @@ def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_ve
     client = mlflow.MlflowClient()
     served_on = client.get_model_version(model_name, model_version).tags.get("data_md5", "")
     rewritten = dvc_md5_of_folder(data_dir)
-    for key, value in {"data_md5_when_served": served_on, "data_md5": rewritten, "audit_data_md5": rewritten}.items():
-        client.set_model_version_tag(model_name, model_version, key, value)
+    set_signed_tags(model_name, model_version, {"data_md5_when_served": served_on, "data_md5": rewritten,
+                                                "audit_data_md5": rewritten})
     holding = versions_holding(model_name, set(ids), exclude=model_version)
     for held in holding:
-        client.set_model_version_tag(model_name, held, CONTAINS_DELETED_TAG, "true")
+        set_signed_tags(model_name, held, {CONTAINS_DELETED_TAG: "true"})
     print(f"forget: {added} ids added to the ledger {ledger.name}; {data_dir.name}/ rewritten without them; "
           f"versions {holding or 'none'} tagged {CONTAINS_DELETED_TAG}=true")
     return holding
@@ -408,8 +414,7 @@ def retire_version(model_name: str, version: str) -> list[str]:
     if state and project_path(state).is_dir():
         shutil.rmtree(project_path(state))
         deleted.append(str(project_path(state)))
-    for key, value in {"retired": "true", CONTAINS_DELETED_TAG: "true"}.items():
-        client.set_model_version_tag(model_name, version, key, value)
+    set_signed_tags(model_name, version, {"retired": "true", CONTAINS_DELETED_TAG: "true"})
     client.update_model_version(model_name, version, description=(
         "Retired: this version held records deleted on request. Its model artifacts and its SISA state were deleted; "
         "it cannot be served or promoted. Its tags remain as the record of what it was."))
@@ -470,7 +475,14 @@ def promote_version(model_name: str, version: str, policy_file: str = POLICY_FIL
     """``promote`` for the command line: checks the version against the policy in force now; raises
     ``PromotionRefused`` with the reasons when the rules refuse."""
     configure_tracking()
-    decision = promote(model_name, version, load_policy(project_path(policy_file)))
+    policy = load_policy(project_path(policy_file))
+    committed = project_path(COMMITTED_POLICY)
+    if committed.is_file() and project_path(policy_file).resolve() != committed.resolve():
+        looser = policy.looser_than(load_policy(committed))
+        if looser:
+            raise PromotionRefused(f"promotion refused: {policy_file} is laxer than the committed {COMMITTED_POLICY} "
+                                   f"({'; '.join(looser)}): promote under the committed policy, or a stricter one")
+    decision = promote(model_name, version, policy)
     if not decision.passed:
         raise PromotionRefused(f"promotion refused: {decision.reason}")
     print(f"promote: {model_name} version {version} is now '{CHAMPION}'")

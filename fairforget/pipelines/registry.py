@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import torch
 
+from fairforget.components.approval import SIGNATURE_TAG, gate_key, signature, signature_problem
 from fairforget.components.export import EnsembleModule, export_onnx, export_torchscript, onnx_predict
 from fairforget.components.gate import (
     GATE_TAG,
@@ -98,14 +99,32 @@ def register_if_passed(logged: LoggedClassifier, decision: GateDecision, model_n
     version = earlier or mlflow.register_model(logged.model_uri, model_name, tags={"run_id": run_id}).version
     all_tags = {GATE_TAG: PASSED, "onnx_uri": logged.onnx_uri, "onnx_max_abs_diff": f"{logged.onnx_max_abs_diff:.3e}",
                 **{k: str(v) for k, v in tags.items()}}
-    for key, value in all_tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
+    set_signed_tags(model_name, version, all_tags, fresh=True)
     if model_card:
         client.update_model_version(model_name, version, description=model_card)
     client.set_registered_model_alias(model_name, CANDIDATE, version)
     mlflow.set_tags({GATE_TAG: PASSED, "registered_version": f"{model_name}/{version}"})
     print(f"gate: passed; registered {model_name} version {version} with alias '{CANDIDATE}'")
     return str(version)
+
+
+def set_signed_tags(model_name: str, version: str | int, tags: Mapping[str, str], *, fresh: bool = False) -> bool:
+    """Write ``tags`` on the version and sign its decision tags again (``components.approval``), when it was
+    validly signed before (or ``fresh``: the gate registering it); a version whose signature was already broken
+    gets the tags but stays unsigned, so no later writer can launder a forged tag. Returns whether it is signed."""
+    client = mlflow.MlflowClient()
+    key = gate_key()
+    before = client.get_model_version(model_name, str(version)).tags
+    trusted = fresh or signature_problem(model_name, version, before, key) is None
+    for name, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), name, str(value))
+    if not trusted:
+        log.warning("%s version %s: tags %s written, but its signature was already invalid: left unsigned",
+                    model_name, version, sorted(tags))
+        return False
+    after = client.get_model_version(model_name, str(version)).tags
+    client.set_model_version_tag(model_name, str(version), SIGNATURE_TAG, signature(model_name, version, after, key))
+    return True
 
 
 def registered_by_run(model_name: str, run_id: str) -> str | None:
@@ -130,6 +149,9 @@ def promote(model_name: str, version: str | int, policy: RegistryPolicy | None =
     if open_request:
         return GateDecision(False, (f"a deletion request is open ({open_request}): serve it again "
                                     "(`mlflow run . -e forget -P ids=...`); no version is promoted until it is",))
+    forged = signature_problem(model_name, version, model_version.tags, gate_key())
+    if forged:
+        return GateDecision(False, (forged,))
     decision = check_promotable(model_version.tags, policy)
     if decision.passed:
         client.set_registered_model_alias(model_name, CHAMPION, str(version))

@@ -179,7 +179,38 @@ def test_promote_refuses_an_ungated_version(tracking_uri, toy_ensemble):
         logged = log_classifier(ensemble, test_images[:16])
     version = mlflow.register_model(logged.model_uri, "toy3").version  # registered by hand, bypassing the gate
     decision = promote("toy3", version)
-    assert not decision.passed and "only versions that passed" in decision.reason
+    assert not decision.passed and "carries no gate signature: it was registered by hand" in decision.reason
     with pytest.raises(mlflow.exceptions.MlflowException):
         mlflow.MlflowClient().get_model_version_by_alias("toy3", CHAMPION)
     assert not promote("toy3", 99).passed
+
+
+def test_a_forged_decision_tag_and_a_laxer_policy_file_are_refused(tracking_uri, toy_ensemble, tmp_path, monkeypatch):
+    """Anyone with EDIT on the model can set tags: the gate signs the decision tags, and promote refuses a version
+    whose tags changed outside fairforget; a policy file laxer than the committed one is refused too."""
+    import yaml
+
+    from fairforget.components.approval import gate_key, signature_problem
+    from fairforget.errors import PromotionRefused
+    from fairforget.pipelines import forget
+
+    ensemble, test_images = toy_ensemble
+    tags = {"data_md5": "m.dir", "audit_data_md5": "m.dir", "audit_time": f"{time.time():.0f}", "data_time": "0"}
+    with mlflow.start_run():
+        logged = log_classifier(ensemble, test_images[:16])
+        first = register_if_passed(logged, gate(0.51, 0.9, 0.03, 0.5), "toy4", tags)
+    client = mlflow.MlflowClient()
+    assert signature_problem("toy4", first, client.get_model_version("toy4", first).tags, gate_key()) is None
+    client.set_model_version_tag("toy4", first, "contains_deleted", "True")  # by hand, as the issue did
+    decision = promote("toy4", first)
+    assert not decision.passed and "changed outside fairforget" in decision.reason
+    client.set_model_version_tag("toy4", first, "contains_deleted", "false")  # undoing it does not help either
+    assert "changed outside fairforget" in promote("toy4", first).reason
+
+    committed, lax = tmp_path / "committed.yaml", tmp_path / "lax.yaml"
+    committed.write_text(yaml.safe_dump({"max_auc_excess": 0.03, "require_certification": True}))
+    lax.write_text(yaml.safe_dump({"max_auc_excess": 0.4, "require_certification": False}))
+    monkeypatch.setattr(forget, "COMMITTED_POLICY", str(committed))
+    with pytest.raises(PromotionRefused, match=r"laxer than the committed .*max_auc_excess 0.4 > 0.03; "
+                                               r"require_certification false"):
+        forget.promote_version("toy4", first, str(lax))
