@@ -93,7 +93,7 @@ test-all: test test-integration
 # The linter (requirements-dev.txt, its own small cached environment) and the repository's size rule: no tracked
 # file above 1 MB (data lives in DVC, binaries nowhere).
 lint: $(LINT_VENV)/.complete
-	"$(LINT_VENV)/bin/ruff" check fairforget benchmarks tests docker
+	"$(LINT_VENV)/bin/ruff" check fairforget components pipelines benchmarks tests docker
 	@big=$$(git ls-files -z | xargs -0 du -b 2>/dev/null | awk '$$1 > 1000000 {print $$2}'); \
 	  if [ -n "$$big" ]; then echo "error: tracked files above 1 MB (track data with DVC, keep binaries out): $$big" >&2; exit 1; fi
 

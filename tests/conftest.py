@@ -15,7 +15,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# the gate's signing key (fairforget/components/approval.py) of this test session, not the user's
+# the gate's signing key (components/approval.py) of this test session, not the user's
 os.environ["FAIRFORGET_GATE_KEY_FILE"] = os.path.join(tempfile.mkdtemp(prefix="fairforget-test-key-"), "gate.key")
 
 

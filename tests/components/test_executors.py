@@ -59,11 +59,13 @@ def test_a_different_thread_count_is_a_different_checkpoint_key(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(tmp_path_factory):
+    from fairforget.components.packaging import package_tree
+
     ray = pytest.importorskip("ray")
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"py_modules": [str(__import__("fairforget").__path__[0])]})
+                 runtime_env={"py_modules": [str(package_tree(tmp_path_factory.mktemp("package")))]})
     except Exception as err:  # Ray's own start-up failures vary by platform
         pytest.skip(f"Ray cannot start on this machine: {type(err).__name__}: {err}")
     yield ray

@@ -23,10 +23,12 @@ from typing import Any, Sequence
 import mlflow
 import pandas as pd
 
+import fairforget.components as components_package
 from fairforget.components.canaries import CanarySet
 from fairforget.components.dataset import Dataset
 from fairforget.components.generator import Generator, GeneratorConfig, load_generator, train_generator
 from fairforget.components.generator.audit import GeneratorAuditConfig, audit_generator_on_splits
+from fairforget.components.packaging import package_tree
 from fairforget.components.quality import QualityConfig, evaluate_generator
 from fairforget.components.versioning import config_hash, dvc_md5_of_folder
 from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_diffusion_objective_arguments,
@@ -38,7 +40,7 @@ from fairforget.pipelines.tracking import configure_tracking, log_json, run_cli,
 STEP = "train_generator"
 ARTIFACT = "generator"
 # the pyfunc is logged from code (this file is stored with the model), never as a pickled Python object
-GENERATOR_PYFUNC_CODE = Path(__file__).resolve().parent.parent / "components" / "generator_pyfunc.py"
+GENERATOR_PYFUNC_CODE = Path(components_package.__file__).resolve().parent / "generator_pyfunc.py"
 log = logging.getLogger("fairforget.train_generator")
 
 
@@ -90,14 +92,14 @@ def log_generator_model(generator: Generator, folder: Path) -> None:
     example = pd.DataFrame({name: [values[0]] for name, values in zip(generator.space.names, generator.space.values)})
     signature = mlflow.models.infer_signature(example, generator.sample(example, seed=0),
                                               params={"seed": 0, "guidance_scale": -1.0})
-    root = Path(__file__).resolve().parent.parent
-    mlflow.pyfunc.log_model(
-        name=ARTIFACT, python_model=str(GENERATOR_PYFUNC_CODE), artifacts={"generator": str(folder)},
-        code_paths=[str(root)], signature=signature, input_example=example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"diffusers=={diffusers.__version__}",
-                          f"mlflow=={mlflow.__version__}", "numpy", "pandas", "scipy", "tqdm"],
-        model_config={"version": generator.version, "data_md5": generator.data_md5},
-    )
+    with tempfile.TemporaryDirectory(prefix="fairforget-code-") as tmp:
+        mlflow.pyfunc.log_model(
+            name=ARTIFACT, python_model=str(GENERATOR_PYFUNC_CODE), artifacts={"generator": str(folder)},
+            code_paths=[str(package_tree(tmp))], signature=signature, input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"diffusers=={diffusers.__version__}",
+                              f"mlflow=={mlflow.__version__}", "numpy", "pandas", "scipy", "tqdm"],
+            model_config={"version": generator.version, "data_md5": generator.data_md5},
+        )
 
 
 def run_generator_audit(generator: Generator, dataset: Dataset, config: GeneratorAuditConfig | None = None,

@@ -22,13 +22,11 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fairforget.components.progress import progress as progress_bar
 from fairforget.errors import ConfigError
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the fairforget package, shipped to Ray workers
 
 
 def run_serial(function: Callable, tasks: Sequence, max_workers: int | None = None, ray_address: str | None = None,
@@ -61,7 +59,12 @@ def start_ray(ray_address: str | None = None, num_cpus: int | None = None) -> An
 
     if ray.is_initialized():
         return ray
-    runtime_env = {"py_modules": [str(PACKAGE_DIR)]}
+    import tempfile
+
+    from fairforget.components.packaging import package_tree
+
+    # the package as one folder (components/ inside fairforget/), shipped to the workers; kept for the session
+    runtime_env = {"py_modules": [str(package_tree(tempfile.mkdtemp(prefix="fairforget-ray-")))]}
     if ray_address:
         ray.init(address=ray_address, runtime_env=runtime_env, log_to_driver=False)
     else:

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import torch
 
+import fairforget.components as components_package
 from fairforget.components.approval import SIGNATURE_TAG, gate_key, signature, signature_problem
 from fairforget.components.export import EnsembleModule, export_onnx, export_torchscript, onnx_predict
 from fairforget.components.gate import (
@@ -36,7 +37,7 @@ from fairforget.components.training import images_to_tensor
 
 log = logging.getLogger("fairforget")
 ONNX_TOLERANCE = 1e-4
-PYFUNC_CODE = Path(__file__).resolve().parent.parent / "components" / "ensemble_pyfunc.py"
+PYFUNC_CODE = Path(components_package.__file__).resolve().parent / "ensemble_pyfunc.py"
 CANDIDATE, CHAMPION = "candidate", "champion"
 
 

@@ -25,7 +25,7 @@ from fairforget.components.progress import quiet_third_party_bars  # noqa: E402
 from fairforget.components.versioning import dvc_md5_of_folder  # noqa: E402
 from fairforget.errors import FairforgetError  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the project folder: mlflow.db, data/, outputs/
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the project folder: mlflow.db, data/, outputs/
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
