@@ -9,6 +9,11 @@ debiasing two attributes jointly must remove (``-P attributes=superclass,inverte
     mlflow run . --env-manager local -P dataset=folder -P source_dir=/tmp/user-folder \\
         -P majority_superclass=apparel -P attributes=superclass,inverted -P train_size=2000 -P test_size=1000 \\
         -P audit_size=1600 -P reference_size=2000 -P data_dir=user-data -P outputs_dir=user-outputs
+
+``--colour`` writes what a user's photos look like instead: RGB JPEGs of mixed, non-square sizes (each image
+upscaled to a random 40-96 x 40-96 pixels), tinted warm or cool; the attribute ``tint`` takes the place of
+``inverted`` (83% of the accessories warm, 83% of the apparel cool): ``-P attributes=superclass,tint``, and
+``-P image_size=...`` (default: 32) sets the size the models see.
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ from PIL import Image
 from fairforget.components.sources import FASHION_MNIST_DEFAULT_DIR, read_fashion_mnist
 
 
-def write_user_folder(out: Path, *, inverted_share: float = 0.83, seed: int = 0, limit: int | None = None) -> int:
+TINTS = {"warm": (1.0, 0.75, 0.45), "cool": (0.45, 0.75, 1.0)}  # RGB gains of a tinted grey image
+
+
+def write_user_folder(out: Path, *, inverted_share: float = 0.83, seed: int = 0, limit: int | None = None,
+                      colour: bool = False) -> int:
     """Write the folder; returns the number of images. Class folder names replace ``/`` (not allowed in a folder
-    name or an MLflow metric name) with ``-``."""
+    name or an MLflow metric name) with ``-``. ``colour``: tinted RGB photos of mixed sizes (module docstring)."""
     source = read_fashion_mnist(FASHION_MNIST_DEFAULT_DIR)
     test = np.flatnonzero(source.partition == "test")[:limit]
     rng = np.random.default_rng(seed)
@@ -39,16 +48,23 @@ def write_user_folder(out: Path, *, inverted_share: float = 0.83, seed: int = 0,
         class_name = source.class_names[source.labels[index]]
         superclass = source.superclass_of[class_name]
         share = inverted_share if superclass == "accessories" else 1.0 - inverted_share
-        inverted = bool(rng.random() < share)
+        flagged = bool(rng.random() < share)
         image = source.images[index][..., 0]
-        if inverted:
-            image = 255 - image
-        path = Path(folder_of[class_name]) / f"{k:05d}.png"
+        if colour:
+            gains = np.array(TINTS["warm" if flagged else "cool"])
+            picture = Image.fromarray((image[..., None] * gains).clip(0, 255).astype(np.uint8))
+            picture = picture.resize((int(rng.integers(40, 97)), int(rng.integers(40, 97))), Image.BICUBIC)
+            path = Path(folder_of[class_name]) / f"{k:05d}.jpg"
+            row = {"file": path.as_posix(), "tint": "warm" if flagged else "cool"}
+        else:
+            picture = Image.fromarray(255 - image if flagged else image)
+            path = Path(folder_of[class_name]) / f"{k:05d}.png"
+            row = {"file": path.as_posix(), "inverted": "yes" if flagged else "no"}
         (out / path.parent).mkdir(exist_ok=True)
-        Image.fromarray(image).save(out / path)
-        rows.append({"file": path.as_posix(), "inverted": "yes" if inverted else "no"})
+        picture.save(out / path, **({"quality": 92} if colour else {}))
+        rows.append(row)
     with open(out / "attributes.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["file", "inverted"])
+        writer = csv.DictWriter(handle, fieldnames=["file", "tint" if colour else "inverted"])
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
@@ -59,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--inverted-share", type=float, default=0.83)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--colour", action="store_true", help="tinted RGB photos of mixed sizes (attribute tint)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N test images")
     args = parser.parse_args(argv)
-    count = write_user_folder(args.out, inverted_share=args.inverted_share, seed=args.seed)
+    count = write_user_folder(args.out, inverted_share=args.inverted_share, seed=args.seed, limit=args.limit,
+                              colour=args.colour)
     print(f"make_user_folder: {count} images in {args.out}")
     return count
 

@@ -2,8 +2,9 @@
 
 After a served request has rewritten the data, moved ``champion`` and retired the versions that held the ids,
 ``purge_copies`` removes what is left: run state folders under ``outputs/`` that still hold a deleted image (a run
-that registered nothing, an interrupted one: they trained on the records and must not be resumed), and, when the
-data folder is the project's DVC-tracked one, DVC's cache and the default remote (``dvc gc --workspace --force``,
+that registered nothing, an interrupted one: they trained on the records and must not be resumed), staging folders
+a killed writer left beside the data folder (``.data.tmp-*``, ``.data.old-*``), and, when the data folder is the
+project's DVC-tracked one, DVC's cache and the default remote (``dvc gc --workspace --force``,
 ``--cloud`` when a remote is configured), which keep every earlier data version by design.
 
 ``deletion_report`` then searches, by SHA-256 of each deleted image (``components.copies``), every store this
@@ -63,6 +64,13 @@ def _local_path(url: str, root: Path) -> Path | None:
     return None
 
 
+def staging_folders(data_dir: Path) -> list[Path]:
+    """Temporary siblings a killed writer of ``data_dir`` left (``.data.tmp-*``, ``.data.old-*``)."""
+    data_dir = Path(data_dir)
+    return sorted(p for pattern in (f".{data_dir.name}.tmp-*", f".{data_dir.name}.old-*")
+                  for p in data_dir.parent.glob(pattern) if p.is_dir())
+
+
 def purge_copies(digests: set[str], image_shape: tuple[int, int, int], *, data_dir: Path, outputs_dir: Path,
                  keep: Path) -> dict:
     """Remove what still holds a deleted image after the commit (see the module docstring); ``keep`` is the new
@@ -76,6 +84,9 @@ def purge_copies(digests: set[str], image_shape: tuple[int, int, int], *, data_d
             continue
         shutil.rmtree(folder)
         removed.append(str(folder))
+    for orphan in staging_folders(data_dir):  # a writer killed mid-rename; the request holds the data lock
+        shutil.rmtree(orphan, ignore_errors=True)
+        removed.append(str(orphan))
     gc = "not a DVC-tracked data folder"
     root = dvc_root_of(data_dir)
     if root is not None:
@@ -109,6 +120,8 @@ def deletion_report(ids: list[str], digests: set[str], image_shape: tuple[int, i
     client = mlflow.MlflowClient()
     stores, unscanned = {}, []
     stores["data folder"] = find_copies(data_dir, digests, image_shape).as_dict()
+    for i, orphan in enumerate(staging_folders(data_dir)):
+        stores[f"staging folder {i + 1} beside the data"] = find_copies(orphan, digests, image_shape).as_dict()
     stores["run state folders"] = find_copies(outputs_dir, digests, image_shape).as_dict()
     roots, remote_artifacts = _artifact_roots()
     for i, root in enumerate(roots):

@@ -59,6 +59,7 @@ from fairforget.components.gate import (
     load_policy,
 )
 from fairforget.components.mia.certify import TOO_FEW, Tolerance
+from fairforget.components.journal import Journal
 from fairforget.components.ledger import append_to_ledger, apply_ledger, ledger_ids, ledger_path
 from fairforget.components.locks import exclusive
 from fairforget.components.priors import build_target
@@ -83,7 +84,7 @@ from fairforget.pipelines.loop import (
     project_path,
     publish,
 )
-from fairforget.pipelines.registry import CHAMPION, promote, set_signed_tags
+from fairforget.pipelines.registry import CHAMPION, promote, registered_by_run, set_signed_tags
 from fairforget.pipelines.tracking import configure_tracking, log_data_version, run_cli, step_run
 from fairforget.pipelines.train_generator import get_or_train_generator, load_generator_from_run
 
@@ -205,80 +206,205 @@ def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classif
                         "registered by this project's pipeline on this machine can serve deletion requests")
     config = PipelineConfig.from_dict(json.loads((state_dir / CONFIG_FILE).read_text()))
     data_dir = project_path(tags.get("data_dir", config.data_dir))
+    journal = journal_of(project_path(config.outputs_dir), model_name)
     with exclusive(project_path(config.outputs_dir) / ".locks" / f"{model_name}.lock", f"the model {model_name}"), \
             exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
-        dataset = load_dataset(data_dir)
-        deleted_before = checked_ledger_ids(data_dir, ledger_source(dataset.config))
-        deleted_images = dataset.images[np.isin(dataset.ids.astype(str), list(ids))]  # for the deletion report
-        known = set(dataset.split("train").ids.astype(str)) | deleted_before
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise DataError(f"{len(unknown)} ids are not original training records, e.g. {unknown[:3]}: check the "
-                            "request (only original records can be forgotten; synthetic ones carry no one's data)")
-        live = set(pd.read_csv(state_dir / "sisa" / "plan.csv", dtype={"id": str}).query("deleted == False")["id"])
-        already = [i for i in ids if i not in live]
-        # what this request forgets: the requested ids the champion still holds, and every id an earlier request
-        # deleted that the champion still holds (a request served before the champion was promoted)
-        to_forget = [i for i in dict.fromkeys([*ids, *sorted(deleted_before)]) if i in live]
-        if already:
-            print(f"forget: {len(already)} of the {len(ids)} ids were already forgotten (by the loop or an earlier "
-                  f"request), e.g. {already[:3]}: skipped")
-        with step_run("forget", {"ids": len(ids), "model": f"{model_name}@{alias}", "from_version": version.version,
-                                 "refresh_generator": refresh_generator}, config.data.dataset, data_dir) as run:
-            mlflow.log_metrics({"forget/requested": len(ids), "forget/already_forgotten": len(already),
-                                "forget/forgotten_now": len(to_forget)})
-            new_state = project_path(config.outputs_dir) / config.state_key() / run.info.run_id
-            copy_state(state_dir, new_state)
-            try:
-                summary = _serve(ids, to_forget, config, dataset, data_dir, tags, version, new_state, run,
-                                 model_name, refresh_generator, deleted_before)
-            except BaseException:
-                shutil.rmtree(new_state, ignore_errors=True)
-                raise
-            policy = load_policy(project_path(config.policy_file))
-            if summary["registered_version"] is None:
-                shutil.rmtree(new_state, ignore_errors=True)
-                if policy.on_failed_deletion == UNSERVE:
-                    reason = mlflow.MlflowClient().get_run(run.info.run_id).data.tags.get("gate_reason", "rejected")
-                    unserve(model_name, alias, run.info.run_id, f"its new version was rejected: {reason}",
-                            version.version)
-                    print(f"forget: the new version was rejected, so '{alias}' was removed (on_failed_deletion="
-                          f"{UNSERVE}): no version holding the records is served; the data and the ledger are as "
-                          "before and the request stays open: retry it")
-                    summary["served"] = f"{alias} removed"
-                else:
-                    print("forget: nothing changed (the champion, its state, the data and the ledger are as before); "
-                          "the request can be retried")
-                    summary["served"] = f"{alias} kept (on_failed_deletion={policy.on_failed_deletion})"
-                return summary
-            fault_point("forget:registered")
-            holding = commit_deletion(ids, data_dir, request_id=run.info.run_id,
-                                      model_version=summary["registered_version"], model_name=model_name)
-            summary["served"] = serve_new_version(model_name, alias, summary["registered_version"], policy,
-                                                  run.info.run_id, version.version)
-            print(f"forget: {summary['served']}")
-            for held in holding:  # after the alias moved: nothing served breaks
-                retire_version(model_name, held)
-            summary["retired_versions"] = holding
-            if holding:
-                print(f"forget: versions {holding} retired (model artifacts and SISA state deleted; tombstones kept)")
-            summary["already_forgotten"] = len(already)
-            summary["deletion_report"] = report_deletion(ids, deleted_images, data_dir, config, model_name, holding,
-                                                         summary["registered_version"], new_state, run.info.run_id)
+        finished = finish_open_commit(journal)
+        if finished is None:
+            return _serve_request(ids, model_name, alias, refresh_generator, version, tags, state_dir, config,
+                                  data_dir, journal)
+    if set(ids) <= set(finished["ids"]):
+        return finished  # the request that was killed was this one: it is served now
+    # another request was finished first: the champion has moved, so start again from it
+    return serve_deletion_request(ids, model_name, alias, refresh_generator=refresh_generator)
+
+
+def _serve_request(ids, model_name, alias, refresh_generator, version, tags, state_dir, config, data_dir,
+                   journal) -> dict:
+    """``serve_deletion_request`` under the model's and the data folder's locks, no commit left open."""
+    dataset = load_dataset(data_dir)
+    deleted_before = checked_ledger_ids(data_dir, ledger_source(dataset.config))
+    deleted_images = dataset.images[np.isin(dataset.ids.astype(str), list(ids))]  # for the deletion report
+    known = set(dataset.split("train").ids.astype(str)) | deleted_before
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise DataError(f"{len(unknown)} ids are not original training records, e.g. {unknown[:3]}: check the "
+                        "request (only original records can be forgotten; synthetic ones carry no one's data)")
+    live = set(pd.read_csv(state_dir / "sisa" / "plan.csv", dtype={"id": str}).query("deleted == False")["id"])
+    already = [i for i in ids if i not in live]
+    # what this request forgets: the requested ids the champion still holds, and every id an earlier request
+    # deleted that the champion still holds (a request served before the champion was promoted)
+    to_forget = [i for i in dict.fromkeys([*ids, *sorted(deleted_before)]) if i in live]
+    if already:
+        print(f"forget: {len(already)} of the {len(ids)} ids were already forgotten (by the loop or an earlier "
+              f"request), e.g. {already[:3]}: skipped")
+    with step_run("forget", {"ids": len(ids), "model": f"{model_name}@{alias}", "from_version": version.version,
+                             "refresh_generator": refresh_generator}, config.data.dataset, data_dir) as run:
+        mlflow.log_metrics({"forget/requested": len(ids), "forget/already_forgotten": len(already),
+                            "forget/forgotten_now": len(to_forget)})
+        new_state = project_path(config.outputs_dir) / config.state_key() / run.info.run_id
+        journal.write({"request_id": run.info.run_id, "ids": list(ids), "model_name": model_name,
+                       "alias": alias, "from_version": str(version.version), "data_dir": str(data_dir),
+                       "outputs_dir": str(project_path(config.outputs_dir)), "new_state": str(new_state),
+                       "policy_file": str(project_path(config.policy_file)),
+                       "data_md5_when_served": dvc_md5_of_folder(data_dir),
+                       "digests": sorted(image_digests(deleted_images)),
+                       "image_shape": list(dataset.images.shape[1:]), "already_forgotten": len(already),
+                       "done": []})
+        copy_state(state_dir, new_state)
+        try:
+            summary = _serve(ids, to_forget, config, dataset, data_dir, tags, version, new_state, run,
+                             model_name, refresh_generator, deleted_before)
+        except BaseException:
+            shutil.rmtree(new_state, ignore_errors=True)
+            journal.close()
+            raise
+        policy = load_policy(project_path(config.policy_file))
+        if summary["registered_version"] is None:
+            journal.close()
+            shutil.rmtree(new_state, ignore_errors=True)
+            if policy.on_failed_deletion == UNSERVE:
+                reason = mlflow.MlflowClient().get_run(run.info.run_id).data.tags.get("gate_reason", "rejected")
+                unserve(model_name, alias, run.info.run_id, f"its new version was rejected: {reason}",
+                        version.version)
+                print(f"forget: the new version was rejected, so '{alias}' was removed (on_failed_deletion="
+                      f"{UNSERVE}): no version holding the records is served; the data and the ledger are as "
+                      "before and the request stays open: retry it")
+                summary["served"] = f"{alias} removed"
+            else:
+                print("forget: nothing changed (the champion, its state, the data and the ledger are as before); "
+                      "the request can be retried")
+                summary["served"] = f"{alias} kept (on_failed_deletion={policy.on_failed_deletion})"
             return summary
+        fault_point("forget:registered")
+        record = journal.read()
+        record["new_version"] = summary["registered_version"]
+        journal.write(record)
+        return {**summary, **complete_commit(journal, record)}
 
 
-def report_deletion(ids, deleted_images, data_dir, config, model_name, holding, new_version, new_state,
-                    request_id) -> str:
-    """Purge what is left, search every store for the deleted images, log ``deletion_report.json`` to the request's
-    run and tag the new version with the verdict (``deletion_report``); ``deletion_request`` is ``served`` only
-    when the report is clean, else ``incomplete``. Returns the verdict."""
-    outputs_dir = project_path(config.outputs_dir)
-    digests, shape = image_digests(deleted_images), tuple(deleted_images.shape[1:])
-    purge = purge_copies(digests, shape, data_dir=data_dir, outputs_dir=outputs_dir, keep=new_state)
-    report = deletion_report(ids, digests, shape, data_dir=data_dir, outputs_dir=outputs_dir, model_name=model_name,
-                             holding_versions=holding, purge=purge, request_id=request_id)
-    mlflow.log_dict(report, "deletion_report.json")
+# The served request's commit, in order; each step is idempotent and recorded in the journal once done.
+COMMIT_STEPS = ("ledger", "data", "tags", "alias", "retire", "report")
+
+
+def journal_of(outputs_dir: Path, model_name: str) -> Journal:
+    """The commit journal of ``model_name``'s deletion requests (under its outputs folder, beside its lock)."""
+    return Journal(Path(outputs_dir) / ".journal" / f"{model_name}.json")
+
+
+def complete_commit(journal: Journal, record: dict) -> dict:
+    """Run the commit steps ``record`` has not done yet (``COMMIT_STEPS``), recording each in ``journal``, then
+    close it; returns the summary of the commit. Killed at any point, a rerun finishes it with the same end state."""
+    ids, model_name, version = record["ids"], record["model_name"], record["new_version"]
+    data_dir, request_id = Path(record["data_dir"]), record["request_id"]
+    ledger = ledger_path(data_dir)
+    for step in COMMIT_STEPS:
+        if step in record["done"]:
+            continue
+        if step == "ledger":
+            added = append_to_ledger(ledger, ids, request_id=request_id, model_version=version)
+            mirror_ledger(data_dir, ledger_source(load_dataset(data_dir).config), request_id)
+            print(f"forget: {added} ids added to the ledger {ledger.name}")
+        elif step == "data":
+            save_dataset(apply_ledger(load_dataset(data_dir), ledger_ids(ledger)), data_dir)
+            dvc_track(data_dir)
+            dvc_track(ledger)
+            print(f"forget: {data_dir.name}/ rewritten without them")
+        elif step == "tags":
+            rewritten = dvc_md5_of_folder(data_dir)
+            set_signed_tags(model_name, version, {"data_md5_when_served": record["data_md5_when_served"],
+                                                  "data_md5": rewritten, "audit_data_md5": rewritten})
+            record["holding"] = versions_holding(model_name, set(ids), exclude=version)
+            for held in record["holding"]:
+                set_signed_tags(model_name, held, {CONTAINS_DELETED_TAG: "true"})
+            print(f"forget: versions {record['holding'] or 'none'} tagged {CONTAINS_DELETED_TAG}=true")
+        elif step == "alias":
+            record["served"] = serve_new_version(model_name, record["alias"], version,
+                                                 load_policy(record["policy_file"]), request_id,
+                                                 record["from_version"])
+            print(f"forget: {record['served']}")
+        elif step == "retire":
+            for held in record["holding"]:  # after the alias moved: nothing served breaks
+                retire_version(model_name, held)
+            if record["holding"]:
+                print(f"forget: versions {record['holding']} retired (model artifacts and SISA state deleted; "
+                      "tombstones kept)")
+        elif step == "report":
+            record["deletion_report"] = report_deletion(record)
+        fault_point(f"commit:{step}")  # the hardest place to die: the step done, the journal not yet told
+        record["done"].append(step)
+        journal.write(record)
+    journal.close()
+    return {"served": record["served"], "retired_versions": record["holding"],
+            "already_forgotten": record["already_forgotten"], "deletion_report": record["deletion_report"]}
+
+
+def finish_open_commit(journal: Journal) -> dict | None:
+    """Finish (the new version was registered) or roll back (it was not) a commit a killed request left open;
+    returns the finished commit's summary, or None when there was none or it was rolled back."""
+    record = journal.read()
+    if record is None:
+        return None
+    client = mlflow.MlflowClient()
+    version = record.get("new_version") or registered_by_run(record["model_name"], record["request_id"])
+    if version is None or client.get_model_version(record["model_name"], version).tags.get("gate") != "passed":
+        if version is not None:  # registered, killed before the gate's tags: a bare version nothing may serve
+            client.delete_model_version(record["model_name"], version)
+        shutil.rmtree(record["new_state"], ignore_errors=True)
+        journal.close()
+        _terminate(record["request_id"], "FAILED")
+        print(f"forget: the interrupted request {record['request_id']} had registered nothing: rolled back (the "
+              "champion, the data and the ledger are as they were)")
+        return None
+    record["new_version"] = str(version)
+    print(f"forget: finishing the interrupted request {record['request_id']} (version {version}; done: "
+          f"{', '.join(record['done']) or 'nothing yet'})")
+    summary = complete_commit(journal, record)
+    _terminate(record["request_id"], "FINISHED")
+    return {"run_id": record["request_id"], "requested": len(record["ids"]), "ids": record["ids"], "gate": "passed",
+            "registered_version": str(version), "resumed": True, **summary}
+
+
+def _open_commit_of(model_name: str) -> dict | None:
+    """The open commit record of ``model_name``'s requests, looked up in the outputs folder of each of its versions'
+    configurations (where ``forget`` keeps the journal); None when there is none."""
+    folders = set()
+    try:
+        versions = mlflow.MlflowClient().search_model_versions(f"name = '{model_name}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    for version in versions:
+        config_file = project_path(version.tags.get("state_dir", "")) / CONFIG_FILE
+        if version.tags.get("state_dir") and config_file.is_file():
+            folders.add(project_path(json.loads(config_file.read_text()).get("outputs_dir", "outputs")))
+    for folder in sorted(folders):
+        record = journal_of(folder, model_name).read()
+        if record is not None:
+            return record
+    return None
+
+
+def _terminate(run_id: str, status: str) -> None:
+    client = mlflow.MlflowClient()
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status)
+    except mlflow.exceptions.MlflowException:
+        pass
+
+
+def report_deletion(record: dict) -> str:
+    """Purge what is left, search every store for the deleted images (their digests in the commit ``record``), log
+    ``deletion_report.json`` to the request's run and tag the new version with the verdict (``deletion_report``);
+    ``deletion_request`` is ``served`` only when the report is clean, else ``incomplete``. Returns the verdict."""
+    outputs_dir, data_dir = Path(record["outputs_dir"]), Path(record["data_dir"])
+    digests, shape = set(record["digests"]), tuple(record["image_shape"])
+    model_name, new_version = record["model_name"], record["new_version"]
+    purge = purge_copies(digests, shape, data_dir=data_dir, outputs_dir=outputs_dir, keep=Path(record["new_state"]))
+    report = deletion_report(record["ids"], digests, shape, data_dir=data_dir, outputs_dir=outputs_dir,
+                             model_name=model_name, holding_versions=record["holding"], purge=purge,
+                             request_id=record["request_id"])
+    mlflow.MlflowClient().log_dict(record["request_id"], report, "deletion_report.json")
     set_signed_tags(model_name, new_version, {"deletion_report": report["verdict"],
                                               "deletion_request": "served" if report["verdict"] == CLEAN
                                               else "incomplete"})
@@ -287,7 +413,7 @@ def report_deletion(ids, deleted_images, data_dir, config, model_name, holding, 
           f"per store: {searched}; servable versions holding the ids: "
           f"{report['registry']['versions_holding_ids_servable'] or 'none'}"
           + (f"; not searched: {'; '.join(report['not_searched'])}" if report["not_searched"] else "")
-          + (f"; purged {len(purge['state_folders_removed'])} run state folders" if purge["state_folders_removed"]
+          + (f"; purged {len(purge['state_folders_removed'])} folders" if purge["state_folders_removed"]
              else "") + f"; {purge['dvc_gc']}")
     return report["verdict"]
 
@@ -355,32 +481,6 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
     return {"run_id": run.info.run_id, "requested": len(ids), "forgotten": len(to_forget),
             "requested_verdict": verdict, "gate": "passed" if decision.passed else "rejected",
             "registered_version": new_version}
-
-
-def commit_deletion(ids: list[str], data_dir: Path, *, request_id: str, model_version: str,
-                    model_name: str) -> list[str]:
-    """After the new version passed the gate: the ledger, the data folder without the ids (DVC-tracked when it is
-    the project's), the new version's data version set to the rewritten folder's (the data it holds: its final
-    audit covered every record of it, so ``audit_data_md5`` follows, and a later re-audit on this folder matches),
-    and ``contains_deleted=true`` on every other version that still holds them; returns those versions."""
-    ledger = ledger_path(data_dir)
-    added = append_to_ledger(ledger, ids, request_id=request_id, model_version=model_version)
-    dataset = load_dataset(data_dir)
-    mirror_ledger(data_dir, ledger_source(dataset.config), request_id)
-    save_dataset(apply_ledger(dataset, ledger_ids(ledger)), data_dir)
-    dvc_track(data_dir)
-    dvc_track(ledger)
-    client = mlflow.MlflowClient()
-    served_on = client.get_model_version(model_name, model_version).tags.get("data_md5", "")
-    rewritten = dvc_md5_of_folder(data_dir)
-    set_signed_tags(model_name, model_version, {"data_md5_when_served": served_on, "data_md5": rewritten,
-                                                "audit_data_md5": rewritten})
-    holding = versions_holding(model_name, set(ids), exclude=model_version)
-    for held in holding:
-        set_signed_tags(model_name, held, {CONTAINS_DELETED_TAG: "true"})
-    print(f"forget: {added} ids added to the ledger {ledger.name}; {data_dir.name}/ rewritten without them; "
-          f"versions {holding or 'none'} tagged {CONTAINS_DELETED_TAG}=true")
-    return holding
 
 
 def model_id_of(uri_or_id: str) -> str | None:
@@ -482,6 +582,10 @@ def promote_version(model_name: str, version: str, policy_file: str = POLICY_FIL
         if looser:
             raise PromotionRefused(f"promotion refused: {policy_file} is laxer than the committed {COMMITTED_POLICY} "
                                    f"({'; '.join(looser)}): promote under the committed policy, or a stricter one")
+    open_commit = _open_commit_of(model_name)
+    if open_commit is not None:
+        raise PromotionRefused(f"promotion refused: the commit of deletion request {open_commit['request_id']} was "
+                               "interrupted; run the forget entry point with the same ids first (it finishes it)")
     decision = promote(model_name, version, policy)
     if not decision.passed:
         raise PromotionRefused(f"promotion refused: {decision.reason}")

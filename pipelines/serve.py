@@ -148,8 +148,12 @@ class ChampionFollower:
                 try:
                     with urllib.request.urlopen(request, timeout=300) as answer:
                         status, payload = answer.status, json.load(answer)
-                except urllib.error.HTTPError as err:
-                    status, payload = err.code, json.loads(err.read() or b"{}")
+                except urllib.error.HTTPError as err:  # MLflow's own error answer, e.g. a malformed request
+                    status, text = err.code, err.read()
+                    try:
+                        payload = json.loads(text or b"{}")
+                    except ValueError:
+                        payload = {"error": text.decode(errors="replace")}
                 if isinstance(payload, dict):
                     payload["version"] = server.version
                 self._send(status, payload, server.version)

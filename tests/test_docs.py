@@ -3,9 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 import fairforget
 
 
+@pytest.mark.integration  # pdoc imports and renders every module (~25 s): make test-all
 def test_api_reference_builds_and_lists_the_public_api(tmp_path):
     subprocess.run([sys.executable, "-m", "pdoc", "--docformat", "restructuredtext", "--output-directory",
                     str(tmp_path), "fairforget", "fairforget.components", "fairforget.pipelines",

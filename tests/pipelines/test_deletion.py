@@ -20,7 +20,7 @@ from fairforget.components.ledger import ledger_ids, ledger_path
 from fairforget.components.locks import Busy, exclusive
 from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.pipelines.forget import main as forget_main
-from fairforget.pipelines.forget import serve_deletion_request
+from fairforget.pipelines.forget import COMMIT_STEPS, serve_deletion_request
 from fairforget.pipelines.loop import data_lock, project_path
 from fairforget.pipelines.main import run_pipeline
 from fairforget.pipelines.registry import CHAMPION
@@ -232,6 +232,41 @@ def test_a_request_killed_midway_leaves_the_champion_and_the_ledger_as_they_were
     assert json.dumps(retried)  # a plain summary
 
 
+@pytest.mark.parametrize("fault", [f"commit:{step}" for step in COMMIT_STEPS])
+def test_a_request_killed_at_any_commit_step_is_finished_by_the_next_forget_as_if_never_killed(champion, fault):
+    """The commit (ledger, data, tags, alias, retirement, purge and report) is journalled: killed right after any
+    step, before the journal records it, the next ``forget`` of the same ids finishes it, and the end state is the
+    uninterrupted one (test_requests_mixing_...): champion on version 2, version 1 a tombstone, no third version,
+    the ledger and its mirror, the data without the ids, a clean report, valid signatures, no journal left."""
+    from fairforget.components.approval import gate_key, signature_problem
+    from fairforget.pipelines.forget import journal_of
+    from fairforget.pipelines.ledger_mirror import LEDGER_EXPERIMENT
+
+    tmp_path, live, _ = champion
+    data_dir, ids = tmp_path / "data", live[:2]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "FAIRFORGET_FAULT": fault}
+    killed = subprocess.run([sys.executable, "-c", FORGET_CRASH, ",".join(ids)], env=env, cwd=ROOT, timeout=900,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert killed.returncode == -signal.SIGKILL
+    journal = journal_of(tmp_path / "outputs", MODEL)
+    assert journal.read() is not None  # the commit is open
+    assert promote(tmp_path, 1) == 2  # no promotion while it is
+
+    finished = serve_deletion_request(ids, MODEL)
+    assert finished["resumed"] and finished["registered_version"] == "2" and finished["deletion_report"] == "clean"
+    assert journal.read() is None
+    client = mlflow.MlflowClient()
+    assert champion_version() == "2" and len(client.search_model_versions(f"name = '{MODEL}'")) == 2
+    assert client.get_model_version(MODEL, "1").tags["retired"] == "true"
+    assert ledger_ids(ledger_path(data_dir)) == set(ids) and not set(ids) & set(load_dataset(data_dir).ids)
+    assert max(mlflow.search_runs(experiment_names=[LEDGER_EXPERIMENT])["tags.ledger_rows"].astype(int)) == 2
+    for version in ("1", "2"):
+        assert signature_problem(MODEL, version, client.get_model_version(MODEL, version).tags, gate_key()) is None
+    assert client.get_model_version(MODEL, "2").tags["deletion_request"] == "served"
+    assert mlflow.artifacts.load_dict(f"runs:/{finished['run_id']}/deletion_report.json")["verdict"] == "clean"
+    assert client.get_run(finished["run_id"]).info.status == "FINISHED"
+
+
 def test_refresh_generator_replaces_with_a_generator_that_never_saw_the_deleted_records(champion):
     tmp_path, live, _ = champion
     client = mlflow.MlflowClient()
@@ -315,6 +350,7 @@ def test_a_served_request_purges_every_store_and_its_report_proves_it_by_content
     assert find_copies(remote, digests, shape).total == 3
     stray = tmp_path / "outputs" / "0000" / "interrupted-run"
     save_dataset(held, stray / "augmented")  # a run that registered nothing left the records in its state
+    save_dataset(held, tmp_path / ".data.tmp-killed")  # a prepare killed before its rename
 
     summary = serve_deletion_request(requested, MODEL)
     assert summary["deletion_report"] == "clean"
@@ -324,7 +360,8 @@ def test_a_served_request_purges_every_store_and_its_report_proves_it_by_content
     assert any(name.startswith("artifact store") for name in report["stores"])
     assert all(store["copies"] == 0 and store["arrays_compared"] >= 0 for store in report["stores"].values())
     assert report["stores"]["data folder"]["arrays_compared"] == 1
-    assert report["purged"]["state_folders_removed"] == [str(stray)] and not stray.exists()
+    assert report["purged"]["state_folders_removed"] == [str(stray), str(tmp_path / ".data.tmp-killed")]
+    assert not stray.exists() and not (tmp_path / ".data.tmp-killed").exists()
     assert report["purged"]["dvc_gc"].endswith(": ok")
     assert report["registry"]["versions_holding_ids_servable"] == [] and report["registry"]["aliases"] == {
         "champion": "2", "candidate": "2"}

@@ -1,0 +1,48 @@
+"""An intent journal: one JSON record, written atomically and fsynced before the work it describes, rewritten after
+each step, removed when the work is whole. A process killed at any point leaves either no record (nothing to do) or
+the record of what was intended and which steps were done, from which a restart finishes the rest (every step is
+idempotent) or rolls it back."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class Journal:
+    """The journal file at ``path`` (its folder is created on the first write)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def read(self) -> dict | None:
+        """The open record, or None when there is none."""
+        if not self.path.is_file():
+            return None
+        return json.loads(self.path.read_text())
+
+    def write(self, record: dict) -> None:
+        """Replace the record atomically: a temporary sibling, fsynced, renamed, and the folder fsynced."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w") as handle:
+            json.dump(record, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.path)
+        _fsync_folder(self.path.parent)
+
+    def close(self) -> None:
+        """Remove the record: the work it described is whole (or rolled back)."""
+        self.path.unlink(missing_ok=True)
+        _fsync_folder(self.path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    if folder.is_dir():
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
