@@ -165,8 +165,23 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> dict:
     effective_policy(config)  # a missing or malformed policy fails now, not after training
     configure_tracking()
     data_dir = project_path(config.data_dir)
+    finish_interrupted_deletion(config, data_dir)
     with exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
         return _run_pipeline(config, resume, data_dir)
+
+
+def finish_interrupted_deletion(config: PipelineConfig, data_dir: Path) -> None:
+    """A deletion request killed in its commit (pipelines/forget.py) is finished, or rolled back, before this run
+    reads the data: otherwise it could train on a record the request was deleting."""
+    from fairforget.pipelines.forget import finish_open_commit, journal_of
+
+    outputs_dir = project_path(config.outputs_dir)
+    journal = journal_of(outputs_dir, config.gate.model_name)
+    if journal.read() is None:
+        return
+    with exclusive(outputs_dir / ".locks" / f"{config.gate.model_name}.lock", f"the model {config.gate.model_name}"), \
+            exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
+        finish_open_commit(journal)
 
 
 def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:

@@ -267,6 +267,20 @@ def test_a_request_killed_at_any_commit_step_is_finished_by_the_next_forget_as_i
     assert client.get_run(finished["run_id"]).info.status == "FINISHED"
 
 
+def test_a_pipeline_run_after_a_killed_commit_finishes_it_before_reading_the_data(champion):
+    from fairforget.pipelines.forget import journal_of
+
+    tmp_path, live, _ = champion
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "FAIRFORGET_FAULT": "commit:ledger"}
+    killed = subprocess.run([sys.executable, "-c", FORGET_CRASH, ",".join(live[:2])], env=env, cwd=ROOT,
+                            timeout=900, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert killed.returncode == -signal.SIGKILL
+    rerun = run_pipeline(tiny_pipeline(tmp_path))
+    assert journal_of(tmp_path / "outputs", MODEL).read() is None and champion_version() == "2"
+    assert not set(live[:2]) & set(load_dataset(tmp_path / "data").ids)
+    assert not set(live[:2]) & live_ids(rerun["registered_version"])  # the run never trained on them
+
+
 def test_refresh_generator_replaces_with_a_generator_that_never_saw_the_deleted_records(champion):
     tmp_path, live, _ = champion
     client = mlflow.MlflowClient()
