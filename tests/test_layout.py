@@ -35,11 +35,11 @@ def test_the_top_level_is_the_cards_and_import_fairforget_works_outside_the_chec
     assert {"components", "pipelines", "tests", "docker", "MLproject", "data.dvc", "README.md"} <= {
         p.name for p in ROOT.iterdir()}
     assert not (ROOT / "fairforget" / "components").exists() and not (ROOT / "fairforget" / "pipelines").exists()
-    code = ("import fairforget, fairforget.components.gate as g, fairforget.pipelines.main as m; "
+    code = ("import fairforget, fairforget.components.gate as g, fairforget.pipelines.faults as m; "
             "print(g.__file__); print(m.__file__)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     gate_file, main_file = done.stdout.split()
-    assert Path(gate_file) == ROOT / "components" / "gate.py" and Path(main_file) == ROOT / "pipelines" / "main.py"
+    assert Path(gate_file) == ROOT / "components" / "gate.py" and Path(main_file) == ROOT / "pipelines" / "faults.py"
 
 
 def test_layers_point_one_way_and_no_module_imports_itself_in_a_circle():

@@ -33,6 +33,7 @@ def _log_and_register(weights, name):
     return info.model_uri, version
 
 
+@pytest.mark.integration  # the audit entry point run on a registered toy model: make test-all
 def test_audit_step_logs_metrics_figures_and_tags_the_version(tracking_uri, tmp_path):
     from fairforget.pipelines.audit import run as main
 
@@ -90,6 +91,7 @@ def test_a_model_with_other_classes_is_refused(tracking_uri):
                          attacks=["mloss"], config=AuditConfig(fpr_levels=(0.01,), show_progress=False))
 
 
+@pytest.mark.integration  # the audit entry point run on a registered toy model: make test-all
 def test_the_audit_step_sets_aside_the_images_a_registered_version_made_its_canaries_from(tracking_uri):
     from fairforget.components.canaries import cut_audit_pool, reserve_canary_pool
     from fairforget.pipelines.audit import members_and_non_members, registered_canaries
