@@ -23,9 +23,14 @@ import numpy as np
 NPY_MAGIC = b"\x93NUMPY"
 
 
+def image_digest(image: np.ndarray) -> str:
+    """The SHA-256 (hex) of one uint8 image (H, W, C), over its C-contiguous bytes."""
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
 def image_digests(images: np.ndarray) -> set[str]:
-    """The SHA-256 (hex) of each image of uint8 (N, H, W, C), over its C-contiguous bytes."""
-    return {hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images}
+    """``image_digest`` of each image of uint8 (N, H, W, C)."""
+    return {image_digest(image) for image in images}
 
 
 @dataclass
@@ -78,7 +83,7 @@ def find_copies(root: str | os.PathLike, digests: set[str], image_shape: tuple[i
             scan.skipped[name] = f"images of another shape {tuple(array.shape[1:])}"
             continue
         scan.arrays += 1
-        found = sum(hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() in digests for image in array)
+        found = sum(image_digest(image) in digests for image in array)
         if found:
             scan.copies[name] = int(found)
     return scan

@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from fairforget.components.atomic import fsync_folder, write_text_atomically
+
 
 class Journal:
     """The journal file at ``path`` (its folder is created on the first write)."""
@@ -23,26 +25,10 @@ class Journal:
         return json.loads(self.path.read_text())
 
     def write(self, record: dict) -> None:
-        """Replace the record atomically: a temporary sibling, fsynced, renamed, and the folder fsynced."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w") as handle:
-            json.dump(record, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(self.path)
-        _fsync_folder(self.path.parent)
+        """Replace the record atomically (``components.atomic``)."""
+        write_text_atomically(self.path, json.dumps(record, indent=1, sort_keys=True))
 
     def close(self) -> None:
         """Remove the record: the work it described is whole (or rolled back)."""
         self.path.unlink(missing_ok=True)
-        _fsync_folder(self.path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    if folder.is_dir():
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_folder(self.path.parent)

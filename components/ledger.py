@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from fairforget.components.atomic import write_text_atomically
 from fairforget.components.dataset import Dataset
 from fairforget.errors import DataError
 
@@ -64,13 +65,8 @@ def append_to_ledger(path: str | os.PathLike, ids: Sequence[str], *, request_id:
 
 
 def write_ledger(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """Write ``table`` (the ledger's columns) to ``path`` atomically: a temporary sibling, fsynced, then renamed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table[list(LEDGER_COLUMNS)].to_csv(tmp, index=False, lineterminator="\n")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    """Write ``table`` (the ledger's columns) to ``path`` atomically (``components.atomic``)."""
+    write_text_atomically(path, table[list(LEDGER_COLUMNS)].to_csv(index=False, lineterminator="\n"))
 
 
 def merge_ledgers(local: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
