@@ -8,7 +8,8 @@ Checked, before anything starts:
     must not equal the value of any such variable in docker/.env.example (the example file beside this script,
     or FAIRFORGET_ENV_EXAMPLE), whatever its name here: AWS_SECRET_ACCESS_KEY holding the example
     MINIO_ROOT_PASSWORD is refused;
-  - no ARG may contain an example secret (a backend-store URI with the example POSTGRES_PASSWORD is refused).
+  - no ARG and no environment value may contain an example secret (MLFLOW_BACKEND_STORE_URI with the example
+    POSTGRES_PASSWORD is refused).
 The first problem is printed as one line on stderr, naming the variable and the fix, and the exit status is 78
 (EX_CONFIG). When all is well, COMMAND replaces this process (it keeps PID 1 and the container's signals); without
 COMMAND the script exits 0.
@@ -59,6 +60,11 @@ def find_problem(required: list[str], environ: dict[str, str], argv: list[str], 
             held = name if name == source else f"{name} holds {source}, which"
             return (f"{held} still has its example value from docker/.env.example: set your own {source} in "
                     f"docker/.env (make one with: {NEW_SECRET})")
+    for name, value in sorted(environ.items()):
+        for example, source in examples.items():
+            if example in value:
+                return (f"{name} holds the example value of {source} from docker/.env.example: set your own {source} "
+                        f"in docker/.env (make one with: {NEW_SECRET})")
     for arg in argv:
         for value, source in examples.items():
             if value in arg:

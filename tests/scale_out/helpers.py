@@ -203,14 +203,13 @@ def stack_mlflow_server(tmp_path: Path, env_values: dict[str, str], backend_stor
     loopback port. Yields the server's URL once ``/health`` answers."""
     port = free_port()
     command = container_command("mlflow", env_values)
-    command = replace_option(command, "--backend-store-uri",
-                             backend_store_uri or f"sqlite:///{tmp_path / 'server.db'}")
     command = replace_option(command, "--artifacts-destination", str(tmp_path / "server-artifacts"))
     command = replace_option(command, "--host", "127.0.0.1")
     command = replace_option(command, "--port", str(port))
     command = replace_option(command, "--workers", "1")
     env = {**{k: v for k, v in os.environ.items() if not CHECKED_SECRET.search(k) and not k.startswith("MLFLOW_")},
            **service_environment("mlflow", env_values), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "MLFLOW_BACKEND_STORE_URI": backend_store_uri or f"sqlite:///{tmp_path / 'server.db'}",
            "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(tmp_path))}
     log = tmp_path / "mlflow-server.log"
     url = f"http://127.0.0.1:{port}"

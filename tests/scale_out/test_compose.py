@@ -81,7 +81,8 @@ def test_the_stack_is_wired_as_the_docs_say():
     mlflow_server = service_command("mlflow")
     assert mlflow_server[:2] == ["mlflow", "server"] and "--serve-artifacts" in mlflow_server
     option = {k: v for k, v in zip(mlflow_server, mlflow_server[1:]) if k.startswith("--")}
-    backend = option["--backend-store-uri"]
+    assert "--backend-store-uri" not in option  # the password it holds would be on the command line
+    backend = service_environment("mlflow")["MLFLOW_BACKEND_STORE_URI"]
     # psycopg 3, the driver requirements.txt pins and tests/scale_out/test_mlflow_postgres.py runs against PostgreSQL
     assert backend.startswith("postgresql+psycopg://") and "@postgres:5432/" in backend
     env = read_env_file(ENV_EXAMPLE)
@@ -197,7 +198,11 @@ def test_compose_itself_accepts_the_stack(tmp_path):
     resolved = yaml.safe_load(subprocess.run(base, capture_output=True, text=True, timeout=60).stdout)
     env = read_env_file(ENV_EXAMPLE)
     assert resolved["services"]["pipeline"]["environment"]["RAY_AUTH_TOKEN"] == env["RAY_AUTH_TOKEN"]
-    assert f"{env['POSTGRES_PASSWORD']}@postgres:5432" in " ".join(resolved["services"]["mlflow"]["command"])
+    mlflow_service = resolved["services"]["mlflow"]
+    assert f"{env['POSTGRES_PASSWORD']}@postgres:5432" in mlflow_service["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    for name, service in resolved["services"].items():  # no password on any command line
+        line = " ".join([*(service.get("entrypoint") or []), *(service.get("command") or [])])
+        assert not any(env[k] in line for k in env if "PASSWORD" in k), name
     # Compose's own reading of the ports: every one on loopback (v1 writes "127.0.0.1:5000:5000/tcp", v2 a mapping)
     ports = [(name, port) for name, s in resolved["services"].items() for port in s.get("ports", [])]
     assert len(ports) == 3

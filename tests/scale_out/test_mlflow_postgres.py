@@ -84,7 +84,7 @@ def test_the_tracking_server_keeps_runs_and_models_in_postgres(postgres, tmp_pat
 
     env, port = postgres
     # the stack's backend-store URI (driver, user, password, database), only the host moved to this loopback port
-    stack_uri = next(part for part in service_command("mlflow", env) if "@postgres:5432/" in part)
+    stack_uri = service_environment("mlflow", env)["MLFLOW_BACKEND_STORE_URI"]
     assert stack_uri.startswith("postgresql+psycopg://")
     uri = stack_uri.replace("@postgres:5432/", f"@127.0.0.1:{port}/")
     experiment_name, model_name = pipeline_resources()
