@@ -1,7 +1,8 @@
-"""`make docs`: the API reference builds from the docstrings and documents the public API."""
+"""The docs: the API reference builds from the docstrings (`make docs`), results files are indexed, links resolve."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +18,26 @@ def test_api_reference_builds_and_lists_the_public_api(tmp_path):
     for name in ("ForgettingLoop", "audit_membership", "SisaModel", "augment", "FairforgetError"):
         assert name in page and name in fairforget.__all__
     assert (tmp_path / "fairforget" / "components" / "forgetting.html").is_file()
+
+
+def test_every_results_file_is_indexed_and_every_relative_link_resolves():
+    """docs/results/README.md names (by path or glob) every file under docs/results; every relative link of the
+    README and of docs/ points to a file that exists."""
+    import fnmatch
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    results = root / "docs" / "results"
+    index = (results / "README.md").read_text()
+    patterns = [p for p in re.findall(r"`([^`\s]+)`", index) if "/" in p or "." in p]
+    tracked = subprocess.run(["git", "ls-files", "docs/results"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.split()
+    for path in tracked:
+        relative = path.removeprefix("docs/results/")
+        if relative != "README.md":
+            assert any(fnmatch.fnmatch(relative, p) for p in patterns), f"{relative} is not in docs/results/README.md"
+    notes = results / "notes.md"  # folded into docs/results.md: its links are relative to docs/
+    for page in [root / "README.md", *sorted(p for p in (root / "docs").rglob("*.md") if p != notes)]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if not re.match(r"[a-z]+:", target):
+                assert (page.parent / target).exists(), f"{page.relative_to(root)} links to missing {target}"
