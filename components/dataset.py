@@ -11,17 +11,15 @@ A data set on disk is a folder holding
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from fairforget.components.atomic import atomic_folder
 from fairforget.errors import DataError  # noqa: F401 (re-exported)
 
 MANIFEST_COLUMNS = ("id", "split", "label", "class_name", "superclass", "origin")
@@ -167,32 +165,6 @@ def write_dataset_files(dataset: Dataset, folder: Path) -> None:
         "config": dataset.config,
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-@contextlib.contextmanager
-def atomic_folder(folder: str | os.PathLike):
-    """Yield a temporary sibling folder to fill; on success it replaces ``folder``, on failure it is removed and
-    ``folder`` is left as it was."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        yield tmp
-        replace_folder(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Put folder ``new`` at ``target``: the old ``target`` is renamed away first and removed last."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_dataset(folder: str | os.PathLike) -> Dataset:

@@ -9,13 +9,15 @@ TorchScript needs only torch, ONNX only onnxruntime.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
 from torch import nn
+
+from fairforget.components.atomic import atomic_file
 
 from fairforget.errors import ConfigError
 
@@ -40,36 +42,26 @@ class EnsembleModule(nn.Module):
         return probabilities.mean(dim=0)
 
 
-def _atomic_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    return Path(tmp)
-
-
 def export_torchscript(module: EnsembleModule, example: torch.Tensor, path: str | os.PathLike) -> Path:
     """Trace ``module`` on ``example`` (float32 (n, C, H, W)) and save it atomically to ``path``."""
     path = Path(path)
-    tmp = _atomic_path(path)
     with torch.no_grad():
         traced = torch.jit.trace(module.eval(), example, check_trace=False)
-    traced.save(str(tmp))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        traced.save(str(tmp))
     return path
 
 
 def export_onnx(module: EnsembleModule, example: torch.Tensor, path: str | os.PathLike, opset: int = 18) -> Path:
     """Export ``module`` to ONNX with a dynamic batch dimension (input ``images``, output ``probabilities``)."""
     path = Path(path)
-    tmp = _atomic_path(path)
-    with torch.no_grad():
+    import onnx
+
+    with atomic_file(path) as tmp, torch.no_grad():
         torch.onnx.export(module.eval(), (example,), str(tmp), input_names=["images"], output_names=["probabilities"],
                           dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=opset,
                           dynamo=True, verbose=False)
-    import onnx
-
-    onnx.checker.check_model(str(tmp))
-    tmp.replace(path)
+        onnx.checker.check_model(str(tmp))
     return path
 
 

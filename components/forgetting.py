@@ -41,7 +41,8 @@ from fairforget.components.canaries import (
 from fairforget.components.config import ConfigBase
 from fairforget.components.dataset import Dataset
 from fairforget.components.fairness import FairnessReport, evaluate_predictions
-from fairforget.components.gate import AUDIT_POWER_NOT_SHOWN, AUDIT_POWER_SHOWN, AUDIT_POWER_UNVERIFIED
+from fairforget.components.gate import (AUDIT_POWER_NOT_SHOWN, AUDIT_POWER_SHOWN, AUDIT_POWER_UNVERIFIED,
+                                         FINAL_EXACTNESS_STAGE)
 from fairforget.components.generator import Generator
 from fairforget.components.mia import AuditConfig
 from fairforget.components.mia.certify import EMPTY_CERTIFICATE, Certificate, Tolerance
@@ -58,6 +59,9 @@ from fairforget.errors import ConfigError, DataError, UnlearningNotExactError
 FORGOTTEN, RETAINED = "forgotten", "retained"
 
 
+EXACTNESS_AUDITS = ("final", "every_step")
+
+
 @dataclass(frozen=True)
 class LoopConfig(ConfigBase):
     """Algorithm 2's own knobs."""
@@ -69,6 +73,8 @@ class LoopConfig(ConfigBase):
     convergence_patience: int = 1  # stop after this many iterations in a row with the retained originals certified
                                    # (0: never stop early)
     shard_audit_size: int = 200  # members of each shard (and as many non-members) audited per shard model; 0: off
+    exactness_audit: str = "final"  # "final": every shard retrained from scratch once, after the last step, and
+                                    # compared bit for bit; "every_step": one shard per step (EXACTNESS_AUDITS)
 
     def validate(self) -> None:
         if not 0.0 < self.forget_rate <= 1.0:
@@ -86,6 +92,8 @@ class LoopConfig(ConfigBase):
                               f"{self.convergence_patience}")
         if self.forget_order not in FORGET_ORDERS:
             raise ConfigError(f"unknown forget_order {self.forget_order!r}; known: {', '.join(FORGET_ORDERS)}")
+        if self.exactness_audit not in EXACTNESS_AUDITS:
+            raise ConfigError(f"unknown exactness_audit {self.exactness_audit!r}; known: {', '.join(EXACTNESS_AUDITS)}")
 
 
 def replenish_seed_base(augment_seed: int, step: int) -> int:
@@ -341,12 +349,14 @@ class ForgettingLoop:
         return {FORGOTTEN: forgotten, RETAINED: retained} if retained else {FORGOTTEN: forgotten}
 
     # one step -----------------------------------------------------------------------------------------------
-    def forget_and_replenish(self, ids: Sequence[str], *, seed_base: int) -> ForgetStep:
+    def forget_and_replenish(self, ids: Sequence[str], *, seed_base: int, audit: bool | None = None) -> ForgetStep:
         """Unlearn ``ids`` exactly (SISA) and give each shard as many new synthetic samples as it lost records
         (Alg. 2 line 5 / ``replenish``; canaries are not replaced), in one retraining of the affected shards.
 
-        Raises ``DataError`` for an empty request and ``UnlearningNotExactError`` when the exactness audit finds
-        the unlearned shard differs from a retrain.
+        ``audit``: retrain one unlearned shard from scratch in the same pool and compare it bit for bit (default:
+        when ``config.exactness_audit`` is ``every_step``; with ``final`` the loop's caller runs
+        ``verify_final_exactness`` once instead). Raises ``DataError`` for an empty request and
+        ``UnlearningNotExactError`` when the exactness audit finds the unlearned shard differs from a retrain.
         """
         ids = list(ids)
         if not ids:
@@ -369,13 +379,26 @@ class ForgettingLoop:
         for part in parts[1:]:
             replacements = replacements.concat(part)
         seconds_generating = time.perf_counter() - start
-        unlearned = self.sisa.unlearn(ids, replacements=replacements, replacement_shards=shards)
+        if audit is None:
+            audit = self.config.exactness_audit == "every_step"
+        unlearned = self.sisa.unlearn(ids, audit=audit and self.sisa.config.audit_exactness,
+                                      replacements=replacements, replacement_shards=shards)
         if unlearned.exact is False:
             raise UnlearningNotExactError(
                 f"the unlearned shard {unlearned.audited_shard} differs from one retrained from scratch: unlearning "
                 "is not exact on this machine (non-deterministic kernels or a changed thread count); stopping")
         self.synthetic = self.synthetic.concat(replacements) if len(self.synthetic) else replacements
         return ForgetStep(ids, replacements, unlearned, seconds_generating)
+
+    def verify_final_exactness(self) -> dict:
+        """Retrain every shard from scratch on its current data (one pool) and compare each with the stored final
+        weights bit for bit: the model about to be served equals SISA retrained without every forgotten record.
+        Returns the history row ``{"stage": "final_exactness", "unlearn_exact": 1.0 | 0.0, "shards_differing": [...],
+        "seconds": ...}`` that ``exactness_verdict`` reads as verifying every step before it."""
+        start = time.perf_counter()
+        differing = self.sisa.shards_differing_from_scratch()
+        return {"stage": FINAL_EXACTNESS_STAGE, "unlearn_exact": float(not differing),
+                "shards_differing": differing, "seconds": time.perf_counter() - start}
 
     def audit(self, *, config: AuditConfig | None = None,
               extra_subsets: dict[str, list[str]] | None = None) -> AuditReport:

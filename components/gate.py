@@ -12,8 +12,8 @@ Policy (``registry_policy.yaml``, versioned with the code):
 - ``require_audit_power``: the audit must have been shown able to fail: it detected the live canaries (or, once
   every canary was forgotten, detected them at the last iteration with live ones), and the iteration-0 audit
   detected the natural members (some attack's AUC interval above 0.5). Otherwise the certification is unverified.
-- ``require_exact_unlearning``: every unlearning step's runtime exactness audit (a retrained shard bit-identical to
-  one trained from scratch) ran and passed.
+- ``require_exact_unlearning``: unlearning proven exact: every shard of the final model bit-identical to one trained
+  from scratch on its final data, or every step's own runtime audit passed (``exactness_verdict``).
 - ``require_generator_audit``: the generator whose samples replaced the originals must pass its own membership
   audit (strongest attack's AUC within its chance bound).
 - ``on_failed_deletion``: what a served deletion request does when its new version fails the gate: ``unserve``
@@ -80,7 +80,7 @@ class RegistryPolicy(ConfigBase):
     min_accuracy: float = 0.7  # test accuracy must reach this
     require_certification: bool = True  # off only for toy data too small to certify (recorded on the version)
     require_audit_power: bool = True  # canaries and natural members detected (see the module docstring)
-    require_exact_unlearning: bool = True  # every unlearning step's exactness audit ran and passed
+    require_exact_unlearning: bool = True  # unlearning proven exact (exactness_verdict)
     require_generator_audit: bool = False  # the generator's membership audit must be within its chance bound
     on_failed_deletion: str = UNSERVE  # a deletion request whose new version fails: unserve (no champion) or keep
 
@@ -205,16 +205,27 @@ def generator_tags(metrics) -> dict[str, str]:
     return tags
 
 
+FINAL_EXACTNESS_STAGE = "final_exactness"  # a history row: every shard retrained from scratch and compared
+
+
 def exactness_verdict(history) -> str:
-    """``verified`` when every unlearning step in ``history`` (rows with ``unlearn_exact``) had its exactness audit
-    pass (or there was none), ``unverified`` when one was not audited, ``failed`` when one differed."""
-    values = [row.get("unlearn_exact") for row in history if "unlearn_exact" in row]
-    values = [v for v in values if v is not None]
-    if any(v == 0.0 for v in values):
-        return EXACTNESS_FAILED
-    if any(v != v for v in values):  # NaN: a step whose exactness was not audited
-        return EXACTNESS_UNVERIFIED
-    return EXACTNESS_VERIFIED
+    """``verified`` when every unlearning step in ``history`` (rows with ``unlearn_exact``, in order) is covered
+    by a passed exactness audit: its own (one shard retrained from scratch and compared bit for bit), or a later
+    ``final_exactness`` row (every shard retrained from scratch and compared: the model after the step equals SISA
+    retrained without the forgotten records, so every step before it was exact). ``failed`` when any audit found a
+    difference, ``unverified`` when a step is covered by none (or there was no step: ``verified``)."""
+    uncovered = False
+    for row in history:
+        value = row.get("unlearn_exact")
+        if "unlearn_exact" not in row or value is None:
+            continue
+        if value == 0.0:
+            return EXACTNESS_FAILED
+        if row.get("stage") == FINAL_EXACTNESS_STAGE:
+            uncovered = False
+        elif value != value:  # NaN: a step whose exactness was not audited on its own
+            uncovered = True
+    return EXACTNESS_UNVERIFIED if uncovered else EXACTNESS_VERIFIED
 
 
 def _policy_reasons(certificates: Mapping[str, Certificate | None], test_accuracy: float, audit_power: str,
@@ -240,8 +251,8 @@ def _policy_reasons(certificates: Mapping[str, Certificate | None], test_accurac
                 if natural_detected is False else "the iteration-0 audit of the natural members is not recorded")
         reasons.append(f"{what}: the audit's certification is unverified")
     if policy.require_exact_unlearning and exactness != EXACTNESS_VERIFIED:
-        reasons.append(f"unlearning exactness {exactness}: every unlearning step must pass its exactness audit "
-                       "(audit_exactness on, deterministic kernels)")
+        reasons.append(f"unlearning exactness {exactness}: the final shards must equal their from-scratch retrains "
+                       "or every step pass its own audit (audit_exactness on, deterministic kernels)")
     if policy.require_generator_audit and generator_audit == GENERATOR_ABOVE:
         reasons.append("the generator's membership audit is above its chance bound: its samples may carry the "
                        "original records back (train it with generator_privacy=dp)")

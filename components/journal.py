@@ -32,3 +32,11 @@ class Journal:
         """Remove the record: the work it described is whole (or rolled back)."""
         self.path.unlink(missing_ok=True)
         fsync_folder(self.path.parent)
+
+
+def open_journals_on(data_dir: str | os.PathLike, outputs_dir: str | os.PathLike) -> list[Journal]:
+    """The open journals under ``<outputs_dir>/.journal/`` whose work writes ``data_dir`` (their record's
+    ``data_dir``): a commit a killed process left half done on that data folder."""
+    folder, data_dir = Path(outputs_dir) / ".journal", Path(data_dir).resolve()
+    journals = [Journal(path) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return [j for j in journals if (j.read() or {}).get("data_dir") and Path(j.read()["data_dir"]).resolve() == data_dir]

@@ -41,3 +41,9 @@ def exclusive(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def data_lock(data_dir: str | os.PathLike) -> Path:
+    """The lock file of a data folder (``.data.lock`` beside ``data/``): one writer of the folder at a time."""
+    data_dir = Path(data_dir).resolve()
+    return data_dir.with_name(f".{data_dir.name}.lock")

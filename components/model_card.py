@@ -6,6 +6,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from fairforget.components.bias import BiasReport
+from fairforget.components.gate import FINAL_EXACTNESS_STAGE, exactness_verdict
 
 
 def _fmt(value: Any) -> str:
@@ -63,7 +64,8 @@ def render_model_card(model_name: str, data_md5: str, code_version: str, bias_be
                       onnx_max_abs_diff: float) -> str:
     """A self-contained markdown card: data, bias, accuracy and fairness, privacy audit, unlearning, generator."""
     biased = next((row for row in history if row.get("stage") == "biased"), {})
-    iterations = [row for row in history if row.get("stage") != "biased"]
+    iterations = [row for row in history if "iteration" in row]
+    final_check = [row for row in history if row.get("stage") == FINAL_EXACTNESS_STAGE]
     superclasses = sorted(k.split("/", 1)[1] for k in final_metrics
                           if k.startswith("acc/") and k.count("/") == 1 and k.split("/")[1] not in
                           {"test", "retain", "worst_class", "worst_superclass"})
@@ -114,12 +116,18 @@ def render_model_card(model_name: str, data_md5: str, code_version: str, bias_be
         lines.append(f"| {row['iteration']} | {row['acc_retain']:.4f} | {row['acc_test']:.4f} | "
                      f"{row['acc_worst_class']:.4f} | {row['forgotten_fraction']:.2f} | {row['original_fraction']:.2f} | "
                      f"{held[0]} | {held[1]} | {row['seconds']:.0f} |")
-    exact = final_metrics.get("unlearn/exact")
+    if final_check:
+        differing = final_check[-1].get("shards_differing") or []
+        exactness = ("every shard of this model was then retrained from scratch on its final data and compared bit "
+                     "for bit: " + ("all equal." if not differing else f"shards {differing} differ."))
+    else:
+        exact = final_metrics.get("unlearn/exact")
+        exactness = ("the runtime exactness audit (one shard retrained from scratch, compared bit for bit) last "
+                     f"reported `unlearn/exact = {_fmt(exact) if exact is not None else 'n/a'}`.")
     lines += [
         "",
-        f"Every unlearning step retrained the affected shards from the checkpoint before the first affected slice; "
-        f"the runtime exactness audit (one shard retrained from scratch, compared bit for bit) last reported "
-        f"`unlearn/exact = {_fmt(exact) if exact is not None else 'n/a'}`.",
+        "Every unlearning step retrained the affected shards from the checkpoint before the first affected slice; "
+        f"{exactness} Exactness verdict: `{exactness_verdict(history)}`.",
         "",
         "## Privacy audit (membership inference, final model)",
         "```",

@@ -33,6 +33,7 @@ SYNTHETIC_TO_REAL = "augment/synthetic_to_real_ratio"  # synthetic images added 
 # unlearning and replenishment
 UNLEARN_POINTS = "unlearn/points"
 UNLEARN_EXACT = "unlearn/exact"
+UNLEARN_FINAL_EXACT = "unlearn/final_exact"  # every shard of the final model equals its from-scratch retrain
 UNLEARN_SHARDS = "unlearn/shards_retrained"
 UNLEARN_SLICES = "unlearn/slices_retrained"
 REPLENISHED = "augment/replenished"
@@ -63,3 +64,4 @@ TIME_UNLEARN = "time/unlearn_s"
 TIME_AUDIT = "time/audit_s"
 TIME_FINAL_AUDIT = "time/final_audit_s"
 TIME_TOTAL = "time/total_s"
+TIME_FINAL_EXACTNESS = "time/final_exactness_s"

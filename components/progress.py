@@ -13,14 +13,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
+import weakref
 
 from tqdm.auto import tqdm
 
 ENV = "FAIRFORGET_PROGRESS"
 HEARTBEAT_SECONDS = 60.0
 log = logging.getLogger("fairforget.progress")
-_last_line = time.monotonic()  # shared by every loop: one line at least every HEARTBEAT_SECONDS while any advances
+_last_line = time.monotonic()  # shared by every loop: one line at least every HEARTBEAT_SECONDS while any is open
+_open_loops: list[weakref.ref] = []  # LogProgress loops not finished yet, oldest first
+_watch_lock = threading.Lock()
+_watcher: threading.Thread | None = None
 
 
 def bars_wanted() -> bool:
@@ -49,11 +54,16 @@ class LogProgress:
         self.iterable, self.desc, self.n = iterable, desc or "working", 0
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.started = time.monotonic()
+        self.closed = False
+        _watch(self)
 
     def __iter__(self):
-        for item in self.iterable:
-            yield item
-            self.update(1)
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
 
     def __len__(self) -> int:
         return self.total or 0
@@ -65,17 +75,22 @@ class LogProgress:
         self.close()
 
     def update(self, n: int = 1) -> None:
-        global _last_line
         self.n += n
+        if time.monotonic() - _last_line >= HEARTBEAT_SECONDS:
+            self.log_line()
+
+    def log_line(self) -> None:
+        """One heartbeat line: step, done/total, elapsed, estimate of the time left."""
+        global _last_line
         now = time.monotonic()
-        if now - _last_line < HEARTBEAT_SECONDS:
-            return
         _last_line = now
         elapsed = now - self.started
-        if self.total:
-            left = elapsed / max(self.n, 1) * (self.total - self.n)
+        if self.total and self.n:
+            left = elapsed / self.n * (self.total - self.n)
             log.info("%s: %d/%d, elapsed %s, about %s left", self.desc, self.n, self.total, _duration(elapsed),
                      _duration(left))
+        elif self.total:
+            log.info("%s: %d/%d, elapsed %s", self.desc, self.n, self.total, _duration(elapsed))
         else:
             log.info("%s: %d done, elapsed %s", self.desc, self.n, _duration(elapsed))
 
@@ -83,7 +98,34 @@ class LogProgress:
         pass
 
     def close(self) -> None:
-        pass
+        self.closed = True
+
+
+def _innermost_open_loop() -> LogProgress | None:
+    """The most recently opened loop still running (loops closed or garbage-collected are dropped)."""
+    with _watch_lock:
+        _open_loops[:] = [ref for ref in _open_loops if ref() is not None and not ref().closed]
+        return _open_loops[-1]() if _open_loops else None
+
+
+def _watch(loop: LogProgress) -> None:
+    """Register ``loop`` with the heartbeat thread (started on first use): while a loop is open and no line was
+    written for ``HEARTBEAT_SECONDS`` (a slow epoch, say), the thread writes the innermost loop's line itself, so a
+    log reader never waits longer than that, however long one step of the loop takes."""
+    global _watcher
+    with _watch_lock:
+        _open_loops.append(weakref.ref(loop))
+        if _watcher is None or not _watcher.is_alive():
+            _watcher = threading.Thread(target=_heartbeat, name="fairforget-heartbeat", daemon=True)
+            _watcher.start()
+
+
+def _heartbeat() -> None:
+    while True:
+        time.sleep(min(1.0, HEARTBEAT_SECONDS / 4))
+        loop = _innermost_open_loop()
+        if loop is not None and time.monotonic() - _last_line >= HEARTBEAT_SECONDS:
+            loop.log_line()
 
 
 def progress(iterable=None, *, enabled: bool = True, **kwargs):

@@ -13,7 +13,7 @@ from fairforget.components.bias import BalanceConfig
 from fairforget.components.canaries import default_canary_count
 from fairforget.components.config import ConfigBase
 from fairforget.components.data import DataConfig
-from fairforget.components.forgetting import LoopConfig
+from fairforget.components.forgetting import EXACTNESS_AUDITS, LoopConfig
 from fairforget.components.gate import GateConfig
 from fairforget.components.generator.config import GeneratorConfig
 from fairforget.components.mia import AuditConfig
@@ -25,8 +25,8 @@ from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, 
                                       add_generator_privacy_arguments, add_guidance_interval_argument,
                                       float_arg, int_arg, str2bool)
 from fairforget.pipelines.data_steps import (
-    _add_balance_args,
-    _add_data_args,
+    add_balance_arguments,
+    add_data_arguments,
     balance_config_from_args,
     data_config_from_args,
 )
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--forget-rate", type=float_arg, default=loop.forget_rate)
     parser.add_argument("--iterations", type=int_arg, default=loop.iterations)
     parser.add_argument("--forget-order", default=loop.forget_order, choices=list(FORGET_ORDERS))
+    parser.add_argument("--exactness-audit", default=loop.exactness_audit, choices=list(EXACTNESS_AUDITS),
+                        help="final: every shard retrained from scratch once after the last step and compared bit "
+                             "for bit; every_step: one shard per unlearning step")
     parser.add_argument("--convergence-patience", type=int_arg, default=loop.convergence_patience,
                         help="stop after this many iterations in a row with every attack at chance; 0: run them all")
     parser.add_argument("--shards", type=int_arg, default=sisa.num_shards)
@@ -157,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=str2bool, default=False)
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--outputs-dir", default="outputs")
-    _add_data_args(parser)
-    _add_balance_args(parser)
+    add_data_arguments(parser)
+    add_balance_arguments(parser)
     return parser
 
 
@@ -192,6 +195,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         audit=dataclasses.replace(AuditConfig(), attacks=tuple(a.strip() for a in args.attacks.split(",")
                                                                if a.strip()), seed=args.seed),
         loop=LoopConfig(forget_rate=args.forget_rate, iterations=args.iterations, forget_order=args.forget_order,
+                        exactness_audit=args.exactness_audit,
                         iteration_audit_size=args.iteration_audit_size or None,
                         convergence_patience=args.convergence_patience),
         gate=GateConfig(model_name=args.model_name, max_auc_excess=args.max_auc_excess,

@@ -18,8 +18,11 @@ import mlflow
 
 from fairforget.components.bias import BalanceConfig, BiasReport, measure_bias
 from fairforget.components.data import DataConfig, prepare_dataset
-from fairforget.components.dataset import Dataset, atomic_folder, load_dataset, write_dataset_files
+from fairforget.components.atomic import atomic_folder
+from fairforget.components.dataset import DataError, Dataset, load_dataset, write_dataset_files
+from fairforget.components.journal import open_journals_on
 from fairforget.components.ledger import apply_ledger, expected_split_sizes
+from fairforget.components.locks import data_lock, exclusive
 from fairforget.components.plots import plot_distributions
 from fairforget.components.priors import TargetDistribution, build_target
 from fairforget.components.validation import ValidationResult, validate_dataset, validate_integrity
@@ -27,7 +30,16 @@ from fairforget.components.versioning import dvc_md5_of_folder, md5_of_file
 from fairforget.errors import ToolError
 from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, optional_int_arg
-from fairforget.pipelines.tracking import PROJECT_ROOT, log_data_version, log_figure, log_json, run_cli, step_run
+from fairforget.pipelines.tracking import (
+    PROJECT_ROOT,
+    configure_logging,
+    log_data_version,
+    log_figure,
+    log_json,
+    project_path,
+    run_cli,
+    step_run,
+)
 
 log = logging.getLogger("fairforget")
 
@@ -90,16 +102,28 @@ def run_prepare(config: DataConfig, data_dir: str | Path = "data", track: bool =
     return md5
 
 
-def prepare_step(config: DataConfig, data_dir: str | Path = "data") -> str:
+def prepare_step(config: DataConfig, data_dir: str | Path = "data", outputs_dir: str | Path = "outputs") -> str:
     """The ``prepare`` entry point: ``run_prepare`` under the data folder's lock, so it cannot replace ``data/``
     under a running pipeline or a deletion request (its ledger read and its rename would race them); a second
-    writer gets ``Busy`` at once. (``main`` calls ``run_prepare`` directly: it already holds the lock.)"""
-    from fairforget.components.locks import exclusive
-    from fairforget.pipelines.loop import data_lock
-
+    writer gets ``Busy`` at once; refused while a deletion request's commit on the folder is open
+    (``refuse_open_commits``). (``main`` calls ``run_prepare`` directly: it finishes open commits and holds the
+    lock.)"""
     config.validate()  # a refused config writes nothing, not even the lock file
+    refuse_open_commits(Path(data_dir), project_path(outputs_dir))
     with exclusive(data_lock(Path(data_dir)), f"the data folder {data_dir}"):
         return run_prepare(config, data_dir)
+
+
+def refuse_open_commits(data_dir: Path, outputs_dir: Path) -> None:
+    """Raise ``DataError`` when a deletion request's commit on ``data_dir`` was interrupted (an open journal):
+    rebuilding the folder under it could bring back a record the request was deleting."""
+    journals = open_journals_on(data_dir, outputs_dir)
+    if journals:
+        model = journals[0].path.stem
+        raise DataError(f"a deletion request's commit on {data_dir} was interrupted (journal {journals[0].path}): "
+                        f"finish it first with `mlflow run . -e finish -P model_name={model}` (or `python -m "
+                        f"fairforget.pipelines.forget finish --model-name {model} --outputs-dir {outputs_dir}`), then "
+                        "prepare again")
 
 
 @dataclass
@@ -155,7 +179,7 @@ def run_validate(balance: BalanceConfig, data_dir: str | Path = "data", dataset_
         return ValidationOutcome(target, report, result, dvc_md5_of_folder(data_dir), {"run_id": run.info.run_id})
 
 
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = DataConfig()
     parser.add_argument("--dataset", default=defaults.dataset)
     parser.add_argument("--source-dir", default=None)
@@ -181,7 +205,7 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
                       image_size=args.image_size)
 
 
-def _add_balance_args(parser: argparse.ArgumentParser) -> None:
+def add_balance_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = BalanceConfig()
     parser.add_argument("--attributes", default=",".join(defaults.attributes))
     parser.add_argument("--prior", default=defaults.prior)
@@ -198,16 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(description=__doc__)
     sub = parser.add_subparsers(dest="step", required=True)
     prepare = sub.add_parser("prepare", help="build and DVC-track the data set")
-    _add_data_args(prepare)
+    add_data_arguments(prepare)
     prepare.add_argument("--data-dir", default="data")
+    prepare.add_argument("--outputs-dir", default="outputs",
+                         help="where deletion requests keep their commit journals (an open one refuses prepare)")
     validate = sub.add_parser("validate", help="measure bias and run the Great Expectations suites")
-    _add_balance_args(validate)
+    add_balance_arguments(validate)
     validate.add_argument("--data-dir", default="data")
     validate.add_argument("--seed", type=int_arg, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     if args.step == "prepare":
-        return run_cli(lambda: prepare_step(data_config_from_args(args), args.data_dir))
+        return run_cli(lambda: prepare_step(data_config_from_args(args), args.data_dir, args.outputs_dir))
     return run_cli(lambda: run_validate(balance_config_from_args(args), args.data_dir, seed=args.seed))
 
 

@@ -44,6 +44,7 @@ import pandas as pd
 
 from fairforget.components.bias import measure_bias
 from fairforget.components.canaries import inserted_canary_count, with_canaries
+from fairforget.components.atomic import atomic_folder
 from fairforget.components.approval import gate_key, signature_problem
 from fairforget.components.copies import image_digests
 from fairforget.components.dataset import load_dataset, read_ids, save_dataset
@@ -61,8 +62,9 @@ from fairforget.components.gate import (
 from fairforget.components.mia.certify import TOO_FEW, Tolerance
 from fairforget.components.journal import Journal
 from fairforget.components.ledger import append_to_ledger, apply_ledger, ledger_ids, ledger_path
-from fairforget.components.locks import exclusive
+from fairforget.components.locks import data_lock, exclusive
 from fairforget.components.priors import build_target
+from fairforget.components.run_state import CONFIG_FILE, PROGRESS_FILE, SNAPSHOT_DIR
 from fairforget.components.sisa.model import SisaModel
 from fairforget.components.versioning import config_hash, dvc_md5_of_folder
 from fairforget.errors import DataError, PromotionRefused
@@ -72,20 +74,16 @@ from fairforget.pipelines.data_steps import dvc_track
 from fairforget.pipelines.deletion_report import CLEAN, deletion_report, purge_copies
 from fairforget.pipelines.faults import fault_point
 from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source, mirror_ledger, restore_ledger
-from fairforget.pipelines.loop import (
-    CONFIG_FILE,
-    PROGRESS_FILE,
-    SNAPSHOT_DIR,
-    audit_pool,
-    build_loop,
-    data_lock,
-    final_audit,
-    log_outcome,
-    project_path,
-    publish,
-)
+from fairforget.pipelines.loop import audit_pool, build_loop, final_audit, log_outcome, publish
 from fairforget.pipelines.registry import CHAMPION, promote, registered_by_run, set_signed_tags
-from fairforget.pipelines.tracking import configure_tracking, log_data_version, run_cli, step_run
+from fairforget.pipelines.tracking import (
+    configure_logging,
+    configure_tracking,
+    log_data_version,
+    project_path,
+    run_cli,
+    step_run,
+)
 from fairforget.pipelines.train_generator import get_or_train_generator, load_generator_from_run
 
 log = logging.getLogger("fairforget")
@@ -153,14 +151,12 @@ def copy_state(source: Path, target: Path) -> None:
             os.link(src, dst)
         except OSError:
             shutil.copy2(src, dst)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp, copy_function=link_or_copy,
-                    ignore=shutil.ignore_patterns(SNAPSHOT_DIR, "augmented", ".lock", PROGRESS_FILE))
-    for name in ("sisa/plan.csv", "sisa/sisa.json"):  # rewritten by the copy's unlearning: not shared with source
-        (tmp / name).unlink()
-        shutil.copy2(source / name, tmp / name)
-    tmp.rename(target)
+    with atomic_folder(target) as tmp:
+        shutil.copytree(source, tmp, copy_function=link_or_copy, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(SNAPSHOT_DIR, "augmented", ".lock", PROGRESS_FILE))
+        for name in ("sisa/plan.csv", "sisa/sisa.json"):  # rewritten by the copy's unlearning: not shared with source
+            (tmp / name).unlink()
+            shutil.copy2(source / name, tmp / name)
 
 
 def versions_holding(model_name: str, ids: set[str], exclude: str) -> list[str]:
@@ -455,8 +451,10 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
     request = int(tags.get("forget_requests", "0")) + 1
     step = None
     if to_forget:
+        # a request is one step: its own exactness audit (one shard retrained from scratch) covers it
         step = loop.forget_and_replenish(to_forget, seed_base=replenish_seed_base(config.augment.seed,
-                                                                                  FORGET_STEP_OFFSET + request))
+                                                                                  FORGET_STEP_OFFSET + request),
+                                         audit=True)
     fault_point("forget:unlearned")
     outcome = loop.evaluate(0, step=step)
     log_outcome(outcome, loop.tolerance)
@@ -538,14 +536,35 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("--data-dir", default="data", help="the data folder whose ledger (beside it) is restored")
     restore.add_argument("--dataset", default="", help="the source's data set (default: the data folder's own)")
     restore.add_argument("--source-dir", default="", help="the source folder of dataset folder or celeba")
+    finish = sub.add_parser("finish", help="finish (or roll back) a deletion request's interrupted commit")
+    finish.add_argument("--model-name", default="fairforget-classifier")
+    finish.add_argument("--outputs-dir", default="outputs", help="where the request's journal is kept")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
+    if args.command == "finish":
+        return run_cli(lambda: finish_step(args.model_name, args.outputs_dir))
     if args.command == "forget":
         return run_cli(lambda: serve_deletion_request(read_ids(args.ids), args.model_name, args.alias,
                                                       refresh_generator=args.refresh_generator))
     if args.command == "restore-ledger":
         return run_cli(lambda: restore_ledger_step(args.data_dir, args.dataset or None, args.source_dir or None))
     return run_cli(lambda: promote_version(args.model_name, args.version, args.policy_file))
+
+
+def finish_step(model_name: str, outputs_dir: str = "outputs") -> dict | None:
+    """``finish``: the interrupted commit of ``model_name``'s last request finished (or rolled back), under the
+    model's and the data folder's locks; prints what happened (nothing when no commit is open)."""
+    configure_tracking()
+    outputs = project_path(outputs_dir)
+    journal = journal_of(outputs, model_name)
+    record = journal.read()
+    if record is None:
+        print(f"finish: no interrupted deletion request of {model_name} in {outputs}")
+        return None
+    data_dir = Path(record["data_dir"])
+    with exclusive(outputs / ".locks" / f"{model_name}.lock", f"the model {model_name}"), \
+            exclusive(data_lock(data_dir), f"the data folder {data_dir}"):
+        return finish_open_commit(journal)
 
 
 def restore_ledger_step(data_dir: str, dataset: str | None = None, source_dir: str | None = None) -> None:

@@ -1,26 +1,22 @@
 """The MLflow side of Algorithm 2, shared by ``main`` and ``forget``: building the loop's audit instruments,
-logging each ``IterationOutcome``, the final audit, publishing through the gate, and the resumable state.
-
-State folder ``outputs/<config hash>/<run id>/``: ``sisa/`` (plan and content-addressed checkpoints), ``synthetic/``
-(every synthetic sample so far), ``progress.json`` (the commit point: the last finished iteration and its history),
-``snapshots/<iteration>/`` (plan and synthetic samples as they were at that commit) and ``pipeline.json``.
+logging each ``IterationOutcome``, the final audit and publishing through the gate. The resumable state folder
+itself is ``components.run_state``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 
 from fairforget.components import names
 from fairforget.components.canaries import AuditPool, CanaryAudit, CanarySet, cut_audit_pool
-from fairforget.components.dataset import Dataset, replace_folder, save_dataset
+from fairforget.components.atomic import write_json_atomically
+from fairforget.components.dataset import Dataset
 from fairforget.components.forgetting import (
     ForgettingLoop,
     IterationOutcome,
@@ -46,34 +42,14 @@ from fairforget.components.mia.results import AuditReport
 from fairforget.components.model_card import render_model_card
 from fairforget.components.priors import TargetDistribution
 from fairforget.components.report import plot_roc_curves
+from fairforget.components.run_state import LoopState, commit_iteration
 from fairforget.components.sisa.model import SisaModel
 from fairforget.components.versioning import config_hash
-from fairforget.errors import ResumeError
 from fairforget.pipelines.config import PipelineConfig
 from fairforget.pipelines.faults import fault_point
 from fairforget.pipelines.registry import log_classifier, register_if_passed
-from fairforget.pipelines.tracking import PROJECT_ROOT, git_commit, log_figure
+from fairforget.pipelines.tracking import PROJECT_ROOT, git_commit, log_figure, project_path
 
-PROGRESS_FILE = "progress.json"
-CONFIG_FILE = "pipeline.json"
-SNAPSHOT_DIR = "snapshots"
-SNAPSHOT_FILES = ("sisa/plan.csv", "sisa/sisa.json")
-
-
-def project_path(path: str | Path) -> Path:
-    return Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
-
-
-def data_lock(data_dir: Path) -> Path:
-    """The lock file of a data folder (``.data.lock`` beside ``data/``): one writer of the folder at a time."""
-    data_dir = Path(data_dir).resolve()
-    return data_dir.with_name(f".{data_dir.name}.lock")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
-    tmp.replace(path)
 
 
 def log_metrics_once(metrics: dict[str, float], step: int) -> None:
@@ -85,69 +61,6 @@ def log_metrics_once(metrics: dict[str, float], step: int) -> None:
         return
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and not
                         (isinstance(v, float) and math.isnan(v))}, step=step)
-
-
-# ---- resumable state ---------------------------------------------------------------------------------------
-@dataclass
-class LoopState:
-    """What is persisted after every iteration: enough to resume exactly."""
-
-    parent_run_id: str
-    iteration: int = 0
-    history: list[dict] = field(default_factory=list)
-    converged_streak: int = 0
-    finished: bool = False
-
-    def save(self, folder: Path) -> None:
-        write_json_atomic(folder / PROGRESS_FILE, asdict(self))
-
-    @classmethod
-    def load(cls, folder: Path) -> "LoopState | None":
-        path = folder / PROGRESS_FILE
-        return cls(**json.loads(path.read_text())) if path.is_file() else None
-
-
-def snapshot_state(state_dir: Path, iteration: int) -> Path:
-    """Copy the mutable loop state (SISA plan and config, the synthetic samples) to ``snapshots/<iteration>``.
-
-    Written to a temporary folder and renamed, so a snapshot is complete or absent. Checkpoints are content-
-    addressed and need no copy: a restored plan finds its own (or retrains them, identically).
-    """
-    target = state_dir / SNAPSHOT_DIR / f"{iteration:03d}"
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "sisa").mkdir(parents=True)
-    for name in SNAPSHOT_FILES:
-        shutil.copy2(state_dir / name, tmp / name)
-    shutil.copytree(state_dir / "synthetic", tmp / "synthetic")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
-
-
-def restore_state(state_dir: Path, iteration: int) -> None:
-    """Put the snapshot of ``iteration`` back in place (undoing a step that died half-way)."""
-    source = state_dir / SNAPSHOT_DIR / f"{iteration:03d}"
-    if not source.is_dir():
-        raise ResumeError(f"cannot resume: the snapshot {source} is missing; rerun without resume")
-    for name in SNAPSHOT_FILES:
-        tmp = state_dir / f"{name}.restore-{os.getpid()}"
-        shutil.copy2(source / name, tmp)
-        tmp.replace(state_dir / name)
-    tmp_dir = state_dir / f".synthetic.restore-{os.getpid()}"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    shutil.copytree(source / "synthetic", tmp_dir)
-    replace_folder(tmp_dir, state_dir / "synthetic")
-
-
-def commit_iteration(state: LoopState, state_dir: Path, synthetic: Dataset) -> None:
-    """Save the synthetic samples, snapshot, then record progress (the commit point), then drop older snapshots."""
-    save_dataset(synthetic, state_dir / "synthetic")
-    snapshot_state(state_dir, state.iteration)
-    state.save(state_dir)
-    for old in (state_dir / SNAPSHOT_DIR).iterdir():
-        if old.name != f"{state.iteration:03d}":
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # ---- building the loop (main and forget) -------------------------------------------------------------------
@@ -182,7 +95,7 @@ def reference_shard_mix(state_dir: Path, sisa: SisaModel, canaries: CanarySet | 
     if path.is_file():
         return [{int(label): int(count) for label, count in shard.items()} for shard in json.loads(path.read_text())]
     mix = target_shard_mix(sisa.plan, leave_out=canaries.inserted.ids if canaries is not None else ())
-    write_json_atomic(path, mix)
+    write_json_atomically(path, mix)
     return mix
 
 
@@ -229,6 +142,19 @@ class FinalAudit:
     report: AuditReport
     canaries: CanaryAudit | None
     certificates: dict[str, Certificate]
+
+
+def verify_exactness(loop: ForgettingLoop, state: LoopState, state_dir: Path) -> None:
+    """Retrain every shard from scratch and compare (``verify_final_exactness``); log ``unlearn/final_exact``,
+    ``unlearn/final_exactness_s`` and commit the row to the loop's history (a resumed run does not redo it)."""
+    print(f"exactness: retraining all {loop.sisa.config.num_shards} shards from scratch to compare with the "
+          "unlearned ones")
+    row = loop.verify_final_exactness()
+    mlflow.log_metrics({names.UNLEARN_FINAL_EXACT: row["unlearn_exact"], names.TIME_FINAL_EXACTNESS: row["seconds"]})
+    differing = row["shards_differing"]
+    print(f"exactness: {'every shard equals its from-scratch retrain bit for bit' if not differing else f'shards {differing} differ from their from-scratch retrain'} ({row['seconds']:.0f} s)")
+    state.history.append(row)
+    commit_iteration(state, state_dir, loop.synthetic)
 
 
 def log_final_audit(final: FinalAudit, tolerance: Tolerance, seconds: float) -> None:

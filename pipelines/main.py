@@ -31,6 +31,7 @@ import mlflow
 import pandas as pd
 
 from fairforget.components import names
+from fairforget.components.atomic import write_json_atomically
 from fairforget.components.bias import BiasReport, measure_bias, measure_dependence
 from fairforget.components.canaries import CanarySet, with_canaries
 from fairforget.components.data import DataConfig
@@ -41,8 +42,10 @@ from fairforget.components.forgetting import (
     evaluate_model,
     shard_fit_accuracies,
 )
+from fairforget.components.gate import EXACTNESS_UNVERIFIED, FINAL_EXACTNESS_STAGE, exactness_verdict
 from fairforget.components.ledger import without_ledger_record
-from fairforget.components.locks import exclusive
+from fairforget.components.locks import data_lock, exclusive
+from fairforget.components.run_state import CONFIG_FILE, PROGRESS_FILE, LoopState, commit_iteration, restore_state
 from fairforget.components.plots import (
     plot_attack_vs_forgotten,
     plot_certification,
@@ -57,23 +60,24 @@ from fairforget.pipelines.data_steps import ValidationOutcome, run_prepare, run_
 from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source
 from fairforget.pipelines.faults import fault_point
 from fairforget.pipelines.loop import (
-    CONFIG_FILE,
-    PROGRESS_FILE,
-    LoopState,
     audit_pool,
     build_loop,
-    commit_iteration,
-    data_lock,
     effective_policy,
     final_audit,
     log_metrics_once,
     log_outcome,
-    project_path,
     publish,
-    restore_state,
-    write_json_atomic,
+    verify_exactness,
 )
-from fairforget.pipelines.tracking import configure_tracking, log_data_version, log_figure, run_cli, step_run
+from fairforget.pipelines.tracking import (
+    configure_logging,
+    configure_tracking,
+    log_data_version,
+    log_figure,
+    project_path,
+    run_cli,
+    step_run,
+)
 from fairforget.pipelines.train_generator import get_or_train_generator
 
 log = logging.getLogger("fairforget")
@@ -207,7 +211,7 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
             state_dir = config_dir / parent.info.run_id
             state_dir.mkdir(parents=True, exist_ok=True)
             mlflow.set_tag("state_key", config.state_key())
-        write_json_atomic(state_dir / CONFIG_FILE, config.to_dict())
+        write_json_atomically(state_dir / CONFIG_FILE, config.to_dict())
 
         data_md5, validated, dataset = prepare_and_validate(config, data_dir)
         original_train, test = dataset.split("train"), dataset.split("test")
@@ -277,7 +281,10 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
         if outcome is None:  # resumed after the last iteration had finished: measure the model again
             outcome = loop.evaluate(state.iteration, converged_streak=state.converged_streak)
 
-        history = pd.DataFrame([row for row in state.history if row.get("stage") != "biased"])
+        if exactness_verdict(state.history) == EXACTNESS_UNVERIFIED and config.sisa.audit_exactness:
+            verify_exactness(loop, state, state_dir)
+        history = pd.DataFrame([row for row in state.history if row.get("stage") not in ("biased",
+                                                                                         FINAL_EXACTNESS_STAGE)])
         mlflow.log_table(history, "iterations/history.json")
         log_figure(plot_iterations(history), "figures/table_I_iterations.png")
         log_figure(plot_attack_vs_forgotten(history, list(config.audit.attacks)), "figures/attack_vs_forgotten.png")
@@ -334,9 +341,7 @@ def _data_is_current(data_dir: Path, config: DataConfig) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("great_expectations", "alembic", "urllib3", "mlflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()
     return run_cli(lambda: run_pipeline(config_from_args(args), resume=args.resume))
 
 

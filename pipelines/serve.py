@@ -38,7 +38,7 @@ from mlflow.exceptions import MlflowException
 
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg
 from fairforget.pipelines.registry import CHAMPION
-from fairforget.pipelines.tracking import configure_tracking, run_cli
+from fairforget.pipelines.tracking import configure_tracking, configure_logging, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int_arg, default=5001)
     parser.add_argument("--poll-seconds", type=float_arg, default=10.0, help="how often the alias is resolved")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     def run() -> None:
         configure_tracking()

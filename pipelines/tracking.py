@@ -8,7 +8,9 @@ code version (tag ``git_commit``).
 
 from __future__ import annotations
 
+
 import contextlib
+import logging
 import json
 import os
 import subprocess
@@ -145,6 +147,20 @@ def log_figure(figure, artifact_file: str) -> None:
 
     mlflow.log_figure(figure, artifact_file)
     plt.close(figure)
+
+
+def project_path(path: str | Path) -> Path:
+    """``path`` as given when absolute, else relative to the project folder (not the working directory)."""
+    return Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+
+
+def configure_logging() -> None:
+    """INFO lines with the time of day (a log read later shows where the time went, and progress heartbeats are
+    visible off a terminal: ``components.progress``); third-party chatter at WARNING."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("great_expectations", "alembic", "urllib3", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_cli(action) -> int:

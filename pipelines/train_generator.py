@@ -35,7 +35,7 @@ from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, 
                                       add_generator_privacy_arguments, add_guidance_interval_argument,
                                       float_arg, int_arg, str2bool)
 from fairforget.pipelines.data_steps import load_current_data
-from fairforget.pipelines.tracking import configure_tracking, log_json, run_cli, step_run
+from fairforget.pipelines.tracking import configure_tracking, log_json, configure_logging, run_cli, step_run
 
 STEP = "train_generator"
 ARTIFACT = "generator"
@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--evaluate", type=str2bool, default=True)
     add_generator_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     def run() -> dict:
         config = generator_config_from_args(args)

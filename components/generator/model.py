@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import pandas as pd
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from fairforget.components.dataset import replace_folder
+from fairforget.components.atomic import atomic_folder
 from fairforget.components.generator.autoencoder import ConvAutoencoder
 from fairforget.components.generator.config import GeneratorConfig, torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE, ConditionSpace, LatentDenoiser, PixelUNetDenoiser
@@ -214,18 +212,12 @@ class Generator:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the generator to ``folder`` atomically (temporary sibling folder, then rename)."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as tmp:
             state = {"denoiser": {k: v.cpu() for k, v in self.denoiser.state_dict().items()}}
             if self.autoencoder is not None:
                 state["autoencoder"] = {k: v.cpu() for k, v in self.autoencoder.state_dict().items()}
             torch.save(state, tmp / WEIGHTS_FILE)
             (tmp / META_FILE).write_text(json.dumps(self.metadata(), indent=2, sort_keys=True) + "\n")
-            replace_folder(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return folder
 
 

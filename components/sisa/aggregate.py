@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from fairforget.components.dataset import atomic_folder
+from fairforget.components.atomic import atomic_folder
 from fairforget.components.sisa.trainer import ModelSpec
 from fairforget.components.training import predict_proba
 from fairforget.errors import ConfigError

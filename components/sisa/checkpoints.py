@@ -18,11 +18,12 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+
+from fairforget.components.atomic import write_bytes_atomically
 
 from fairforget.errors import CheckpointError  # noqa: F401 (re-exported)
 
@@ -75,17 +76,7 @@ class CheckpointStore:
         torch.save({"key": key, **state}, buffer)
         payload = buffer.getvalue()
         header = hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n"
-        handle, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.folder)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(header)
-                out.write(payload)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomically(self.path(key), header + payload)
         return self.path(key)
 
     def load(self, key: str) -> dict[str, Any]:

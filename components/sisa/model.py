@@ -31,6 +31,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from fairforget.components.atomic import write_text_atomically
+
 from fairforget.components.config import ConfigBase
 from fairforget.components.dataset import Dataset
 from fairforget.components.executors import EXECUTORS, run_tasks
@@ -110,15 +112,6 @@ def shard_seed(seed: int, shard: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(shard)]).generate_state(1)[0])
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class SisaModel:
@@ -158,9 +151,9 @@ class SisaModel:
     def save(self) -> Path:
         """Write ``plan.csv`` and ``sisa.json`` to the state folder (each atomically)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(self.state_dir / PLAN_FILE, self.plan.to_csv_text())
+        write_text_atomically(self.state_dir / PLAN_FILE, self.plan.to_csv_text())
         state = {"config": self.config.to_dict(), "spec": self.spec.to_dict(), "class_names": self.class_names}
-        _write_text_atomic(self.state_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        write_text_atomically(self.state_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
         return self.state_dir
 
     @classmethod
@@ -307,6 +300,16 @@ class SisaModel:
                           seed: int = 0) -> list[str]:
         """Up to ``n_per_shard`` live ids of ``candidates`` per shard, chosen by ``order`` (``FORGET_ORDERS``)."""
         return sample_forget_set(self.plan, candidates, n_per_shard, order, seed)
+
+    def shards_differing_from_scratch(self) -> list[int]:
+        """Retrain every shard from scratch on its current data, in one pool (scratch folders, the store is not
+        touched), and return the shards whose final weights differ from the stored ones in any bit ([]: exact)."""
+        with tempfile.TemporaryDirectory(prefix="sisa-audit-") as scratch:
+            folders = [Path(scratch) / str(shard) for shard in range(self.config.num_shards)]
+            tasks = [self.shard_task(shard, checkpoint_dir=str(folder)) for shard, folder in enumerate(folders)]
+            _, fresh = self._train_with(tasks)
+            return [shard for shard, (folder, result) in enumerate(zip(folders, fresh))
+                    if not self._equals_stored(shard, str(folder), result)]
 
     def audit_exactness(self, shard: int = 0) -> bool:
         """Retrain ``shard`` from scratch on its current data in a scratch folder; True when every weight tensor

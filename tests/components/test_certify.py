@@ -166,6 +166,11 @@ def test_gate_requires_exact_unlearning_and_a_stricter_run_cannot_loosen():
     assert exactness_verdict([{"unlearn_exact": float("nan")}, {"unlearn_exact": 1.0}]) == EXACTNESS_UNVERIFIED
     assert exactness_verdict([{"iteration": 0}, {"unlearn_exact": 1.0}]) == EXACTNESS_VERIFIED
     assert exactness_verdict([{"unlearn_exact": 0.0}]) == EXACTNESS_FAILED
+    nan, final = float("nan"), {"stage": "final_exactness", "unlearn_exact": 1.0}
+    assert exactness_verdict([{"unlearn_exact": nan}, {"unlearn_exact": nan}, final]) == EXACTNESS_VERIFIED
+    assert exactness_verdict([{"unlearn_exact": nan}, final, {"unlearn_exact": nan}]) == EXACTNESS_UNVERIFIED
+    assert exactness_verdict([{"unlearn_exact": nan}, final, {"unlearn_exact": 1.0}]) == EXACTNESS_VERIFIED
+    assert exactness_verdict([{"unlearn_exact": nan}, {**final, "unlearn_exact": 0.0}]) == EXACTNESS_FAILED
     from fairforget.components.gate import GateConfig
 
     stricter = policy.tightened(GateConfig(max_auc_excess=0.01, max_tpr_at_1pct_fpr=0.5))
@@ -208,7 +213,7 @@ def test_policy_file_refuses_quoted_numbers(tmp_path):
     path.write_text("on_failed_deletion: delete\n")
     with pytest.raises(ConfigError, match="on_failed_deletion must be one of unserve, keep"):
         load_policy(path)
-    from fairforget.pipelines.loop import project_path
+    from fairforget.pipelines.tracking import project_path
 
     assert load_policy(project_path("registry_policy.yaml")).on_failed_deletion == "unserve"
 

@@ -10,6 +10,7 @@ from fairforget.components.canaries import cut_audit_pool, with_canaries
 from fairforget.components.config import ConfigBase
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.forgetting import ForgettingLoop, LoopConfig, sampled_audit_config
+from fairforget.components.gate import EXACTNESS_UNVERIFIED, EXACTNESS_VERIFIED, exactness_verdict
 from fairforget.components.generator import tiny_config, train_generator
 from fairforget.components.mia import AuditConfig
 from fairforget.components.priors import build_target
@@ -56,7 +57,11 @@ def test_an_iteration_forgets_replaces_and_measures_without_counting_the_canarie
     for key in (names.ACC_TEST, names.ACC_RETAIN, names.UNLEARN_POINTS, names.REPLENISHED, names.CANARY_POWER,
                 "mia/forgotten/max_success", f"{names.SHARD_AUDIT_PREFIX}/0/max_success", "mia_shard/1/mloss/auc"):
         assert key in metrics, key
-    assert metrics[names.UNLEARN_EXACT] == 1.0
+    assert names.UNLEARN_EXACT not in metrics  # exactness_audit=final: no step audits itself
+    check = loop.verify_final_exactness()  # every shard retrained from scratch and compared
+    assert check["unlearn_exact"] == 1.0 and check["shards_differing"] == []
+    rows = [o.history_row() for o in result.outcomes]
+    assert exactness_verdict(rows) == EXACTNESS_UNVERIFIED and exactness_verdict([*rows, check]) == EXACTNESS_VERIFIED
     row = last.history_row()
     assert row["iteration"] == 2 and "canary_live_auc" in row and "max_success_forgotten" in row
     assert "iteration 2: acc/test" in last.summary()
@@ -93,7 +98,7 @@ def test_an_empty_request_is_refused(loop):
 @pytest.mark.parametrize("field, value, match", [
     ("forget_rate", 0.0, "forget_rate must lie in"), ("iterations", -1, "iterations must be"),
     ("forget_order", "oldest", "unknown forget_order"), ("convergence_patience", -1, "convergence_patience"),
-    ("shard_audit_size", 1, "shard_audit_size")])
+    ("shard_audit_size", 1, "shard_audit_size"), ("exactness_audit", "sometimes", "unknown exactness_audit")])
 def test_loop_config_names_the_bad_parameter(field, value, match):
     with pytest.raises(ConfigError, match=match):
         LoopConfig(**{field: value}).validate()

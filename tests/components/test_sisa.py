@@ -284,6 +284,20 @@ def test_the_exactness_audit_runs_in_the_retraining_pool_and_catches_a_retrain_t
     assert report.exact is False
     assert "sisa-audit-" in calls[0] and len(calls) == 2  # the audit first, then the one retrained shard
 
+def test_every_shard_retrained_from_scratch_equals_the_unlearned_model_and_a_changed_weight_is_named(
+        trained, monkeypatch):
+    """The final exactness check (``exactness_audit=final``): after unlearning without per-step audits, every
+    shard retrained from scratch equals the stored one bit for bit; a stored shard changed by one weight is named."""
+    trained.unlearn(trained.plan.live_ids()[:2], audit=False)
+    assert trained.shards_differing_from_scratch() == []
+    key = trained.final_keys()[1]
+    state = trained.store.load(key)
+    first = next(iter(state["model"]))
+    state["model"][first] = state["model"][first] + 1e-6
+    trained.store.save(key, state)
+    assert trained.shards_differing_from_scratch() == [1]
+
+
 def test_state_folder_reopens_and_keeps_unlearning(trained, train_set):
     trained.unlearn([trained.plan.live_ids()[0]])
     reopened = SisaModel.load(trained.state_dir, train_set)

@@ -53,7 +53,7 @@ def test_validate_stops_on_broken_data(tracking_uri, tmp_path, small_data_config
 def test_prepare_waits_for_no_one_and_touches_nothing_while_another_writer_holds_the_data(
         tracking_uri, tmp_path, small_data_config, capsys):
     from fairforget.components.locks import exclusive
-    from fairforget.pipelines.loop import data_lock
+    from fairforget.components.locks import data_lock
 
     data_dir = tmp_path / "data"
     args = ["prepare", "--data-dir", str(data_dir), "--source-dir", small_data_config.source_dir, "--train-size",
@@ -61,6 +61,25 @@ def test_prepare_waits_for_no_one_and_touches_nothing_while_another_writer_holds
     with exclusive(data_lock(data_dir), "the data folder"):  # a running pipeline or deletion request
         assert main(args) == 2
     assert "is being written by" in capsys.readouterr().err and not data_dir.exists()
+    assert main(args) == 0 and (data_dir / "manifest.csv").is_file()
+
+
+def test_prepare_refuses_a_data_folder_under_an_interrupted_deletion_commit(tracking_uri, tmp_path, capsys,
+                                                                           small_data_config):
+    """A deletion request killed in its commit leaves a journal naming the data folder: prepare must not rebuild the
+    folder under it (it could bring back a record the request was deleting) and says how to finish it."""
+    from fairforget.components.journal import Journal
+
+    data_dir, outputs = tmp_path / "data", tmp_path / "outputs"
+    Journal(outputs / ".journal" / "my-model.json").write({"data_dir": str(data_dir), "ids": ["a"]})
+    Journal(outputs / ".journal" / "other.json").write({"data_dir": str(tmp_path / "elsewhere"), "ids": ["b"]})
+    args = ["prepare", "--data-dir", str(data_dir), "--outputs-dir", str(outputs), "--source-dir",
+            small_data_config.source_dir, "--train-size", "100", "--test-size", "50", "--audit-size", "100",
+            "--reference-size", "100"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "was interrupted" in err and "-e finish -P model_name=my-model" in err and not data_dir.exists()
+    (outputs / ".journal" / "my-model.json").unlink()  # finished: the other model's journal is another folder's
     assert main(args) == 0 and (data_dir / "manifest.csv").is_file()
 
 

@@ -21,7 +21,8 @@ from fairforget.components.locks import Busy, exclusive
 from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.pipelines.forget import main as forget_main
 from fairforget.pipelines.forget import COMMIT_STEPS, serve_deletion_request
-from fairforget.pipelines.loop import data_lock, project_path
+from fairforget.components.locks import data_lock
+from fairforget.pipelines.tracking import project_path
 from fairforget.pipelines.main import run_pipeline
 from fairforget.pipelines.registry import CHAMPION
 from tests.pipelines.test_pipeline import tiny_pipeline
@@ -279,6 +280,29 @@ def test_a_pipeline_run_after_a_killed_commit_finishes_it_before_reading_the_dat
     assert journal_of(tmp_path / "outputs", MODEL).read() is None and champion_version() == "2"
     assert not set(live[:2]) & set(load_dataset(tmp_path / "data").ids)
     assert not set(live[:2]) & live_ids(rerun["registered_version"])  # the run never trained on them
+
+
+def test_prepare_refuses_a_killed_commit_and_finish_completes_it(champion, capsys):
+    """Killed after the data step: ``prepare`` refuses the folder in one line naming ``finish``; ``forget finish``
+    ends in the uninterrupted state (champion on version 2, the ids gone, no journal)."""
+    from fairforget.pipelines.data_steps import main as data_main
+    from fairforget.pipelines.forget import journal_of
+    from fairforget.pipelines.forget import main as forget_main
+
+    tmp_path, live, _ = champion
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "FAIRFORGET_FAULT": "commit:data"}
+    killed = subprocess.run([sys.executable, "-c", FORGET_CRASH, ",".join(live[:2])], env=env, cwd=ROOT,
+                            timeout=900, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert killed.returncode == -signal.SIGKILL
+    capsys.readouterr()
+    assert data_main(["prepare", "--data-dir", str(tmp_path / "data"), "--outputs-dir",
+                      str(tmp_path / "outputs")]) == 2
+    assert "-e finish -P model_name=" + MODEL in capsys.readouterr().err
+    assert forget_main(["finish", "--model-name", MODEL, "--outputs-dir", str(tmp_path / "outputs")]) == 0
+    assert journal_of(tmp_path / "outputs", MODEL).read() is None and champion_version() == "2"
+    assert not set(live[:2]) & set(load_dataset(tmp_path / "data").ids)
+    assert forget_main(["finish", "--model-name", MODEL, "--outputs-dir", str(tmp_path / "outputs")]) == 0
+    assert "no interrupted deletion request" in capsys.readouterr().out
 
 
 def test_refresh_generator_replaces_with_a_generator_that_never_saw_the_deleted_records(champion):

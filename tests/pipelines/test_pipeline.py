@@ -17,7 +17,7 @@ from fairforget.components.training import TrainConfig
 from fairforget.pipelines.config import PipelineConfig
 from fairforget.pipelines.forget import main as forget_main
 from fairforget.pipelines.forget import serve_deletion_request
-from fairforget.pipelines.loop import project_path
+from fairforget.pipelines.tracking import project_path
 from fairforget.pipelines.main import run_pipeline
 
 pytestmark = pytest.mark.integration  # whole pipeline runs, kill tests or real servers: `make test-all`
@@ -62,13 +62,13 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     client = mlflow.MlflowClient()
     run = client.get_run(summary["run_id"])
     for key in ("acc/retain", "acc/test", "acc/worst_class", "acc/big", "acc/small", "bias/kl/superclass",
-                "bias/loss", "data/original_fraction", "unlearn/points", "unlearn/exact", "time/unlearn_s",
+                "bias/loss", "data/original_fraction", "unlearn/points", "unlearn/final_exact", "time/unlearn_s",
                 "time/train_s", "time/audit_s", "time/augment_s", "mia/mloss/success", "mia/mloss/auc",
                 "mia/max_success", "final/mia/max_success", "final/mia/forgotten/max_success"):
         assert key in run.data.metrics, key
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "acc/test")]
     assert steps == [0, 1, 2]
-    assert run.data.metrics["unlearn/exact"] == 1.0
+    assert run.data.metrics["unlearn/final_exact"] == 1.0  # every shard retrained from scratch after the last step
     # 25% of the 64 originals per iteration: 16 forgotten each time, all replaced
     history = client.get_metric_history(run.info.run_id, "data/original_fraction")
     assert [round(m.value, 4) for m in sorted(history, key=lambda m: m.step)][-1] < 1.0
@@ -79,6 +79,7 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
             "figures/roc_forgotten.png"} <= artifacts
     version = client.get_model_version_by_alias("toy-classifier", "candidate")
     assert version.tags["gate"] == "passed" and version.tags["data_md5"].endswith(".dir")
+    assert version.tags["unlearning_exactness"] == "verified"
     assert version.tags["generator_privacy"] == "none" and float(version.tags["generator_mia_auc"]) >= 0.0
     assert version.tags["generator_audit"] in ("within_bound", "above_bound")
     assert "## Generator privacy" in version.description
@@ -107,6 +108,7 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     forget_run = client.get_run(served["run_id"])
     assert "final/mia/requested/max_success" in forget_run.data.metrics
     assert client.get_model_version("toy-classifier", "2").tags["served_from_version"] == "1"
+    assert client.get_model_version("toy-classifier", "2").tags["unlearning_exactness"] == "verified"
     # unknown ids and an empty file: clear errors, nothing changed
     with pytest.raises(DataError, match="not original training records"):
         serve_deletion_request(["nobody"], "toy-classifier")

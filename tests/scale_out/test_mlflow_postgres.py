@@ -21,7 +21,7 @@ from tests.scale_out.helpers import (
     operator_env,
     pipeline_resources,
     run_mlflow_users,
-    service_command,
+    service_environment,
     stack_mlflow_server,
     wait_until,
 )
