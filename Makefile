@@ -93,7 +93,7 @@ test-all: test test-integration
 # The linter (requirements-dev.txt, its own small cached environment) and the repository's size rule: no tracked
 # file above 1 MB (data lives in DVC, binaries nowhere).
 lint: $(LINT_VENV)/.complete
-	"$(LINT_VENV)/bin/ruff" check fairforget components pipelines benchmarks tests docker
+	"$(LINT_VENV)/bin/ruff" check fairforget components pipelines benchmarks experiments tools tests docker
 	@big=$$(git ls-files -z | xargs -0 du -b 2>/dev/null | awk '$$1 > 1000000 {print $$2}'); \
 	  if [ -n "$$big" ]; then echo "error: tracked files above 1 MB (track data with DVC, keep binaries out): $$big" >&2; exit 1; fi
 
@@ -108,7 +108,7 @@ test-slow: setup postgres
 
 # The study behind docs/results.md: 3 seeds of the pipeline and its baselines (its wall time is in the head of docs/results.md).
 results: setup
-	"$(PY)" -m benchmarks.study --seeds 0 1 2 --parallel 3
+	"$(PY)" -m experiments.study --seeds 0 1 2 --parallel 3
 
 # The API reference (docs/api/, not committed) from the docstrings of the public package.
 docs: install

@@ -1,6 +1,6 @@
 """The pipeline on "a user's own photos": a colour folder of mixed-size RGB JPEGs, run end to end as a user would.
 
-Builds the folder with ``benchmarks.make_user_folder --colour`` (Fashion-MNIST's test images, tinted warm or cool,
+Builds the folder with ``tools.make_user_folder --colour`` (Fashion-MNIST's test images, tinted warm or cool,
 the tint correlated with the superclass), runs ``main`` on it in a fresh tracking store in a temporary folder, and
 prints what a user wants to know: the wall time of every step, the bias (KL to the prior) and the
 attribute-superclass dependence (mutual information) before and after augmentation, the accuracy, the privacy
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import mlflow
 
-from benchmarks.make_user_folder import write_user_folder
+from tools.make_user_folder import write_user_folder
 
 FOLDER_ARGS = ["--dataset", "folder", "--majority-superclass", "apparel", "--attributes", "superclass,tint",
                "--train-size", "2000", "--test-size", "1000", "--audit-size", "1600", "--reference-size", "2000"]

@@ -58,10 +58,37 @@ def generator_privacy_lines(metrics: Mapping[str, float]) -> list[str]:
     return lines
 
 
+def privacy_coverage(generator_metrics: Mapping[str, float], verdicts: Mapping[str, str],
+                     exactness: str) -> dict[str, str]:
+    """What protects each set of original records in this version, one line each: ``forgotten`` (exact unlearning
+    of the classifier; the generator's (epsilon, delta) or nothing for what the replacements carry; the audit),
+    ``retained`` (the audit only: the classifier still holds them) and ``generator`` (every original the
+    generator trained on, forgotten or not). ``verdicts``: the final audit's verdict per set."""
+    if "generator/dp_epsilon" in generator_metrics:
+        dp = (f"({generator_metrics['generator/dp_epsilon']:.3g}, "
+              f"{generator_metrics.get('generator/dp_delta', float('nan')):.1e})-DP generator")
+        through_generator, generator = f"bounded by the {dp}", f"{dp}: proven for every record it trained on"
+    else:
+        through_generator = "not bounded: forgotten records may remain recoverable through the synthetic data"
+        generator = "none (non-private generator): only its membership audit below measures what it keeps"
+    return {"forgotten": f"classifier: exact unlearning ({exactness}); synthetic replacements: {through_generator}; "
+                         f"audit: {verdicts.get('forgotten', 'n/a')}",
+            "retained": f"audit only (the classifier holds them): {verdicts.get('retained', 'n/a')}",
+            "generator": generator}
+
+
+def coverage_tags(generator_metrics: Mapping[str, float]) -> dict[str, str]:
+    """Model-version tags of ``privacy_coverage``: ``coverage_forgotten`` (``exact_unlearning+dp`` or
+    ``exact_unlearning_only``) and ``coverage_retained`` (``audit_only``)."""
+    dp = "generator/dp_epsilon" in generator_metrics
+    return {"coverage_forgotten": "exact_unlearning+dp" if dp else "exact_unlearning_only",
+            "coverage_retained": "audit_only"}
+
+
 def render_model_card(model_name: str, data_md5: str, code_version: str, bias_before: BiasReport,
                       bias_after: BiasReport, history: Sequence[Mapping[str, Any]], final_metrics: Mapping[str, float],
                       audit_summary: str, generator_info: Mapping[str, Any], decision, parameters: Mapping[str, Any],
-                      onnx_max_abs_diff: float) -> str:
+                      onnx_max_abs_diff: float, final_verdicts: Mapping[str, str] | None = None) -> str:
     """A self-contained markdown card: data, bias, accuracy and fairness, privacy audit, unlearning, generator."""
     biased = next((row for row in history if row.get("stage") == "biased"), {})
     iterations = [row for row in history if "iteration" in row]
@@ -141,5 +168,11 @@ def render_model_card(model_name: str, data_md5: str, code_version: str, bias_be
                                                                                         "generator/dp_"))] \
         or ["- not measured in this run"]
     lines += ["", "## Generator privacy (the synthetic replacements)", *generator_privacy_lines(metrics)]
+    verdicts = {held: (iterations[-1].get(f"verdict_{held}", "n/a") if iterations else "n/a")
+                for held in ("forgotten", "retained")}
+    coverage = privacy_coverage(metrics, {**verdicts, **(final_verdicts or {})}, exactness_verdict(history))
+    lines += ["", "## What protects each set of records", "| records | protected by |", "|---|---|",
+              f"| forgotten originals | {coverage['forgotten']} |", f"| retained originals | {coverage['retained']} |",
+              f"| every original the generator trained on | {coverage['generator']} |"]
     lines += ["", "## Parameters", "```json", json.dumps(parameters, indent=1, sort_keys=True, default=str), "```", ""]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ maps them to ``fairforget.components`` and ``fairforget.pipelines``; a copied fo
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -15,12 +16,11 @@ SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 def package_tree(folder: str | Path) -> Path:
-    """Assemble ``folder/fairforget`` (``__init__.py``, ``errors.py``, ``components/``); returns that path."""
-    import fairforget
-    import fairforget.components
-
+    """Assemble ``folder/fairforget`` (``__init__.py``, ``errors.py``, ``components/``); returns that path. The
+    package folders are located, not imported (this module is part of the package)."""
+    package = Path(importlib.util.find_spec("fairforget").origin).parent
+    components = Path(__file__).resolve().parent
     target = Path(folder) / "fairforget"
-    shutil.copytree(Path(fairforget.__file__).parent, target,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "components", "pipelines"))
-    shutil.copytree(Path(fairforget.components.__file__).parent, target / "components", ignore=SKIPPED)
+    shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "components", "pipelines"))
+    shutil.copytree(components, target / "components", ignore=SKIPPED)
     return target

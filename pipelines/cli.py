@@ -5,8 +5,10 @@ turns into one usage line and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
+import typing
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -89,64 +91,85 @@ def interval_arg(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def add_guidance_interval_argument(parser: argparse.ArgumentParser, defaults) -> None:
-    """``--guidance-interval lo,hi`` from a ``GeneratorConfig``: the noise levels of the guided sampling steps."""
-    lo, hi = defaults.guidance_interval
-    parser.add_argument("--guidance-interval", type=interval_arg, default=defaults.guidance_interval,
-                        help=f"guide only the sampling steps whose noise level sigma lies in (lo, hi] ({lo:g},{hi:g}; "
-                             "0,inf: every step, the former default; docs/generator.md, 'Guidance in a limited "
-                             "interval')")
+class _Unset:
+    """The value of a recipe-dependent option that was not given: the recipe of the chosen privacy mode decides."""
+
+    def __repr__(self) -> str:
+        return "the recipe's"
 
 
-def add_autoencoder_arguments(parser: argparse.ArgumentParser, defaults, prefix: str = "") -> None:
-    """``--[<prefix>]latent-dim``, ``--[<prefix>]autoencoder-epochs``, ``--[<prefix>]autoencoder-channels``,
-    ``--[<prefix>]autoencoder-perceptual-weight`` and ``--[<prefix>]public-pretrain-steps`` from a
-    ``GeneratorConfig``."""
-    parser.add_argument(f"--{prefix}latent-dim", type=int_arg, default=defaults.latent_dim,
-                        help="size of the latent generator's latent vector (a DP generator uses its recipe's "
-                             "dp_latent_dim)")
-    parser.add_argument(f"--{prefix}autoencoder-epochs", type=int_arg, default=defaults.autoencoder_epochs,
-                        help="epochs of the latent generator's autoencoder (60; 30 was the former default: blurrier, "
-                             "and its training records less visible to the membership audit; a DP generator uses "
-                             "its recipe's dp_autoencoder_epochs)")
-    parser.add_argument(f"--{prefix}autoencoder-channels", type=channels_arg, default=defaults.autoencoder_channels,
-                        help="channels of the latent generator's autoencoder at full and half resolution (64,128; "
-                             "32,64 was the former default: blurrier and faster; a DP generator uses its recipe's "
-                             "dp_autoencoder_channels)")
-    parser.add_argument(f"--{prefix}autoencoder-perceptual-weight", type=float_arg,
-                        default=defaults.autoencoder_perceptual_weight,
-                        help="weight of the autoencoder's feature-matching loss (0: pixel loss only, faster and "
-                             "blurrier; a DP generator uses its recipe's dp_autoencoder_perceptual_weight)")
-    parser.add_argument(f"--{prefix}public-pretrain-steps", type=int_arg, default=defaults.public_pretrain_steps,
-                        help="steps of pre-training of the denoiser on the public reference split before S "
-                             "(0: S only; a DP generator uses its recipe's dp_public_pretrain_steps)")
+UNSET = _Unset()
 
 
-def add_diffusion_objective_arguments(parser: argparse.ArgumentParser, defaults, prefix: str = "") -> None:
-    """``--[<prefix>]prediction-type``, ``--[<prefix>]loss-weighting``, ``--[<prefix>]denoiser-dropout`` and
-    ``--[<prefix>]precision`` from a ``GeneratorConfig``."""
-    from fairforget.components.generator.config import PRECISIONS
-
-    parser.add_argument(f"--{prefix}prediction-type", default=defaults.prediction_type,
-                        choices=["v_prediction", "epsilon"],
-                        help="what the denoiser predicts (v_prediction; epsilon was the former default; a DP "
-                             "generator uses its recipe's dp_prediction_type)")
-    parser.add_argument(f"--{prefix}loss-weighting", default=defaults.loss_weighting, choices=["min_snr", "uniform"],
-                        help="per-timestep loss weight (min_snr: Min-SNR-5; uniform was the former default; a DP "
-                             "generator uses its recipe's dp_loss_weighting)")
-    parser.add_argument(f"--{prefix}denoiser-dropout", type=float_arg, default=defaults.denoiser_dropout,
-                        help="dropout in the denoiser while training (0.1, a regulariser against memorising S; 0 "
-                             "was the former default; a DP generator uses its recipe's dp_denoiser_dropout)")
-    parser.add_argument(f"--{prefix}precision", default=defaults.precision, choices=PRECISIONS,
-                        help=f"arithmetic of the generator's training ({defaults.precision}; auto: bf16 where the "
-                             "CPU or GPU computes it natively, else fp32; a DP generator trains in fp32)")
+def _choice(choices: tuple[str, ...]):
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(choices)})")
+        return text
+    parse.__name__ = "choice"
+    return parse
 
 
-def add_generator_privacy_arguments(parser: argparse.ArgumentParser, defaults) -> None:
-    """``--generator-privacy``, ``--dp-epsilon`` and ``--dp-delta`` from a ``GeneratorConfig``."""
-    parser.add_argument("--generator-privacy", default=defaults.privacy, choices=["none", "dp"],
-                        help="none, or dp: the denoiser trained with DP-SGD (opacus), the autoencoder on public data")
-    parser.add_argument("--dp-epsilon", type=float_arg, default=defaults.dp_epsilon,
-                        help="target epsilon of the DP generator (default 10)")
-    parser.add_argument("--dp-delta", type=auto_or(float_arg), default=defaults.dp_delta,
-                        help="delta of the DP generator (default %(default)s); auto: 1 / (10 |S|), at most 1e-5")
+def _recipe_or(parse):
+    """``parse``, or ``UNSET`` for an empty string (an MLflow parameter left at its default ``""``)."""
+    def parse_or_unset(text: str):
+        return UNSET if str(text).strip() == "" else parse(text)
+    parse_or_unset.__name__ = getattr(parse, "__name__", "value")
+    return parse_or_unset
+
+
+def _field_parser(hint, choices):
+    """The argument type of a ``GeneratorConfig`` field from its annotation (and its ``choices``)."""
+    if choices:
+        return _choice(choices)
+    if hint is int:
+        return int_arg
+    if hint is float:
+        return float_arg
+    if hint is bool:
+        return str2bool
+    if typing.get_origin(hint) is tuple:
+        return channels_arg if typing.get_args(hint)[-1] is Ellipsis else interval_arg
+    if float in typing.get_args(hint):  # float | None: "auto" for None
+        return auto_or(float_arg)
+    return str
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def add_generator_options(parser: argparse.ArgumentParser, options: typing.Mapping[str, str]) -> None:
+    """One option per ``GeneratorConfig`` field in ``options`` ({field: option name}), its type, choices, help and
+    default all taken from the field's one declaration (``components.generator.config.param``). A field that the
+    DP preset sets differently defaults to ``UNSET`` (``""`` on the command line): the recipe of the chosen
+    ``--generator-privacy`` decides, and the help names both values."""
+    from fairforget.components.generator.config import GeneratorConfig, dp_preset
+
+    plain, dp = GeneratorConfig(), dp_preset()
+    hints = typing.get_type_hints(GeneratorConfig)
+    for f in dataclasses.fields(GeneratorConfig):
+        if f.name not in options:
+            continue
+        parse = _field_parser(hints[f.name], f.metadata["choices"])
+        default, preset = getattr(plain, f.name), getattr(dp, f.name)
+        if f.name != "privacy" and preset != default:
+            parser.add_argument(options[f.name], type=_recipe_or(parse), default=UNSET,
+                                help=f"{f.metadata['help']} (default {_shown(default)}; with generator privacy dp "
+                                     f"{_shown(preset)})".replace("%", "%%"))
+        else:
+            parser.add_argument(options[f.name], type=parse, default=default,
+                                help=f"{f.metadata['help']} (default {_shown(default)})".replace("%", "%%"))
+
+
+def generator_config_from_options(args: argparse.Namespace, options: typing.Mapping[str, str], **fixed):
+    """The ``GeneratorConfig`` of ``add_generator_options``' options: the recipe of the privacy mode given (default
+    none), every option given on top, then ``fixed`` (values the step sets itself, e.g. ``seed``)."""
+    from fairforget.components.generator.config import recipe
+
+    values = {name: getattr(args, option.lstrip("-").replace("-", "_")) for name, option in options.items()}
+    given = {name: value for name, value in values.items() if value is not UNSET}
+    privacy = given.pop("privacy", "none")
+    return recipe(privacy, **given, **fixed)

@@ -21,9 +21,14 @@ from fairforget.components.sisa.model import SisaConfig
 from fairforget.components.sisa.unlearn import FORGET_ORDERS
 from fairforget.components.versioning import config_hash
 from fairforget.errors import ConfigError
-from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_diffusion_objective_arguments,
-                                      add_generator_privacy_arguments, add_guidance_interval_argument,
-                                      float_arg, int_arg, str2bool)
+from fairforget.pipelines.cli import (
+    OneLineParser,
+    add_generator_options,
+    float_arg,
+    generator_config_from_options,
+    int_arg,
+    str2bool,
+)
 from fairforget.pipelines.data_steps import (
     add_balance_arguments,
     add_data_arguments,
@@ -108,9 +113,23 @@ def policy_or(parse):
     return parse_or_policy
 
 
+# main's generator options: {GeneratorConfig field: option} (types, defaults and help from the field)
+GENERATOR_OPTIONS = {
+    "guidance_scale": "--guidance-scale", "guidance_interval": "--guidance-interval", "train_steps": "--generator-steps",
+    "num_threads": "--generator-num-threads", "latent_dim": "--generator-latent-dim",
+    "autoencoder_epochs": "--generator-autoencoder-epochs", "autoencoder_channels": "--generator-autoencoder-channels",
+    "autoencoder_perceptual_weight": "--generator-autoencoder-perceptual-weight",
+    "public_pretrain_steps": "--generator-public-pretrain-steps", "prediction_type": "--generator-prediction-type",
+    "loss_weighting": "--generator-loss-weighting", "denoiser_dropout": "--generator-denoiser-dropout",
+    "precision": "--generator-precision", "privacy": "--generator-privacy", "dp_epsilon": "--dp-epsilon",
+    "dp_delta": "--dp-delta",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    loop, gate, sisa, audit, gen = LoopConfig(), GateConfig(), SisaConfig(), AuditConfig(), GeneratorConfig()
+    parser = OneLineParser(description="the whole pipeline: prepare and validate the data, train (or reuse) the "
+                           "generator, Algorithm 1, SISA training, Algorithm 2, the final audit and the registry gate.")
+    loop, gate, sisa, audit = LoopConfig(), GateConfig(), SisaConfig(), AuditConfig()
     parser.add_argument("--forget-rate", type=float_arg, default=loop.forget_rate)
     parser.add_argument("--iterations", type=int_arg, default=loop.iterations)
     parser.add_argument("--forget-order", default=loop.forget_order, choices=list(FORGET_ORDERS))
@@ -148,14 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--canaries", type=canary_arg, default=None,
                         help="canary records inserted into S to prove the audit can see a leak; 'auto' (default): "
                              "1%% of S; 0: none")
-    parser.add_argument("--guidance-scale", type=float_arg, default=gen.guidance_scale)
-    add_guidance_interval_argument(parser, gen)
-    parser.add_argument("--generator-steps", type=int_arg, default=gen.train_steps)
-    parser.add_argument("--generator-num-threads", type=int_arg, default=gen.num_threads,
-                        help="torch threads of the generator (0: every core; 1 on a machine shared with other jobs)")
-    add_autoencoder_arguments(parser, gen, prefix="generator-")
-    add_diffusion_objective_arguments(parser, gen, prefix="generator-")
-    add_generator_privacy_arguments(parser, gen)
+    add_generator_options(parser, GENERATOR_OPTIONS)
     parser.add_argument("--retrain-generator", type=str2bool, default=False)
     parser.add_argument("--resume", type=str2bool, default=False)
     parser.add_argument("--data-dir", default="data")
@@ -175,21 +187,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     balance = balance_config_from_args(args)
     return PipelineConfig(
         data=data_config_from_args(args), balance=balance,
-        generator=dataclasses.replace(GeneratorConfig(), guidance_scale=args.guidance_scale,
-                                      guidance_interval=args.guidance_interval,
-                                      train_steps=args.generator_steps, seed=args.seed,
-                                      latent_dim=args.generator_latent_dim,
-                                      autoencoder_epochs=args.generator_autoencoder_epochs,
-                                      autoencoder_channels=args.generator_autoencoder_channels,
-                                      autoencoder_perceptual_weight=args.generator_autoencoder_perceptual_weight,
-                                      public_pretrain_steps=args.generator_public_pretrain_steps,
-                                      prediction_type=args.generator_prediction_type,
-                                      loss_weighting=args.generator_loss_weighting,
-                                      denoiser_dropout=args.generator_denoiser_dropout,
-                                      precision=args.generator_precision,
-                                      num_threads=args.generator_num_threads,
-                                      privacy=args.generator_privacy, dp_epsilon=args.dp_epsilon,
-                                      dp_delta=args.dp_delta),
+        generator=generator_config_from_options(args, GENERATOR_OPTIONS, seed=args.seed),
         augment=AugmentConfig(rho=balance.rho, guidance_scale=args.guidance_scale, seed=args.seed),
         sisa=sisa,
         audit=dataclasses.replace(AuditConfig(), attacks=tuple(a.strip() for a in args.attacks.split(",")

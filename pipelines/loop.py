@@ -39,7 +39,7 @@ from fairforget.components.mia.certify import Certificate, Tolerance
 from fairforget.components.generator import Generator
 from fairforget.components.mia.reference import target_shard_mix, train_reference_ensembles
 from fairforget.components.mia.results import AuditReport
-from fairforget.components.model_card import render_model_card
+from fairforget.components.model_card import coverage_tags, render_model_card
 from fairforget.components.priors import TargetDistribution
 from fairforget.components.report import plot_roc_curves
 from fairforget.components.run_state import LoopState, commit_iteration
@@ -218,7 +218,8 @@ def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutc
         model_name=config.gate.model_name, data_md5=data_md5, code_version=git_commit(), bias_before=bias_before,
         bias_after=bias_after, history=history, final_metrics=metrics, audit_summary=audit_text,
         generator_info=generator_info, decision=decision, parameters=config.to_dict(),
-        onnx_max_abs_diff=logged.onnx_max_abs_diff)
+        onnx_max_abs_diff=logged.onnx_max_abs_diff,
+        final_verdicts={held: c.verdict(policy.tolerance) for held, c in final.certificates.items()})
     mlflow.log_text(card, "model_card.md")
     mlflow.set_tag("audit_power", power)
     now = f"{time.time():.0f}"
@@ -231,7 +232,8 @@ def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutc
             "state_dir": str(state_dir.relative_to(PROJECT_ROOT) if state_dir.is_relative_to(PROJECT_ROOT)
                              else state_dir),
             "generator_run_id": str(generator_info.get("run_id")), "generator_audit": generator_audit,
-            **generator_tags(generator_metrics), **policy.tags(), **(extra_tags or {})}
+            **generator_tags(generator_metrics), **coverage_tags(generator_metrics), **policy.tags(),
+            **(extra_tags or {})}
     if final.canaries is not None and final.canaries.epsilon_lower_bound is not None:
         tags["mia_canary_epsilon_lower_bound"] = f"{final.canaries.epsilon_lower_bound:.4f}"
     return decision, register_if_passed(logged, decision, config.gate.model_name, tags, card)

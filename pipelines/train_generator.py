@@ -31,9 +31,13 @@ from fairforget.components.generator.audit import GeneratorAuditConfig, audit_ge
 from fairforget.components.packaging import package_tree
 from fairforget.components.quality import QualityConfig, evaluate_generator
 from fairforget.components.versioning import config_hash, dvc_md5_of_folder
-from fairforget.pipelines.cli import (OneLineParser, add_autoencoder_arguments, add_diffusion_objective_arguments,
-                                      add_generator_privacy_arguments, add_guidance_interval_argument,
-                                      float_arg, int_arg, str2bool)
+from fairforget.pipelines.cli import (
+    OneLineParser,
+    add_generator_options,
+    generator_config_from_options,
+    int_arg,
+    str2bool,
+)
 from fairforget.pipelines.data_steps import load_current_data
 from fairforget.pipelines.tracking import configure_tracking, log_json, configure_logging, run_cli, step_run
 
@@ -199,37 +203,26 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
     return generator, info
 
 
+# the generator options of train_generator and augment: {GeneratorConfig field: option}
+GENERATOR_OPTIONS = {
+    "architecture": "--architecture", "train_steps": "--train-steps", "guidance_scale": "--guidance-scale",
+    "guidance_interval": "--guidance-interval", "sampling_steps": "--sampling-steps", "num_threads": "--num-threads",
+    "device": "--device", "latent_dim": "--latent-dim", "autoencoder_epochs": "--autoencoder-epochs",
+    "autoencoder_channels": "--autoencoder-channels", "autoencoder_perceptual_weight": "--autoencoder-perceptual-weight",
+    "public_pretrain_steps": "--public-pretrain-steps", "prediction_type": "--prediction-type",
+    "loss_weighting": "--loss-weighting", "denoiser_dropout": "--denoiser-dropout", "precision": "--precision",
+    "privacy": "--generator-privacy", "dp_epsilon": "--dp-epsilon", "dp_delta": "--dp-delta",
+}
+
+
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
-    """The generator options shared by ``train_generator`` and ``augment``."""
-    defaults = GeneratorConfig()
-    parser.add_argument("--architecture", default=defaults.architecture, help="auto | latent_mlp | pixel_unet")
-    parser.add_argument("--train-steps", type=int_arg, default=defaults.train_steps)
-    parser.add_argument("--guidance-scale", type=float_arg, default=defaults.guidance_scale)
-    add_guidance_interval_argument(parser, defaults)
-    parser.add_argument("--sampling-steps", type=int_arg, default=defaults.sampling_steps)
-    parser.add_argument("--num-threads", type=int_arg, default=defaults.num_threads,
-                        help="torch threads while training/sampling (0: every core; 1 on a machine shared with "
-                             "other jobs)")
-    parser.add_argument("--device", default=defaults.device)
+    """The generator options shared by ``train_generator`` and ``augment`` (``GENERATOR_OPTIONS``)."""
+    add_generator_options(parser, GENERATOR_OPTIONS)
     parser.add_argument("--retrain", type=str2bool, default=False, help="train even if a matching generator exists")
-    add_autoencoder_arguments(parser, defaults)
-    add_diffusion_objective_arguments(parser, defaults)
-    add_generator_privacy_arguments(parser, defaults)
 
 
 def generator_config_from_args(args: argparse.Namespace) -> GeneratorConfig:
-    return GeneratorConfig(architecture=args.architecture, train_steps=args.train_steps,
-                           autoencoder_epochs=args.autoencoder_epochs, guidance_scale=args.guidance_scale,
-                           guidance_interval=args.guidance_interval,
-                           sampling_steps=args.sampling_steps, device=args.device, seed=args.seed,
-                           num_threads=args.num_threads, privacy=args.generator_privacy,
-                           latent_dim=args.latent_dim, autoencoder_channels=args.autoencoder_channels,
-                           autoencoder_perceptual_weight=args.autoencoder_perceptual_weight,
-                           public_pretrain_steps=args.public_pretrain_steps,
-                           prediction_type=args.prediction_type, loss_weighting=args.loss_weighting,
-                           denoiser_dropout=args.denoiser_dropout,
-                           precision=args.precision,
-                           dp_epsilon=args.dp_epsilon, dp_delta=args.dp_delta)
+    return generator_config_from_options(args, GENERATOR_OPTIONS, seed=args.seed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,18 @@ def test_every_results_file_is_indexed_and_every_relative_link_resolves():
             assert any(fnmatch.fnmatch(relative, p) for p in patterns), f"{relative} is not in docs/results/README.md"
     notes = results / "notes.md"  # folded into docs/results.md: its links are relative to docs/
     for page in [root / "README.md", *sorted(p for p in (root / "docs").rglob("*.md") if p != notes)]:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
-            if not re.match(r"[a-z]+:", target):
-                assert (page.parent / target).exists(), f"{page.relative_to(root)} links to missing {target}"
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            linked = page.parent / target if target else page
+            assert linked.exists(), f"{page.relative_to(root)} links to missing {target}"
+            if anchor and linked.suffix == ".md":
+                assert anchor in headings(linked), f"{page.relative_to(root)} links to missing {target}#{anchor}"
+
+
+def headings(page: Path) -> set[str]:
+    """GitHub's anchors of a markdown page's headings (lower case, punctuation dropped, spaces as hyphens)."""
+    import re
+
+    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+            for title in re.findall(r"^#+ (.*)$", page.read_text(), re.M)}

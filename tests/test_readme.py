@@ -49,3 +49,13 @@ def test_the_public_api_is_importable_and_listed():
     assert fairforget.__all__ and len(set(fairforget.__all__)) == len(fairforget.__all__)
     for name in fairforget.__all__:
         assert getattr(fairforget, name).__doc__, f"{name} has no docstring"
+
+
+def test_the_entry_point_table_is_the_one_the_parsers_write_and_the_readme_stays_short():
+    """``python -m tools.entry_points --write`` regenerates the table from MLproject and the parsers; a parameter or
+    a help text changed without it fails here."""
+    from tools.entry_points import END, START, table
+
+    text = README.read_text()
+    assert text.split(START, 1)[1].split(END, 1)[0].strip() == table()
+    assert len(text.splitlines()) <= 200

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator
 
 from fairforget.components.config import ConfigBase
@@ -32,233 +32,184 @@ AUTOENCODER_DATA = ("private", "public")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
 PRECISIONS = ("auto", "fp32", "bf16")
-# The DP recipe: with privacy="dp", field ``dp_<name>`` replaces field ``<name>`` (``GeneratorConfig.effective``).
-DP_RECIPE = ("train_steps", "batch_size", "learning_rate", "warmup_steps", "denoiser_width", "denoiser_depth",
-             "embedding_dim", "latent_dim", "autoencoder_epochs", "autoencoder_perceptual_weight", "prediction_type",
-             "loss_weighting", "autoencoder_channels", "denoiser_dropout")
+GROUPS = ("architecture", "autoencoder", "denoiser", "diffusion", "sampling", "runtime", "privacy")
+# Version of the identity record (``GeneratorConfig.identity_record``): raised when the meaning of a field changes,
+# so a cached generator trained under another meaning is never reused. 2: the DP recipe became a preset.
+IDENTITY_SCHEMA = 2
 
 
-# Fields added after generators were first saved, each with the value that generators saved before it existed were
-# trained with: a saved config without the key must not take today's default (``GeneratorConfig.from_saved``).
-FIELDS_BEFORE_THEY_EXISTED = {"autoencoder_perceptual_weight": 0.0, "dp_autoencoder_perceptual_weight": 0.0,
-                              "dp_latent_dim": 32, "dp_public_pretrain_steps": 0, "public_pretrain_steps": 0,
-                              "autoencoder_data": "private", "prediction_type": "epsilon",
-                              "loss_weighting": "uniform", "min_snr_gamma": 5.0, "dp_prediction_type": "epsilon",
-                              "dp_loss_weighting": "uniform",
-                              "dp_autoencoder_channels": (32, 64), "denoiser_dropout": 0.0,
-                              "dp_denoiser_dropout": 0.0, "precision": "fp32",
-                              "guidance_interval": (0.0, math.inf)}
+def param(default: Any, help: str, *, group: str, identity: bool = True, architecture: str | None = None,
+          choices: tuple[str, ...] | None = None, private_only: bool = False):
+    """A ``GeneratorConfig`` field with its one declaration: default, help text (one line: what and why), the
+    ``group`` it belongs to (``GROUPS``), whether it decides what is trained (``identity``; sampling and runtime
+    fields do not), the ``architecture`` it applies to (None: both), its ``choices`` and whether it matters only
+    for a DP generator (``private_only``). Command lines and the identity hash are built from these."""
+    assert group in GROUPS, group
+    return field(default=default, metadata={"help": help, "group": group, "identity": identity,
+                                            "architecture": architecture, "choices": choices,
+                                            "private_only": private_only})
 
 
 @dataclass(frozen=True)
 class GeneratorConfig(ConfigBase):
-    """Every knob of the generator. ``resolved()`` fixes ``architecture`` and ``device``."""
+    """Every knob of the generator, each declared once (``param``): its default, help text, group and role in the
+    identity hash. ``dp_preset()`` is the DP recipe; ``resolved()`` fixes ``architecture``, ``device`` and
+    ``precision`` for this machine. Why each default was chosen, with its measurements:
+    docs/experiments/2026-12-06-generator-lab-log.md."""
 
-    architecture: str = "auto"
-    # latent_mlp: autoencoder
-    latent_dim: int = 64
-    # channels at full and half resolution. (64, 128) rather than (32, 64) sharpens the generator (CAS ratio 0.931 ->
-    # 0.945, FID 8.2 -> 7.6) but alone lets the membership audit find 2.5x as many of S's records at 1% FPR; with
-    # denoiser_dropout 0.1 it keeps that quality at the narrow generator's leak; the generator trains in 560-702 s on
-    # 2 cores against 359 s (docs/generator.md, "A wider autoencoder" and "Dropout in the denoiser")
-    autoencoder_channels: tuple[int, ...] = (64, 128)
-    # 60: at 30 the autoencoder was under-trained (its reconstructions' FID 16.4 -> 7.7 at 60 epochs; the generator's
-    # FID 13.8 -> 10.9, diversity ratio 0.71 -> 0.80, Shirt 0.60 -> 0.83) for about 1 more minute (docs/generator.md)
-    autoencoder_epochs: int = 60
-    autoencoder_batch_size: int = 128
-    autoencoder_learning_rate: float = 2e-3
-    # feature-matching (perceptual) loss of the autoencoder: weight (0 = pixels only) and the epochs of the small_cnn
-    # whose features it matches (trained on the autoencoder's own images). With latent 64 it took the CAS ratio from
-    # 0.79 to 0.92 and FID from 48 to 13 for about 1.5 more minutes of training (docs/generator.md)
-    autoencoder_perceptual_weight: float = 1.0
-    autoencoder_perceptual_epochs: int = 10
-    # what the autoencoder (and its feature network) learn from: "private" = S; "public" = the public reference split
-    # only, as in the DP recipe, so that only the denoiser holds anything of S (docs/generator.md)
-    autoencoder_data: str = "private"
-    # latent_mlp: denoiser
-    denoiser_width: int = 512
-    denoiser_depth: int = 4
-    # dropout on the hidden layer of each denoiser block (latent MLP) or in each resnet block (pixel UNet) while
-    # training, the small-data regulariser of Ho et al. 2020 (0.1 on CIFAR-10); 0 = none. 0.1 lowers the audit's TPR
-    # at 1% FPR from 0.139 to 0.059 with the wide autoencoder and lifts the CAS ratio (docs/generator.md)
-    denoiser_dropout: float = 0.1
-    embedding_dim: int = 256
-    # pixel_unet
-    unet_channels: tuple[int, ...] = (64, 128, 256)
-    unet_layers_per_block: int = 2
-    unet_norm_groups: int = 32
-    unet_attention: bool = True
+    architecture: str = param("auto", "latent_mlp (CPU design), pixel_unet (GPU design), or auto: pixel_unet where "
+                              "CUDA is available", group="architecture", choices=ARCHITECTURES)
+    # the autoencoder of the latent design
+    latent_dim: int = param(64, "size of the latent vector the autoencoder maps each image to", group="autoencoder",
+                            architecture="latent_mlp")
+    autoencoder_channels: tuple[int, ...] = param(
+        (64, 128), "channels of the autoencoder at full and half resolution (wider: sharper samples, slower)",
+        group="autoencoder", architecture="latent_mlp")
+    autoencoder_epochs: int = param(60, "epochs of the autoencoder", group="autoencoder", architecture="latent_mlp")
+    autoencoder_batch_size: int = param(128, "batch size of the autoencoder", group="autoencoder",
+                                        architecture="latent_mlp")
+    autoencoder_learning_rate: float = param(2e-3, "learning rate of the autoencoder", group="autoencoder",
+                                             architecture="latent_mlp")
+    autoencoder_perceptual_weight: float = param(
+        1.0, "weight of the autoencoder's feature-matching loss (0: pixel loss only, faster and blurrier)",
+        group="autoencoder", architecture="latent_mlp")
+    autoencoder_perceptual_epochs: int = param(
+        10, "epochs of the small_cnn whose features the feature-matching loss compares", group="autoencoder",
+        architecture="latent_mlp")
+    autoencoder_data: str = param(
+        "private", "what the autoencoder learns from: private (S) or public (the reference split only, so that "
+        "only the denoiser holds anything of S)", group="autoencoder", architecture="latent_mlp",
+        choices=AUTOENCODER_DATA)
+    # the denoiser
+    denoiser_width: int = param(512, "hidden width of the latent MLP denoiser", group="denoiser",
+                                architecture="latent_mlp")
+    denoiser_depth: int = param(4, "residual blocks of the latent MLP denoiser", group="denoiser",
+                                architecture="latent_mlp")
+    denoiser_dropout: float = param(0.1, "dropout in the denoiser's blocks while training (a regulariser against "
+                                    "memorising S; 0: none)", group="denoiser")
+    embedding_dim: int = param(256, "size of the time and condition embeddings", group="denoiser")
+    unet_channels: tuple[int, ...] = param((64, 128, 256), "channels of the pixel UNet per resolution",
+                                           group="denoiser", architecture="pixel_unet")
+    unet_layers_per_block: int = param(2, "resnet layers per UNet block", group="denoiser", architecture="pixel_unet")
+    unet_norm_groups: int = param(32, "group-norm groups of the UNet (divides every channel count)",
+                                  group="denoiser", architecture="pixel_unet")
+    unet_attention: bool = param(True, "attention blocks at the UNet's lowest resolution", group="denoiser",
+                                 architecture="pixel_unet")
     # diffusion training
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
-    train_steps: int = 4000
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
-    # non-private: steps of pre-training of the denoiser on the public reference split's latents (encoded by the
-    # autoencoder fitted on S) before its train_steps on S; 0 = S only. Public images carry what S lacks (e.g. the
-    # minority classes' variety), at the cost of a generator that no longer learns from S alone (docs/generator.md)
-    public_pretrain_steps: int = 0
-    # what the denoiser predicts: "epsilon" (the noise) or "v_prediction" (v = sqrt(a) eps - sqrt(1 - a) x0,
-    # Salimans & Ho 2022); the DDIM sampler and the generator audit read it from here
-    prediction_type: str = "v_prediction"
-    # per-timestep weight of the loss: "uniform", or "min_snr" (Hang et al. 2023: min(SNR(t), min_snr_gamma) / SNR(t)
-    # for epsilon, / (SNR(t) + 1) for v; the low-noise steps, easy and in conflict with the others, count less).
-    # v + min_snr (was epsilon + uniform): FID 11.1 -> 8.2, CAS ratio 0.918 -> 0.931, conditional accuracy
-    # 0.959 -> 0.972 at the same training cost (one judge, docs/generator.md)
-    loss_weighting: str = "min_snr"
-    min_snr_gamma: float = 5.0
-    ema_decay: float = 0.999
-    condition_dropout: float = 0.1
+    num_train_timesteps: int = param(1000, "timesteps of the DDPM noise schedule", group="diffusion")
+    beta_schedule: str = param("squaredcos_cap_v2", "diffusers beta schedule", group="diffusion")
+    train_steps: int = param(4000, "optimiser steps of the denoiser on S", group="diffusion")
+    batch_size: int = param(256, "batch size of the denoiser (DP: the expected Poisson batch)", group="diffusion")
+    learning_rate: float = param(1e-3, "peak learning rate of the denoiser", group="diffusion")
+    warmup_steps: int = param(200, "linear warm-up steps of the learning rate", group="diffusion")
+    public_pretrain_steps: int = param(
+        0, "steps of pre-training of the denoiser on the public reference split before S (0: S only)",
+        group="diffusion")
+    prediction_type: str = param("v_prediction", "what the denoiser predicts: v_prediction or epsilon (the noise)",
+                                 group="diffusion", choices=PREDICTION_TYPES)
+    loss_weighting: str = param("min_snr", "per-timestep loss weight: min_snr (Hang et al. 2023) or uniform",
+                                group="diffusion", choices=LOSS_WEIGHTINGS)
+    min_snr_gamma: float = param(5.0, "gamma of the min_snr weighting", group="diffusion")
+    ema_decay: float = param(0.999, "decay of the EMA of the denoiser's weights (the EMA is what samples)",
+                             group="diffusion")
+    condition_dropout: float = param(0.1, "probability of the null condition while training (classifier-free "
+                                     "guidance)", group="diffusion")
+    seed: int = param(0, "seed of every random draw of training", group="diffusion")
     # sampling
-    sampling_steps: int = 30
-    guidance_scale: float = 3.0
-    # the noise levels (lo, hi] (sigma = sqrt((1 - a_t) / a_t)) of the sampling steps that are guided; the others
-    # use the plain conditional model (Kynkaanniemi et al. 2024: guidance at high noise costs diversity). (0, 4.5]
-    # leaves the 3 noisiest of 30 DDIM steps unguided: FID 7.1 -> 4.6 and 7.5 -> 5.3 on two seed-0 generators,
-    # conditional accuracy >= 0.95 kept; over three seeds FID 9.7 -> 5.8, CAS ratio 0.941 -> 0.965, and the accuracy
-    # drop after every original is replaced 4.7 -> 2.0 points (docs/generator.md, "Guidance in a limited interval").
-    # (0, inf): every step, the former default.
-    guidance_interval: tuple[float, float] = (0.0, 4.5)
-    sample_batch_size: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    # arithmetic of training: "fp32", or "bf16" (torch.autocast: matrix products and convolutions in bfloat16, the
-    # weights, optimiser and losses in float32); "auto" = bf16 where the device computes it natively (a CUDA GPU
-    # with bf16, a CPU with AVX512-BF16 or AMX), else fp32. bf16 trains the default generator 1.4x faster on this
-    # project's CPUs at the same quality (benchmarks/bench_precision.py; docs/generator.md, "Training in
-    # bfloat16"). A DP generator always trains in fp32 (opacus' per-record clipping is not tested under autocast).
-    # Sampling and encoding stay fp32.
-    precision: str = "auto"
-    # torch intra-op threads while training/sampling (0 = leave torch's setting: every core). Every core by default:
-    # alone on 2 cores, 2 threads train 1.75x faster than 1. On a machine shared with other jobs pass 1: there two
-    # spin-waiting OpenMP threads ran 2-3x slower than one (both measured, docs/generator.md). The study pins 1.
-    num_threads: int = 0
-    # privacy: "none", or "dp" (DP-SGD through opacus for the denoiser; the autoencoder learns from the public
-    # reference split only). dp_delta well below 1/|S| (a mechanism that publishes one record outright is
-    # (0, 1/|S|)-DP); None = 1 / (10 |S|) capped at 1e-5. The DP recipe fields below apply with privacy="dp" only,
-    # where ``effective()`` puts them in place of train_steps, batch_size, ... : DP-SGD wants large batches (the
-    # noise is per step) and a smaller denoiser (the noise is per parameter), and the public split is larger than S;
-    # measured in docs/generator.md (3x faster than the plain recipe under DP-SGD, same quality).
-    privacy: str = "none"
-    dp_epsilon: float = 10.0
-    dp_delta: float | None = 1e-5
-    dp_max_grad_norm: float = 1.0
-    dp_train_steps: int = 1200
-    dp_batch_size: int = 1024
-    # 5e-4 (was 2e-3): DP-SGD fine-tunes a denoiser pre-trained on public data; at 2e-3 the noisy steps pulled it
-    # away from that starting point (conditional accuracy 0.90 against 0.99 before them), at 5e-4 they keep it
-    # (0.986, CAS ratio 0.919, FID 10.5 at epsilon 10; docs/generator.md)
-    dp_learning_rate: float = 5e-4
-    dp_warmup_steps: int = 50
-    dp_denoiser_width: int = 256
-    dp_denoiser_depth: int = 3
-    dp_denoiser_dropout: float = 0.0
-    dp_embedding_dim: int = 128
-    dp_latent_dim: int = 32
-    # 24 epochs with feature matching (was 12, pixels only): the same 240k image passes as the non-private
-    # autoencoder's 60 epochs on S; it learns public images only, so it costs no privacy. FID 50.9 -> 13.5, CAS ratio
-    # 0.82 -> 0.88 at epsilon 10 (docs/generator.md)
-    dp_autoencoder_epochs: int = 24
-    dp_autoencoder_perceptual_weight: float = 1.0
-    dp_autoencoder_channels: tuple[int, ...] = (32, 64)
-    # the DP recipe was measured with the epsilon objective; v + min_snr is unmeasured under DP-SGD
-    dp_prediction_type: str = "epsilon"
-    dp_loss_weighting: str = "uniform"
-    # DP: steps of non-private pre-training of the denoiser on the public reference split (plain batch_size and
-    # learning_rate) before DP-SGD fine-tunes it on S (Ghalebikesabi et al. 2023: public pre-training, then DP
-    # fine-tuning); 0 = DP-SGD from scratch (DPDM). S still reaches only the DP-SGD steps, so epsilon is unchanged.
-    dp_public_pretrain_steps: int = 4000
+    sampling_steps: int = param(30, "DDIM sampling steps", group="sampling", identity=False)
+    guidance_scale: float = param(3.0, "classifier-free guidance weight w (0: unguided)", group="sampling",
+                                  identity=False)
+    guidance_interval: tuple[float, float] = param(
+        (0.0, 4.5), "guide only the sampling steps whose noise level sigma lies in (lo, hi] (0,inf: every step; "
+        "Kynkaanniemi et al. 2024)", group="sampling", identity=False)
+    sample_batch_size: int = param(1000, "images generated per forward pass", group="sampling", identity=False)
+    # runtime
+    device: str = param("auto", "auto, cpu or cuda[:N]", group="runtime", identity=False)
+    precision: str = param("auto", "arithmetic of training: fp32, bf16 (autocast), or auto: bf16 where the device "
+                           "computes it natively", group="runtime", choices=PRECISIONS)
+    num_threads: int = param(0, "torch threads while training and sampling (0: every core; 1 on a machine shared "
+                             "with other jobs)", group="runtime", identity=False)
+    # privacy
+    privacy: str = param("none", "none, or dp: the denoiser trained with DP-SGD (opacus) on S, the autoencoder on "
+                         "public data (start from dp_preset())", group="privacy", choices=PRIVACY_MODES)
+    dp_epsilon: float = param(10.0, "target epsilon of the DP generator (smaller is more private)", group="privacy",
+                              private_only=True)
+    dp_delta: float | None = param(1e-5, "delta of the DP generator, well below 1/|S| (None: 1/(10|S|), at most "
+                                   "1e-5)", group="privacy", private_only=True)
+    dp_max_grad_norm: float = param(1.0, "per-record gradient clipping norm of DP-SGD", group="privacy",
+                                    private_only=True)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` with a one-line fix for any out-of-range value."""
-        if self.architecture not in ARCHITECTURES:
-            raise ConfigError(f"unknown generator architecture {self.architecture!r}; known: {', '.join(ARCHITECTURES)}")
-        for name in ("autoencoder_perceptual_weight", "dp_autoencoder_perceptual_weight"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ConfigError(f"{name} must be >= 0 (0 = no feature-matching loss), got {getattr(self, name)}")
-        for name in ("latent_dim", "autoencoder_epochs", "autoencoder_perceptual_epochs", "autoencoder_batch_size", "denoiser_width",
-                     "denoiser_depth", "embedding_dim", "num_train_timesteps", "train_steps", "batch_size",
-                     "sampling_steps", "sample_batch_size", "unet_layers_per_block", "unet_norm_groups"):
+        """Raise ``ConfigError`` with a one-line fix for any out-of-range value."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                if f.name in ("architecture", "privacy"):
+                    raise ConfigError(f"unknown generator {f.name} {getattr(self, f.name)!r}; known: "
+                                      f"{', '.join(choices)}")
+                raise ConfigError(f"generator {f.name} must be one of {', '.join(choices)}, got "
+                                  f"{getattr(self, f.name)!r}")
+        if not (math.isfinite(self.autoencoder_perceptual_weight) and self.autoencoder_perceptual_weight >= 0):
+            raise ConfigError(f"autoencoder_perceptual_weight must be >= 0 (0 = no feature-matching loss), got "
+                              f"{self.autoencoder_perceptual_weight}")
+        for name in ("latent_dim", "autoencoder_epochs", "autoencoder_perceptual_epochs", "autoencoder_batch_size",
+                     "denoiser_width", "denoiser_depth", "embedding_dim", "num_train_timesteps", "train_steps",
+                     "batch_size", "warmup_steps", "sampling_steps", "sample_batch_size", "unet_layers_per_block",
+                     "unet_norm_groups"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1):
                 raise ConfigError(f"generator {name} must be a positive integer, got {value!r}")
         if self.sampling_steps > self.num_train_timesteps:
             raise ConfigError(f"sampling_steps ({self.sampling_steps}) cannot exceed num_train_timesteps "
                               f"({self.num_train_timesteps})")
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ConfigError(f"condition_dropout must lie in [0, 1), got {self.condition_dropout}: "
-                             "classifier-free guidance needs some dropout (0.1 is usual)")
+                              "classifier-free guidance needs some dropout (0.1 is usual)")
         if self.guidance_scale < 0:
             raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         interval = self.guidance_interval
         if not (isinstance(interval, tuple) and len(interval) == 2 and 0 <= interval[0] < interval[1]):
             raise ConfigError(f"guidance_interval must be (lo, hi) with 0 <= lo < hi, the noise levels of the guided "
                               f"sampling steps ((0, inf): every step), got {interval!r}")
-        for name in ("denoiser_dropout", "dp_denoiser_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} must lie in [0, 1) (0 = none; 0.1 is usual), got {getattr(self, name)}")
+        if not 0.0 <= self.denoiser_dropout < 1.0:
+            raise ConfigError(f"denoiser_dropout must lie in [0, 1) (0 = none; 0.1 is usual), got "
+                              f"{self.denoiser_dropout}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if any(c % self.unet_norm_groups for c in self.unet_channels):
             raise ConfigError(f"every unet_channels value {self.unet_channels} must be a multiple of "
                               f"unet_norm_groups={self.unet_norm_groups}")
         if not isinstance(self.num_threads, int) or self.num_threads < 0:
-            raise ConfigError(f"num_threads must be a non-negative integer (0 = torch's default), got {self.num_threads!r}")
-        if self.autoencoder_data not in AUTOENCODER_DATA:
-            raise ConfigError(f"autoencoder_data must be one of {', '.join(AUTOENCODER_DATA)}, got "
-                              f"{self.autoencoder_data!r}")
-        for prefix in ("", "dp_"):
-            if getattr(self, f"{prefix}prediction_type") not in PREDICTION_TYPES:
-                raise ConfigError(f"{prefix}prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got "
-                                  f"{getattr(self, f'{prefix}prediction_type')!r}")
-            if getattr(self, f"{prefix}loss_weighting") not in LOSS_WEIGHTINGS:
-                raise ConfigError(f"{prefix}loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got "
-                                  f"{getattr(self, f'{prefix}loss_weighting')!r}")
-        for name in ("autoencoder_channels", "dp_autoencoder_channels"):
-            channels = getattr(self, name)
-            if not (isinstance(channels, tuple) and len(channels) >= 1
-                    and all(isinstance(c, int) and c >= 1 for c in channels)):
-                raise ConfigError(f"{name} must be a tuple of positive integers, e.g. (64, 128), got {channels!r}")
+            raise ConfigError(f"num_threads must be a non-negative integer (0 = torch's default), got "
+                              f"{self.num_threads!r}")
+        channels = self.autoencoder_channels
+        if not (isinstance(channels, tuple) and len(channels) >= 1 and all(isinstance(c, int) and c >= 1
+                                                                           for c in channels)):
+            raise ConfigError(f"autoencoder_channels must be a tuple of positive integers, e.g. (64, 128), got "
+                              f"{channels!r}")
         if not (math.isfinite(self.min_snr_gamma) and self.min_snr_gamma > 0):
             raise ConfigError(f"min_snr_gamma must be a positive number (5 is usual), got {self.min_snr_gamma}")
-        if self.privacy not in PRIVACY_MODES:
-            raise ConfigError(f"unknown generator privacy {self.privacy!r}; known: {', '.join(PRIVACY_MODES)}")
+        if not isinstance(self.public_pretrain_steps, int) or self.public_pretrain_steps < 0:
+            raise ConfigError(f"public_pretrain_steps must be a non-negative integer (0 = no public pre-training), "
+                              f"got {self.public_pretrain_steps!r}")
         if not (isinstance(self.dp_epsilon, (int, float)) and math.isfinite(self.dp_epsilon) and self.dp_epsilon > 0):
             raise ConfigError(f"dp_epsilon must be a positive number, got {self.dp_epsilon!r}: it is the privacy "
                               "budget (smaller is more private; 1 to 10 is usual)")
         if self.dp_delta is not None and not 0.0 < self.dp_delta < 1.0:
             raise ConfigError(f"dp_delta must lie in (0, 1), got {self.dp_delta}: use well below 1/|S| (default 1e-5)")
-        for name in (f"dp_{field}" for field in DP_RECIPE if field not in ("learning_rate",
-                                                                           "autoencoder_perceptual_weight",
-                                                                           "prediction_type", "loss_weighting",
-                                                                           "autoencoder_channels",
-                                                                           "denoiser_dropout")):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"generator {name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("public_pretrain_steps", "dp_public_pretrain_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be a non-negative integer (0 = no public pre-training), "
-                                  f"got {getattr(self, name)!r}")
         if not self.dp_max_grad_norm > 0:
             raise ConfigError(f"dp_max_grad_norm must be positive, got {self.dp_max_grad_norm}")
         if self.privacy == "dp" and self.architecture == "pixel_unet":
             raise ConfigError("privacy=dp needs architecture=latent_mlp (a DP-SGD pixel UNet is out of the CPU budget "
                               "and untested): pass architecture=latent_mlp")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.privacy == "dp" and self.autoencoder_data != "public":
+            raise ConfigError("privacy=dp needs autoencoder_data=public (the autoencoder is trained without DP, so it "
+                              "may learn public images only): start from dp_preset()")
         if self.privacy == "dp" and self.precision == "bf16":
             raise ConfigError("privacy=dp trains in fp32 (opacus' per-record clipping is not tested under bf16 "
                               "autocast): pass precision=auto or fp32")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-
-    def effective(self) -> "GeneratorConfig":
-        """The config that is trained: with privacy="dp" the DP recipe (``dp_train_steps``, ``dp_batch_size``, ...)
-        in place of the plain fields; otherwise unchanged."""
-        if self.privacy != "dp":
-            return self
-        return replace(self, **{field: getattr(self, f"dp_{field}") for field in DP_RECIPE})
 
     def resolved(self) -> "GeneratorConfig":
         """The config with ``architecture``, ``device`` and ``precision`` fixed for this machine (validated)."""
@@ -279,46 +230,74 @@ class GeneratorConfig(ConfigBase):
 
     @classmethod
     def from_saved(cls, record: dict[str, Any]) -> "GeneratorConfig":
-        """The config a saved generator was trained with: ``from_dict`` with every field the record predates set to
-        what it meant then (``FIELDS_BEFORE_THEY_EXISTED``), not to today's default."""
-        return cls.from_dict({**FIELDS_BEFORE_THEY_EXISTED, **record})
+        """The config a saved generator was trained with (``from_dict``); a record of the first schema (one that
+        lacks a field of today's or holds a ``dp_<name>`` mirror) upgraded by ``upgrade_schema_1``."""
+        current = {f.name for f in fields(cls)}
+        return cls.from_dict(record if set(record) == current else upgrade_schema_1(record))
 
     def identity_record(self) -> dict[str, Any]:
-        """The fields that decide what is trained (sampling-only fields and the device excluded): hashed to
-        decide whether an existing generator can be reused."""
-        record = self.resolved().effective().to_dict()
-        for key in ("device", "guidance_scale", "guidance_interval", "sampling_steps", "sample_batch_size",
-                    "num_threads"):
-            record.pop(key)
-        if record["architecture"] == "latent_mlp":
-            for key in [k for k in record if k.startswith("unet_")]:
-                record.pop(key)
-        else:
-            for key in [k for k in record if (k.startswith(("autoencoder_", "denoiser_")) and k != "denoiser_dropout")
-                        or k == "latent_dim"]:
-                record.pop(key)
-        if record.get("precision") == "fp32":  # the identities from before the option stay valid
-            record.pop("precision")
-        if record.get("denoiser_dropout") == 0:  # none: identities from before the option stay valid
-            record.pop("denoiser_dropout")
-        if record.get("autoencoder_perceptual_weight") == 0:  # off: identities from before the option stay valid
-            record.pop("autoencoder_perceptual_weight")
-            record.pop("autoencoder_perceptual_epochs")
-        for field in DP_RECIPE:  # already in place (DP) or unused (non-private)
-            record.pop(f"dp_{field}")
-        if record["privacy"] == "dp" or record.get("autoencoder_data") == "private":  # DP: always public;
-            record.pop("autoencoder_data")                            # private: the identities from before it
-        if record["privacy"] == "dp" or record["public_pretrain_steps"] == 0:  # DP has its own; 0: identities
-            record.pop("public_pretrain_steps")                                  # from before the option stay valid
-        if record["loss_weighting"] == "uniform":  # gamma unused
-            record.pop("min_snr_gamma")
-        for key, before in (("prediction_type", "epsilon"), ("loss_weighting", "uniform")):
-            if record[key] == before:  # the identities from before the option stay valid
-                record.pop(key)
-        if record["privacy"] == "none":  # the non-private generator's identity predates the DP fields
-            for key in ("privacy", "dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_public_pretrain_steps"):
-                record.pop(key)
+        """What decides the trained weights, hashed to decide whether a cached generator can be reused: the schema
+        version and every ``identity`` field of the resolved config that applies to its architecture (and, for a
+        DP generator only, its privacy parameters)."""
+        resolved = self.resolved()
+        values = resolved.to_dict()
+        record = {"identity_schema": IDENTITY_SCHEMA}
+        for f in fields(resolved):
+            meta = f.metadata
+            if not meta["identity"] or meta["architecture"] not in (None, resolved.architecture):
+                continue
+            if meta["private_only"] and resolved.privacy != "dp":
+                continue
+            record[f.name] = values[f.name]
         return record
+
+
+# The DP recipe: DP-SGD wants large batches (the noise is per step) and a smaller denoiser (the noise is per
+# parameter); the autoencoder learns the public reference split only, which is larger than S; the denoiser is
+# pre-trained there (plain batch size and learning rate) before DP-SGD fine-tunes it on S (Ghalebikesabi et al.
+# 2023). Chosen on the data the docs name (docs/generator.md, "Privacy of the generator").
+DP_PRESET: dict[str, Any] = {
+    "privacy": "dp", "autoencoder_data": "public", "train_steps": 1200, "batch_size": 1024, "learning_rate": 5e-4,
+    "warmup_steps": 50, "denoiser_width": 256, "denoiser_depth": 3, "denoiser_dropout": 0.0, "embedding_dim": 128,
+    "latent_dim": 32, "autoencoder_epochs": 24, "autoencoder_perceptual_weight": 1.0, "autoencoder_channels": (32, 64),
+    "prediction_type": "epsilon", "loss_weighting": "uniform", "public_pretrain_steps": 4000,
+}
+
+
+def dp_preset(**overrides: Any) -> GeneratorConfig:
+    """The DP generator's recipe (``DP_PRESET``) with ``overrides`` on top."""
+    return GeneratorConfig(**{**DP_PRESET, **overrides})
+
+
+def recipe(privacy: str = "none", **overrides: Any) -> GeneratorConfig:
+    """The default recipe of a ``privacy`` mode ("none": ``GeneratorConfig()``, "dp": ``dp_preset()``) with
+    ``overrides`` on top: what a command line builds before its own options."""
+    return dp_preset(**overrides) if privacy == "dp" else GeneratorConfig(**{"privacy": privacy, **overrides})
+
+
+# Generators saved before the DP recipe became a preset carry its mirrored fields ``dp_<name>`` and, for fields added
+# after the first saves, no key at all (they were trained with the value each had then).
+SCHEMA_1_DP_FIELDS = ("dp_train_steps", "dp_batch_size", "dp_learning_rate", "dp_warmup_steps", "dp_denoiser_width",
+                      "dp_denoiser_depth", "dp_denoiser_dropout", "dp_embedding_dim", "dp_latent_dim",
+                      "dp_autoencoder_epochs", "dp_autoencoder_perceptual_weight", "dp_autoencoder_channels",
+                      "dp_prediction_type", "dp_loss_weighting", "dp_public_pretrain_steps")
+SCHEMA_1_ABSENT_MEANT = {"autoencoder_perceptual_weight": 0.0, "public_pretrain_steps": 0,
+                         "autoencoder_data": "private", "prediction_type": "epsilon", "loss_weighting": "uniform",
+                         "min_snr_gamma": 5.0, "denoiser_dropout": 0.0, "precision": "fp32",
+                         "guidance_interval": (0.0, math.inf), "dp_public_pretrain_steps": 0}
+
+
+def upgrade_schema_1(record: dict[str, Any]) -> dict[str, Any]:
+    """A saved config of the first schema as today's fields: absent keys take the value they meant then; a DP
+    generator's mirrored ``dp_<name>`` values (what it was trained with) replace the plain ones."""
+    old = {**SCHEMA_1_ABSENT_MEANT, **record}
+    upgraded = {k: v for k, v in old.items() if k not in SCHEMA_1_DP_FIELDS}
+    if old.get("privacy") == "dp":
+        for name in SCHEMA_1_DP_FIELDS:
+            if name in old:
+                upgraded[name.removeprefix("dp_")] = old[name]
+        upgraded["autoencoder_data"] = "public"
+    return upgraded
 
 
 def native_bf16(device: str) -> bool:
@@ -360,10 +339,13 @@ def torch_threads(num_threads: int) -> Iterator[None]:
 
 def tiny_config(**overrides: Any) -> GeneratorConfig:
     """A configuration that trains in seconds on 8x8 test images (tests only)."""
-    base = dict(latent_dim=8, autoencoder_channels=(8, 16), dp_autoencoder_channels=(8, 16), autoencoder_epochs=20,
-                denoiser_width=32, denoiser_depth=2, embedding_dim=16, unet_channels=(8, 16), unet_layers_per_block=1,
-                unet_norm_groups=4, unet_attention=False, num_train_timesteps=50, train_steps=30, batch_size=32,
-                warmup_steps=5, ema_decay=0.9, sampling_steps=2, sample_batch_size=64, device="cpu", num_threads=1,
-                dp_public_pretrain_steps=10, autoencoder_perceptual_epochs=2, precision="fp32")
+    base = dict(latent_dim=8, autoencoder_channels=(8, 16), autoencoder_epochs=20, denoiser_width=32,
+                denoiser_depth=2, embedding_dim=16, unet_channels=(8, 16), unet_layers_per_block=1, unet_norm_groups=4,
+                unet_attention=False, num_train_timesteps=50, train_steps=30, batch_size=32, warmup_steps=5,
+                ema_decay=0.9, sampling_steps=2, sample_batch_size=64, device="cpu", num_threads=1,
+                autoencoder_perceptual_epochs=2, precision="fp32")
+    if overrides.get("privacy") == "dp":  # the DP recipe's choices that are not sizes (tiny sizes are kept)
+        base.update(autoencoder_data="public", public_pretrain_steps=10, prediction_type="epsilon",
+                    loss_weighting="uniform", denoiser_dropout=0.0)
     base.update(overrides)
     return GeneratorConfig(**base)

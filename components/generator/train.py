@@ -13,12 +13,12 @@ Differentially private mode (``privacy="dp"``, after DPDM, Dockhorn et al. 2022)
 public ``reference`` split only, and the latent statistics come from it too, so the private set S reaches only the
 denoiser, which is trained with DP-SGD through opacus: Poisson sampling with rate ``batch_size / |S|``, each
 record's gradient clipped to ``dp_max_grad_norm``, Gaussian noise with the multiplier that opacus'
-``get_noise_multiplier`` finds for (``dp_epsilon``, ``dp_delta``) over ``dp_train_steps`` steps with its PRV
+``get_noise_multiplier`` finds for (``dp_epsilon``, ``dp_delta``) over ``train_steps`` steps with its PRV
 accountant. The accountant's epsilon after training is reported (``dp_epsilon`` in the summary). The EMA of the
-weights and sampling are post-processing and cost no privacy. With ``dp_public_pretrain_steps > 0`` the denoiser
+weights and sampling are post-processing and cost no privacy. With ``public_pretrain_steps > 0`` the denoiser
 first learns, without DP, from the public reference split's latents and labels (Ghalebikesabi et al. 2023's public
 pre-training), and DP-SGD fine-tunes that starting point on S: the public data costs no privacy, so the accounting
-is unchanged. The non-private generator can be pre-trained the same way (``public_pretrain_steps > 0``): its
+is unchanged (``dp_preset()`` pre-trains). The non-private generator can be pre-trained the same way: its
 denoiser first learns from the public split (latents in the autoencoder fitted on S), then from S.
 """
 
@@ -130,7 +130,6 @@ def dp_noise_multiplier(config: GeneratorConfig, n_private: int) -> float:
     needs more noise than ``DP_MAX_NOISE_MULTIPLIER`` (or opacus finds none)."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    config = config.effective()
     delta = dp_delta_for(config, n_private)
     rate = dp_sample_rate(config.batch_size, n_private)
     try:
@@ -146,8 +145,8 @@ def dp_noise_multiplier(config: GeneratorConfig, n_private: int) -> float:
         reason = f"it needs a noise multiplier of {sigma:.0f} > {DP_MAX_NOISE_MULTIPLIER:.0f}"
     if sigma > DP_MAX_NOISE_MULTIPLIER:
         raise ConfigError(f"dp_epsilon={config.dp_epsilon} cannot be reached with {config.train_steps} steps at "
-                          f"sampling rate {rate:.3f} ({reason}): raise dp_epsilon, or lower dp_train_steps or "
-                          "dp_batch_size")
+                          f"sampling rate {rate:.3f} ({reason}): raise dp_epsilon, or lower the generator's train_steps "
+                          "or batch_size")
     return sigma
 
 
@@ -281,7 +280,7 @@ def train_generator(dataset: Dataset, *, config: GeneratorConfig | None = None, 
     probe the generator channel, ``CanarySet.for_generator``; same classes, images and manifest columns),
     conditioned on the class and on every entry of ``dataset.attributes``. ``data_md5`` records the data version it
     learned from. Returns it in eval mode."""
-    config = (config or GeneratorConfig()).resolved().effective()
+    config = (config or GeneratorConfig()).resolved()
     with torch_threads(config.num_threads):
         return _train_generator(dataset, config, data_md5, progress, extra_training)
 
@@ -377,7 +376,7 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         summary["autoencoder_seconds"] = time.perf_counter() - started
     else:
         data = torch.from_numpy(images * 2.0 - 1.0)
-    pretrain_steps = config.dp_public_pretrain_steps if private else config.public_pretrain_steps
+    pretrain_steps = config.public_pretrain_steps
     if pretrain_steps and (autoencoder is not None or not private):
         # public pre-training on the reference split's latents and labels (DP: already computed, the autoencoder
         # learned from them; non-private: encoded by the autoencoder fitted on S, in S's latent statistics; pixel

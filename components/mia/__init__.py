@@ -7,10 +7,6 @@
 from __future__ import annotations
 
 from fairforget.components.mia.config import DEFAULT_ATTACKS, AuditConfig
-from fairforget.components.mia.loss_attacks import LossAttack, MeanLossAttack, StdLossAttack
-from fairforget.components.mia.metric_attacks import ConfidenceAttack, EntropyAttack, ModifiedEntropyAttack
-from fairforget.components.mia.moments import MomentsAttack
-from fairforget.components.mia.rmia import RmiaAttack
 from fairforget.components.mia.protocol import (
     AuditSplit,
     audit_membership,
@@ -27,18 +23,8 @@ from fairforget.components.mia.queries import (
     torch_predictor,
 )
 from fairforget.components.mia.reference import train_reference_models
+from fairforget.components.mia.registry import ATTACKS
 from fairforget.components.mia.results import AttackResult, AuditReport
-
-ATTACKS: dict[str, type] = {
-    "mloss": LossAttack,
-    "mmean": MeanLossAttack,
-    "mstd": StdLossAttack,
-    "moments": MomentsAttack,
-    "confidence": ConfidenceAttack,
-    "entropy": EntropyAttack,
-    "modified_entropy": ModifiedEntropyAttack,
-    "rmia": RmiaAttack,
-}
 
 __all__ = [
     "ATTACKS",

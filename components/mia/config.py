@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from fairforget.components.config import ConfigBase
 from fairforget.errors import ConfigError
 
-DEFAULT_ATTACKS = ("mloss", "mmean", "mstd", "moments", "confidence", "entropy", "modified_entropy", "rmia")
+ATTACK_NAMES = ("mloss", "mmean", "mstd", "moments", "confidence", "entropy", "modified_entropy", "rmia")  # registry's
+DEFAULT_ATTACKS = ATTACK_NAMES
 # With one query per image (no augmentation), M-Mean equals M-Loss and M-Std is constant (AUC 0.5 exactly): they
 # add nothing and must not count as attacks that "failed".
 DEGENERATE_WITHOUT_AUGMENTATION = ("mmean", "mstd")
@@ -69,11 +70,9 @@ class AuditConfig(ConfigBase):
     def validate(self) -> None:
         if not self.attacks:
             raise ConfigError("attacks is empty: name at least one attack")
-        from fairforget.components.mia import ATTACKS
-
-        unknown = [a for a in self.attacks if a not in ATTACKS]
+        unknown = [a for a in self.attacks if a not in ATTACK_NAMES]
         if unknown:
-            raise ConfigError(f"unknown attacks {unknown}; known attacks: {', '.join(sorted(ATTACKS))}")
+            raise ConfigError(f"unknown attacks {unknown}; known attacks: {', '.join(sorted(ATTACK_NAMES))}")
         if not 0.0 < self.calibration_fraction < 1.0:
             raise ConfigError(f"calibration_fraction must lie strictly between 0 and 1, got {self.calibration_fraction}")
         if self.sample_size is not None and self.sample_size < 2:

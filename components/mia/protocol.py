@@ -39,6 +39,7 @@ from fairforget.components.mia.metrics import (
     roc_curve_points,
 )
 from fairforget.components.mia.queries import Predict, QueryOutputs, query_model, torch_threads
+from fairforget.components.mia.registry import ATTACKS
 from fairforget.components.mia.results import ALL_MEMBERS, AttackResult, AuditReport
 from fairforget.errors import ConfigError
 
@@ -138,8 +139,6 @@ def split_calibration_evaluation(members: Dataset, non_members: Dataset, config:
 
 def make_attack(name: str, config: AuditConfig):
     """A fresh attack object for ``name`` (a key of ``ATTACKS``)."""
-    from fairforget.components.mia import ATTACKS
-
     if name not in ATTACKS:
         raise ConfigError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}")
     return ATTACKS[name](config)

@@ -310,8 +310,8 @@ def test_the_autoencoder_width_is_part_of_the_identity_and_must_be_positive():
     assert wide.identity_record()["autoencoder_channels"] == [64, 128] != narrow.identity_record()["autoencoder_channels"]
     with pytest.raises(ConfigError, match="autoencoder_channels must be a tuple of positive integers"):
         GeneratorConfig(autoencoder_channels=(64, 0)).validate()
-    with pytest.raises(ConfigError, match="dp_autoencoder_channels"):
-        GeneratorConfig(dp_autoencoder_channels=()).validate()
+    with pytest.raises(ConfigError, match="autoencoder_channels"):
+        GeneratorConfig(autoencoder_channels=()).validate()
 
 
 def test_denoiser_dropout_acts_in_training_only_keeps_the_layout_and_is_seeded(toy):
@@ -334,7 +334,7 @@ def test_denoiser_dropout_acts_in_training_only_keeps_the_layout_and_is_seeded(t
     second = train_generator(toy, config=config, progress=False)
     np.testing.assert_array_equal(first.sample(conditions("a", "b"), seed=1), second.sample(conditions("a", "b"), seed=1))
     assert GeneratorConfig().identity_record()["denoiser_dropout"] == 0.1  # the default
-    assert "denoiser_dropout" not in GeneratorConfig(denoiser_dropout=0.0).identity_record()  # as before the option
+    assert GeneratorConfig(denoiser_dropout=0.0).identity_record()["denoiser_dropout"] == 0.0
     assert GeneratorConfig(architecture="pixel_unet", denoiser_dropout=0.1).identity_record()["denoiser_dropout"] == 0.1
     with pytest.raises(ConfigError, match="denoiser_dropout must lie in"):
         GeneratorConfig(denoiser_dropout=1.0).validate()
@@ -342,19 +342,20 @@ def test_denoiser_dropout_acts_in_training_only_keeps_the_layout_and_is_seeded(t
 
 def test_precision_resolves_to_what_the_device_computes_natively_and_dp_stays_fp32(monkeypatch):
     from fairforget.components.generator import config as config_module
+    from fairforget.components.generator.config import dp_preset
 
     for native in (True, False):
         monkeypatch.setattr(config_module, "native_bf16", lambda device, native=native: native)
         assert GeneratorConfig(precision="auto", device="cpu").resolved().precision == ("bf16" if native else "fp32")
-        assert GeneratorConfig(precision="auto", device="cpu", privacy="dp").resolved().precision == "fp32"
+        assert dp_preset(precision="auto", device="cpu").resolved().precision == "fp32"
     assert GeneratorConfig(precision="bf16", device="cpu").resolved().precision == "bf16"  # asked for: kept
-    # fp32 generators keep the identity they had before the option existed; bf16 ones are other generators
-    assert "precision" not in GeneratorConfig(precision="fp32").identity_record()
+    # bf16 and fp32 generators are different generators
+    assert GeneratorConfig(precision="fp32").identity_record()["precision"] == "fp32"
     assert GeneratorConfig(precision="bf16").identity_record()["precision"] == "bf16"
     with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16"):
         GeneratorConfig(precision="fp16").validate()
     with pytest.raises(ConfigError, match="privacy=dp trains in fp32"):
-        GeneratorConfig(precision="bf16", privacy="dp").validate()
+        dp_preset(precision="bf16").validate()
 
 
 @pytest.mark.parametrize("architecture", ["latent_mlp", "pixel_unet"])
@@ -381,36 +382,69 @@ def test_bf16_training_is_seeded_keeps_float32_weights_and_learns_like_fp32(toy,
 def test_the_perceptual_loss_changes_the_identity_only_when_on():
     plain = GeneratorConfig(latent_dim=32, autoencoder_perceptual_weight=0.0).identity_record()
     sharp = GeneratorConfig().identity_record()
-    # pixel-loss generators trained before the option keep their identity, so they are still reused
-    assert "autoencoder_perceptual_weight" not in plain and "autoencoder_perceptual_epochs" not in plain
+    assert plain["autoencoder_perceptual_weight"] == 0.0 and plain != sharp
     assert sharp["autoencoder_perceptual_weight"] == 1.0 and sharp["autoencoder_perceptual_epochs"] == 10
     assert sharp["latent_dim"] == 64
 
 
-def test_the_dp_recipe_is_its_own_measured_recipe():
+def test_the_dp_preset_is_its_own_measured_recipe_and_a_command_line_can_change_it():
     """The DP generator's recipe was measured on its own (docs/generator.md): latent 32, 24 feature-matching
-    autoencoder epochs on the public split, DP-SGD at learning rate 5e-4. It keeps them whatever the non-private
-    defaults are, its identity does not move with them, and a generator of the former DP recipe is not reused."""
-    dp = GeneratorConfig(privacy="dp").effective()
+    autoencoder epochs on the public split, DP-SGD at learning rate 5e-4. It is a preset (``dp_preset``), not
+    mirrored fields: an override changes what is trained (it was silently ignored while the recipe was mirrored),
+    and a generator of another DP recipe is another generator."""
+    from fairforget.components.generator.config import dp_preset, recipe
+
+    dp = dp_preset()
     assert (dp.latent_dim, dp.autoencoder_epochs, dp.autoencoder_perceptual_weight, dp.learning_rate) == (32, 24, 1.0,
                                                                                                            5e-4)
-    assert GeneratorConfig(privacy="dp", dp_autoencoder_channels=(16, 16)).effective().autoencoder_channels == (16, 16)
-    assert (GeneratorConfig(privacy="dp").identity_record()
-            == GeneratorConfig(privacy="dp", latent_dim=16, autoencoder_perceptual_weight=3.0, autoencoder_epochs=7,
-                               learning_rate=0.1, autoencoder_channels=(16, 16)).identity_record())
-    former = GeneratorConfig(privacy="dp", dp_autoencoder_epochs=12, dp_autoencoder_perceptual_weight=0.0,
-                             dp_learning_rate=2e-3)
-    assert former.identity_record() != GeneratorConfig(privacy="dp").identity_record()
+    assert (dp.privacy, dp.autoencoder_data, dp.public_pretrain_steps) == ("dp", "public", 4000)
+    assert recipe("dp", latent_dim=16).latent_dim == 16 and recipe("none") == GeneratorConfig()
+    assert dp_preset(autoencoder_channels=(16, 16)).identity_record() != dp.identity_record()
+    former = dp_preset(autoencoder_epochs=12, autoencoder_perceptual_weight=0.0, learning_rate=2e-3)
+    assert former.identity_record() != dp.identity_record()
+    assert dp.identity_record()["dp_epsilon"] == 10.0 and "dp_epsilon" not in GeneratorConfig().identity_record()
+    with pytest.raises(ConfigError, match="start from dp_preset"):
+        GeneratorConfig(privacy="dp").validate()
     with pytest.raises(ConfigError, match="autoencoder_perceptual_weight must be >= 0"):
         GeneratorConfig(autoencoder_perceptual_weight=-1.0).validate()
 
 
+def test_the_identity_is_every_field_that_decides_the_weights_and_a_schema_version():
+    """Declared per field (``param(identity=...)``): sampling and runtime fields stay out, fields of the other
+    architecture stay out, privacy parameters count for a DP generator only; the schema version is in it."""
+    from dataclasses import fields
+
+    from fairforget.components.generator.config import IDENTITY_SCHEMA
+
+    record = GeneratorConfig(device="cpu").identity_record()
+    assert record["identity_schema"] == IDENTITY_SCHEMA
+    for f in fields(GeneratorConfig):
+        expected = (f.metadata["identity"] and f.metadata["architecture"] in (None, "latent_mlp")
+                    and not f.metadata["private_only"])
+        assert (f.name in record) is expected, f.name
+    for name in ("guidance_scale", "sampling_steps", "num_threads", "device", "unet_channels"):
+        assert name not in record
+    assert "latent_dim" not in GeneratorConfig(architecture="pixel_unet", device="cpu").identity_record()
+
+
+def test_a_saved_config_of_the_first_schema_loads_as_what_it_was_trained():
+    """Before the DP recipe became a preset, a DP generator's config held mirrored ``dp_<name>`` fields (what was
+    trained) beside plain ones (unused): the upgrade puts the mirrored values in place."""
+    plain = {k: v for k, v in GeneratorConfig().to_dict().items()}
+    schema_1 = {**plain, "privacy": "dp", "latent_dim": 64, "dp_latent_dim": 32, "dp_train_steps": 1200,
+                "dp_public_pretrain_steps": 4000, "public_pretrain_steps": 0, "dp_autoencoder_channels": [32, 64]}
+    loaded = GeneratorConfig.from_saved(schema_1)
+    assert (loaded.latent_dim, loaded.train_steps, loaded.public_pretrain_steps) == (32, 1200, 4000)
+    assert loaded.autoencoder_channels == (32, 64) and loaded.autoencoder_data == "public"
+    assert GeneratorConfig.from_saved(GeneratorConfig().to_dict()) == GeneratorConfig()
+
+
 def test_a_generator_saved_before_the_feature_matching_option_loads_as_what_it_was_trained(tmp_path):
     """Its saved config has no autoencoder_perceptual_weight: it was trained with pixel loss, whatever today's
-    default, and its stored version is still the hash of its config (so the pipeline still reuses it)."""
+    default. (Its identity is of the first schema: the pipeline trains a new one rather than reuse it.)"""
     import json
 
-    from fairforget.components.generator import generator_version, load_generator
+    from fairforget.components.generator import load_generator
 
     dataset = make_toy_dataset()
     generator = train_generator(dataset, config=tiny_config(autoencoder_perceptual_weight=0.0,
@@ -419,21 +453,19 @@ def test_a_generator_saved_before_the_feature_matching_option_loads_as_what_it_w
                                 progress=False)
     folder = generator.save(tmp_path / "generator")
     meta = json.loads((folder / "generator.json").read_text())
-    for key in ("autoencoder_perceptual_weight", "autoencoder_perceptual_epochs", "dp_latent_dim",
-                "dp_autoencoder_perceptual_weight", "dp_public_pretrain_steps", "public_pretrain_steps",
-                "autoencoder_data", "prediction_type", "loss_weighting", "min_snr_gamma", "dp_prediction_type",
-                "dp_loss_weighting", "dp_autoencoder_channels", "denoiser_dropout", "dp_denoiser_dropout",
+    for key in ("autoencoder_perceptual_weight", "autoencoder_perceptual_epochs", "public_pretrain_steps",
+                "autoencoder_data", "prediction_type", "loss_weighting", "min_snr_gamma", "denoiser_dropout",
                 "precision", "guidance_interval"):
         meta["config"].pop(key)
     (folder / "generator.json").write_text(json.dumps(meta))
     loaded = load_generator(folder, device="cpu")
     assert GeneratorConfig().autoencoder_perceptual_weight > 0  # the default it must not take
-    assert loaded.config.autoencoder_perceptual_weight == 0.0 and loaded.config.dp_public_pretrain_steps == 0
+    assert loaded.config.autoencoder_perceptual_weight == 0.0
     assert loaded.config.public_pretrain_steps == 0 and loaded.config.autoencoder_data == "private"
     assert (loaded.config.prediction_type, loaded.config.loss_weighting) == ("epsilon", "uniform")
     assert GeneratorConfig().denoiser_dropout > 0 and loaded.config.denoiser_dropout == 0.0
     assert loaded.config.precision == "fp32" and loaded.config.guidance_interval == (0.0, float("inf"))
-    assert generator_version(loaded.config, loaded.data_md5, loaded.space) == loaded.version == generator.version
+    assert loaded.version == generator.version  # the name it was saved under
 
 
 @pytest.mark.parametrize("architecture", ["latent_mlp", "pixel_unet"])
@@ -460,15 +492,15 @@ def test_public_pre_training_learns_from_the_reference_split_then_from_s(archite
     fits.clear()
     plain = train_generator(dataset, config=tiny_config(architecture=architecture), progress=False)
     assert fits == [(train, config.train_steps)] and "public_pretrain_steps" not in plain.training_summary
-    # another thing trained, another version; 0 keeps the identity generators had before the option existed
+    # another thing trained, another version
     assert generator.version != plain.version
-    assert "public_pretrain_steps" not in tiny_config(architecture=architecture).identity_record()
+    assert tiny_config(architecture=architecture).identity_record()["public_pretrain_steps"] == 0
     assert generator_version(plain.config, plain.data_md5, plain.space) == plain.version
 
 
 def test_a_public_autoencoder_learns_from_the_reference_split_and_the_denoiser_from_s(monkeypatch):
     """autoencoder_data="public": the autoencoder and its feature network see only the reference split (as in the DP
-    recipe), the denoiser S's latents; "private" (the default) keeps the identities from before the option."""
+    recipe), the denoiser S's latents; "private" (the default) lets the autoencoder learn S."""
     from fairforget.components.generator import train as train_module
 
     dataset = make_toy_dataset()
@@ -490,7 +522,7 @@ def test_a_public_autoencoder_learns_from_the_reference_split_and_the_denoiser_f
     assert seen == {"autoencoder": reference, "denoiser": train}
     assert generator.training_summary["autoencoder_images"] == reference
     assert generator.sample(conditions("a", "b"), seed=0).shape == (2, 8, 8, 1)
-    assert "autoencoder_data" not in tiny_config().identity_record()
+    assert tiny_config().identity_record()["autoencoder_data"] == "private"
     assert tiny_config(autoencoder_data="public").identity_record()["autoencoder_data"] == "public"
     without = dataset.select(dataset.manifest["split"].to_numpy() != "reference")
     with pytest.raises(ConfigError, match="reference split"):
@@ -549,17 +581,17 @@ def test_min_snr_weights_every_timestep_by_its_clipped_snr_in_x0_units():
 
 
 def test_a_v_prediction_min_snr_generator_trains_samples_and_is_audited_in_noise_units(toy):
-    """The options change the identity only when on; such a generator samples finite images, and the audit's
+    """The options change the identity; such a generator samples finite images, and the audit's
     denoising error is the squared error of the noise its output implies."""
     from fairforget.components.generator.audit import denoising_errors
 
+    from fairforget.components.generator.config import dp_preset
+
     former = GeneratorConfig(prediction_type="epsilon", loss_weighting="uniform").identity_record()
-    assert not {"prediction_type", "loss_weighting", "min_snr_gamma"} & set(former)  # former identities stay valid
+    assert former != GeneratorConfig().identity_record()
     assert GeneratorConfig().identity_record()["prediction_type"] == "v_prediction"
     # the DP recipe keeps the objective it was measured with, whatever the non-private default
-    assert (GeneratorConfig(privacy="dp").effective().prediction_type, GeneratorConfig(privacy="dp").effective()
-            .loss_weighting) == ("epsilon", "uniform")
-    assert "prediction_type" not in GeneratorConfig(privacy="dp").identity_record()
+    assert (dp_preset().prediction_type, dp_preset().loss_weighting) == ("epsilon", "uniform")
     config = tiny_config(prediction_type="v_prediction", loss_weighting="min_snr")
     generator = train_generator(toy, config=config, data_md5="md5-toy", progress=False)
     plain = tiny_config(prediction_type="epsilon", loss_weighting="uniform")

@@ -117,8 +117,8 @@ def dp_toy():
 
 
 def _dp_config(**overrides):
-    return tiny_config(**{"privacy": "dp", "dp_train_steps": 40, "dp_autoencoder_epochs": 5, "dp_batch_size": 16,
-                          "dp_denoiser_width": 32, "dp_denoiser_depth": 2, "dp_embedding_dim": 16, "dp_warmup_steps": 5,
+    return tiny_config(**{"privacy": "dp", "train_steps": 40, "autoencoder_epochs": 5, "batch_size": 16,
+                          "denoiser_width": 32, "denoiser_depth": 2, "embedding_dim": 16, "warmup_steps": 5,
                           **overrides})
 
 
@@ -183,12 +183,12 @@ def test_the_public_pre_training_learns_from_the_reference_split_only(dp_toy):
     first_train = int(np.flatnonzero(dp_toy.manifest["split"].to_numpy() == "train")[0])
     images[first_train] = 255 - images[first_train]
     neighbour = replace(dp_toy, images=images)
-    config = _dp_config(dp_train_steps=2, dp_public_pretrain_steps=15)
+    config = _dp_config(train_steps=2, public_pretrain_steps=15)
     before = _denoiser_before_dp_sgd(dp_toy, config)
     assert all(torch.equal(v, before_neighbour) for (k, v), before_neighbour
                in zip(before.items(), _denoiser_before_dp_sgd(neighbour, config).values()))
-    # and the pre-training did train (dp_public_pretrain_steps=0 starts DP-SGD from the initial weights)
-    scratch = _denoiser_before_dp_sgd(dp_toy, replace(config, dp_public_pretrain_steps=0))
+    # and the pre-training did train (public_pretrain_steps=0 starts DP-SGD from the initial weights)
+    scratch = _denoiser_before_dp_sgd(dp_toy, replace(config, public_pretrain_steps=0))
     assert any(not torch.equal(before[k], scratch[k]) for k in before)
     summary = train_generator(dp_toy, config=config, progress=False).training_summary
     assert summary["public_pretrain_steps"] == 15 and math.isfinite(summary["public_pretrain_loss"])
@@ -202,7 +202,7 @@ def test_a_dp_generator_warns_of_classes_the_public_split_lacks(dp_toy):
     assert public_classes_lacking(dp_toy, dp_toy.split("train")) == []
     assert public_classes_lacking(lacking_b, lacking_b.split("train")) == ["b"]
     with pytest.warns(UserWarning, match="no images of b: the DP generator"):
-        summary = train_generator(lacking_b, config=_dp_config(dp_train_steps=2), progress=False).training_summary
+        summary = train_generator(lacking_b, config=_dp_config(train_steps=2), progress=False).training_summary
     assert summary["public_classes_lacking"] == 1
 
 
@@ -227,7 +227,7 @@ def test_the_dp_generator_samples_and_its_identity_differs(dp_toy):
     images = generator.sample(pd.DataFrame({"class_name": ["a", "d"]}), seed=0)
     assert images.shape == (2, 8, 8, 1) and images.dtype == np.uint8
     private, plain = _dp_config().identity_record(), tiny_config().identity_record()
-    assert private["privacy"] == "dp" and "privacy" not in plain  # non-private identities (and reuse) are unchanged
+    assert private["privacy"] == "dp" and plain["privacy"] == "none" and "dp_epsilon" not in plain
     assert private["denoiser_width"] == 32 and private["train_steps"] == 40  # the DP recipe is what is trained
     assert generator.config.denoiser_width == 32 and generator.config.privacy == "dp"
 
@@ -253,7 +253,7 @@ def test_an_unreachable_epsilon_is_refused_before_training(dp_toy, monkeypatch):
         raise AssertionError("the autoencoder was trained before the budget was checked")
 
     monkeypatch.setattr(train_module, "fit_autoencoder", no_training)
-    config = _dp_config(dp_epsilon=1e-4, dp_batch_size=96, dp_train_steps=5000).resolved()
+    config = _dp_config(dp_epsilon=1e-4, batch_size=96, train_steps=5000).resolved()
     with pytest.raises(ConfigError, match="cannot be reached") as error:
         train_generator(dp_toy, config=config, progress=False)
     assert "\n" not in str(error.value)
@@ -294,3 +294,20 @@ def test_the_model_card_says_what_a_deletion_guarantees_per_generator_mode():
     assert generator_tags(private) == {"generator_privacy": "dp", "generator_dp_epsilon": "9.97",
                                        "generator_dp_delta": "0.00025", "generator_mia_auc": "0.51",
                                        "generator_mia_auc_bound": "0.53"}
+
+
+def test_the_card_and_the_tags_say_what_protects_each_set_of_records():
+    """Forgotten originals: exact unlearning, plus the generator's (epsilon, delta) for what the replacements carry
+    (or the plain statement that nothing bounds it); retained originals: the audit only."""
+    from fairforget.components.model_card import coverage_tags, privacy_coverage
+
+    verdicts = {"forgotten": "certified", "retained": "not_certified"}
+    plain = privacy_coverage({}, verdicts, "verified")
+    assert "exact unlearning (verified)" in plain["forgotten"] and "audit: certified" in plain["forgotten"]
+    assert "forgotten records may remain recoverable through the synthetic data" in plain["forgotten"]
+    assert plain["retained"] == "audit only (the classifier holds them): not_certified"
+    assert coverage_tags({}) == {"coverage_forgotten": "exact_unlearning_only", "coverage_retained": "audit_only"}
+    private = privacy_coverage({"generator/dp_epsilon": 9.97, "generator/dp_delta": 1e-5}, verdicts, "verified")
+    assert "bounded by the (9.97, 1.0e-05)-DP generator" in private["forgotten"]
+    assert "proven for every record it trained on" in private["generator"]
+    assert coverage_tags({"generator/dp_epsilon": 9.97})["coverage_forgotten"] == "exact_unlearning+dp"

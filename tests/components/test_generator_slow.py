@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from fairforget.components.generator.config import dp_preset
 from fairforget.components.generator import GeneratorConfig, train_generator
 from fairforget.components.quality import evaluate_generator
 
@@ -52,7 +53,7 @@ DP_FID_CEILING = 14.0
 @pytest.mark.slow
 def test_the_dp_generator_holds_its_measured_quality_and_epsilon_on_real_data(real_dataset):
     data = real_dataset
-    generator = train_generator(data, config=GeneratorConfig(privacy="dp", dp_epsilon=10.0), progress=False)
+    generator = train_generator(data, config=dp_preset(dp_epsilon=10.0), progress=False)
     summary = generator.training_summary
     assert summary["privacy"] == "dp" and summary["dp_epsilon"] <= 10.0  # the accountant's epsilon, not the target
     assert summary["autoencoder_images"] == len(data.split("reference"))  # the autoencoder saw public images only

@@ -359,3 +359,10 @@ def test_memoized_reference_answers_equal_fresh_ones_and_query_each_batch_once(m
     again[0, 0] = -1.0  # a caller writing into its answer does not change the remembered one
     assert memo(members.images[:50])[0, 0] != -1.0
     assert not np.array_equal(memo(members.images[50:100]), first) and calls == [50, 50]
+
+
+def test_the_attack_names_a_config_accepts_are_the_registry_s():
+    from fairforget.components.mia.config import ATTACK_NAMES
+    from fairforget.components.mia.registry import ATTACKS
+
+    assert set(ATTACK_NAMES) == set(ATTACKS)

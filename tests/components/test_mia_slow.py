@@ -43,7 +43,7 @@ def test_the_default_recipe_s_natural_members_are_detected_at_iteration_0(tmp_pa
     """The power the certification needs on natural records: the default SISA recipe trained on the biased S, audited
     as the pipeline audits (every original against the non-member half, RMIA with four reference ensembles built
     like the target), shows its members: some attack's AUC interval lies above 0.5, and it is not certified.
-    (benchmarks/certify_controls.py measured RMIA AUC 0.572, upper bound 0.591.)"""
+    (experiments/certify_controls.py measured RMIA AUC 0.572, upper bound 0.591.)"""
     from fairforget.components.canaries import cut_audit_pool
     from fairforget.components.mia.reference import train_reference_ensembles
     from fairforget.components.sisa.model import SisaConfig, SisaModel

@@ -83,6 +83,8 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     assert version.tags["generator_privacy"] == "none" and float(version.tags["generator_mia_auc"]) >= 0.0
     assert version.tags["generator_audit"] in ("within_bound", "above_bound")
     assert "## Generator privacy" in version.description
+    assert "forgotten records may remain recoverable through the synthetic data" in version.description
+    assert version.tags["coverage_forgotten"] == "exact_unlearning_only"
     assert "# Model card" in version.description
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert {"validate", "train_generator", "augment"} <= {c.data.tags.get("step") for c in children}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import gpu_check
+from tools import gpu_check
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.generator import tiny_config, train_generator
 from fairforget.components.quality import QualityConfig

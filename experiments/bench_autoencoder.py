@@ -5,8 +5,8 @@ the autoencoder is trained on S as the generator trains it, then 200 real test i
 decoded, and the reconstructions are judged by the reference classifier: accuracy, FID against the test split and
 diversity ratio. The first variant is the baseline of the same run.
 
-    python -m benchmarks.bench_autoencoder --variants 32:0 64:0 64:1      # latent_dim:perceptual_weight
-    python -m benchmarks.bench_autoencoder --variants 64:1 64:1:60 64:1:30:64-128   # [:epochs[:channels]]
+    python -m experiments.bench_autoencoder --variants 32:0 64:0 64:1      # latent_dim:perceptual_weight
+    python -m experiments.bench_autoencoder --variants 64:1 64:1:60 64:1:30:64-128   # [:epochs[:channels]]
 
 Epochs and channels default to the generator's (``autoencoder_epochs``, ``autoencoder_channels``).
 """

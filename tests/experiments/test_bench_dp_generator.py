@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks.bench_dp_generator import measure_dp, without_public_classes
+from experiments.bench_dp_generator import measure_dp, without_public_classes
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.generator import load_generator, tiny_config
 from fairforget.components.quality import QualityConfig, train_reference_classifier
@@ -20,10 +20,10 @@ from fairforget.components.quality import QualityConfig, train_reference_classif
 def test_a_dp_recipe_override_is_trained_recorded_and_saved(tmp_path):
     dataset = make_toy_dataset()
     judge = train_reference_classifier(dataset, QualityConfig(reference_epochs=1), split="audit")
-    base = replace(tiny_config(), dp_autoencoder_epochs=3, dp_train_steps=4, dp_batch_size=16, dp_latent_dim=4)
+    base = tiny_config(privacy="dp", autoencoder_epochs=3, train_steps=4, batch_size=16, latent_dim=4)
     point = measure_dp(50.0, dataset, tmp_path, judge, base=base, save_dir=tmp_path / "generators")
 
-    assert point["recipe"]["dp_autoencoder_epochs"] == 3 and point["recipe"]["dp_latent_dim"] == 4
+    assert point["recipe"]["autoencoder_epochs"] == 3 and point["recipe"]["latent_dim"] == 4
     assert point["summary"]["dp_steps"] == 4 and point["summary"]["privacy"] == "dp"
     assert json.loads((tmp_path / "eps-50.json").read_text())["recipe"] == point["recipe"]
     saved = load_generator(tmp_path / "generators" / "eps-50", device="cpu")
@@ -31,7 +31,7 @@ def test_a_dp_recipe_override_is_trained_recorded_and_saved(tmp_path):
     table = pd.DataFrame({"class_name": ["a", "c"]})
     assert saved.sample(table, seed=0).shape[0] == 2
     # a saved point is reused, not retrained: same figures without training
-    again = measure_dp(50.0, dataset, tmp_path, judge, base=replace(base, dp_latent_dim=8))
+    again = measure_dp(50.0, dataset, tmp_path, judge, base=replace(base, latent_dim=8))
     assert again == json.loads(json.dumps(point, default=float))
     assert np.isfinite(point["metrics"]["generator/mia/auc"])
 
@@ -54,8 +54,8 @@ def test_the_positive_control_hides_a_class_from_the_public_split_only():
 def test_a_dp_generator_of_the_positive_control_learns_the_public_split_without_the_class(tmp_path):
     dataset = make_toy_dataset()
     judge = train_reference_classifier(dataset, QualityConfig(reference_epochs=1), split="audit")
-    base = replace(tiny_config(), dp_autoencoder_epochs=1, dp_train_steps=2, dp_batch_size=16, dp_latent_dim=4,
-                   dp_public_pretrain_steps=2)
+    base = tiny_config(privacy="dp", autoencoder_epochs=1, train_steps=2, batch_size=16, latent_dim=4,
+                       public_pretrain_steps=2)
     point = measure_dp(50.0, dataset, tmp_path, judge, base=base, public_without=("c",))
 
     public = dataset.split("reference")
@@ -68,7 +68,7 @@ def test_a_dp_generator_of_the_positive_control_learns_the_public_split_without_
 
 
 def test_the_reconstruction_check_judges_real_images_after_the_round_trip():
-    from benchmarks.bench_dp_generator import reconstruction_accuracy
+    from experiments.bench_dp_generator import reconstruction_accuracy
 
     dataset = make_toy_dataset()
     test = dataset.split("test")
@@ -92,7 +92,7 @@ def test_the_reconstruction_check_judges_real_images_after_the_round_trip():
 
 
 def test_the_held_out_grid_shows_real_images_then_each_saved_generator(tmp_path):
-    from benchmarks.bench_dp_generator import held_out_grid
+    from experiments.bench_dp_generator import held_out_grid
     from fairforget.components.generator import train_generator
 
     dataset = make_toy_dataset()
@@ -103,7 +103,7 @@ def test_the_held_out_grid_shows_real_images_then_each_saved_generator(tmp_path)
 
 
 def test_the_denoiser_only_control_skips_the_class_in_the_pre_training_only():
-    from benchmarks.bench_dp_generator import pretraining_without
+    from experiments.bench_dp_generator import pretraining_without
     from fairforget.components.generator import train as train_module
 
     dataset = make_toy_dataset()
@@ -128,6 +128,6 @@ def test_the_denoiser_only_control_skips_the_class_in_the_pre_training_only():
 def train_generator_dp(dataset):
     from fairforget.components.generator import train_generator
 
-    config = replace(tiny_config(), privacy="dp", dp_epsilon=50.0, dp_autoencoder_epochs=1, dp_train_steps=2,
-                     dp_batch_size=16, dp_latent_dim=4, dp_public_pretrain_steps=2)
+    config = tiny_config(privacy="dp", dp_epsilon=50.0, autoencoder_epochs=1, train_steps=2, batch_size=16,
+                         latent_dim=4, public_pretrain_steps=2)
     return train_generator(dataset, config=config, progress=False)

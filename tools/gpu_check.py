@@ -4,7 +4,7 @@ On a machine with one CUDA GPU and the project installed (``make install``; noth
 prepared default data in ``data/`` (``make run`` or ``mlflow run . -e prepare`` makes it; copy it along to a machine
 without the Debian Fashion-MNIST package):
 
-    bash benchmarks/gpu_check.sh                 # = python -m benchmarks.gpu_check --data-dir data
+    bash tools/gpu_check.sh                 # = python -m tools.gpu_check --data-dir data
 
 trains ``GeneratorConfig(architecture="pixel_unet")`` (a diffusers ``UNet2DModel`` on the pixels) on S, judges it
 exactly as every generator is judged (``components/quality.py``: conditional accuracy per class, CAS ratio, FID,

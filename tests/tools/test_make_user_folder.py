@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.make_user_folder import write_user_folder
+from tools.make_user_folder import write_user_folder
 from fairforget.components.sources import FASHION_MNIST_DEFAULT_DIR, read_source
 
 

@@ -1,4 +1,4 @@
-"""The results study (benchmarks/study.py, study_report.py) on the toy pipeline: its baselines, its checks, its page."""
+"""The results study (experiments/study.py, study_report.py) on the toy pipeline: its baselines, its checks, its page."""
 
 import json
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from benchmarks.study import BASELINES, oracle_success, oversampled_training_set, study_one_config
-from benchmarks.study_report import interval, write_report
+from experiments.study import BASELINES, oracle_success, study_one_config
+from fairforget.components.baselines import oversampled_training_set
+from experiments.study_report import interval, write_report
 from fairforget.components.dataset import make_toy_dataset
 from tests.pipelines.test_pipeline import tiny_pipeline
 
@@ -89,7 +90,7 @@ def _study_record(minority_debiased, minority_oversampled, worst_debiased, worst
 
 
 def test_the_tradeoff_table_shows_s_star_against_oversampling_and_the_drop():
-    from benchmarks.study_report import section_tradeoff
+    from experiments.study_report import section_tradeoff
 
     current = [_study_record(0.80, 0.70, 0.60, 0.50, [0.85, 0.84, 0.83])]
     earlier = [_study_record(0.60, 0.70, 0.40, 0.50, [0.80, 0.70, 0.65])]
@@ -131,7 +132,7 @@ def test_the_tradeoff_table_shows_s_star_against_oversampling_and_the_drop():
 def test_parallel_seeds_pin_one_thread_each(tmp_path):
     """Seeds run in parallel processes on shared cores: each generator and each shard gets one thread (two
     spin-waiting OpenMP threads per process collapse on a shared CPU), whatever the pipeline's own default."""
-    from benchmarks.study import study_config
+    from experiments.study import study_config
     from fairforget.pipelines.config import PipelineConfig
 
     config = study_config(1, tmp_path / "seed-1", iterations=5, forget_rate=0.2)
@@ -141,7 +142,7 @@ def test_parallel_seeds_pin_one_thread_each(tmp_path):
 
 
 def test_the_certification_section_shows_each_seeds_verdicts_first_certified_iteration_and_outcome():
-    from benchmarks.study_report import certificate_cell, first_certified_iteration, section_certification
+    from experiments.study_report import certificate_cell, first_certified_iteration, section_certification
 
     def row(iteration, retained, forgotten):
         out = {"iteration": iteration, "data/forgotten_fraction": iteration / 2}

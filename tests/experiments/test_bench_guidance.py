@@ -8,7 +8,7 @@ import numpy as np
 
 import pytest
 
-from benchmarks.bench_guidance import SWEPT, label, parse_per_class, sweep
+from experiments.bench_guidance import SWEPT, label, parse_per_class, sweep
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.generator import tiny_config, train_generator
 from fairforget.components.quality import QualityConfig, evaluate_generator, train_reference_classifier
@@ -67,7 +67,7 @@ def test_a_per_class_column_samples_each_class_at_its_scale(monkeypatch):
 
 
 def test_each_interval_column_samples_with_its_interval_and_the_own_interval_keeps_the_plain_key(monkeypatch):
-    from benchmarks.bench_guidance import sweep_intervals
+    from experiments.bench_guidance import sweep_intervals
     from fairforget.components.generator.model import Generator
 
     dataset = make_toy_dataset()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench_tradeoff import COLUMNS, curve_point, format_curve
+from experiments.bench_tradeoff import COLUMNS, curve_point, format_curve
 
 
 def test_point_subtracts_the_right_rows():

@@ -12,12 +12,12 @@ when missing). Each point is written to ``<out>/<variant>-<epsilon>.json`` (``ep
 soon as it exists and is skipped when present, so points can be computed in parallel processes and the table
 rebuilt afterwards:
 
-    python -m benchmarks.bench_dp_generator --epsilons 1 3 10                       # train what is missing
-    python -m benchmarks.bench_dp_generator --variants public-only --epsilons 10    # the public-only control
-    python -m benchmarks.bench_dp_generator --report-only           # table and plot from the saved points
-    python -m benchmarks.bench_dp_generator --epsilons 10 --skip-baseline --out DIR --save-dir DIR/generators \
-        --set dp_latent_dim=64 --set num_threads=1   # another DP recipe, its generators kept for bench_tradeoff
-    python -m benchmarks.bench_dp_generator --epsilons 1 10 --variants dp public-only --skip-baseline \
+    python -m experiments.bench_dp_generator --epsilons 1 3 10                       # train what is missing
+    python -m experiments.bench_dp_generator --variants public-only --epsilons 10    # the public-only control
+    python -m experiments.bench_dp_generator --report-only           # table and plot from the saved points
+    python -m experiments.bench_dp_generator --epsilons 10 --skip-baseline --out DIR --save-dir DIR/generators \
+        --set latent_dim=64 --set num_threads=1   # another DP recipe, its generators kept for bench_tradeoff
+    python -m experiments.bench_dp_generator --epsilons 1 10 --variants dp public-only --skip-baseline \
         --out DIR --public-without Trouser           # positive control: a class only S holds
 
 ``--public-without CLASS`` is the positive control for "the DP generator learns S": the generators train on the
@@ -40,7 +40,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from fairforget.components.generator.config import DP_RECIPE
+from fairforget.components.generator.config import DP_PRESET, dp_preset
 
 ROW_METRICS = ("generator/conditional_accuracy", "generator/cas_ratio", "generator/fid", "generator/mia/auc",
                "generator/mia/auc_chance_bound")
@@ -85,7 +85,7 @@ def _point(generator, dataset, seconds: float, judge) -> dict:
 
 # The DP variants: the default (public pre-training on the reference split, then DP-SGD on S), DP-SGD from scratch
 # (DPDM), and the public pre-training alone (one DP step on S: what the public data gives without S).
-DP_VARIANTS = {"dp": {}, "dp-scratch": {"dp_public_pretrain_steps": 0}, "public-only": {"dp_train_steps": 1}}
+DP_VARIANTS = {"dp": {}, "dp-scratch": {"public_pretrain_steps": 0}, "public-only": {"train_steps": 1}}
 
 
 def without_public_classes(dataset, class_names):
@@ -171,15 +171,15 @@ def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", b
                save_dir: Path | None = None, public_without: tuple[str, ...] = (),
                pretrain_without: tuple[str, ...] = ()) -> dict:
     """Train, judge and audit the DP generator ``variant`` at ``epsilon`` (or read its saved point). ``base``: the
-    ``GeneratorConfig`` whose DP recipe is trained (default ``GeneratorConfig()``); ``save_dir``: also save the
+    DP generator's ``GeneratorConfig`` (default ``dp_preset()``); ``save_dir``: also save the
     generator to ``<save_dir>/<point name>/`` (for ``bench_tradeoff``); ``public_without``: classes removed from
     the public split the generator learns from (judged and audited on the full ``dataset``); ``pretrain_without``:
     classes only the denoiser's public pre-training skips (``pretraining_without``)."""
     from dataclasses import replace
 
-    from fairforget.components.generator import GeneratorConfig, train_generator
+    from fairforget.components.generator import train_generator
 
-    base = base if base is not None else GeneratorConfig()
+    base = base if base is not None else dp_preset()
     prefix = "eps" if variant == "dp" else variant
     path = out / f"{prefix}-{epsilon:g}.json"
     if path.is_file():
@@ -191,7 +191,7 @@ def measure_dp(epsilon: float, dataset, out: Path, judge, variant: str = "dp", b
         generator = train_generator(training_data, config=config, progress=False)
     if save_dir is not None:
         generator.save(save_dir / path.stem)
-    recipe = {f"dp_{field}": getattr(config, f"dp_{field}") for field in DP_RECIPE}
+    recipe = {field: getattr(config, field) for field in DP_PRESET if field != "privacy"}
     recipe = {key: list(value) if isinstance(value, tuple) else value for key, value in recipe.items()}  # as in JSON
     point = {"mode": variant, "target_epsilon": epsilon, "recipe": recipe, "public_without": list(public_without),
              "pretrain_without": list(pretrain_without),
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--skip-baseline", action="store_true", help="do not measure the non-private generator")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table from saved points")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a GeneratorConfig field of the DP generators, e.g. dp_autoencoder_epochs=24 "
+                        help="override a field of the DP generators' preset, e.g. autoencoder_epochs=24 "
                              "(repeatable; use a separate --out, saved points are reused by name)")
     parser.add_argument("--save-dir", default="", help="also save each trained DP generator to SAVE_DIR/<point>/")
     parser.add_argument("--public-without", action="append", default=[], metavar="CLASS",
@@ -366,9 +366,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         dataset = load_current_data(args.data_dir)
         if not args.skip_baseline:
             measure_non_private(dataset, dvc_md5_of_folder(args.data_dir), out)
-        from benchmarks.bench_generator import config_with_overrides
+        from experiments.bench_generator import config_with_overrides
 
-        base = config_with_overrides(args.set)
+        base = config_with_overrides(args.set, base=dp_preset())
         judge = independent_judge(dataset)
         for variant in args.variants:
             for epsilon in args.epsilons:

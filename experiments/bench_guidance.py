@@ -5,9 +5,9 @@ judged exactly as the pipeline judges it (``evaluate_generator``), by one judge 
 comparable; the generator's own scale (its config's ``guidance_scale``) is the baseline of the same run, and every
 figure is also printed as a ratio to it.
 
-    python -m benchmarks.bench_guidance --generator-dir DIR --scales 1 2 3 4 5 [--output sweep.json]
-    python -m benchmarks.bench_guidance --generator-dir DIR --scales 3 --per-class 2:Shirt=5,Pullover=4
-    python -m benchmarks.bench_guidance --generator-dir DIR --scales 3 3.5 --intervals 0,inf 0,5.9 0,4.5
+    python -m experiments.bench_guidance --generator-dir DIR --scales 1 2 3 4 5 [--output sweep.json]
+    python -m experiments.bench_guidance --generator-dir DIR --scales 3 --per-class 2:Shirt=5,Pullover=4
+    python -m experiments.bench_guidance --generator-dir DIR --scales 3 3.5 --intervals 0,inf 0,5.9 0,4.5
 
 DIR: a saved generator, e.g. the ``generator`` artifact of a ``train_generator`` run. ``--per-class
 BASE:CLASS=SCALE,...`` adds a column of per-class guidance: BASE for every class not named. ``--intervals LO,HI
@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.gpu_check import ROWS, format_table
+from tools.gpu_check import ROWS, format_table
 from fairforget.pipelines.cli import interval_arg
 
 SWEPT = tuple(key for key in ROWS if key not in ("train_seconds", "images_per_second"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench_generator import config_with_overrides
+from experiments.bench_generator import config_with_overrides
 from fairforget.errors import ConfigError
 
 

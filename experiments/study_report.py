@@ -1,6 +1,6 @@
 """Write ``docs/results.md`` and its figures from the study's saved results (``docs/results/seed-<s>.json``).
 
-    python -m benchmarks.study_report            # after ``python -m benchmarks.study``
+    python -m experiments.study_report            # after ``python -m experiments.study``
 
 Every number is the mean over the seeds with the half-width of its 95% Student-t interval (n - 1 degrees of
 freedom); with one seed the interval is not shown. The hand-written parts (how we differ from the paper, the
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.study import STUDY_FORGET_RATE, STUDY_ITERATIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS_DIR = ROOT / "docs" / "results"
 PAGE = ROOT / "docs" / "results.md"
+STUDY_ITERATIONS, STUDY_FORGET_RATE = 5, 0.2  # the study's loop (experiments.study's defaults)
 ATTACK_LABELS = {"mloss": "M-Loss", "mmean": "M-Mean", "moments": "Moments", "rmia": "RMIA"}
 METRIC_LABELS = {"success": "success", "auc": "AUC", "tpr_at_1pct_fpr": "TPR@1%FPR"}
 MODEL_LABELS = {"biased": "biased S (no unlearning)", "reweighted": "biased S, class re-weighting",
@@ -40,7 +40,7 @@ def shown_models(records: list[dict]) -> list[str]:
 def load_records(folder: Path = RESULTS_DIR) -> list[dict]:
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("seed-*.json"))]
     if not records:
-        raise FileNotFoundError(f"no results in {folder}: run `python -m benchmarks.study` first")
+        raise FileNotFoundError(f"no results in {folder}: run `python -m experiments.study` first")
     return records
 
 
@@ -600,11 +600,11 @@ def _relative(folder: Path) -> str:
 
 
 def study_command(config: dict, folder: Path, seeds: list[int]) -> str:
-    """The ``benchmarks.study`` command line that reproduces a study of ``config`` into ``folder``."""
+    """The ``experiments.study`` command line that reproduces a study of ``config`` into ``folder``."""
     from fairforget.components.training import TrainConfig
 
     default_train = {"epochs": TrainConfig().epochs, "augment": TrainConfig().augment}
-    parts = ["python -m benchmarks.study --seeds " + " ".join(map(str, seeds))]
+    parts = ["python -m experiments.study --seeds " + " ".join(map(str, seeds))]
     data, train, loop = config["data"], config["sisa"]["train"], config["loop"]
     if data["dataset"] != "fashion_mnist":
         parts.append(f"--dataset {data['dataset']} --source-dir {data['source_dir']}")
@@ -624,7 +624,7 @@ def study_command(config: dict, folder: Path, seeds: list[int]) -> str:
 
 
 def report_command(folder: Path) -> str:
-    command = "python -m benchmarks.study_report"
+    command = "python -m experiments.study_report"
     return command if folder.resolve() == RESULTS_DIR.resolve() else f"{command} --results-dir {_relative(folder)}"
 
 

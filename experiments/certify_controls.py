@@ -1,7 +1,7 @@
 """Controls of the certification rule on the real default data: it certifies a model whose "members" really are
 at chance, and refuses one that holds its members.
 
-    python -m benchmarks.certify_controls --data-dir data [--outputs-dir outputs]
+    python -m experiments.certify_controls --data-dir data [--outputs-dir outputs]
 
 - Positive control of the pass: a SISA ensemble built like the target (the pipeline's ``SisaConfig``) but trained
   on the reference half of the audit pool only, audited exactly as the pipeline audits (every original of S

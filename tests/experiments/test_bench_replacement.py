@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from benchmarks.bench_replacement import (
+from experiments.bench_replacement import (
     format_rows,
     format_summary,
     set_groups,
@@ -15,7 +15,7 @@ from benchmarks.bench_replacement import (
     train_and_test,
     training_sets,
 )
-from benchmarks.study import copy_source, oversampled_training_set
+from fairforget.components.baselines import copy_source, oversampled_training_set
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.generator import tiny_config, train_generator
 from fairforget.components.sisa.model import SisaConfig

@@ -1,8 +1,8 @@
 """Generator training time against what its images are worth: the trade-off curve of the CPU budget.
 
-    python -m benchmarks.bench_generator --set train_steps=2000 --set autoencoder_epochs=15 --threads 1 \
+    python -m experiments.bench_generator --set train_steps=2000 --set autoencoder_epochs=15 --threads 1 \
         --save-dir GEN_HALF           # one point of the curve (likewise the default, and a doubled budget)
-    python -m benchmarks.bench_tradeoff --generator-dirs GEN_HALF GEN_DEFAULT GEN_DOUBLE [--output F.json]
+    python -m experiments.bench_tradeoff --generator-dirs GEN_HALF GEN_DEFAULT GEN_DOUBLE [--output F.json]
 
 For each saved generator, in one run: its training minutes (from its own training summary), its quality judged by
 one judge (``evaluate_generator`` at its own guidance scale), and the utility figures of ``bench_replacement``:
@@ -22,7 +22,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_replacement import train_and_test, training_sets
+from experiments.bench_replacement import train_and_test, training_sets
 
 QUALITY = ("conditional_accuracy", "cas_ratio", "fid", "diversity_ratio", "near_copy_fraction")
 COLUMNS = ("minutes", "conditional_accuracy", "worst_class_conditional", "cas_ratio", "fid", "diversity_ratio",

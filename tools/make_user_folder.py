@@ -5,7 +5,7 @@ The attribute ``inverted`` (yes/no) is real: an inverted image has its grey leve
 ``accessories`` images are inverted and 83% of the ``apparel`` images are not, the spurious correlation that
 debiasing two attributes jointly must remove (``-P attributes=superclass,inverted``):
 
-    python -m benchmarks.make_user_folder /tmp/user-folder
+    python -m tools.make_user_folder /tmp/user-folder
     mlflow run . --env-manager local -P dataset=folder -P source_dir=/tmp/user-folder \\
         -P majority_superclass=apparel -P attributes=superclass,inverted -P train_size=2000 -P test_size=1000 \\
         -P audit_size=1600 -P reference_size=2000 -P data_dir=user-data -P outputs_dir=user-outputs

@@ -4,8 +4,8 @@ Prints each figure with its budget, and the ratio against a baseline measured in
 diffusers ``UNet2DModel`` of the issue (28 px, channels (32, 64, 128), one layer per block, 2.5M parameters),
 timed for a few training steps (batch 128) and for guided DDIM sampling of a few images.
 
-    python benchmarks/bench_generator.py --data-dir data [--generator-dir DIR] [--output bench.json]
-    python -m benchmarks.bench_generator --set latent_dim=32 --set autoencoder_perceptual_weight=0 \
+    python experiments/bench_generator.py --data-dir data [--generator-dir DIR] [--output bench.json]
+    python -m experiments.bench_generator --set latent_dim=32 --set autoencoder_perceptual_weight=0 \
         --compare-dir DIR --audit  # a config variant, judged next to a saved generator by the same judge, and
                                    # both audited for membership (generator/mia/*)
 
@@ -69,12 +69,12 @@ def pixel_unet_baseline(dataset, steps: int, guidance: float) -> dict:
             "parameters": int(sum(p.numel() for p in model.parameters()))}
 
 
-def config_with_overrides(assignments: list[str]) -> GeneratorConfig:
-    """``GeneratorConfig()`` with ``FIELD=VALUE`` overrides, each value parsed as the field's default's type (a tuple
-    as its items joined by ``-``: ``autoencoder_channels=64-128``)."""
+def config_with_overrides(assignments: list[str], base: GeneratorConfig | None = None) -> GeneratorConfig:
+    """``base`` (default ``GeneratorConfig()``) with ``FIELD=VALUE`` overrides, each value parsed as the field's
+    type (a tuple as its items joined by ``-``: ``autoencoder_channels=64-128``)."""
     from dataclasses import fields, replace
 
-    defaults = GeneratorConfig()
+    defaults = base if base is not None else GeneratorConfig()
     known = {f.name for f in fields(GeneratorConfig)}
     changes = {}
     for assignment in assignments:

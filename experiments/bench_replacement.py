@@ -18,8 +18,8 @@ training sets the pipeline builds and tests each on the held-out test split:
 - ``synthetic g xr``: synthetic images only, r times S* 's class counts, at guidance g (the end of Algorithm 2 once
   every original is replaced; r > 1 asks whether more samples of the same generator buy accuracy back).
 
-    python -m benchmarks.bench_replacement --generator-dir DIR [--scales 1.5 3] [--multiples 1 2] [--output F]
-    python -m benchmarks.bench_replacement --generator-dir DIR --scales 3 --multiples 1 --seeds 0 1 2 \
+    python -m experiments.bench_replacement --generator-dir DIR [--scales 1.5 3] [--multiples 1 2] [--output F]
+    python -m experiments.bench_replacement --generator-dir DIR --scales 3 --multiples 1 --seeds 0 1 2 \
         --sets oversampled "oversampled in shards" "augmented g3" "synthetic g3 x1"
 
 It prints test accuracy, minority-superclass accuracy and worst-class accuracy per training set, each with its
@@ -49,7 +49,7 @@ def training_sets(dataset, generator, scales, multiples, seed: int = 0) -> dict:
     S* is Algorithm 1 with the pipeline's default balance and augment settings at each guidance scale."""
     import numpy as np
 
-    from benchmarks.study import oversampled_training_set
+    from fairforget.components.baselines import oversampled_training_set
     from fairforget.components.augment import AugmentConfig, augment, synthesize
     from fairforget.components.bias import BalanceConfig
     from fairforget.components.generator.denoiser import draw_conditions
@@ -103,7 +103,7 @@ SHARD_LOCAL_SETS = ("oversampled in shards",)
 
 def set_groups(name: str, train_set):
     """The ``groups`` a set is trained with: each copy with its original for ``SHARD_LOCAL_SETS``, else None."""
-    from benchmarks.study import copy_groups
+    from fairforget.components.baselines import copy_groups
 
     return copy_groups(train_set.ids) if name in SHARD_LOCAL_SETS else None
 
@@ -113,7 +113,7 @@ def train_and_test(train_set, test, sisa_config, folder: Path, minority: str, gr
     ``SisaModel.create``); its test figures (``acc/minority``: the accuracy on superclass ``minority``), the mean
     accuracy of its shards on their own records, the mean number of distinct real records (a copy counts as its
     original) each shard learns from, and seconds."""
-    from benchmarks.study import copy_source
+    from fairforget.components.baselines import copy_source
     from fairforget.components.forgetting import evaluate_model, shard_fit_accuracies
     from fairforget.components.sisa.model import SisaModel
 

@@ -1,10 +1,10 @@
 """The results study behind ``docs/results.md``: the default pipeline at several seeds, plus its baselines.
 
-    python -m benchmarks.study --seeds 0 1 2 --parallel 3    # wall time: the head of docs/results.md; then the report
-    python -m benchmarks.study_report                        # rewrite docs/results.md from the saved results
-    python -m benchmarks.study --dataset cifar10 --source-dir ~/data/cifar10 --classifier resnet18 \
+    python -m experiments.study --seeds 0 1 2 --parallel 3    # wall time: the head of docs/results.md; then the report
+    python -m experiments.study_report                        # rewrite docs/results.md from the saved results
+    python -m experiments.study --dataset cifar10 --source-dir ~/data/cifar10 --classifier resnet18 \
         --results-dir docs/results/cifar10                   # the same study on another data set (GPU advised)
-    python -m benchmarks.study --augmentation off --epochs 30 --iterations 5 --forget-rate 0.2 \
+    python -m experiments.study --augmentation off --epochs 30 --iterations 5 --forget-rate 0.2 \
         --results-dir docs/results/memorizing                # classifiers that memorise their members
 
 Per seed s, in its own process, its own MLflow store and its own working folder ``results/<dataset>/seed-<s>/``:
@@ -45,6 +45,9 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.study_report import PAGE, STUDY_FORGET_RATE, STUDY_ITERATIONS, write_report
+from fairforget.components.baselines import copy_groups, oversampled_training_set
+
 ROOT = Path(__file__).resolve().parent.parent
 
 WORK_DIR = ROOT / "results"  # + <dataset>/
@@ -53,7 +56,6 @@ SHOWN_ATTACKS = ("mloss", "mmean", "moments", "rmia")
 SHOWN_METRICS = ("success", "auc", "tpr_at_1pct_fpr")
 BASELINES = ("biased", "reweighted", "oversampled", "oversampled_in_shards", "debiased")
 # 5 iterations of 20%: every original forgotten by the end (the Fig. 12 axis from 0 to 1) in half the time of 10 x 10%
-STUDY_ITERATIONS, STUDY_FORGET_RATE = 5, 0.2
 PIPELINE_FIGURES = ("figures/distribution_before.png", "figures/distribution_after.png",
                     "figures/confusion_biased.png", "figures/confusion_debiased.png",
                     "figures/table_I_iterations.png", "figures/attack_vs_forgotten.png", "figures/roc_all.png")
@@ -92,37 +94,6 @@ def oracle_success(fpr, tpr) -> float:
     import numpy as np
 
     return float(np.max((np.asarray(tpr) + 1.0 - np.asarray(fpr)) / 2.0))
-
-
-COPY_MARK = "~copy"
-
-
-def copy_source(record_id: str) -> str:
-    """The id of the record a row of ``oversampled_training_set`` repeats (its own id for an original)."""
-    return str(record_id).split(COPY_MARK)[0]
-
-
-def copy_groups(ids) -> list[str]:
-    """The ``groups`` that keep each copy of ``oversampled_training_set`` in its original's SISA shard."""
-    return [copy_source(i) for i in ids]
-
-
-def oversampled_training_set(train, target_counts):
-    """``train`` with each class filled up to ``target_counts[k]`` rows by repeating its images in a fixed cycle
-    (id order); the copies get ids ``<id>~copy<n>`` so the SISA plan can hold them next to the originals."""
-    import numpy as np
-
-    out = train
-    for label, target in enumerate(target_counts):
-        rows = np.flatnonzero(train.labels == label)
-        missing = int(target) - len(rows)
-        if missing <= 0 or len(rows) == 0:
-            continue
-        picks = rows[np.arange(missing) % len(rows)]
-        manifest = train.manifest.iloc[picks].reset_index(drop=True)
-        manifest["id"] = [f"{i}{COPY_MARK}{n}" for n, i in enumerate(manifest["id"])]
-        out = out.concat(dataclasses.replace(train, manifest=manifest, images=train.images[picks]))
-    return out
 
 
 def audit_baselines(config, dataset, augmented, seed_dir: Path) -> dict:
@@ -368,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             seed = pending.pop(0)
             log_path = args.work_dir.resolve() / f"seed-{seed}-{results_dir.name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            command = [sys.executable, "-m", "benchmarks.study", "--one-seed", str(seed), *forwarded]
+            command = [sys.executable, "-m", "experiments.study", "--one-seed", str(seed), *forwarded]
             print(f"seed {seed}: started, log in {log_path}", flush=True)
             running.append((seed, subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_path.open("w"),
                                                    stderr=subprocess.STDOUT)))
@@ -383,7 +354,6 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"seeds {failed} failed; rerun the same command to resume them")
         return 1
-    from benchmarks.study_report import PAGE, write_report
 
     page = PAGE if results_dir == RESULTS_DIR.resolve() else results_dir / "results.md"
     print(f"wrote {write_report(results_dir, page)}")
