@@ -604,7 +604,8 @@ def promote_version(model_name: str, version: str, policy_file: str = POLICY_FIL
     open_commit = _open_commit_of(model_name)
     if open_commit is not None:
         raise PromotionRefused(f"promotion refused: the commit of deletion request {open_commit['request_id']} was "
-                               "interrupted; run the forget entry point with the same ids first (it finishes it)")
+                               f"interrupted; finish it first: `mlflow run . -e finish -P model_name={model_name} "
+                               f"-P outputs_dir={open_commit.get('outputs_dir', 'outputs')}`")
     decision = promote(model_name, version, policy)
     if not decision.passed:
         raise PromotionRefused(f"promotion refused: {decision.reason}")
