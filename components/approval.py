@@ -85,3 +85,17 @@ def signature_problem(model_name: str, version: str | int, tags: Mapping[str, st
         return (f"{model_name} version {version}'s decision tags were set or changed outside fairforget (its gate "
                 "signature does not match them); it can never be promoted: promote another version")
     return None
+
+
+def serving_problem(model_name: str, version: str | int, tags: Mapping[str, str], key: bytes) -> str | None:
+    """None when a version may answer requests: its decision tags are signed by the gate (``signature_problem``),
+    it passed the gate, and it was neither retired nor marked as holding a deleted record; else why not. Moving an
+    alias needs only EDIT on the model, so a server checks this itself before it serves the version the alias names."""
+    problem = signature_problem(model_name, version, tags, key)
+    if problem:
+        return problem
+    if tags.get("gate") != "passed":
+        return f"{model_name} version {version} did not pass the registry gate (gate={tags.get('gate')!r})"
+    if tags.get("retired") == "true" or tags.get("contains_deleted") == "true":
+        return f"{model_name} version {version} holds a record deleted on request (retired or contains_deleted)"
+    return None

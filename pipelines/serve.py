@@ -8,8 +8,10 @@ port through a small proxy:
 - ``POST /invocations``: forwarded to the current champion's server; the JSON answer gains ``"version"`` (the
   registered version that answered) and the header ``X-Model-Version``;
 - ``GET /ping``: 200 while a champion is served, else 503; ``GET /version``: ``{"model": ..., "version": ...}``;
-- no champion (never promoted, or removed by a deletion request whose new version failed the gate): every request
-  gets 503 with ``{"error": "no approved model: ..."}``.
+- no champion (never promoted, or removed by a deletion request whose new version failed the gate), or a champion
+  whose approval does not verify (``components.approval.serving_problem``: the gate's signature over its decision
+  tags, gate passed, not retired: an account with EDIT could move the alias by hand): every request gets 503 with
+  ``{"error": "no approved model: ..."}``. Verifying needs the gate's key (``$FAIRFORGET_GATE_KEY_FILE``).
 
 Every ``poll_seconds`` the alias is resolved again. When it moved, the new version's server is started and
 answers ``/ping`` before the proxy switches to it, and only then is the old one stopped: no request is answered by
@@ -37,6 +39,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg
+from fairforget.components.approval import gate_key, serving_problem
 from fairforget.pipelines.registry import CHAMPION
 from fairforget.pipelines.tracking import configure_tracking, configure_logging, run_cli
 
@@ -102,6 +105,9 @@ class ChampionFollower:
 
     def __init__(self, model_name: str, host: str, port: int, alias: str = CHAMPION, poll_seconds: float = 10.0):
         self.model_name, self.alias, self.poll_seconds = model_name, alias, poll_seconds
+        self.key = gate_key(create=False)  # verifies the gate's signatures; refused at start when missing
+        self.refusal: str | None = None
+        self.listening = False
         self.current: ScoringServer | None = None
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -122,9 +128,12 @@ class ChampionFollower:
                 self.wfile.write(data)
 
             def _no_model(self) -> None:
-                self._send(503, {"error": f"no approved model: models:/{follower.model_name}@{follower.alias} is "
-                                          "not set (not promoted yet, or a deletion request is open); promote a "
-                                          "version with the promote entry point"})
+                reason = (f"models:/{follower.model_name}@{follower.alias} is not approved: {follower.refusal}"
+                          if follower.refusal else
+                          f"models:/{follower.model_name}@{follower.alias} is not set (not promoted yet, or a "
+                          "deletion request is open)")
+                self._send(503, {"error": f"no approved model: {reason}; promote a version with the promote "
+                                          "entry point"})
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 server = follower.current
@@ -161,8 +170,20 @@ class ChampionFollower:
         self.http = ThreadingHTTPServer((host, port), Handler)
 
     def follow_once(self) -> None:
-        """Resolve the alias; start the new champion's server (ready before the switch), then stop the old one."""
+        """Resolve the alias; check the version's signed approval (``serving_problem``: anyone with EDIT can move an
+        alias); start the new champion's server (ready before the switch), then stop the old one."""
         version = champion_version(self.model_name, self.alias)
+        if version is not None:
+            tags = mlflow.MlflowClient().get_model_version(self.model_name, version).tags
+            problem = serving_problem(self.model_name, version, tags, self.key)
+            if problem != self.refusal:
+                if problem:
+                    log.warning("serve: not serving %s@%s: %s", self.model_name, self.alias, problem)
+                self.refusal = problem
+            if problem:
+                version = None
+        else:
+            self.refusal = None
         current = self.current.version if self.current else None
         if version == current:
             return
@@ -179,6 +200,7 @@ class ChampionFollower:
                      version, current or "none", time.monotonic() - started)
 
     def serve_forever(self) -> None:
+        self.listening = True
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
         log.info("serve: listening on %s:%d for models:/%s@%s (checked every %.0f s)", *self.http.server_address[:2],
                  self.model_name, self.alias, self.poll_seconds)
@@ -194,7 +216,8 @@ class ChampionFollower:
 
     def close(self) -> None:
         self.stopping.set()
-        self.http.shutdown()
+        if self.listening:  # shutdown() waits for a serve_forever loop: never call it without one
+            self.http.shutdown()
         self.http.server_close()
         if self.current is not None:
             self.current.stop()

@@ -206,6 +206,17 @@ def test_a_forged_decision_tag_and_a_laxer_policy_file_are_refused(tracking_uri,
     assert not decision.passed and "changed outside fairforget" in decision.reason
     client.set_model_version_tag("toy4", first, "contains_deleted", "false")  # undoing it does not help either
     assert "changed outside fairforget" in promote("toy4", first).reason
+    # an alias moved by hand (EDIT suffices) onto the forged version: the serve step verifies before it serves
+    from fairforget.pipelines.serve import ChampionFollower
+
+    client.set_registered_model_alias("toy4", "champion", first)
+    follower = ChampionFollower("toy4", "127.0.0.1", 0)
+    try:
+        follower.follow_once()
+        assert follower.current is None and "changed outside fairforget" in follower.refusal
+    finally:
+        follower.close()
+    client.delete_registered_model_alias("toy4", "champion")
 
     committed, lax = tmp_path / "committed.yaml", tmp_path / "lax.yaml"
     committed.write_text(yaml.safe_dump({"max_auc_excess": 0.03, "require_certification": True}))

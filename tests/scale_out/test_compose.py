@@ -99,6 +99,11 @@ def test_the_stack_is_wired_as_the_docs_say():
     assert "--address=ray-head:6379" in service_command("ray-worker")
     pipeline_env = service_environment("pipeline")
     assert pipeline_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # the gate's key on a volume of its own: it outlives a container, and the serve step verifies with it (read-only)
+    for name, mode in (("pipeline", "rw"), ("pipeline-gpu", "rw"), ("serve", "ro")):
+        key_dir = str(Path(service_environment(name)["FAIRFORGET_GATE_KEY_FILE"]).parent)
+        mounts = {m.split(":")[1]: (m.split(":") + ["rw"])[2] for m in services[name]["volumes"]}
+        assert mounts.get(key_dir) == mode and f"gate-key:{key_dir}" in " ".join(services[name]["volumes"]), name
     assert pipeline_env["DVC_REMOTE_URL"].startswith(f"s3://{env['DVC_BUCKET']}/")
     assert pipeline_env["DVC_ENDPOINT_URL"] == "http://minio:9000"
     # the MLproject parameters the pipeline service sets exist, and the entry point maps ray_address on
