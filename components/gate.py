@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Mapping
 
 from fairforget.components.config import ConfigBase
-from fairforget.components.mia.certify import Certificate, Tolerance
+from fairforget.components.mia.certify import TOO_FEW, Certificate, Tolerance
 from fairforget.errors import ConfigError
 
 GATE_TAG = "gate"
@@ -273,6 +273,17 @@ def evaluate_gate(*, certificates: Mapping[str, Certificate], test_accuracy: flo
     reasons = _policy_reasons(certificates, test_accuracy, audit_power, policy, generator_audit, exactness,
                               natural_detected)
     return GateDecision(not reasons, tuple(reasons))
+
+
+def requested_verdict(report, tolerance: Tolerance, requested: str = "requested") -> str:
+    """The verdict on a deletion request's own records in the final audit ``report`` (an ``AuditReport`` with the
+    subset ``requested``): ``distinguishable`` when the exact test detects them, else their certificate's verdict
+    (``certified`` / ``not_certified`` / ``too_few``); ``too_few`` when none was evaluated."""
+    if requested not in report.results:
+        return TOO_FEW
+    if report.leak_detected(requested):
+        return DISTINGUISHABLE
+    return report.certificate(requested).verdict(tolerance)
 
 
 def certificate_tags(certificates: Mapping[str, Certificate]) -> dict[str, str]:

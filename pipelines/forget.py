@@ -40,7 +40,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 
 from fairforget.components.bias import measure_bias
 from fairforget.components.canaries import inserted_canary_count, with_canaries
@@ -51,15 +50,15 @@ from fairforget.components.dataset import load_dataset, read_ids, save_dataset
 from fairforget.components.forgetting import replenish_seed_base
 from fairforget.components.gate import (
     CONTAINS_DELETED_TAG,
-    DISTINGUISHABLE,
     POLICY_FILE,
     OPEN_DELETION_FROM_TAG,
     OPEN_DELETION_TAG,
     REQUESTED_VERDICT_TAG,
     UNSERVE,
     load_policy,
+    requested_verdict,
 )
-from fairforget.components.mia.certify import TOO_FEW, Tolerance
+from fairforget.components.mia.certify import TOO_FEW
 from fairforget.components.journal import Journal
 from fairforget.components.ledger import append_to_ledger, apply_ledger, ledger_ids, ledger_path
 from fairforget.components.locks import data_lock, exclusive
@@ -166,24 +165,14 @@ def versions_holding(model_name: str, ids: set[str], exclude: str) -> list[str]:
     for version in client.search_model_versions(f"name = '{model_name}'"):
         if str(version.version) == str(exclude):
             continue
-        plan_file = project_path(version.tags.get("state_dir", "")) / "sisa" / "plan.csv"
-        if not plan_file.is_file():
+        try:
+            plan = SisaModel.read_plan(project_path(version.tags.get("state_dir", "")) / "sisa")
+        except FileNotFoundError:
             holding.append(str(version.version))  # no state to check: assume it holds them
             continue
-        plan = pd.read_csv(plan_file, dtype={"id": str})
-        if plan.loc[~plan["deleted"].astype(bool), "id"].isin(ids).any():
+        if set(plan.live_ids()) & set(ids):
             holding.append(str(version.version))
     return holding
-
-
-def requested_verdict(final, tolerance: Tolerance, requested: str = "requested") -> str:
-    """``distinguishable`` / ``certified`` / ``not_certified`` / ``too_few`` (see the module docstring)."""
-    report = final.report
-    if requested not in report.results:
-        return TOO_FEW
-    if report.leak_detected(requested):
-        return DISTINGUISHABLE
-    return report.certificate(requested).verdict(tolerance)
 
 
 def serve_deletion_request(ids: list[str], model_name: str = "fairforget-classifier", alias: str = CHAMPION, *,
@@ -226,7 +215,8 @@ def _serve_request(ids, model_name, alias, refresh_generator, version, tags, sta
     if unknown:
         raise DataError(f"{len(unknown)} ids are not original training records, e.g. {unknown[:3]}: check the "
                         "request (only original records can be forgotten; synthetic ones carry no one's data)")
-    live = set(pd.read_csv(state_dir / "sisa" / "plan.csv", dtype={"id": str}).query("deleted == False")["id"])
+    plan = SisaModel.read_plan(state_dir / "sisa")
+    live = set(plan.live_ids())
     already = [i for i in ids if i not in live]
     # what this request forgets: the requested ids the champion still holds, and every id an earlier request
     # deleted that the champion still holds (a request served before the champion was promoted)
@@ -423,7 +413,7 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
                           structure=config.balance.structure,
                           reference_manifest=reference.manifest if len(reference) else None, seed=config.data.seed)
     # the champion's canaries, counted in its plan: the data's train split is smaller after each served request
-    plan_ids = pd.read_csv(state_dir / "sisa" / "plan.csv", dtype={"id": str})["id"]
+    plan_ids = SisaModel.read_plan(state_dir / "sisa").table["id"]
     instruments = audit_pool(dataset, config, canaries=inserted_canary_count(plan_ids))
     synthetic = load_dataset(state_dir / "synthetic")
     sisa = SisaModel.load(state_dir / "sisa", with_canaries(original_train, instruments.canaries).concat(synthetic),
@@ -460,7 +450,7 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
     log_outcome(outcome, loop.tolerance)
     present = [i for i in ids if i in set(original_train.ids.astype(str))]
     final = final_audit(loop, {"requested": present} if present else None)
-    verdict = requested_verdict(final, loop.tolerance) if present else TOO_FEW
+    verdict = requested_verdict(final.report, loop.tolerance) if present else TOO_FEW
     mlflow.log_metric("forget/requested_certified", float(verdict == "certified"))
     mlflow.set_tag(REQUESTED_VERDICT_TAG, verdict)
     if present and "requested" in final.report.results:

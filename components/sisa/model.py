@@ -156,6 +156,17 @@ class SisaModel:
         write_text_atomically(self.state_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
         return self.state_dir
 
+    @staticmethod
+    def read_plan(state_dir: str | os.PathLike) -> ShardPlan:
+        """The plan of a state folder without its images (who is where, who is forgotten): ``plan.live_ids()``,
+        ``plan.table``."""
+        state_dir = Path(state_dir)
+        if not (state_dir / STATE_FILE).is_file():
+            raise FileNotFoundError(f"{state_dir / STATE_FILE} is missing: {state_dir} is not a SISA state folder")
+        config = SisaConfig.from_dict(json.loads((state_dir / STATE_FILE).read_text())["config"])
+        return ShardPlan.from_csv_text((state_dir / PLAN_FILE).read_text(), config.num_shards, config.num_slices,
+                                       config.seed)
+
     @classmethod
     def load(cls, state_dir: str | os.PathLike, dataset: Dataset, *, forgetting: Sequence[str] = (),
              **overrides) -> "SisaModel":

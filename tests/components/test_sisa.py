@@ -302,6 +302,7 @@ def test_state_folder_reopens_and_keeps_unlearning(trained, train_set):
     trained.unlearn([trained.plan.live_ids()[0]])
     reopened = SisaModel.load(trained.state_dir, train_set)
     assert reopened.plan.table.equals(trained.plan.table)
+    assert SisaModel.read_plan(trained.state_dir).table.equals(trained.plan.table)  # the plan without the images
     assert reopened.stale_shards() == []
     report = reopened.unlearn([reopened.plan.live_ids()[0]], audit=True)
     assert report.exact is True
