@@ -109,9 +109,9 @@ def _innermost_open_loop() -> LogProgress | None:
 
 
 def _watch(loop: LogProgress) -> None:
-    """Register ``loop`` with the heartbeat thread (started on first use): while a loop is open and no line was
-    written for ``HEARTBEAT_SECONDS`` (a slow epoch, say), the thread writes the innermost loop's line itself, so a
-    log reader never waits longer than that, however long one step of the loop takes."""
+    """Register ``loop`` with the heartbeat thread (started on first use): when no progress line was written for
+    ``HEARTBEAT_SECONDS`` (a slow epoch, or work between loops), the thread writes one itself (``_heartbeat``), so a
+    log reader never waits longer than that once a step has started a loop."""
     global _watcher
     with _watch_lock:
         _open_loops.append(weakref.ref(loop))
@@ -121,11 +121,23 @@ def _watch(loop: LogProgress) -> None:
 
 
 def _heartbeat() -> None:
+    """Every ``HEARTBEAT_SECONDS`` without a progress line: the innermost open loop's line, or, between loops (work
+    no loop counts, such as an audit's statistics), one line naming the last loop and the time since its line."""
+    global _last_line
+    last_desc = None
     while True:
         time.sleep(min(1.0, HEARTBEAT_SECONDS / 4))
         loop = _innermost_open_loop()
-        if loop is not None and time.monotonic() - _last_line >= HEARTBEAT_SECONDS:
+        if loop is not None:
+            last_desc = loop.desc
+        quiet = time.monotonic() - _last_line
+        if quiet < HEARTBEAT_SECONDS:
+            continue
+        if loop is not None:
             loop.log_line()
+        elif last_desc is not None:
+            _last_line = time.monotonic()
+            log.info("working (after %s): %s since the last progress line", last_desc, _duration(quiet))
 
 
 def progress(iterable=None, *, enabled: bool = True, **kwargs):
