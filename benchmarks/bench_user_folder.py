@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ import mlflow
 
 from tools.make_user_folder import write_user_folder
 
+SHOWN = (r"debiased/kl/.*|bias/mi/.*|acc/(test|worst_class|[a-z]+)|time/.*"
+         r"|final/mia/(retained|forgotten)/(auc_high|tpr_high|certified)|final/mia/canary/power")
+SHOWN_CHILD = r"bias/kl/.*|generator/(conditional_accuracy|cas_ratio|fid|mia/auc|mia/tpr_at_1pct_fpr)"
 FOLDER_ARGS = ["--dataset", "folder", "--majority-superclass", "apparel", "--attributes", "superclass,tint",
                "--train-size", "2000", "--test-size", "1000", "--audit-size", "1600", "--reference-size", "2000"]
 
@@ -39,16 +43,17 @@ def step_seconds(client: mlflow.MlflowClient, parent_run_id: str) -> dict[str, f
 
 
 def report(run_id: str) -> dict:
-    """The benchmark's figures for the finished pipeline run ``run_id`` (tracking URI already set)."""
+    """The benchmark's figures for the finished pipeline run ``run_id`` (tracking URI already set): its own metrics
+    (final values) and, named ``<step>: <metric>``, the bias its validate step measured before augmentation and the
+    generator's quality and audit."""
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
     metrics = run.data.metrics
     children = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
-    for child in children:  # bias before augmentation is measured by the validate step
-        metrics = {**{k: v for k, v in child.data.metrics.items() if k.startswith("bias/kl/")}, **metrics}
-    picked = {k: v for k, v in sorted(metrics.items())
-              if k.startswith(("bias/kl/", "debiased/kl/", "bias/mi/", "acc/", "time/", "final/mia/"))
-              and "/" in k and not k.startswith("acc/class")}
+    for child in children:  # bias before augmentation (validate) and the generator's figures (train_generator)
+        metrics.update({f"{child.info.run_name}: {k}": v for k, v in child.data.metrics.items()
+                        if re.fullmatch(SHOWN_CHILD, k)})
+    picked = {k: v for k, v in sorted(metrics.items()) if re.fullmatch(SHOWN, k) or ": " in k}
     return {"run_id": run_id, "steps_s": step_seconds(client, run_id),
             "total_min": (run.info.end_time - run.info.start_time) / 60000 if run.info.end_time else None,
             "gate": run.data.tags.get("gate"), "gate_reason": run.data.tags.get("gate_reason"),
