@@ -15,13 +15,13 @@ images, so shards are smaller than the pipeline's; the ratio, not the seconds, c
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.utils import write_figures
 from fairforget.components.dataset import load_dataset
 from fairforget.components.sisa import SisaModel
 
@@ -83,9 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     figures = {"per_step_s": per_step, "final_check_s": final_check, "iterations": args.iterations,
                "projected_every_step_s": every_step, "projected_final_s": final, "ratio": final / every_step,
                "steps": timings, "per_shard": per_shard, "originals": len(train)}
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(figures, indent=1) + "\n")
+    write_figures(args.output, figures)
     return figures
 
 

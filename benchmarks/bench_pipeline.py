@@ -15,11 +15,10 @@ earlier ``make run`` trained the generator and the reference models (half the ti
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
+
+from benchmarks.utils import scratch_tracking_store
 
 BUDGET_FIRST_MIN, BUDGET_REUSED_MIN = 25.0, 12.0
 
@@ -36,9 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.reused_only:
         scratch, outputs, labels = None, "outputs", ("reused",)
     else:
-        scratch = Path(tempfile.mkdtemp(prefix="fairforget-bench-pipeline-"))
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
-        os.environ["MLFLOW_EXPERIMENT_NAME"] = "fairforget-bench"
+        scratch = scratch_tracking_store("bench-pipeline")
         outputs, labels = str(scratch / "outputs"), ("first", "reused")
     from fairforget.pipelines.config import build_parser, config_from_args
     from fairforget.pipelines.main import run_pipeline

@@ -14,15 +14,13 @@ verdicts and the gate's decision. The figures are also written as JSON (``--json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import tempfile
 import time
-from pathlib import Path
 
 import mlflow
 
+from benchmarks.utils import scratch_tracking_store, write_figures
 from tools.make_user_folder import write_user_folder
 
 SHOWN = (r"debiased/kl/.*|bias/mi/.*|acc/(test|worst_class|[a-z]+)|time/.*"
@@ -82,9 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         mlflow.set_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
         figures = report(args.report)
     else:
-        scratch = Path(tempfile.mkdtemp(prefix="fairforget-bench-user-folder-"))
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
-        os.environ["MLFLOW_EXPERIMENT_NAME"] = "fairforget-bench-user-folder"
+        scratch = scratch_tracking_store("bench-user-folder")
         images = write_user_folder(scratch / "photos", colour=True)
         print(f"bench_user_folder: {images} colour photos in {scratch / 'photos'}")
         from fairforget.pipelines.config import build_parser, config_from_args
@@ -104,9 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "summary": {k: v for k, v in summary.items() if isinstance(v, (int, float, str, type(None)))}}
         print(f"bench_user_folder: tracking store and data kept in {scratch}")
     print_report(figures)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=1, default=str) + "\n")
+    write_figures(args.json, figures)
     return figures
 
 
