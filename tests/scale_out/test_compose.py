@@ -99,6 +99,13 @@ def test_the_stack_is_wired_as_the_docs_say():
     assert "--address=ray-head:6379" in service_command("ray-worker")
     pipeline_env = service_environment("pipeline")
     assert pipeline_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # no password or secret on any command line (entrypoint + command, as Compose interpolates the example .env)
+    env = read_env_file(ENV_EXAMPLE)
+    secret_values = [v for k, v in env.items() if re.search(r"PASSWORD|SECRET|TOKEN", k) and v]
+    for name, service in services.items():
+        command = service_command(name, env) if "command" in service else []
+        line = " ".join(str(part) for part in [*(service.get("entrypoint") or []), *command])
+        assert not any(value in line for value in secret_values), name
     # the gate's key on a volume of its own: it outlives a container, and the serve step verifies with it (read-only)
     for name, mode in (("pipeline", "rw"), ("pipeline-gpu", "rw"), ("serve", "ro")):
         key_dir = str(Path(service_environment(name)["FAIRFORGET_GATE_KEY_FILE"]).parent)
