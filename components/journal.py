@@ -39,4 +39,6 @@ def open_journals_on(data_dir: str | os.PathLike, outputs_dir: str | os.PathLike
     ``data_dir``): a commit a killed process left half done on that data folder."""
     folder, data_dir = Path(outputs_dir) / ".journal", Path(data_dir).resolve()
     journals = [Journal(path) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-    return [j for j in journals if (j.read() or {}).get("data_dir") and Path(j.read()["data_dir"]).resolve() == data_dir]
+    records = [(journal, journal.read() or {}) for journal in journals]
+    return [journal for journal, record in records
+            if record.get("data_dir") and Path(record["data_dir"]).resolve() == data_dir]

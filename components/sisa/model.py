@@ -175,12 +175,9 @@ class SisaModel:
         (``unlearn`` never needs the images of what it removes). ``overrides`` replace config fields that do not
         change results (executor, max_workers, ...)."""
         state_dir = Path(state_dir)
-        if not (state_dir / STATE_FILE).is_file():
-            raise FileNotFoundError(f"{state_dir / STATE_FILE} is missing: {state_dir} is not a SISA state folder")
+        plan = cls.read_plan(state_dir)  # refuses a folder that is not a state folder
         state = json.loads((state_dir / STATE_FILE).read_text())
         config = dataclasses.replace(SisaConfig.from_dict(state["config"]), **overrides)
-        plan = ShardPlan.from_csv_text((state_dir / PLAN_FILE).read_text(), config.num_shards, config.num_slices,
-                                       config.seed)
         live = plan.live()
         absent = set(map(str, forgetting)) - set(dataset.ids.astype(str))
         live = live[~live["id"].isin(absent)]

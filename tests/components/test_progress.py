@@ -3,6 +3,8 @@
 import io
 import sys
 
+import pytest
+
 from fairforget.components import progress as progress_module
 from fairforget.components.progress import bars_wanted, progress, quiet_third_party_bars
 
@@ -45,16 +47,26 @@ def test_mlflow_artifact_bars_are_switched_off_without_a_terminal(monkeypatch):
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
 
 
-def test_off_a_terminal_a_slow_loop_logs_a_heartbeat_line_with_its_estimate(monkeypatch, caplog):
+@pytest.fixture
+def off_a_terminal_with_heartbeat(monkeypatch):
+    """No terminal, and a heartbeat of the given seconds counted from now."""
+    import time
+
+    def set_up(seconds: float) -> None:
+        monkeypatch.delenv(progress_module.ENV, raising=False)
+        monkeypatch.setattr(sys, "stderr", io.StringIO())
+        monkeypatch.setattr(progress_module, "HEARTBEAT_SECONDS", seconds)
+        monkeypatch.setattr(progress_module, "_last_line", time.monotonic())
+    return set_up
+
+
+def test_off_a_terminal_a_slow_loop_logs_a_heartbeat_line_with_its_estimate(off_a_terminal_with_heartbeat, caplog):
     """A log reader sees the step, done/total, elapsed time and time left at least every HEARTBEAT_SECONDS, from
     whichever loop is advancing, and nothing in between."""
     import logging
     import time
 
-    monkeypatch.delenv(progress_module.ENV, raising=False)
-    monkeypatch.setattr(sys, "stderr", io.StringIO())
-    monkeypatch.setattr(progress_module, "HEARTBEAT_SECONDS", 0.05)
-    monkeypatch.setattr(progress_module, "_last_line", time.monotonic())
+    off_a_terminal_with_heartbeat(0.05)
     with caplog.at_level(logging.INFO, logger="fairforget.progress"):
         for _ in progress(range(8), desc="slowed toy step"):
             time.sleep(0.03)
@@ -71,17 +83,14 @@ def test_off_a_terminal_a_slow_loop_logs_a_heartbeat_line_with_its_estimate(monk
     assert len(manual) >= 3 and manual == sorted(manual) and manual[-1] >= 3, lines
 
 
-def test_a_step_longer_than_the_heartbeat_still_gets_its_lines(monkeypatch, caplog):
+def test_a_step_longer_than_the_heartbeat_still_gets_its_lines(off_a_terminal_with_heartbeat, caplog):
     """One epoch can take longer than HEARTBEAT_SECONDS: the heartbeat thread writes the open loop's line anyway,
     and between loops a line naming the last one, so a log read off a terminal has no gap longer than that (plus
     the thread's 1 s wake-up at most)."""
     import logging
     import time
 
-    monkeypatch.delenv(progress_module.ENV, raising=False)
-    monkeypatch.setattr(sys, "stderr", io.StringIO())
-    monkeypatch.setattr(progress_module, "HEARTBEAT_SECONDS", 0.2)
-    monkeypatch.setattr(progress_module, "_last_line", time.monotonic())
+    off_a_terminal_with_heartbeat(0.2)
     with caplog.at_level(logging.INFO, logger="fairforget.progress"):
         for _ in progress(range(2), desc="one slow epoch"):
             time.sleep(1.6)
