@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import operator
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,20 +61,31 @@ def test_a_different_thread_count_is_a_different_checkpoint_key(tmp_path):
     assert one.final_keys() != two.final_keys()
 
 
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    from fairforget.components.packaging import package_tree
+# Ray runs in a child process: a Ray driver that loses its local cluster (it can under heavy load) ends its whole
+# process, which must not take the test session with it.
+RAY_CHILD = """
+import operator, sys, torch
+from fairforget.components.executors import run_tasks
+from fairforget.components.packaging import package_tree
+from tests.components.test_executors import sisa_weights
+import ray
+try:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"py_modules": [str(package_tree(sys.argv[1] + "/package"))]})
+except Exception as err:  # Ray's own start-up failures vary by platform
+    print(f"{type(err).__name__}: {err}", file=sys.stderr)
+    sys.exit(3)
+assert run_tasks(operator.neg, [1, 2, 3], executor="ray") == [-1, -2, -3]
+torch.save(sisa_weights("ray", sys.argv[1] + "/ray"), sys.argv[1] + "/weights.pt")
+ray.shutdown()
+"""
 
-    ray = pytest.importorskip("ray")
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"py_modules": [str(package_tree(tmp_path_factory.mktemp("package")))]})
-    except Exception as err:  # Ray's own start-up failures vary by platform
-        pytest.skip(f"Ray cannot start on this machine: {type(err).__name__}: {err}")
-    yield ray
-    ray.shutdown()
 
-
-def test_ray_gives_the_serial_weights(local_ray, serial_weights, tmp_path):
-    assert run_tasks(operator.neg, [1, 2, 3], executor="ray") == [-1, -2, -3]
-    assert_same(sisa_weights("ray", tmp_path / "ray"), serial_weights)
+def test_ray_gives_the_serial_weights(serial_weights, tmp_path):
+    pytest.importorskip("ray")
+    child = subprocess.run([sys.executable, "-c", RAY_CHILD, str(tmp_path)], cwd=Path(__file__).parents[2],
+                           capture_output=True, text=True, timeout=600)
+    if child.returncode == 3:
+        pytest.skip(f"Ray cannot start on this machine: {child.stderr.strip().splitlines()[-1]}")
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert_same(torch.load(tmp_path / "weights.pt"), serial_weights)
