@@ -8,11 +8,15 @@ project's DVC-tracked one, DVC's cache and the default remote (``dvc gc --worksp
 ``--cloud`` when a remote is configured), which keep every earlier data version by design.
 
 ``deletion_report`` then searches, by SHA-256 of each deleted image (``components.copies``), every store this
-project writes image arrays to: the data folder, the state folders, the tracking store's local artifact folders,
-DVC's cache and a local DVC remote; and it lists every registered version that still holds an id unless it is a
-retired tombstone, and every alias that points at one. Its verdict is ``clean`` when every store was searched and
-holds nothing, ``copies_found`` when one holds something, and ``unverified`` when a store could not be searched
-(an S3 artifact store or remote: their listing is not done here); only ``clean`` marks the request complete.
+project writes image arrays to: the data folder, the state folders, the tracking store's artifact stores, DVC's
+cache and the DVC remote; and it lists every registered version that still holds an id unless it is a retired
+tombstone, and every alias that points at one. Local folders are searched in place; a store elsewhere (an S3 or
+MinIO artifact store or DVC remote) through its own client: every artifact listed through MLflow's artifact
+repository and fetched one at a time (``scan_artifact_store``), every object of the DVC remote listed through DVC
+and, unless the DVC cache holds the same object (content-addressed: the same md5 is the same bytes, searched there),
+fetched and searched (``scan_dvc_remote``). Its verdict is ``clean`` when every store was searched and holds
+nothing, ``copies_found`` when one holds something, and ``unverified`` when a store could not be searched (its
+client failed: no credentials, no network); only ``clean`` marks the request complete.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -28,7 +33,7 @@ from urllib.request import url2pathname
 
 import mlflow
 
-from fairforget.components.copies import find_copies
+from fairforget.components.copies import StoreScan, find_copies
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,58 @@ def purge_copies(digests: set[str], image_shape: tuple[int, int, int], *, data_d
     return {"state_folders_removed": removed, "dvc_gc": gc}
 
 
+def scan_artifact_store(uri: str, digests: set[str], image_shape: tuple[int, int, int]) -> dict:
+    """``find_copies`` over an artifact store of any kind (``s3://...``, ``file://...``, ...): every artifact under
+    ``uri`` listed through MLflow's artifact repository, fetched one at a time into a temporary folder and searched
+    (a deletion is rare; the store is read whole). Returns ``StoreScan.as_dict()`` with ``files_fetched``."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repository = get_artifact_repository(uri)
+    scan, fetched, folders = StoreScan(uri), 0, [None]
+    with tempfile.TemporaryDirectory() as tmp:
+        while folders:
+            for item in repository.list_artifacts(folders.pop()):
+                if item.is_dir:
+                    folders.append(item.path)
+                    continue
+                local = Path(repository.download_artifacts(item.path, dst_path=tmp))
+                fetched += 1
+                _merge(scan, find_copies(local, digests, image_shape), item.path)
+                local.unlink()
+    return {**scan.as_dict(), "files_fetched": fetched}
+
+
+def scan_dvc_remote(root: Path, remote: str, digests: set[str], image_shape: tuple[int, int, int]) -> dict:
+    """``find_copies`` over the DVC remote ``remote`` of the project at ``root``, of any kind: its objects listed
+    through DVC; an object the DVC cache also holds is the same bytes (both are named by their md5) and was searched
+    there, every other one is fetched into a temporary folder and searched. Returns ``StoreScan.as_dict()`` with
+    ``objects_listed``, ``objects_in_cache`` and ``objects_fetched``."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo, tempfile.TemporaryDirectory() as tmp:
+        odb, cache = repo.cloud.get_remote_odb(remote), repo.cache.local
+        scan, listed, in_cache, fetched = StoreScan(f"{remote} ({odb.path})"), 0, 0, 0
+        for oid in odb.all():
+            listed += 1
+            if cache.exists(oid):
+                in_cache += 1
+                continue
+            local = Path(tmp) / oid.replace("/", "_")
+            odb.fs.get_file(odb.oid_to_path(oid), str(local))
+            fetched += 1
+            _merge(scan, find_copies(local, digests, image_shape), oid)
+            local.unlink()
+    return {**scan.as_dict(), "objects_listed": listed, "objects_in_cache": in_cache, "objects_fetched": fetched}
+
+
+def _merge(scan: StoreScan, part: StoreScan, name: str) -> None:
+    """Add the scan of one fetched file, under its name in the store, to ``scan``."""
+    scan.arrays += part.arrays
+    if part.total:
+        scan.copies[name] = part.total
+    scan.skipped.update({name: why for why in part.skipped.values()})
+
+
 def _artifact_roots() -> tuple[list[Path], list[str]]:
     """The tracking store's experiments' artifact folders: (local folders, URLs that are not local)."""
     local, remote = set(), set()
@@ -126,17 +183,25 @@ def deletion_report(ids: list[str], digests: set[str], image_shape: tuple[int, i
     roots, remote_artifacts = _artifact_roots()
     for i, root in enumerate(roots):
         stores[f"artifact store {i + 1}"] = find_copies(root, digests, image_shape).as_dict()
-    unscanned += [f"artifact store {url} (not a local folder: not searched here)" for url in remote_artifacts]
+    for url in remote_artifacts:
+        try:
+            stores[f"artifact store {url}"] = scan_artifact_store(url, digests, image_shape)
+        except Exception as err:  # the store's client failed (credentials, network): the store is unverified
+            unscanned.append(f"artifact store {url}: could not be read ({type(err).__name__}: {err})")
     root = dvc_root_of(data_dir)
     if root is not None:
         stores["DVC cache"] = find_copies(root / ".dvc" / "cache", digests, image_shape).as_dict()
         remote = dvc_default_remote(root)
         if remote is not None:
             path = _local_path(remote[1], root)
-            if path is None:
-                unscanned.append(f"DVC remote {remote[0]} ({remote[1]}): garbage-collected, not searched here")
-            else:
+            if path is not None:
                 stores[f"DVC remote {remote[0]}"] = find_copies(path, digests, image_shape).as_dict()
+            else:
+                try:
+                    stores[f"DVC remote {remote[0]}"] = scan_dvc_remote(root, remote[0], digests, image_shape)
+                except Exception as err:  # the remote's client failed (credentials, network)
+                    unscanned.append(f"DVC remote {remote[0]} ({remote[1]}): could not be read "
+                                     f"({type(err).__name__}: {err})")
     tombstones = {str(v.version) for v in client.search_model_versions(f"name = '{model_name}'")
                   if v.tags.get("retired") == "true"}
     servable_holders = sorted(set(holding_versions) - tombstones, key=int)
