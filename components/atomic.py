@@ -57,8 +57,9 @@ def write_json_atomically(path: str | os.PathLike, obj: Any) -> None:
 @contextlib.contextmanager
 def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder to fill; on success its files are fsynced and it replaces ``folder``
-    (``replace_folder``); on failure it is removed and ``folder`` is left as it was."""
-    folder = Path(folder)
+    (``replace_folder``); on failure it is removed and ``folder`` is left as it was. A ``folder`` reached through a
+    symbolic link (``data -> volume/data``) is replaced where the link points, and the link stays."""
+    folder = Path(folder).resolve()
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:

@@ -10,16 +10,23 @@
 #   DVC_ENDPOINT_URL  e.g. http://minio:9000 (an S3-compatible endpoint such as MinIO)
 #   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: the remote's credentials (from docker/.env through compose)
 #
-# The image holds no .git, so DVC runs without an SCM (core.no_scm); the remote settings go to .dvc/config.local.
+# The data folder /app/data links to /app/workspace/data: the workspace (a volume in docker/docker-compose.yml) is
+# the data's DVC project, and holds the deletion ledger and the data's lock beside the data, so a recreated container
+# keeps them. The image holds no .git, so DVC runs without an SCM (core.no_scm); the remote settings go to the
+# workspace's .dvc/config.local.
 set -eu
 
 python "$(dirname "$0")/check_secrets.py"
 
+workspace=$(dirname "$(readlink -f data)")
+if [ ! -d "$workspace/.dvc" ]; then  # a volume made before the workspace was a DVC project
+    (cd "$workspace" && python -m dvc init --no-scm --quiet)
+fi
 python -m dvc config --local core.no_scm true
 if [ -n "${DVC_REMOTE_URL:-}" ]; then
-    python -m dvc remote add --local --force --default stack "$DVC_REMOTE_URL"
+    (cd "$workspace" && python -m dvc remote add --local --force --default stack "$DVC_REMOTE_URL")
     if [ -n "${DVC_ENDPOINT_URL:-}" ]; then
-        python -m dvc remote modify --local stack endpointurl "$DVC_ENDPOINT_URL"
+        (cd "$workspace" && python -m dvc remote modify --local stack endpointurl "$DVC_ENDPOINT_URL")
     fi
 fi
 
@@ -29,7 +36,9 @@ fi
 
 "$@"
 if [ -f data/manifest.csv ]; then
-    # `dvc add` again so data.dvc describes the data folder as it is now, then upload it
+    # `dvc add` again so data.dvc describes the data folder as it is now, then upload it (and the ledger, which a
+    # served deletion request tracks beside it)
+    cd "$workspace"
     python -m dvc add --quiet data
     python -m dvc push
     echo "dvc: data pushed to $DVC_REMOTE_URL ($(grep -m1 'md5:' data.dvc | tr -d ' -'))"

@@ -31,7 +31,6 @@ from fairforget.errors import ToolError
 from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, optional_int_arg
 from fairforget.pipelines.tracking import (
-    PROJECT_ROOT,
     configure_logging,
     log_data_version,
     log_figure,
@@ -45,16 +44,17 @@ log = logging.getLogger("fairforget")
 
 
 def dvc_track(path: Path) -> str:
-    """``dvc add`` the folder (or file, e.g. the deletion ledger) when it sits at the top of the project, as
-    ``data/`` does; return its DVC md5."""
-    path = Path(path)
-    dvc_file = path.with_name(path.name + ".dvc")
-    if (PROJECT_ROOT / ".dvc").is_dir() and path.resolve().parent == PROJECT_ROOT.resolve():
-        completed = subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", path.name], cwd=PROJECT_ROOT,
+    """``dvc add`` the folder (or file, e.g. the deletion ledger) when it sits at the top of a DVC project (the
+    project's ``data/``, or the folder a symbolic link ``data`` points to, as in the Docker stack's workspace volume);
+    return its DVC md5."""
+    path = Path(path).resolve()
+    root, dvc_file = path.parent, path.with_name(path.name + ".dvc")
+    if (root / ".dvc").is_dir():
+        completed = subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", path.name], cwd=root,
                                    capture_output=True, text=True)
         if completed.returncode != 0:
             message = " ".join((completed.stderr.strip() or completed.stdout.strip()).split())
-            raise ToolError(f"`dvc add {path.name}` failed in {PROJECT_ROOT}: {message}; fix DVC (`dvc doctor`) "
+            raise ToolError(f"`dvc add {path.name}` failed in {root}: {message}; fix DVC (`dvc doctor`) "
                             "and run the step again")
         log.info("dvc: %s tracked by %s", path.name, dvc_file.name)
     return md5_of_file(path) if path.is_file() else dvc_md5_of_folder(path)

@@ -70,8 +70,9 @@ def _local_path(url: str, root: Path) -> Path | None:
 
 
 def staging_folders(data_dir: Path) -> list[Path]:
-    """Temporary siblings a killed writer of ``data_dir`` left (``.data.tmp-*``, ``.data.old-*``)."""
-    data_dir = Path(data_dir)
+    """Temporary siblings a killed writer of ``data_dir`` left (``.data.tmp-*``, ``.data.old-*``), beside the folder
+    a symbolic link ``data_dir`` points to."""
+    data_dir = Path(data_dir).resolve()
     return sorted(p for pattern in (f".{data_dir.name}.tmp-*", f".{data_dir.name}.old-*")
                   for p in data_dir.parent.glob(pattern) if p.is_dir())
 

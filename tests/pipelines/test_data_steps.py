@@ -1,5 +1,8 @@
 """The prepare and validate steps, end to end on a small fake Fashion-MNIST, against a real sqlite MLflow store."""
 
+import os
+import subprocess
+import sys
 import tempfile
 
 import mlflow
@@ -7,6 +10,8 @@ import pytest
 
 from fairforget.components.bias import BalanceConfig
 from fairforget.components.dataset import DataError
+from fairforget.components.ledger import ledger_path
+from fairforget.components.locks import data_lock
 from fairforget.components.versioning import dvc_md5_of_folder
 from fairforget.pipelines.data_steps import main, run_prepare, run_validate
 
@@ -150,3 +155,23 @@ def test_a_lost_or_rolled_back_ledger_is_refused_against_the_tracking_stores_mir
     assert ledger_ids(ledger) == set(deleted)
     run_prepare(small_data_config, data_dir, track=False)
     assert not set(deleted) & set(load_dataset(data_dir).ids)
+
+
+def test_a_data_folder_reached_through_a_link_is_written_tracked_and_locked_where_the_link_points(
+        tracking_uri, tmp_path, small_data_config):
+    """The Docker stack's layout: ``data`` in the project is a link to ``workspace/data`` on a volume, and the
+    volume is its own DVC project, so the data, its DVC file, the ledger and the lock all live on the volume."""
+    workspace, link = tmp_path / "workspace", tmp_path / "project" / "data"
+    workspace.mkdir()
+    link.parent.mkdir()
+    link.symlink_to(workspace / "data", target_is_directory=True)  # dangling until the first prepare
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=workspace, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+
+    md5 = run_prepare(small_data_config, link)
+    run_prepare(small_data_config, link)  # a second preparation replaces the folder, not the link
+
+    assert link.is_symlink() and (workspace / "data").is_dir() and not (workspace / "data").is_symlink()
+    assert md5 == dvc_md5_of_folder(workspace / "data") and (workspace / "data.dvc").is_file()
+    assert ledger_path(link) == workspace / "forgotten.csv" and data_lock(link).parent == workspace
+    assert sorted(p.name for p in link.parent.iterdir()) == ["data"]  # nothing was written beside the link

@@ -316,7 +316,7 @@ def test_refresh_generator_replaces_with_a_generator_that_never_saw_the_deleted_
     assert "-without-" in generator_run.data.tags["data_md5"]  # trained on the data less the ledger's records
 
 
-def test_the_ledger_is_dvc_tracked_and_pushed_like_the_data(tmp_path, monkeypatch):
+def test_the_ledger_is_dvc_tracked_and_pushed_like_the_data(tmp_path):
     """The project's own DVC commands on a throwaway project: ``dvc_track`` adds the ledger beside the data and
     ``dvc push`` sends it to the remote."""
     from fairforget.components.ledger import append_to_ledger
@@ -331,7 +331,6 @@ def test_the_ledger_is_dvc_tracked_and_pushed_like_the_data(tmp_path, monkeypatc
                    env=env)
     ledger = project / "forgotten.csv"
     append_to_ledger(ledger, ["a", "b"], request_id="r1", model_version="2")
-    monkeypatch.setattr(data_steps, "PROJECT_ROOT", project)
     md5 = data_steps.dvc_track(ledger)
     assert yaml.safe_load((project / "forgotten.csv.dvc").read_text())["outs"][0]["md5"] == md5
     pushed = subprocess.run([*dvc, "push"], cwd=project, capture_output=True, text=True, env=env)
@@ -359,7 +358,7 @@ def test_requests_keep_the_champions_canaries_when_the_data_shrinks_under_the_de
     assert set(plan.loc[plan["id"].str.startswith("canary-"), "id"]) == {"canary-0", "canary-1"}
 
 
-def test_a_served_request_purges_every_store_and_its_report_proves_it_by_content(champion, monkeypatch):
+def test_a_served_request_purges_every_store_and_its_report_proves_it_by_content(champion):
     """Real DVC with a local remote holding the records, and a stray run state holding them: after the request the
     report has searched every store by the deleted images' SHA-256 and found nothing, because the request removed
     the stray state and garbage-collected DVC's cache and remote; the same search finds a copy logged later."""
@@ -367,7 +366,6 @@ def test_a_served_request_purges_every_store_and_its_report_proves_it_by_content
 
     from fairforget.components.copies import find_copies, image_digests
     from fairforget.components.dataset import save_dataset
-    from fairforget.pipelines import data_steps
     from fairforget.pipelines.deletion_report import COPIES_FOUND, deletion_report
 
     tmp_path, live, _ = champion
@@ -378,7 +376,6 @@ def test_a_served_request_purges_every_store_and_its_report_proves_it_by_content
     subprocess.run([*dvc, "remote", "add", "-d", "local", str(remote)], cwd=tmp_path, check=True, env=env)
     subprocess.run([*dvc, "add", "-q", "data"], cwd=tmp_path, check=True, env=env)
     subprocess.run([*dvc, "push", "-q"], cwd=tmp_path, check=True, env=env)
-    monkeypatch.setattr(data_steps, "PROJECT_ROOT", tmp_path)  # data/ is this DVC project's
 
     requested = live[:3]
     held = load_dataset(data_dir)

@@ -31,14 +31,13 @@ def prepare_argv(source: Path, project: Path, *extra: str) -> list[str]:
 
 
 def use_project(monkeypatch, project: Path) -> None:
-    """Point tracking at ``project/mlflow.db`` and make ``project`` the DVC project that ``prepare`` tracks in."""
+    """Point tracking at ``project/mlflow.db`` (``prepare`` tracks ``project/data`` in ``project``'s DVC project)."""
     uri = f"sqlite:///{project / 'mlflow.db'}"
     # setenv, not delenv, for the registry too: MLflow exports both variables, and undo must remove them again
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fairforget-test")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.setattr(data_steps, "PROJECT_ROOT", project)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

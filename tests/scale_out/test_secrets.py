@@ -90,18 +90,23 @@ def test_the_mlflow_server_refuses_example_secrets_in_its_environment():
 
 @pytest.fixture
 def app(tmp_path):
-    """A git-less copy of the project's DVC set-up, as in the image (/app)."""
+    """A git-less copy of the project's DVC set-up, as in the image (/app): ``data`` links to ``workspace/data``,
+    and the workspace (a volume in the stack) is a DVC project of its own."""
     app = tmp_path / "app"
     (app / ".dvc").mkdir(parents=True)
     shutil.copy(ROOT / ".dvc" / "config", app / ".dvc" / "config")
+    (app / "workspace").mkdir()
+    subprocess.run([str(BIN / "python"), "-m", "dvc", "init", "--no-scm", "-q"], cwd=app / "workspace", check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    (app / "data").symlink_to(app / "workspace" / "data", target_is_directory=True)
     return app
 
 
-def run_entrypoint(app, env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_entrypoint(app, env: dict[str, str], command: str = "echo ran > ran.txt") -> subprocess.CompletedProcess:
     """docker/entrypoint.sh (from docker/, where the image keeps check_secrets.py and .env.example beside it)."""
     path = {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
             "HOME": str(app.parent / "home")}
-    return subprocess.run(["sh", str(DOCKER / "entrypoint.sh"), "sh", "-c", "echo ran > ran.txt"], cwd=app,
+    return subprocess.run(["sh", str(DOCKER / "entrypoint.sh"), "sh", "-c", command], cwd=app,
                           env={**clean_environ(), **path, **env}, capture_output=True, text=True, timeout=120,
                           check=False)
 
@@ -114,7 +119,7 @@ def test_the_pipeline_image_entrypoint_refuses_before_running_anything(app):
         refused = run_entrypoint(app, {**stack, name: EXAMPLE[example]})
         assert_refused(refused, name, example)
         assert_refused(run_entrypoint(app, {**stack, name: ""}), name)
-        assert not (app / "ran.txt").exists() and not (app / ".dvc" / "config.local").exists()
+        assert not (app / "ran.txt").exists() and not (app / "workspace" / ".dvc" / "config.local").exists()
     # the example file as it is (`cp docker/.env.example docker/.env` and nothing else)
     assert_refused(run_entrypoint(app, service_environment("pipeline")))
     passed = run_entrypoint(app, stack)
@@ -125,6 +130,22 @@ def test_the_pipeline_image_entrypoint_refuses_before_running_anything(app):
     alone = run_entrypoint(app, {})
     assert alone.returncode == 0 and (app / "ran.txt").exists(), alone.stderr
 
+
+
+def test_after_a_run_the_entrypoint_versions_the_workspace_data_and_pushes_it(app, tmp_path):
+    """The data a run wrote through the ``data`` link are ``dvc add``-ed in the workspace's DVC project and pushed
+    to the stack's remote (a local folder here, MinIO in the stack)."""
+    stack = {key: value for key, value in service_environment("pipeline", operator_env()).items()
+             if not key.startswith("DVC_")}
+    remote = tmp_path / "remote"
+    done = run_entrypoint(app, {**stack, "DVC_REMOTE_URL": str(remote)},
+                          "mkdir workspace/data && echo id > data/manifest.csv")
+    assert done.returncode == 0, done.stderr
+    assert (app / "workspace" / "data.dvc").is_file() and not (app / "data.dvc").exists()
+    assert (app / "data").is_symlink() and (app / "workspace" / "data" / "manifest.csv").is_file()
+    assert "dvc: data pushed to" in done.stdout
+    pushed = sorted(p for p in remote.rglob("*") if p.is_file())
+    assert any(p.read_bytes() == b"id\n" for p in pushed)  # the manifest's bytes are in the remote
 
 def test_the_check_fails_closed_without_the_example_file(tmp_path):
     script = shutil.copy(DOCKER / "check_secrets.py", tmp_path / "check_secrets.py")
