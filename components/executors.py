@@ -35,9 +35,10 @@ def run_serial(function: Callable, tasks: Sequence, max_workers: int | None = No
 
 
 def _configure_worker_logging(level: int | None) -> None:
-    """A spawned worker starts with logging unconfigured: give it the parent's level (None: leave it so)."""
+    """A spawned worker starts with logging unconfigured: give it the parent's level (None: leave it so), and the
+    time of day on every line, as the entry points write theirs (a log read later shows where the time went)."""
     if level is not None:
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def run_local_pool(function: Callable, tasks: Sequence, max_workers: int | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,13 @@ def test_ray_gives_the_serial_weights(serial_weights, tmp_path):
         pytest.skip(f"Ray cannot start on this machine: {child.stderr.strip().splitlines()[-1]}")
     assert child.returncode == 0, child.stderr[-3000:]
     assert_same(torch.load(tmp_path / "weights.pt"), serial_weights)
+
+
+def test_a_pool_worker_logs_with_the_time_of_day():
+    """Off a terminal a worker's progress lines are read later: each carries the time it was written."""
+    child = subprocess.run([sys.executable, "-c", "import logging\n"
+                            "from fairforget.components.executors import _configure_worker_logging\n"
+                            "_configure_worker_logging(logging.INFO)\n"
+                            "logging.getLogger('fairforget.progress').info('shard 0: 1/4')"],
+                           capture_output=True, text=True, timeout=120)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO fairforget.progress: shard 0: 1/4", child.stderr.strip()), child.stderr
