@@ -122,7 +122,7 @@ GENERATOR_OPTIONS = {
     "public_pretrain_steps": "--generator-public-pretrain-steps", "prediction_type": "--generator-prediction-type",
     "loss_weighting": "--generator-loss-weighting", "denoiser_dropout": "--generator-denoiser-dropout",
     "precision": "--generator-precision", "privacy": "--generator-privacy", "dp_epsilon": "--dp-epsilon",
-    "dp_delta": "--dp-delta",
+    "dp_delta": "--dp-delta", "public_labels": "--generator-public-labels",
 }
 
 

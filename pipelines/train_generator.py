@@ -212,6 +212,7 @@ GENERATOR_OPTIONS = {
     "public_pretrain_steps": "--public-pretrain-steps", "prediction_type": "--prediction-type",
     "loss_weighting": "--loss-weighting", "denoiser_dropout": "--denoiser-dropout", "precision": "--precision",
     "privacy": "--generator-privacy", "dp_epsilon": "--dp-epsilon", "dp_delta": "--dp-delta",
+    "public_labels": "--public-labels",
 }
 
 

@@ -108,18 +108,26 @@ def fit_autoencoder(model: ConvAutoencoder, images: np.ndarray, epochs: int, bat
     return history
 
 
-def fit_perceptual_network(images: np.ndarray, labels: np.ndarray, num_classes: int, epochs: int,
+def fit_perceptual_network(images: np.ndarray, labels: np.ndarray | None, num_classes: int, epochs: int,
                            seed: int) -> nn.Module:
-    """The feature network of the feature-matching loss: a ``small_cnn`` classifier trained on the uint8 images
-    (N, H, W, C) the autoencoder learns from and their labels (N,); returns its convolutional trunk, frozen, mapping
-    float images (N, C, H, W) in [0, 1] to feature maps. It sees only those images (S, or the public split for a DP
-    generator), never the judge's reference split in the non-private mode."""
+    """The feature network of the feature-matching loss: a ``small_cnn`` trained on the uint8 images (N, H, W, C)
+    the autoencoder learns from; returns its convolutional trunk, frozen, mapping float images (N, C, H, W) in
+    [0, 1] to feature maps. With ``labels`` (N,) it learns to classify them into ``num_classes``; with None it uses
+    no label at all and learns which of four rotations (0, 90, 180, 270 degrees) each image was turned by
+    (Gidaris et al. 2018), on 4N images (square images only). It sees only those images (S, or the public split for
+    a DP generator), never the judge's reference split in the non-private mode."""
     from fairforget.components.models import build_classifier
     from fairforget.components.training import TrainConfig, fit_classifier
 
-    _, height, _, channels = images.shape
+    _, height, width, channels = images.shape
+    if labels is None:
+        if height != width:
+            raise ValueError(f"label-free feature learning rotates the images, which must be square, got {height}x{width}")
+        images = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(4)])
+        labels, num_classes = np.repeat(np.arange(4), len(images) // 4), 4
     model = build_classifier("small_cnn", num_classes, channels, height, seed=seed)
-    model = fit_classifier(model, images, labels, TrainConfig(epochs=epochs, augment=False), seed=seed)
+    model = fit_classifier(model, np.ascontiguousarray(images), labels, TrainConfig(epochs=epochs, augment=False),
+                           seed=seed)
     trunk = model.features.eval()
     for parameter in trunk.parameters():
         parameter.requires_grad_(False)

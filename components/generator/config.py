@@ -34,7 +34,8 @@ LOSS_WEIGHTINGS = ("uniform", "min_snr")
 PRECISIONS = ("auto", "fp32", "bf16")
 GROUPS = ("architecture", "autoencoder", "denoiser", "diffusion", "sampling", "runtime", "privacy")
 # Version of the identity record (``GeneratorConfig.identity_record``): raised when the meaning of a field changes,
-# so a cached generator trained under another meaning is never reused. 2: the DP recipe became a preset.
+# so a cached generator trained under another meaning is never reused. 2: the DP recipe became a preset. (A new
+# field needs no new version: it joins the record of the generators it applies to.)
 IDENTITY_SCHEMA = 2
 
 
@@ -138,6 +139,10 @@ class GeneratorConfig(ConfigBase):
                                    "1e-5)", group="privacy", private_only=True)
     dp_max_grad_norm: float = param(1.0, "per-record gradient clipping norm of DP-SGD", group="privacy",
                                     private_only=True)
+    public_labels: bool = param(
+        False, "a DP generator may use the public split's labels (its denoiser's class-conditional pre-training and "
+        "its autoencoder's feature network): true is the labelled-public variant; false learns from the public "
+        "images alone and the classes from S under DP", group="privacy", private_only=True)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` with a one-line fix for any out-of-range value."""
@@ -284,7 +289,8 @@ SCHEMA_1_DP_FIELDS = ("dp_train_steps", "dp_batch_size", "dp_learning_rate", "dp
 SCHEMA_1_ABSENT_MEANT = {"autoencoder_perceptual_weight": 0.0, "public_pretrain_steps": 0,
                          "autoencoder_data": "private", "prediction_type": "epsilon", "loss_weighting": "uniform",
                          "min_snr_gamma": 5.0, "denoiser_dropout": 0.0, "precision": "fp32",
-                         "guidance_interval": (0.0, math.inf), "dp_public_pretrain_steps": 0}
+                         "guidance_interval": (0.0, math.inf), "dp_public_pretrain_steps": 0,
+                         "public_labels": True}
 
 
 def upgrade_schema_1(record: dict[str, Any]) -> dict[str, Any]:

@@ -16,10 +16,13 @@ record's gradient clipped to ``dp_max_grad_norm``, Gaussian noise with the multi
 ``get_noise_multiplier`` finds for (``dp_epsilon``, ``dp_delta``) over ``train_steps`` steps with its PRV
 accountant. The accountant's epsilon after training is reported (``dp_epsilon`` in the summary). The EMA of the
 weights and sampling are post-processing and cost no privacy. With ``public_pretrain_steps > 0`` the denoiser
-first learns, without DP, from the public reference split's latents and labels (Ghalebikesabi et al. 2023's public
+first learns, without DP, from the public reference split's latents (Ghalebikesabi et al. 2023's public
 pre-training), and DP-SGD fine-tunes that starting point on S: the public data costs no privacy, so the accounting
-is unchanged (``dp_preset()`` pre-trains). The non-private generator can be pre-trained the same way: its
-denoiser first learns from the public split (latents in the autoencoder fitted on S), then from S.
+is unchanged (``dp_preset()`` pre-trains). A DP generator uses the public images without their labels (the
+pre-training is unconditional, the autoencoder's feature network learns rotations, and the classes are learned
+from S under DP) unless ``public_labels`` allows them (the labelled-public variant). The non-private generator can
+be pre-trained the same way, with the labels: its denoiser first learns from the public split (latents in the
+autoencoder fitted on S), then from S.
 """
 
 from __future__ import annotations
@@ -357,7 +360,9 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         fit_images = fit_split.to_float_tensor_array()
         perceptual = None
         if config.autoencoder_perceptual_weight > 0:
-            perceptual = fit_perceptual_network(fit_split.images, fit_split.labels, dataset.num_classes,
+            # a DP generator's public images come without their labels unless public_labels says otherwise
+            fit_labels = None if private and not config.public_labels else fit_split.labels
+            perceptual = fit_perceptual_network(fit_split.images, fit_labels, dataset.num_classes,
                                                 config.autoencoder_perceptual_epochs, config.seed + 4).to(config.device)
             summary["perceptual_network_seconds"] = time.perf_counter() - started
         history = fit_autoencoder(autoencoder, fit_images, config.autoencoder_epochs, config.autoencoder_batch_size,
@@ -378,9 +383,10 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         data = torch.from_numpy(images * 2.0 - 1.0)
     pretrain_steps = config.public_pretrain_steps
     if pretrain_steps and (autoencoder is not None or not private):
-        # public pre-training on the reference split's latents and labels (DP: already computed, the autoencoder
-        # learned from them; non-private: encoded by the autoencoder fitted on S, in S's latent statistics; pixel
-        # design: the images themselves)
+        # public pre-training on the reference split's latents (DP: already computed, the autoencoder learned from
+        # them; non-private: encoded by the autoencoder fitted on S, in S's latent statistics; pixel design: the
+        # images themselves), conditioned on their labels, or, for a DP generator without public_labels,
+        # unconditional (every condition the null one): the classes are then learned from S under DP
         public = public_images(dataset)
         if autoencoder is None:
             public_data = torch.from_numpy(public.to_float_tensor_array() * 2.0 - 1.0)
@@ -390,10 +396,12 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
             public_data = torch.from_numpy((public_latents - latent_mean) / latent_std)
         pretrain = replace(config, train_steps=pretrain_steps, batch_size=GeneratorConfig.batch_size,
                            learning_rate=GeneratorConfig.learning_rate, warmup_steps=GeneratorConfig.warmup_steps)
-        pretrained, pretrain_history = fit_denoiser(denoiser, public_data, public_condition_codes(space, dataset, public),
-                                                    space, pretrain, progress)
+        public_codes = (space.null_codes(len(public)) if private and not config.public_labels
+                        else public_condition_codes(space, dataset, public))
+        pretrained, pretrain_history = fit_denoiser(denoiser, public_data, public_codes, space, pretrain, progress)
         denoiser.load_state_dict(pretrained.state_dict())
         summary["public_pretrain_steps"] = pretrain_steps
+        summary["public_pretrain_labelled"] = bool(not private or config.public_labels)
         summary["public_pretrain_loss"] = pretrain_history[-1]
         summary["public_pretrain_seconds"] = time.perf_counter() - started
     if private:

@@ -220,6 +220,43 @@ def test_public_condition_codes_use_the_null_code_for_unknown_attribute_values()
     assert (codes[:, 1] == space.cardinalities[1]).all()  # "blue" is not in S's space: null
 
 
+
+@pytest.mark.parametrize("public_labels", [False, True])
+def test_the_dp_generators_public_learning_sees_no_record_of_s_and_no_label_unless_allowed(dp_toy, monkeypatch,
+                                                                                           public_labels):
+    """What the public pre-training of the denoiser and the autoencoder's feature network are given, recorded at
+    the call: public images only (never a record of S), and, by default, no label: every condition of the
+    pre-training is the null one and the feature network learns rotations; ``public_labels`` allows the labels."""
+    from fairforget.components.generator import train as train_module
+    from fairforget.components.generator.autoencoder import fit_perceptual_network
+
+    given = {}
+    real_fit_denoiser = train_module.fit_denoiser
+
+    def fit_denoiser(denoiser, data, codes, space, config, progress):
+        given.setdefault("denoiser", []).append((data.clone(), codes.copy(), space))
+        return real_fit_denoiser(denoiser, data, codes, space, config, progress)
+
+    def perceptual(images, labels, num_classes, epochs, seed):
+        given["perceptual"] = (images.copy(), None if labels is None else labels.copy())
+        return fit_perceptual_network(images, labels, num_classes, epochs, seed)
+
+    monkeypatch.setattr(train_module, "fit_denoiser", fit_denoiser)
+    monkeypatch.setattr(train_module, "fit_perceptual_network", perceptual)
+    train_generator(dp_toy, config=_dp_config(train_steps=2, public_labels=public_labels), progress=False)
+
+    public, private = dp_toy.split("reference"), dp_toy.split("train")
+    images, labels = given["perceptual"]
+    assert np.array_equal(images, public.images)  # the public split, whole, and nothing else
+    assert not {image.tobytes() for image in images} & {image.tobytes() for image in private.images}
+    assert (labels is None) != public_labels and (labels is None or np.array_equal(labels, public.labels))
+    (data, codes, space), = given["denoiser"]  # only the public pre-training: DP-SGD on S has its own trainer
+    assert len(data) == len(public)
+    if public_labels:
+        assert codes[:, 0].tolist() == public.labels.tolist()
+    else:
+        assert (codes == space.null_codes(len(public))).all()
+
 def test_the_dp_generator_samples_and_its_identity_differs(dp_toy):
     import pandas as pd
 
