@@ -38,9 +38,12 @@ def generator_privacy_lines(metrics: Mapping[str, float]) -> list[str]:
                   "- deletion: every record of S, deleted or not, influenced the replacements only within this "
                   "(epsilon, delta) bound; no generator refresh is needed after a deletion request."]
         if metrics.get("generator/public_pretrain_steps", 0) > 0:
+            used = ("images and labels (the labelled-public variant)"
+                    if metrics.get("generator/public_pretrain_labelled", 1.0) else
+                    "images without their labels (the classes were learned from S under DP)")
             lines.append("- public data: the autoencoder and the denoiser's pre-training "
-                         f"({metrics['generator/public_pretrain_steps']:.0f} steps) learned from the reference split, "
-                         "which this bound treats as public (it covers S only)")
+                         f"({metrics['generator/public_pretrain_steps']:.0f} steps) learned from the reference split's "
+                         f"{used}, which this bound treats as public (it covers S only)")
         else:
             lines.append("- public data: the autoencoder learned from the reference split, which this bound treats "
                          "as public (it covers S only)")

@@ -327,7 +327,10 @@ def test_the_model_card_says_what_a_deletion_guarantees_per_generator_mode():
     assert "chosen on this private data set" in text
     assert "treats as public" in text and "pre-training" not in text
     pretrained = "\n".join(generator_privacy_lines({**private, "generator/public_pretrain_steps": 4000.0}))
-    assert "pre-training (4000 steps) learned from the reference split" in pretrained
+    assert "pre-training (4000 steps) learned from the reference split's images and labels" in pretrained
+    label_free = "\n".join(generator_privacy_lines({**private, "generator/public_pretrain_steps": 4000.0,
+                                                    "generator/public_pretrain_labelled": 0.0}))
+    assert "reference split's images without their labels (the classes were learned from S under DP)" in label_free
     assert generator_tags(private) == {"generator_privacy": "dp", "generator_dp_epsilon": "9.97",
                                        "generator_dp_delta": "0.00025", "generator_mia_auc": "0.51",
                                        "generator_mia_auc_bound": "0.53"}
