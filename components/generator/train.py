@@ -18,11 +18,11 @@ accountant. The accountant's epsilon after training is reported (``dp_epsilon`` 
 weights and sampling are post-processing and cost no privacy. With ``public_pretrain_steps > 0`` the denoiser
 first learns, without DP, from the public reference split's latents (Ghalebikesabi et al. 2023's public
 pre-training), and DP-SGD fine-tunes that starting point on S: the public data costs no privacy, so the accounting
-is unchanged (``dp_preset()`` pre-trains). A DP generator uses the public images without their labels (the
+is unchanged (``dp_preset()`` pre-trains). By default it uses the public split's labels too (``public_labels``:
+the labelled-public variant); with ``public_labels=False`` a DP generator uses the public images alone (the
 pre-training is unconditional, the autoencoder's feature network learns rotations, and the classes are learned
-from S under DP) unless ``public_labels`` allows them (the labelled-public variant). The non-private generator can
-be pre-trained the same way, with the labels: its denoiser first learns from the public split (latents in the
-autoencoder fitted on S), then from S.
+from S under DP). The non-private generator can be pre-trained the same way, with the labels: its denoiser first
+learns from the public split (latents in the autoencoder fitted on S), then from S.
 """
 
 from __future__ import annotations
@@ -360,7 +360,7 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         fit_images = fit_split.to_float_tensor_array()
         perceptual = None
         if config.autoencoder_perceptual_weight > 0:
-            # a DP generator's public images come without their labels unless public_labels says otherwise
+            # a DP generator without public_labels learns from the public images alone
             fit_labels = None if private and not config.public_labels else fit_split.labels
             perceptual = fit_perceptual_network(fit_split.images, fit_labels, dataset.num_classes,
                                                 config.autoencoder_perceptual_epochs, config.seed + 4).to(config.device)

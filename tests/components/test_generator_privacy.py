@@ -225,8 +225,8 @@ def test_public_condition_codes_use_the_null_code_for_unknown_attribute_values()
 def test_the_dp_generators_public_learning_sees_no_record_of_s_and_no_label_unless_allowed(dp_toy, monkeypatch,
                                                                                            public_labels):
     """What the public pre-training of the denoiser and the autoencoder's feature network are given, recorded at
-    the call: public images only (never a record of S), and, by default, no label: every condition of the
-    pre-training is the null one and the feature network learns rotations; ``public_labels`` allows the labels."""
+    the call: public images only (never a record of S); without ``public_labels`` no label either: every condition
+    of the pre-training is the null one and the feature network learns rotations."""
     from fairforget.components.generator import train as train_module
     from fairforget.components.generator.autoencoder import fit_perceptual_network
 
