@@ -22,7 +22,6 @@ workspace=$(dirname "$(readlink -f data)")
 if [ ! -d "$workspace/.dvc" ]; then  # a volume made before the workspace was a DVC project
     (cd "$workspace" && python -m dvc init --no-scm --quiet)
 fi
-python -m dvc config --local core.no_scm true
 if [ -n "${DVC_REMOTE_URL:-}" ]; then
     (cd "$workspace" && python -m dvc remote add --local --force --default stack "$DVC_REMOTE_URL")
     if [ -n "${DVC_ENDPOINT_URL:-}" ]; then
