@@ -333,6 +333,7 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
     image_shape = tuple(int(v) for v in train.images.shape[1:])
     images = train.to_float_tensor_array()
     private = config.privacy == "dp"
+    public_labels = not private or config.public_labels  # a DP generator without them learns public images alone
     summary: dict = {"train_images": len(train), "architecture": config.architecture, "device": config.device,
                      "privacy": config.privacy, "precision": config.precision}
 
@@ -360,8 +361,7 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         fit_images = fit_split.to_float_tensor_array()
         perceptual = None
         if config.autoencoder_perceptual_weight > 0:
-            # a DP generator without public_labels learns from the public images alone
-            fit_labels = None if private and not config.public_labels else fit_split.labels
+            fit_labels = fit_split.labels if public_labels else None
             perceptual = fit_perceptual_network(fit_split.images, fit_labels, dataset.num_classes,
                                                 config.autoencoder_perceptual_epochs, config.seed + 4).to(config.device)
             summary["perceptual_network_seconds"] = time.perf_counter() - started
@@ -396,12 +396,12 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
             public_data = torch.from_numpy((public_latents - latent_mean) / latent_std)
         pretrain = replace(config, train_steps=pretrain_steps, batch_size=GeneratorConfig.batch_size,
                            learning_rate=GeneratorConfig.learning_rate, warmup_steps=GeneratorConfig.warmup_steps)
-        public_codes = (space.null_codes(len(public)) if private and not config.public_labels
-                        else public_condition_codes(space, dataset, public))
+        public_codes = (public_condition_codes(space, dataset, public) if public_labels
+                        else space.null_codes(len(public)))
         pretrained, pretrain_history = fit_denoiser(denoiser, public_data, public_codes, space, pretrain, progress)
         denoiser.load_state_dict(pretrained.state_dict())
         summary["public_pretrain_steps"] = pretrain_steps
-        summary["public_pretrain_labelled"] = bool(not private or config.public_labels)
+        summary["public_pretrain_labelled"] = public_labels
         summary["public_pretrain_loss"] = pretrain_history[-1]
         summary["public_pretrain_seconds"] = time.perf_counter() - started
     if private:
