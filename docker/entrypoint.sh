@@ -22,6 +22,9 @@ workspace=$(dirname "$(readlink -f data)")
 if [ ! -d "$workspace/.dvc" ]; then  # a volume made before the workspace was a DVC project
     (cd "$workspace" && python -m dvc init --no-scm --quiet)
 fi
+# the image holds no .git: a workspace that is the image's own folder (no volume) carries the project's .dvc/config,
+# which expects one, so DVC is told once more to run without an SCM
+(cd "$workspace" && python -m dvc config --local core.no_scm true)
 if [ -n "${DVC_REMOTE_URL:-}" ]; then
     (cd "$workspace" && python -m dvc remote add --local --force --default stack "$DVC_REMOTE_URL")
     if [ -n "${DVC_ENDPOINT_URL:-}" ]; then
