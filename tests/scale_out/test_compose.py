@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fairforget.pipelines.ledger_mirror import LEDGER_EXPERIMENT
 from tests.scale_out.helpers import (
     CHECKED_SECRET,
     COMPOSE_FILE,
@@ -296,6 +297,9 @@ def test_mlflow_requires_a_login_and_the_pipeline_logs_in_as_its_own_user():
     assert pipeline[pipeline.index("--experiment-name") + 1] == experiment
     mlproject = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["main"]
     assert mlproject["parameters"]["model_name"]["default"] == model
+    # and the deletion ledger's mirror, so the pipeline holds EDIT there (adds mirror runs, cannot delete them)
+    users = compose()["services"]["mlflow-users"]["command"]
+    assert [users[i + 1] for i, part in enumerate(users) if part == "--experiment"] == [experiment, LEDGER_EXPERIMENT]
 
 
 def test_every_secret_is_checked_before_any_service_starts():

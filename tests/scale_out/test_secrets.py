@@ -4,6 +4,7 @@ docker/check_secrets.py as the ``secrets-check`` one-shot and the ``mlflow`` ser
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from tests.scale_out.helpers import (
     DOCKER,
     ENV_EXAMPLE,
     ROOT,
+    compose,
     container_command,
     operator_env,
     read_env_file,
@@ -71,9 +73,9 @@ def test_the_stack_refuses_each_example_or_empty_secret_by_name(secret):
 
 def test_the_mlflow_server_refuses_example_secrets_in_its_environment():
     env = operator_env()
-    # the MinIO password reaches the server as AWS_SECRET_ACCESS_KEY: the message names both
-    assert_refused(run_container("mlflow", {**env, "MINIO_ROOT_PASSWORD": EXAMPLE["MINIO_ROOT_PASSWORD"]}),
-                   "AWS_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD")
+    # its MinIO account's password reaches the server as AWS_SECRET_ACCESS_KEY: the message names both
+    assert_refused(run_container("mlflow", {**env, "MINIO_MLFLOW_PASSWORD": EXAMPLE["MINIO_MLFLOW_PASSWORD"]}),
+                   "AWS_SECRET_ACCESS_KEY", "MINIO_MLFLOW_PASSWORD")
     assert_refused(run_container("mlflow", {**env, "MLFLOW_ADMIN_PASSWORD": EXAMPLE["MLFLOW_ADMIN_PASSWORD"]}),
                    "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_ADMIN_PASSWORD")
     # the PostgreSQL password is only inside MLFLOW_BACKEND_STORE_URI (environment, not the command line)
@@ -115,7 +117,7 @@ def test_the_pipeline_image_entrypoint_refuses_before_running_anything(app):
     stack = {key: value for key, value in service_environment("pipeline", operator_env()).items()
              if not key.startswith("DVC_")}  # no DVC remote: nothing to push
     for name, example in [("MLFLOW_TRACKING_PASSWORD", "MLFLOW_PIPELINE_PASSWORD"),
-                          ("AWS_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD"), ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN")]:
+                          ("AWS_SECRET_ACCESS_KEY", "MINIO_PIPELINE_PASSWORD"), ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN")]:
         refused = run_entrypoint(app, {**stack, name: EXAMPLE[example]})
         assert_refused(refused, name, example)
         assert_refused(run_entrypoint(app, {**stack, name: ""}), name)
@@ -152,3 +154,51 @@ def test_the_check_fails_closed_without_the_example_file(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False,
                             env=clean_environ())
     assert result.returncode == EX_CONFIG and ".env.example is missing" in result.stderr
+
+
+def test_minio_accounts_are_scoped_to_one_bucket_and_their_keys_never_reach_a_command_line(tmp_path):
+    """minio-buckets' script run with a recording ``mc`` (MinIO itself needs Docker): the MLflow server and the
+    pipeline each get an account whose policy names its own bucket only; ``mc admin user add`` receives the keys on
+    its standard input, and no ``mc`` call has a secret among its arguments. Only MinIO and minio-buckets hold the
+    root keys (and secrets-check, which only compares them with the examples)."""
+    env = operator_env()
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    fake = tmp_path / "bin" / "mc"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\n'
+                    f'n=$(ls "{calls}" | wc -l); call="{calls}/$n"\n'
+                    'printf "%s\\n" "$@" > "$call.args"\n'
+                    'case "$1 $2 $3" in\n'
+                    '  "admin user add") cat > "$call.stdin" ;;\n'
+                    '  "admin policy create") cat "$6" > "$call.policy" ;;\n'
+                    'esac\n')
+    fake.chmod(0o755)
+    spec = container_command("minio-buckets", env)
+    assert spec[:2] == ["/bin/sh", "-c"]
+    done = subprocess.run(spec, env={**clean_environ(), **service_environment("minio-buckets", env),
+                                     "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    recorded = sorted(calls.glob("*.args"), key=lambda path: int(path.name.split(".")[0]))
+    arguments = [path.read_text().splitlines() for path in recorded]
+    secret_values = [value for key, value in env.items() if CHECKED_SECRET.search(key)]
+    for argv in arguments:
+        assert not any(secret in part for secret in secret_values for part in argv), argv
+    assert arguments[0] == ["mb", "--ignore-existing", f"store/{env['MLFLOW_BUCKET']}", f"store/{env['DVC_BUCKET']}"]
+    for user, password, bucket in [("MINIO_MLFLOW_USER", "MINIO_MLFLOW_PASSWORD", "MLFLOW_BUCKET"),
+                                   ("MINIO_PIPELINE_USER", "MINIO_PIPELINE_PASSWORD", "DVC_BUCKET")]:
+        added = [path for path in calls.glob("*.stdin") if path.read_text().splitlines()[0] == env[user]]
+        assert len(added) == 1 and added[0].read_text() == f"{env[user]}\n{env[password]}\n"
+        policy_file = next(path for path in calls.glob("*.policy")
+                           if (calls / path.name.replace(".policy", ".args")).read_text().splitlines()[4]
+                           == f"fairforget-{env[bucket]}")
+        resources = {resource for statement in json.loads(policy_file.read_text())["Statement"]
+                     for resource in statement["Resource"]}
+        assert resources == {f"arn:aws:s3:::{env[bucket]}", f"arn:aws:s3:::{env[bucket]}/*"}
+        assert ["admin", "policy", "attach", "store", f"fairforget-{env[bucket]}", "--user", env[user]] in arguments
+    assert service_environment("mlflow", env)["AWS_SECRET_ACCESS_KEY"] == env["MINIO_MLFLOW_PASSWORD"]
+    assert service_environment("pipeline", env)["AWS_SECRET_ACCESS_KEY"] == env["MINIO_PIPELINE_PASSWORD"]
+    holders = {name for name in compose()["services"]
+               if any(env["MINIO_ROOT_PASSWORD"] in value for value in service_environment(name, env).values())}
+    assert holders == {"secrets-check", "minio", "minio-buckets"}  # secrets-check: to refuse an example one
