@@ -6,6 +6,8 @@
         --results-dir docs/results/cifar10                   # the same study on another data set (GPU advised)
     python -m experiments.study --augmentation off --epochs 30 --iterations 5 --forget-rate 0.2 \
         --results-dir docs/results/memorizing                # classifiers that memorise their members
+    python -m experiments.study --generator dp               # the DP generator (docs/results/privacy-dp/)
+    python -m experiments.study --generator public-only      # its control: what it draws without S
 
 Per seed s, in its own process, its own MLflow store and its own working folder ``results/<dataset>/seed-<s>/``:
 
@@ -50,7 +52,12 @@ from fairforget.components.baselines import copy_groups, oversampled_training_se
 
 ROOT = Path(__file__).resolve().parent.parent
 
-WORK_DIR = ROOT / "results"  # + <dataset>/
+WORK_DIR = ROOT / "results"  # + <dataset>/ (+ -<generator mode> for a generator other than the default)
+# the generator a study's pipeline trains: its privacy mode and what differs from that mode's recipe. "public-only"
+# is the DP recipe with a single DP step on S: what the generator draws from the public pre-training alone, the
+# control that shows whether S matters (experiments.bench_dp_generator's variant of the same name)
+GENERATOR_MODES: dict[str, tuple[str, dict]] = {"none": ("none", {}), "dp": ("dp", {}),
+                                                "public-only": ("dp", {"train_steps": 1})}
 RESULTS_DIR = ROOT / "docs" / "results"
 SHOWN_ATTACKS = ("mloss", "mmean", "moments", "rmia")
 SHOWN_METRICS = ("success", "auc", "tpr_at_1pct_fpr")
@@ -63,11 +70,13 @@ PIPELINE_FIGURES = ("figures/distribution_before.png", "figures/distribution_aft
 
 def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float, dataset: str = "fashion_mnist",
                  source_dir: str | None = None, classifier: str | None = None, train_size: int | None = None,
-                 attributes: str | None = None, epochs: int | None = None, augment: bool | None = None):
+                 attributes: str | None = None, epochs: int | None = None, augment: bool | None = None,
+                 generator: str = "none"):
     """The default ``PipelineConfig`` with every seed set to ``seed``, no early stop, state under ``seed_dir``;
     optionally another data set (``dataset``, ``source_dir``, ``train_size``), classifier and debiased
     ``attributes`` (comma-separated, e.g. ``Young`` for CelebA), and the classifiers' training recipe (``epochs``,
-    ``augment``: e.g. 30 epochs without augmentation for a regime where the models memorise their members)."""
+    ``augment``: e.g. 30 epochs without augmentation for a regime where the models memorise their members), and the
+    ``generator`` mode (``GENERATOR_MODES``)."""
     from fairforget.pipelines.config import PipelineConfig
 
     base = PipelineConfig()
@@ -79,13 +88,21 @@ def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float,
         data=replace(base.data, seed=seed, dataset=dataset, source_dir=source_dir or None,
                      **({"train_size": train_size} if train_size else {})),
         balance=replace(base.balance, attributes=tuple(attributes.split(","))) if attributes else base.balance,
-        generator=replace(base.generator, seed=seed, num_threads=1), augment=replace(base.augment, seed=seed),
+        generator=study_generator(generator, seed), augment=replace(base.augment, seed=seed),
         audit=replace(base.audit, seed=seed),
         sisa=replace(base.sisa, seed=seed, executor="serial", train=train,
                      classifier=classifier or base.sisa.classifier),
         loop=replace(base.loop, iterations=iterations, forget_rate=forget_rate, convergence_patience=0),
         gate=replace(base.gate, model_name="fairforget-study"),
         data_dir=str(seed_dir / "data"), outputs_dir=str(seed_dir / "outputs"))
+
+
+def study_generator(mode: str, seed: int):
+    """The generator config of a study seed: ``mode``'s recipe (``GENERATOR_MODES``), seeded, on one thread."""
+    from fairforget.components.generator.config import recipe
+
+    privacy, overrides = GENERATOR_MODES[mode]
+    return recipe(privacy, **overrides, seed=seed, num_threads=1)
 
 
 def oracle_success(fpr, tpr) -> float:
@@ -212,7 +229,7 @@ def copy_figures(run_id: str, generator_run_id: str, destination: Path) -> None:
 def run_seed(seed: int, iterations: int, forget_rate: float, work_dir: Path = WORK_DIR,
              results_dir: Path = RESULTS_DIR, **data_options) -> Path:
     """Steps 1-3 of the module docstring for one seed, in ``<work_dir>/seed-<seed>``; returns the JSON written to
-    ``results_dir``. ``data_options``: ``study_config``'s dataset, source_dir, classifier, train_size."""
+    ``results_dir``. ``data_options``: ``study_config``'s dataset, source_dir, classifier, train_size, generator."""
     seed_dir = work_dir / f"seed-{seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{seed_dir / 'mlflow.db'}"
@@ -302,18 +319,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=0, help="classifier epochs (0: the default recipe's)")
     parser.add_argument("--augmentation", choices=("default", "on", "off"), default="default",
                         help="the classifiers' flip + crop augmentation (default: the recipe's, off)")
+    parser.add_argument("--generator", choices=tuple(GENERATOR_MODES), default="none",
+                        help="the generator the pipeline trains: the default non-private one, the DP one, or the DP "
+                             "one's public-only control (results default to docs/results/privacy-<mode>/)")
     parser.add_argument("--work-dir", type=Path, default=None,
-                        help="MLflow stores, data, SISA states (default results/<dataset>)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
-                        help="seed-<s>.json and figures; the page is docs/results.md for the default, else "
+                        help="MLflow stores, data, SISA states (default results/<dataset>[-<generator>])")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="seed-<s>.json and figures (default docs/results/, or docs/results/privacy-<mode>/ "
+                             "for another generator); the page is docs/results.md for docs/results/, else "
                              "<results-dir>/results.md")
     parser.add_argument("--force", action="store_true", help="rerun seeds whose results exist")
     parser.add_argument("--one-seed", type=int, default=None, help=argparse.SUPPRESS)  # a worker process
     args = parser.parse_args(argv)
-    args.work_dir = args.work_dir or WORK_DIR / args.dataset
+    mode_suffix = "" if args.generator == "none" else f"-{args.generator}"
+    args.work_dir = args.work_dir or WORK_DIR / f"{args.dataset}{mode_suffix}"
+    args.results_dir = args.results_dir or (RESULTS_DIR / f"privacy{mode_suffix}" if mode_suffix else RESULTS_DIR)
     options = {"dataset": args.dataset, "source_dir": args.source_dir, "classifier": args.classifier,
                "train_size": args.train_size, "attributes": args.attributes, "epochs": args.epochs,
-               "augment": {"default": None, "on": True, "off": False}[args.augmentation]}
+               "augment": {"default": None, "on": True, "off": False}[args.augmentation],
+               "generator": args.generator}
     if args.one_seed is not None:
         run_seed(args.one_seed, args.iterations, args.forget_rate, args.work_dir.resolve(),
                  args.results_dir.resolve(), **options)
@@ -333,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                  args.dataset, "--source-dir", args.source_dir, "--classifier", args.classifier, "--train-size",
                  str(args.train_size), "--attributes", args.attributes, "--work-dir", str(args.work_dir.resolve()),
                  "--results-dir", str(results_dir), "--epochs", str(args.epochs),
-                 "--augmentation", args.augmentation]
+                 "--augmentation", args.augmentation, "--generator", args.generator]
     while pending or running:
         while pending and len(running) < args.parallel:
             seed = pending.pop(0)

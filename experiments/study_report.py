@@ -357,6 +357,68 @@ def section_certification(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+PRIVACY_MODES = ("dp", "public-only")  # experiments.study --generator MODE writes <results>/privacy-<MODE>/
+
+
+def generator_mode(config: dict) -> str:
+    """``none``, ``dp`` or ``public-only`` (the DP recipe with one DP step on S): experiments.study's --generator."""
+    generator = config["generator"]
+    if generator.get("privacy", "none") != "dp":
+        return "none"
+    return "public-only" if generator.get("train_steps") == 1 else "dp"
+
+
+def generator_mode_row(record: dict) -> list[str]:
+    """One seed of one generator mode: what #32 compares (the final model's forgotten originals, the generator's
+    own audit, accuracy, the canaries' empirical epsilon, the gate)."""
+    final, generator = record.get("final", {}), record.get("generator", {})
+    last = max(record["iterations"], key=lambda row: row["iteration"])
+    _, minority = superclass_names(record)
+    certified = final.get("final/mia/forgotten/certified")
+    forgotten = ("n/a" if certified is None else
+                 f"{'**certified**' if certified == 1.0 else 'not certified'} (AUC <= "
+                 f"{final.get('final/mia/forgotten/auc_high', float('nan')):.3f}, TPR <= "
+                 f"{final.get('final/mia/forgotten/tpr_at_1pct_fpr_high', float('nan')):.3f})")
+    audit = (f"{generator.get('generator/mia/auc', float('nan')):.3f} "
+             f"[{generator.get('generator/mia/auc_ci_low', float('nan')):.3f}, "
+             f"{generator.get('generator/mia/auc_ci_high', float('nan')):.3f}]")
+    epsilon = generator.get("generator/dp_epsilon")
+    mode = generator_mode(record["config"])
+    label = f"{mode} (epsilon {epsilon:.2f})" if epsilon is not None and mode != "none" else mode
+    gate = record.get("summary", {}).get("gate", "n/a")
+    return [str(record["seed"]), label, forgotten, audit, fmt([last.get("acc/test")]),
+            fmt([last.get(f"acc/{minority}")]), fmt([last.get("acc/worst_class")]),
+            fmt([final.get("final/mia/canary/epsilon_lower_bound")], 2), gate]
+
+
+def section_generator_modes(records: list[dict], folder: Path) -> str:
+    """Per seed, the study with the default generator against the same study with the DP generator and with its
+    public-only control (``<folder>/privacy-<mode>/``), where those were run."""
+    studies = [records] + [load_records(folder / f"privacy-{mode}") for mode in PRIVACY_MODES
+                           if any((folder / f"privacy-{mode}").glob("seed-*.json"))]
+    heading = "## 4c. The generator channel: non-private, DP and public-only generators per seed"
+    commands = ("`python -m experiments.study --generator dp` and `python -m experiments.study --generator "
+                "public-only`")
+    if len(studies) == 1:
+        return "\n".join([heading, "", f"Not measured yet: {commands} fill this section (each as long as this "
+                           "study; docs/generator.md has the DP generator measured alone).", ""])
+    _, minority = superclass_names(records[0])
+    rows = [generator_mode_row(record) for record in sorted((r for study in studies for r in study),
+                                                            key=lambda r: (r["seed"], PRIVACY_MODES.index(
+                                                                generator_mode(r["config"])) + 1
+                                                                if generator_mode(r["config"]) != "none" else 0))]
+    return "\n".join([
+        heading, "",
+        "The same study with each generator ({commands}). After Algorithm 2 the final model holds (almost) no "
+        "original, so whether it still tells the forgotten originals from records it never saw measures what the "
+        "synthetic replacements carry; for the DP generator that is bounded by its (epsilon, delta), the public-only "
+        "control shows what the generator knows without S. The canaries' epsilon is the empirical lower bound "
+        "(Steinke, Nasr and Jagielski 2023) from the canaries the generator also trained on; accuracies are the "
+        "final model's.".format(commands=commands), "",
+        table(["seed", "generator", "forgotten originals, final model", "generator audit AUC [95% CI]",
+               "test acc.", f"{minority} acc.", "worst class", "canary epsilon (lower bound)", "gate"], rows), ""])
+
+
 def final_cell(final: dict, subset: str) -> str:
     if f"final/mia/{subset}/certified" not in final:
         return "n/a"
@@ -606,6 +668,8 @@ def study_command(config: dict, folder: Path, seeds: list[int]) -> str:
     default_train = {"epochs": TrainConfig().epochs, "augment": TrainConfig().augment}
     parts = ["python -m experiments.study --seeds " + " ".join(map(str, seeds))]
     data, train, loop = config["data"], config["sisa"]["train"], config["loop"]
+    if generator_mode(config) != "none":
+        parts.append(f"--generator {generator_mode(config)}")
     if data["dataset"] != "fashion_mnist":
         parts.append(f"--dataset {data['dataset']} --source-dir {data['source_dir']}")
     if config["sisa"]["classifier"] != "small_cnn":
@@ -618,7 +682,8 @@ def study_command(config: dict, folder: Path, seeds: list[int]) -> str:
         parts.append("--augmentation " + ("on" if train["augment"] else "off"))
     if loop["iterations"] != STUDY_ITERATIONS or loop["forget_rate"] != STUDY_FORGET_RATE:
         parts.append(f"--iterations {loop['iterations']} --forget-rate {loop['forget_rate']}")
-    if folder.resolve() != RESULTS_DIR.resolve():
+    default_folder = RESULTS_DIR if generator_mode(config) == "none" else RESULTS_DIR / f"privacy-{generator_mode(config)}"
+    if folder.resolve() != default_folder.resolve():
         parts.append(f"--results-dir {_relative(folder)}")
     return " ".join(parts)
 
@@ -666,7 +731,7 @@ def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
         f"{fmt([r['baseline_seconds'] / 60 for r in records], 1)} min more.", ""])
     sections = [head, section_bias(records), section_fairness(records, figures), section_unlearning(records, figures),
                 section_privacy(records, figures), section_power(records, figures), section_certification(records),
-                section_generator(records),
+                section_generator_modes(records, folder), section_generator(records),
                 section_tradeoff(records, earlier_studies(folder))]
     notes = folder / "notes.md"
     if notes.is_file():

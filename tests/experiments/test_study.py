@@ -1,5 +1,6 @@
 """The results study (experiments/study.py, study_report.py) on the toy pipeline: its baselines, its checks, its page."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ from sklearn.metrics import roc_curve
 
 from experiments.study import BASELINES, oracle_success, study_one_config
 from fairforget.components.baselines import oversampled_training_set
-from experiments.study_report import interval, write_report
+from experiments.study_report import RESULTS_DIR, interval, write_report
 from fairforget.components.dataset import make_toy_dataset
 from tests.pipelines.test_pipeline import tiny_pipeline
 
@@ -172,3 +173,42 @@ def test_the_certification_section_shows_each_seeds_verdicts_first_certified_ite
     old = section_certification([{"seed": 0, "iterations": [{"iteration": 0}], "final": {}, "summary": {}}])
     assert "Not measured" in old
 
+
+
+def test_the_generator_channel_section_compares_each_seed_under_each_generator_mode(tmp_path):
+    """docs/results.md's section 4c: the study's own seeds (default generator) beside the same seeds under the DP
+    generator and its public-only control, read from ``privacy-<mode>/``; the study command names the mode."""
+    from experiments.study import GENERATOR_MODES, study_config
+    from experiments.study_report import section_generator_modes, study_command
+
+    assert "Not measured yet" in section_generator_modes([], tmp_path)
+
+    def record(seed, mode, forgotten_certified, auc_high):
+        config = dataclasses.asdict(study_config(seed, tmp_path / f"seed-{seed}", 5, 0.2, generator=mode))
+        return {"seed": seed, "config": config, "superclass_of": {"Shirt": "apparel", "Bag": "accessories"},
+                "generator": {"generator/mia/auc": 0.51, "generator/mia/auc_ci_low": 0.49,
+                              "generator/mia/auc_ci_high": 0.53,
+                              **({"generator/dp_epsilon": 9.99} if mode != "none" else {})},
+                "final": {"final/mia/forgotten/certified": forgotten_certified,
+                          "final/mia/forgotten/auc_high": auc_high,
+                          "final/mia/forgotten/tpr_at_1pct_fpr_high": 0.012,
+                          "final/mia/canary/epsilon_lower_bound": 0.4},
+                "summary": {"gate": "passed" if forgotten_certified else "rejected"},
+                "iterations": [{"iteration": 5, "acc/test": 0.81, "acc/apparel": 0.7, "acc/worst_class": 0.5}]}
+
+    assert study_config(0, tmp_path, 5, 0.2, generator="dp").generator.privacy == "dp"
+    assert study_config(0, tmp_path, 5, 0.2, generator="public-only").generator.train_steps == 1
+    assert study_config(0, tmp_path, 5, 0.2).generator.privacy == "none" and set(GENERATOR_MODES) == {
+        "none", "dp", "public-only"}
+    for mode, certified in (("dp", 1.0), ("public-only", 1.0)):
+        folder = tmp_path / f"privacy-{mode}"
+        folder.mkdir()
+        (folder / "seed-0.json").write_text(json.dumps(record(0, mode, certified, 0.52), default=str))
+    section = section_generator_modes([record(0, "none", 0.0, 0.54)], tmp_path)
+    lines = [line for line in section.splitlines() if line.startswith("| 0 |")]
+    assert [line.split(" | ")[1] for line in lines] == ["none", "dp (epsilon 9.99)", "public-only (epsilon 9.99)"]
+    assert "not certified (AUC <= 0.540, TPR <= 0.012)" in lines[0] and "**certified** (AUC <= 0.520" in lines[1]
+    assert "0.510 [0.490, 0.530]" in lines[1] and lines[1].endswith("| passed |")
+    dp_config = record(0, "dp", 1.0, 0.5)["config"]
+    assert study_command(dp_config, RESULTS_DIR / "privacy-dp", [0, 1, 2]) == (
+        "python -m experiments.study --seeds 0 1 2 --generator dp")
