@@ -10,12 +10,14 @@ to MLflow's artifact bars and Great Expectations' metric bars.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 
 from tqdm.auto import tqdm
 
@@ -140,6 +142,31 @@ def _heartbeat() -> None:
         elif last_desc is not None:
             _last_line = time.monotonic()
             log.info("working (after %s): %s since the last progress line", last_desc, _duration(quiet))
+
+
+class StepProgress(LogProgress):
+    """A stretch of work that no loop counts (reading a data set, a pipeline step between its loops): while no
+    loop inside it is open, the heartbeat names it and its elapsed time."""
+
+    def log_line(self) -> None:
+        global _last_line
+        _last_line = time.monotonic()
+        log.info("%s: running, elapsed %s", self.desc, _duration(_last_line - self.started))
+
+
+@contextlib.contextmanager
+def running(step: str) -> Iterator[None]:
+    """Mark ``step`` as running for the heartbeat (off a terminal only; a terminal has bars): every pipeline step's
+    run (``tracking.step_run``) is one, so from the first step on a log off a terminal never waits longer than
+    ``HEARTBEAT_SECONDS`` for a line, even in work no loop counts."""
+    if bars_wanted():
+        yield
+        return
+    marker = StepProgress(desc=step)
+    try:
+        yield
+    finally:
+        marker.close()
 
 
 def progress(iterable=None, *, enabled: bool = True, **kwargs):

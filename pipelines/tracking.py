@@ -23,7 +23,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 import mlflow  # noqa: E402
 
-from fairforget.components.progress import quiet_third_party_bars  # noqa: E402
+from fairforget.components.progress import quiet_third_party_bars, running  # noqa: E402
 from fairforget.components.versioning import dvc_md5_of_folder  # noqa: E402
 from fairforget.errors import FairforgetError  # noqa: E402
 
@@ -105,7 +105,7 @@ def step_run(step: str, config: dict[str, Any], dataset: str, data_dir: str | os
         kwargs["nested"] = True
     elif parent_id and not launched_run_id:
         kwargs["parent_run_id"] = parent_id
-    with mlflow.start_run(**kwargs) as run:
+    with mlflow.start_run(**kwargs) as run, running(step):  # heartbeat lines name the step while it runs
         flat: dict[str, Any] = {}
         _flatten("", config, flat)
         # `mlflow run` has already logged the entry point's own parameters under their names; MLflow refuses to

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from fairforget.components import progress as progress_module
-from fairforget.components.progress import bars_wanted, progress, quiet_third_party_bars
+from fairforget.components.progress import bars_wanted, progress, quiet_third_party_bars, running
 
 
 class FakeTerminal(io.StringIO):
@@ -100,3 +100,31 @@ def test_a_step_longer_than_the_heartbeat_still_gets_its_lines(off_a_terminal_wi
     assert len(during_first) >= 2, lines  # written while the first step was still running
     after = [line for line in lines[lines.index(during_first[-1]) + 1:] if not line.startswith("one slow epoch")]
     assert after and after[-1].startswith("working (after one slow epoch): "), lines  # between loops too
+
+
+def test_a_step_no_loop_counts_gets_heartbeat_lines_naming_it(off_a_terminal_with_heartbeat, caplog):
+    """Work before any loop (a pipeline step reading its data) is named by the heartbeat while it runs, and the
+    step's own loops take over while they are open; on a terminal ``running`` draws and logs nothing."""
+    import logging
+    import time
+
+    off_a_terminal_with_heartbeat(0.2)
+    with caplog.at_level(logging.INFO, logger="fairforget.progress"):
+        with running("prepare"):
+            time.sleep(1.5)
+            for _ in progress(range(1), desc="inner loop"):
+                time.sleep(1.5)
+        lines = [r.getMessage() for r in caplog.records if r.name == "fairforget.progress"]
+    before = lines[:lines.index(next(line for line in lines if line.startswith("inner loop")))]
+    assert before and all(line.startswith("prepare: running, elapsed 0:0") for line in before), lines
+    assert any(line.startswith("inner loop: 0/1") for line in lines), lines
+
+
+def test_running_is_silent_on_a_terminal(monkeypatch):
+    monkeypatch.setenv(progress_module.ENV, "1")  # bars on: the bars are the progress, no heartbeat marker
+    with running("prepare"):
+        loop = progress_module._innermost_open_loop()
+        assert loop is None or loop.desc != "prepare"
+    monkeypatch.setenv(progress_module.ENV, "0")
+    with running("prepare"):
+        assert progress_module._innermost_open_loop().desc == "prepare"
