@@ -422,6 +422,8 @@ def section_generator_modes(records: list[dict], folder: Path) -> str:
 def final_cell(final: dict, subset: str) -> str:
     if f"final/mia/{subset}/certified" not in final:
         return "n/a"
+    if final.get(f"final/mia/{subset}/n_members") == 0:
+        return "empty (the model holds none)"
     return "certified" if final[f"final/mia/{subset}/certified"] == 1.0 else (
         f"not certified (AUC <= {final.get(f'final/mia/{subset}/auc_high', float('nan')):.3f})")
 

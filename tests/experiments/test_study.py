@@ -169,6 +169,8 @@ def test_the_certification_section_shows_each_seeds_verdicts_first_certified_ite
     section = section_certification([record])
     assert "Seed 7: the retained originals certify at iteration 1" in section
     assert "forgotten not certified (AUC <= 0.538)" in section
+    emptied = {**record, "final": {**record["final"], "final/mia/retained/n_members": 0.0}}
+    assert "final audit: retained empty (the model holds none)" in section_certification([emptied])
     assert "gate: rejected: forgotten originals not certified" in section
     old = section_certification([{"seed": 0, "iterations": [{"iteration": 0}], "final": {}, "summary": {}}])
     assert "Not measured" in old
