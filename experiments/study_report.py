@@ -403,10 +403,9 @@ def section_generator_modes(records: list[dict], folder: Path) -> str:
         return "\n".join([heading, "", f"Not measured yet: {commands} fill this section (each as long as this "
                            "study; docs/generator.md has the DP generator measured alone).", ""])
     _, minority = superclass_names(records[0])
-    rows = [generator_mode_row(record) for record in sorted((r for study in studies for r in study),
-                                                            key=lambda r: (r["seed"], PRIVACY_MODES.index(
-                                                                generator_mode(r["config"])) + 1
-                                                                if generator_mode(r["config"]) != "none" else 0))]
+    order = ("none", *PRIVACY_MODES)
+    rows = [generator_mode_row(record) for record in sorted(
+        (r for study in studies for r in study), key=lambda r: (r["seed"], order.index(generator_mode(r["config"]))))]
     return "\n".join([
         heading, "",
         "The same study with each generator ({commands}). After Algorithm 2 the final model holds (almost) no "
