@@ -78,8 +78,16 @@ except Exception as err:  # Ray's own start-up failures vary by platform
     sys.exit(3)
 assert run_tasks(operator.neg, [1, 2, 3], executor="ray") == [-1, -2, -3]
 torch.save(sisa_weights("ray", sys.argv[1] + "/ray"), sys.argv[1] + "/weights.pt")
+print("weights saved", flush=True)
 ray.shutdown()
 """
+
+
+# Ray's driver can end with status 1 after all its work, when a background thread of its core worker races
+# ray.shutdown() (Ray's own quick exit, ray-project/ray#19115: about one run in four on 2 cores with Ray 2.60, whether
+# shutdown is explicit or Ray's atexit hook). Such an exit is accepted only after the child said it saved the weights
+# and when the one error line is that message; any other failure fails the test.
+RAY_SHUTDOWN_RACE = "The core worker has already been shutdown"
 
 
 def test_ray_gives_the_serial_weights(serial_weights, tmp_path):
@@ -88,7 +96,10 @@ def test_ray_gives_the_serial_weights(serial_weights, tmp_path):
                            capture_output=True, text=True, timeout=600)
     if child.returncode == 3:
         pytest.skip(f"Ray cannot start on this machine: {child.stderr.strip().splitlines()[-1]}")
-    assert child.returncode == 0, child.stderr[-3000:]
+    errors = [line for line in child.stderr.splitlines() if re.search(r"\bE \d+ \d+\]|Traceback|Error", line)]
+    shutdown_race = (child.returncode == 1 and "weights saved" in child.stdout and bool(errors)
+                     and all(RAY_SHUTDOWN_RACE in line for line in errors))
+    assert child.returncode == 0 or shutdown_race, child.stderr[-3000:]
     assert_same(torch.load(tmp_path / "weights.pt"), serial_weights)
 
 
