@@ -28,9 +28,10 @@ class AuditConfig(ConfigBase):
     """How an audit runs.
 
     Sizes: ``sample_size`` members and as many non-members are audited (None: as many as the smaller set has);
-    ``calibration_fraction`` of each (stratified by class) fit thresholds and attack models, the rest is evaluated.
-    With the default data (4000 train originals, 4000 non-members) that is 2000 + 2000 calibration and
-    2000 + 2000 evaluation samples, enough for TPR at 0.1% FPR (>= 1000 evaluation non-members).
+    ``calibration_fraction`` of each (stratified by class) fit thresholds and attack models, the rest is evaluated;
+    with ``cross_fit`` the halves then swap roles, so every audited record is scored by attacks fitted without it
+    and measured (``protocol``). With the default data (4000 train originals, 4000 non-members) that is 2000 + 2000
+    calibration and 2000 + 2000 evaluation samples, all 4000 + 4000 measured when cross-fitted.
     """
 
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
@@ -40,6 +41,9 @@ class AuditConfig(ConfigBase):
     augmentation_padding: int = 4  # the shift range of the training augmentation (crop with 4 px padding)
     sample_size: int | None = None
     calibration_fraction: float = 0.5
+    # 2-fold cross-fitting: every record measured by attacks fitted on the other half (False: the evaluation half
+    # only, half the records: with several attacks that audit often cannot certify a set at chance, ``certify``)
+    cross_fit: bool = True
     fpr_levels: tuple[float, ...] = (0.01, 0.001)
     num_bootstrap: int = 200
     confidence: float = 0.95  # of the bootstrap intervals

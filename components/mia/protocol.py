@@ -11,11 +11,16 @@ Deterministic splits (``split_calibration_evaluation``), all functions of (ids, 
 2. exactly round(calibration_fraction * n) rows of each set go to *calibration*, stratified by class (each class
    its share, rounded by largest remainder); within a class the first rows of a seeded permutation (stream
    ``seed, 3`` / ``seed, 4``) are taken. The rest is *evaluation*.
-Attacks, their models and their decision thresholds are fitted on calibration only; every reported figure is
-measured on evaluation only. A member subset (``forgotten``, ``retained``, ...) gets its own decision threshold,
-fitted on that subset's calibration members against the calibration non-members (the attack models themselves are
-fitted once, on all calibration members); a subset without calibration members uses the threshold of all members.
-Yu et al. fitted thresholds on the evaluation set (an oracle upper bound); we do not.
+Attacks, their models and their decision thresholds are fitted on calibration only and measured on evaluation
+only. With ``cross_fit`` (the default) the roles are then swapped: a second copy of each attack is fitted on the
+evaluation half and scores the calibration half, so every record is scored by an attack that never saw it (2-fold
+cross-fitting) and every reported figure is measured on all audited records, twice as many as one evaluation half
+(the certification's power depends on it: ``certify``). Each half's scores are centred on the decision threshold
+fitted on the other half, so one cut at 0 is both halves' decision rule and the pooled ROC compares like with like.
+A member subset (``forgotten``, ``retained``, ...) gets its own decision threshold, fitted on that subset's fitting
+members against the fitting non-members (the attack models themselves are fitted once per half, on all its
+members); a subset without fitting members uses the threshold of all members. Yu et al. fitted thresholds on the
+evaluation set (an oracle upper bound); we do not.
 """
 
 from __future__ import annotations
@@ -230,25 +235,28 @@ def audit_membership(
     fitted: dict[str, dict] = {}
     start = time.perf_counter()
     for name, attack in attack_objects.items():
-        attack.fit(calibration, calibration_is_member)
-        calibration_scores = attack.score(calibration)
-        threshold = fit_threshold(calibration_is_member, calibration_scores)
-        scores = attack.score(evaluation)
-        fitted[name] = {"threshold": threshold, **{k: getattr(attack, k) for k in ("a", "sign") if hasattr(attack, k)}}
+        forward = _fit_and_score(attack, calibration, calibration_is_member, evaluation, subset_calibration_rows)
+        fitted[name] = {"threshold": forward.threshold,
+                        **{k: getattr(attack, k) for k in ("a", "sign") if hasattr(attack, k)}}
+        backward = (_fit_and_score(make_attack(name, config), evaluation, evaluation_is_member, calibration,
+                                   subset_rows) if config.cross_fit else None)
         for subset, rows in subset_rows.items():
             subset_member = evaluation_is_member[rows]
+            scores, threshold = forward.scores[rows], forward.subset_thresholds[subset]
+            if backward is not None:  # both halves, each centred on the threshold fitted without it
+                back_rows = subset_calibration_rows[subset]
+                subset_member = np.r_[subset_member, calibration_is_member[back_rows]]
+                scores = np.r_[scores - threshold, backward.scores[back_rows] - backward.subset_thresholds[subset]]
+                threshold = 0.0
             if not subset_member.any():
                 continue
-            own = subset_calibration_rows[subset]
-            subset_threshold = (fit_threshold(calibration_is_member[own], calibration_scores[own])
-                                if calibration_is_member[own].any() else threshold)
-            estimates = evaluate_scores(subset_member, scores[rows], subset_threshold, config.fpr_levels,
+            estimates = evaluate_scores(subset_member, scores, threshold, config.fpr_levels,
                                         config.num_bootstrap, config.confidence, config.seed)
-            fpr, tpr, _ = roc_curve_points(subset_member, scores[rows])
-            tpr_high = tpr_upper_at_fpr(subset_member, scores[rows], CERTIFYING_FPR, config.confidence)
-            results[subset][name] = AttackResult(name, subset, estimates, subset_threshold, fpr, tpr,
+            fpr, tpr, _ = roc_curve_points(subset_member, scores)
+            tpr_high = tpr_upper_at_fpr(subset_member, scores, CERTIFYING_FPR, config.confidence)
+            results[subset][name] = AttackResult(name, subset, estimates, threshold, fpr, tpr,
                                                  int(subset_member.sum()), int((~subset_member).sum()), tpr_high,
-                                                 scores[rows], subset_member)
+                                                 scores, subset_member)
     seconds["attacks"] = time.perf_counter() - start
     results = {subset: by_attack for subset, by_attack in results.items() if by_attack}
     chance = {subset: chance_success_bound(next(iter(by_attack.values())).n_members,
@@ -268,6 +276,30 @@ def audit_membership(
         seconds=seconds,
         fitted=fitted,
     )
+
+
+@dataclass
+class _Scored:
+    """One fitted copy of an attack: its scores on the other half, and the decision threshold per subset fitted on
+    its own half (``ALL_MEMBERS``: on every member of it)."""
+
+    scores: np.ndarray
+    threshold: float
+    subset_thresholds: dict[str, float]
+
+
+def _fit_and_score(attack, fitting: QueryOutputs, fitting_is_member: np.ndarray, scored: QueryOutputs,
+                   fitting_subset_rows: Mapping[str, np.ndarray]) -> _Scored:
+    """Fit ``attack`` and its thresholds on ``fitting`` only, then score ``scored`` (float (N,)). A subset's rows
+    in ``fitting_subset_rows`` are its members there plus every non-member; a subset without members there uses
+    the threshold of all members."""
+    attack.fit(fitting, fitting_is_member)
+    fitting_scores = attack.score(fitting)
+    threshold = fit_threshold(fitting_is_member, fitting_scores)
+    subset_thresholds = {subset: (fit_threshold(fitting_is_member[own], fitting_scores[own])
+                                  if fitting_is_member[own].any() else threshold)
+                         for subset, own in fitting_subset_rows.items()}
+    return _Scored(attack.score(scored), threshold, subset_thresholds)
 
 
 def audit_per_model(

@@ -71,11 +71,13 @@ class AuditReport:
         (no evaluated member: a certificate of 0 members, ``too_few``, never a pass)."""
         by_attack = self.results.get(subset)
         if not by_attack:
-            return Certificate(0, self.sizes.get("evaluation_non_members", 0), 0.5, 0.0)
+            unseen = self.sizes.get("evaluation_non_members", 0) + (
+                self.sizes.get("calibration_non_members", 0) if self.config.cross_fit else 0)
+            return Certificate(0, unseen, 0.5, 0.0)
         by_auc = max(by_attack.values(), key=lambda r: r.estimates["auc"].ci_high)
         by_tpr = max(by_attack.values(), key=lambda r: r.tpr_at_1pct_fpr_high)
         return Certificate(by_auc.n_members, by_auc.n_non_members, by_auc.estimates["auc"].ci_high,
-                           by_tpr.tpr_at_1pct_fpr_high, by_auc.attack, by_tpr.attack)
+                           by_tpr.tpr_at_1pct_fpr_high, by_auc.attack, by_tpr.attack, n_attacks=len(by_attack))
 
     def certified(self, subset: str = ALL_MEMBERS, tolerance: Tolerance | None = None) -> bool:
         """True when ``subset`` is certified indistinguishable (or holds no record) under ``tolerance``."""
@@ -149,9 +151,15 @@ class AuditReport:
     def summary(self, tolerance: Tolerance | None = None) -> str:
         """A few lines: sizes, accuracy gap, per subset the strongest attack and the certification verdict."""
         tolerance = tolerance or Tolerance()
-        header = (f"membership-inference audit: {self.sizes.get('evaluation_members', 0)} evaluation members vs "
-                  f"{self.sizes.get('evaluation_non_members', 0)} evaluation non-members (calibration: "
-                  f"{self.sizes.get('calibration_members', 0)} + {self.sizes.get('calibration_non_members', 0)}), "
+        fitting = (f"2-fold cross-fitted, halves of {self.sizes.get('evaluation_members', 0)} + "
+                   f"{self.sizes.get('calibration_members', 0)} members" if self.config.cross_fit else
+                   f"calibration: {self.sizes.get('calibration_members', 0)} + "
+                   f"{self.sizes.get('calibration_non_members', 0)}")
+        measured = sum(self.sizes.get(k, 0) for k in (("evaluation_members", "calibration_members")
+                                                       if self.config.cross_fit else ("evaluation_members",)))
+        unseen = sum(self.sizes.get(k, 0) for k in (("evaluation_non_members", "calibration_non_members")
+                                                     if self.config.cross_fit else ("evaluation_non_members",)))
+        header = (f"membership-inference audit: {measured} members vs {unseen} non-members measured ({fitting}), "
                   f"{len(self.augmentations)} fixed augmentations")
         accuracy = (f"accuracy: members {self.member_accuracy:.3f}, non-members {self.non_member_accuracy:.3f}, "
                     f"gap {self.accuracy_gap:+.3f}")

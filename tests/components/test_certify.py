@@ -98,6 +98,44 @@ def test_resolution_needs_the_records_the_null_variance_says():
     assert members_needed(99, DEFAULT) is None  # TPR at 1% FPR needs 100 non-members: no member count helps
 
 
+def _null_pass_rate(n: int, attacks: int, rng: np.random.Generator, repeats: int = 300) -> float:
+    """How often the largest TPR-at-1%-FPR upper bound of ``attacks`` independent scores unrelated to membership
+    (n members, n non-members) is within the default tolerance."""
+    is_member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    return float(np.mean([max(tpr_upper_at_fpr(is_member, rng.normal(size=2 * n)) for _ in range(attacks))
+                          <= DEFAULT.max_tpr_at_1pct_fpr for _ in range(repeats)]))
+
+
+def test_power_with_several_attacks_matches_a_simulation():
+    """The rule takes the largest bound over the attacks: with 6 attacks (the default recipe's) a set at chance
+    passes less than half the time with one evaluation half of the default data (1980 a side), and about half the
+    time at the records ``resolvable(..., attacks=6)`` asks for; the cross-fitted default audit (3960) has them."""
+    rng = np.random.default_rng(0)
+    assert resolvable(1980, 1980, DEFAULT) and not resolvable(1980, 1980, DEFAULT, attacks=6)
+    needed = balanced_records_needed(DEFAULT, attacks=6)
+    assert 1980 < needed < 3960 and resolvable(3960, 4000, DEFAULT, attacks=6)
+    assert _null_pass_rate(round(0.8 * needed), 6, rng) < 0.45
+    assert 0.42 < _null_pass_rate(needed, 6, rng) < 0.65
+    assert _null_pass_rate(3960, 6, rng) > 0.8
+    # one attack: the rule is the single-bound rule it always was
+    assert balanced_records_needed(DEFAULT, attacks=1) == balanced_records_needed(DEFAULT)
+
+
+def test_low_power_failure_is_inconclusive_not_a_leak():
+    """Bounds above the tolerance from an audit too small for its attack count read ``too_few`` (with the records
+    needed), bounds within it certify whatever the power, and the attack count survives the version tags."""
+    underpowered = Certificate(1980, 1980, 0.52, 0.021, "rmia", "entropy", n_attacks=6)
+    assert underpowered.verdict(DEFAULT) == TOO_FEW and not underpowered.certified(DEFAULT)
+    assert str(members_needed(1980, DEFAULT, attacks=6)) in underpowered.explain(DEFAULT)
+    assert "0.0210" in underpowered.explain(DEFAULT)  # the bounds it saw are still said
+    assert Certificate(1980, 1980, 0.52, 0.019, n_attacks=6).verdict(DEFAULT) == CERTIFIED
+    assert Certificate(3960, 4000, 0.52, 0.021, n_attacks=6).verdict(DEFAULT) == NOT_CERTIFIED
+    tags = underpowered.tags("mia_forgotten_")
+    assert Certificate.from_tags(tags, "mia_forgotten_").verdict(DEFAULT) == TOO_FEW
+    legacy = {k: v for k, v in tags.items() if not k.endswith("attacks")}  # tagged before the count was written
+    assert Certificate.from_tags(legacy, "mia_forgotten_").verdict(DEFAULT) == NOT_CERTIFIED
+
+
 def test_verdicts_from_figures():
     assert Certificate(2000, 1980, 0.52, 0.015).verdict(DEFAULT) == CERTIFIED
     # today's default registration: retained RMIA AUC 0.554 [0.535, 0.572]

@@ -298,11 +298,30 @@ def test_model_that_never_saw_the_members_sits_at_chance(memorised):
     members, non_members, _, _, reference, never_saw = memorised
     report = audit_membership(never_saw, members, non_members, config=FAST, reference_predicts=[reference])
     bound = report.chance_bound["all"]
-    assert bound == pytest.approx(chance_success_bound(200, 200, 0.05, len(ATTACKS)))
+    # cross-fitted: all 400 + 400 audited records are measured, not the 200 + 200 of one evaluation half
+    assert bound == pytest.approx(chance_success_bound(400, 400, 0.05, len(ATTACKS)))
     for attack, result in report.results["all"].items():
         assert result.estimates["success"].value <= bound, attack
         assert 0.4 < result.estimates["auc"].value < 0.6, attack
     assert report.certified("all", LAX) and not report.leak_detected("all")
+
+
+def test_cross_fitting_measures_every_record_once(memorised):
+    """Cross-fitted (the default), every audited record is measured: the evaluation half keeps the scores of the
+    attack fitted on calibration (centred on its threshold) and the calibration half is scored by a copy fitted on
+    the evaluation half; every figure is then that of the pooled scores (AUC as scikit-learn computes it)."""
+    members, non_members, _, predict, reference, _ = memorised
+    pooled = audit_membership(predict, members, non_members, config=FAST, reference_predicts=[reference])
+    half = audit_membership(predict, members, non_members, config=dataclasses.replace(FAST, cross_fit=False),
+                            reference_predicts=[reference])
+    for attack, result in pooled.results["all"].items():
+        single = half.results["all"][attack]
+        assert (result.n_members, result.n_non_members) == (2 * single.n_members, 2 * single.n_non_members)
+        assert result.estimates["auc"].value == pytest.approx(roc_auc_score(result.is_member, result.scores))
+        evaluated = len(single.scores)  # the evaluation half comes first, unchanged but for the centring
+        np.testing.assert_allclose(result.scores[:evaluated], single.scores - single.threshold)
+        assert result.threshold == 0.0
+    assert pooled.certificate("all").n_members == 2 * half.certificate("all").n_members
 
 
 def test_same_audit_twice_gives_the_same_numbers(memorised):
