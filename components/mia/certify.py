@@ -172,14 +172,19 @@ class Certificate:
     attack_auc: str = ""
     attack_tpr: str = ""
     n_attacks: int = 1
+    leak_p_value: float = 1.0  # the exact test's smallest p-value over the attacks (``AuditReport.leak_p_value``)
+    leak_level: float = 0.0  # the level it is detected at (``chance_alpha`` / attacks); 0: never detected
 
     def verdict(self, tolerance: Tolerance) -> str:
         """``empty`` (no records at all: nothing to leak), ``too_few``, ``certified`` or ``not_certified`` under
         ``tolerance``. A set that has records but none evaluated is ``too_few``, never ``empty``. Bounds within
         the tolerance certify; bounds above it say ``not_certified`` only when the audit had the power to certify a
-        set at chance with its ``n_attacks`` attacks (``resolvable``), else ``too_few`` (inconclusive)."""
+        set at chance with its ``n_attacks`` attacks (``resolvable``), else ``too_few`` (inconclusive) unless the
+        exact test detected the members (``leak_detected``): a detected leak is ``not_certified`` at any size."""
         if self.n_members == 0 and self.n_non_members == 0:
             return EMPTY
+        if self.leak_detected:
+            return NOT_CERTIFIED
         if not resolvable(self.n_members, self.n_non_members, tolerance):
             return TOO_FEW
         if self.bounds_within(tolerance):
@@ -187,6 +192,11 @@ class Certificate:
         if not resolvable(self.n_members, self.n_non_members, tolerance, self.n_attacks):
             return TOO_FEW
         return NOT_CERTIFIED
+
+    @property
+    def leak_detected(self) -> bool:
+        """True when the exact test detected the members (p-value at or under its level)."""
+        return self.n_members > 0 and self.leak_p_value <= self.leak_level
 
     def bounds_within(self, tolerance: Tolerance) -> bool:
         """True when both largest upper bounds are within ``tolerance``."""
@@ -218,6 +228,9 @@ class Certificate:
             return (f"too few records to certify ({counts}{seen}): resolving AUC <= "
                     f"{0.5 + tolerance.max_auc_excess:.3f} and TPR@1%FPR <= {tolerance.max_tpr_at_1pct_fpr:.3f}"
                     f"{attacks} needs {need}")
+        if self.leak_detected:
+            return (f"NOT certified, membership detected (exact test p {self.leak_p_value:.2g} <= "
+                    f"{self.leak_level:.2g}): {bounds}; {counts}")
         return f"{'certified' if verdict == CERTIFIED else 'NOT certified'}: {bounds}; {counts}"
 
     def metrics(self, prefix: str, tolerance: Tolerance) -> dict[str, float]:
@@ -236,7 +249,8 @@ class Certificate:
         ``attacks``)."""
         return {f"{prefix}n": str(self.n_members), f"{prefix}n_non_members": str(self.n_non_members),
                 f"{prefix}auc_high": f"{self.auc_high:.6f}", f"{prefix}tpr_high": f"{self.tpr_high:.6f}",
-                f"{prefix}attacks": str(self.n_attacks)}
+                f"{prefix}attacks": str(self.n_attacks), f"{prefix}leak_p": f"{self.leak_p_value:.6g}",
+                f"{prefix}leak_level": f"{self.leak_level:.6g}"}
 
     @classmethod
     def from_tags(cls, tags, prefix: str) -> "Certificate | None":
@@ -245,7 +259,9 @@ class Certificate:
         try:
             return cls(int(tags[f"{prefix}n"]), int(tags[f"{prefix}n_non_members"]),
                        float(tags[f"{prefix}auc_high"]), float(tags[f"{prefix}tpr_high"]),
-                       n_attacks=int(tags.get(f"{prefix}attacks", 1)))
+                       n_attacks=int(tags.get(f"{prefix}attacks", 1)),
+                       leak_p_value=float(tags.get(f"{prefix}leak_p", 1.0)),
+                       leak_level=float(tags.get(f"{prefix}leak_level", 0.0)))
         except (KeyError, ValueError):
             return None
 

@@ -77,7 +77,9 @@ class AuditReport:
         by_auc = max(by_attack.values(), key=lambda r: r.estimates["auc"].ci_high)
         by_tpr = max(by_attack.values(), key=lambda r: r.tpr_at_1pct_fpr_high)
         return Certificate(by_auc.n_members, by_auc.n_non_members, by_auc.estimates["auc"].ci_high,
-                           by_tpr.tpr_at_1pct_fpr_high, by_auc.attack, by_tpr.attack, n_attacks=len(by_attack))
+                           by_tpr.tpr_at_1pct_fpr_high, by_auc.attack, by_tpr.attack, n_attacks=len(by_attack),
+                           leak_p_value=self.leak_p_value(subset),
+                           leak_level=self.config.chance_alpha / len(by_attack))
 
     def certified(self, subset: str = ALL_MEMBERS, tolerance: Tolerance | None = None) -> bool:
         """True when ``subset`` is certified indistinguishable (or holds no record) under ``tolerance``."""

@@ -134,6 +134,14 @@ def test_low_power_failure_is_inconclusive_not_a_leak():
     assert Certificate.from_tags(tags, "mia_forgotten_").verdict(DEFAULT) == TOO_FEW
     legacy = {k: v for k, v in tags.items() if not k.endswith("attacks")}  # tagged before the count was written
     assert Certificate.from_tags(legacy, "mia_forgotten_").verdict(DEFAULT) == NOT_CERTIFIED
+    # a leak the exact test detects is no "too few": the colour-folder run's forgotten originals, 390 a side
+    detected = Certificate(390, 390, 0.612, 0.053, "rmia", "rmia", n_attacks=6, leak_p_value=0.0009,
+                           leak_level=0.05 / 6)
+    assert detected.verdict(DEFAULT) == NOT_CERTIFIED and "membership detected" in detected.explain(DEFAULT)
+    assert Certificate.from_tags(detected.tags("t_"), "t_").verdict(DEFAULT) == NOT_CERTIFIED
+    undetected = Certificate(390, 390, 0.612, 0.053, "rmia", "rmia", n_attacks=6, leak_p_value=0.02,
+                             leak_level=0.05 / 6)
+    assert undetected.verdict(DEFAULT) == TOO_FEW
 
 
 def test_verdicts_from_figures():

@@ -263,12 +263,14 @@ def test_overfit_model_is_clearly_attackable_and_forgotten_records_are_not(memor
     assert retained_loss["success"].value >= 0.65 and retained_loss["auc"].value >= 0.7
     all_loss = report.results["all"]["mloss"].estimates
     assert all_loss["success"].value >= 0.65 and all_loss["auc"].value >= 0.7
-    # the memorised records are visibly members; 50 evaluated forgotten records cannot be certified at the default
-    # tolerance (too few), but they are under a tolerance their count can resolve
+    # the memorised records are visibly members; 100 forgotten records cannot be certified at the default
+    # tolerance (here not even "too few": their class mix, a third class c against a fifth among the non-members,
+    # moves the per-class thresholds' scores enough for the exact test; "too few" is tested on a model that never
+    # saw its members, below)
     assert report.leak_detected("retained") and not report.certified("retained")
-    assert report.certificate("forgotten").verdict(Tolerance()) == TOO_FEW
+    assert not report.certified("forgotten")
     assert not report.certified("retained", LAX)
-    assert "forgotten: " in report.summary() and "too few records to certify" in report.summary()
+    assert "forgotten: " in report.summary()
     metrics = report.metrics()
     for attack in ATTACKS:
         for metric in ("success", "auc", "tpr_at_1pct_fpr", "advantage"):
@@ -276,8 +278,7 @@ def test_overfit_model_is_clearly_attackable_and_forgotten_records_are_not(memor
             assert f"mia/forgotten/{attack}/{metric}" in metrics
     assert metrics["mia/max_success"] == max(metrics[f"mia/{a}/success"] for a in ATTACKS)
     assert metrics["mia/accuracy_gap"] > 0.5
-    assert metrics["mia/forgotten/certified"] == 0.0 and metrics["mia/forgotten/too_few"] == 1.0
-    assert metrics["mia/forgotten/members_needed"] > 50 and metrics["mia/retained/leak_detected"] == 1.0
+    assert metrics["mia/forgotten/certified"] == 0.0 and metrics["mia/retained/leak_detected"] == 1.0
     # a detection is a test: the smallest one-sided Mann-Whitney p-value over the attacks (scipy recomputation)
     from scipy.stats import mannwhitneyu
 
@@ -296,7 +297,12 @@ def test_overfit_model_is_clearly_attackable_and_forgotten_records_are_not(memor
 
 def test_model_that_never_saw_the_members_sits_at_chance(memorised):
     members, non_members, _, _, reference, never_saw = memorised
-    report = audit_membership(never_saw, members, non_members, config=FAST, reference_predicts=[reference])
+    # 50 members with the non-members' class mix (a subset whose mix differs is told apart by its class alone:
+    # the loss of a model depends on the class, and a subset is judged against all non-members)
+    shares = np.bincount(non_members.labels, minlength=4) / len(non_members)
+    few = [i for label, share in enumerate(shares) for i in members.ids[members.labels == label][:round(50 * share)]]
+    report = audit_membership(never_saw, members, non_members, config=FAST, reference_predicts=[reference],
+                              member_subsets={"few": few})
     bound = report.chance_bound["all"]
     # cross-fitted: all 400 + 400 audited records are measured, not the 200 + 200 of one evaluation half
     assert bound == pytest.approx(chance_success_bound(400, 400, 0.05, len(ATTACKS)))
@@ -304,6 +310,11 @@ def test_model_that_never_saw_the_members_sits_at_chance(memorised):
         assert result.estimates["success"].value <= bound, attack
         assert 0.4 < result.estimates["auc"].value < 0.6, attack
     assert report.certified("all", LAX) and not report.leak_detected("all")
+    # 50 members at chance cannot be certified at the default tolerance: too few, with the records it needs
+    assert report.certificate("few").verdict(Tolerance()) == TOO_FEW and "too few records to certify" in \
+        report.summary()
+    metrics = report.metrics()
+    assert metrics["mia/few/too_few"] == 1.0 and metrics["mia/few/members_needed"] > 50
 
 
 def test_cross_fitting_measures_every_record_once(memorised):
