@@ -146,7 +146,7 @@ def add_generator_options(parser: argparse.ArgumentParser, options: typing.Mappi
     default all taken from the field's one declaration (``components.generator.config.param``). A field that the
     DP preset sets differently defaults to ``UNSET`` (``""`` on the command line): the recipe of the chosen
     ``--generator-privacy`` decides, and the help names both values."""
-    from fairforget.components.generator.config import GeneratorConfig, dp_preset
+    from fairforget.components.generator.config import DEFAULT_PRIVACY, GeneratorConfig, dp_preset
 
     plain, dp = GeneratorConfig(), dp_preset()
     hints = typing.get_type_hints(GeneratorConfig)
@@ -155,7 +155,10 @@ def add_generator_options(parser: argparse.ArgumentParser, options: typing.Mappi
             continue
         parse = _field_parser(hints[f.name], f.metadata["choices"])
         default, preset = getattr(plain, f.name), getattr(dp, f.name)
-        if f.name != "privacy" and preset != default:
+        if f.name == "privacy":  # the recipe a command line starts from
+            parser.add_argument(options[f.name], type=parse, default=DEFAULT_PRIVACY,
+                                help=f"{f.metadata['help']} (default {DEFAULT_PRIVACY})".replace("%", "%%"))
+        elif preset != default:
             parser.add_argument(options[f.name], type=_recipe_or(parse), default=UNSET,
                                 help=f"{f.metadata['help']} (default {_shown(default)}; with generator privacy dp "
                                      f"{_shown(preset)})".replace("%", "%%"))
@@ -166,10 +169,10 @@ def add_generator_options(parser: argparse.ArgumentParser, options: typing.Mappi
 
 def generator_config_from_options(args: argparse.Namespace, options: typing.Mapping[str, str], **fixed):
     """The ``GeneratorConfig`` of ``add_generator_options``' options: the recipe of the privacy mode given (default
-    none), every option given on top, then ``fixed`` (values the step sets itself, e.g. ``seed``)."""
-    from fairforget.components.generator.config import recipe
+    ``DEFAULT_PRIVACY``), every option given on top, then ``fixed`` (values the step sets itself, e.g. ``seed``)."""
+    from fairforget.components.generator.config import DEFAULT_PRIVACY, recipe
 
     values = {name: getattr(args, option.lstrip("-").replace("-", "_")) for name, option in options.items()}
     given = {name: value for name, value in values.items() if value is not UNSET}
-    privacy = given.pop("privacy", "none")
+    privacy = given.pop("privacy", DEFAULT_PRIVACY)
     return recipe(privacy, **given, **fixed)

@@ -15,7 +15,7 @@ from fairforget.components.config import ConfigBase
 from fairforget.components.data import DataConfig
 from fairforget.components.forgetting import EXACTNESS_AUDITS, LoopConfig
 from fairforget.components.gate import GateConfig
-from fairforget.components.generator.config import GeneratorConfig
+from fairforget.components.generator.config import GeneratorConfig, recipe
 from fairforget.components.mia import AuditConfig
 from fairforget.components.sisa.model import SisaConfig
 from fairforget.components.sisa.unlearn import FORGET_ORDERS
@@ -43,7 +43,7 @@ class PipelineConfig(ConfigBase):
 
     data: DataConfig = field(default_factory=DataConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    generator: GeneratorConfig = field(default_factory=recipe)  # the recipe of DEFAULT_PRIVACY, as a command line
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     sisa: SisaConfig = field(default_factory=SisaConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)

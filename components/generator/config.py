@@ -269,14 +269,21 @@ DP_PRESET: dict[str, Any] = {
 }
 
 
+# The privacy mode every command line (and MLproject's generator_privacy) starts from. DP: a classifier trained on
+# its samples is (epsilon, delta)-DP with respect to every original the generator saw, forgotten ones included
+# (post-processing), and on the default data the DP make run certifies its forgotten originals where the
+# non-private one does not (docs/generator.md, "Which default"). ``GeneratorConfig()`` itself is the plain recipe.
+DEFAULT_PRIVACY = "dp"
+
+
 def dp_preset(**overrides: Any) -> GeneratorConfig:
     """The DP generator's recipe (``DP_PRESET``) with ``overrides`` on top."""
     return GeneratorConfig(**{**DP_PRESET, **overrides})
 
 
-def recipe(privacy: str = "none", **overrides: Any) -> GeneratorConfig:
-    """The default recipe of a ``privacy`` mode ("none": ``GeneratorConfig()``, "dp": ``dp_preset()``) with
-    ``overrides`` on top: what a command line builds before its own options."""
+def recipe(privacy: str = DEFAULT_PRIVACY, **overrides: Any) -> GeneratorConfig:
+    """The default recipe of a ``privacy`` mode ("none": ``GeneratorConfig()``, "dp": ``dp_preset()``; default
+    ``DEFAULT_PRIVACY``) with ``overrides`` on top: what a command line builds before its own options."""
     return dp_preset(**overrides) if privacy == "dp" else GeneratorConfig(**{"privacy": privacy, **overrides})
 
 

@@ -269,6 +269,19 @@ def test_the_dp_generator_samples_and_its_identity_differs(dp_toy):
     assert generator.config.denoiser_width == 32 and generator.config.privacy == "dp"
 
 
+def test_the_default_dp_generator_learns_and_samples_colour_images_of_an_odd_size():
+    """The DP recipe is the default of every command line, a user's colour photos included: RGB at 13 x 13."""
+    import pandas as pd
+
+    colour = make_toy_dataset(per_class_train=(24, 24, 24, 24), per_class_other=16, image_size=13, channels=3,
+                              seed=1)
+    generator = train_generator(colour, config=_dp_config(), progress=False)
+    images = generator.sample(pd.DataFrame({"class_name": ["a", "b", "d"]}), seed=0)
+    assert images.shape == (3, 13, 13, 3) and images.dtype == np.uint8
+    summary = generator.training_summary
+    assert generator.config.privacy == "dp" and 0 < summary["dp_epsilon"] <= generator.config.dp_epsilon * 1.02
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(dp_epsilon=0.0), "dp_epsilon must be a positive number"),
     (dict(dp_epsilon=float("nan")), "dp_epsilon must be a positive number"),

@@ -198,7 +198,8 @@ def test_a_dp_command_line_starts_from_the_dp_preset_and_an_option_given_changes
     def generator(*argv):
         return config_from_args(build_parser().parse_args(list(argv))).generator
 
-    assert generator() == GeneratorConfig()
+    assert generator() == dp_preset()  # the default: DP (components.generator.config.DEFAULT_PRIVACY)
+    assert generator("--generator-privacy", "none") == GeneratorConfig()
     assert generator("--generator-privacy", "dp") == dp_preset()
     assert generator("--generator-privacy", "dp", "--generator-latent-dim", "") == dp_preset()
     tuned = generator("--generator-privacy", "dp", "--generator-latent-dim", "16", "--seed", "3")
