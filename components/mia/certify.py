@@ -16,8 +16,8 @@ and is ``empty``, which certifies vacuously (nothing to leak); a set with record
 ``too_few``.
 
 **Power with several attacks.** The rule takes the largest bound over k attacks, and the largest of k null bounds
-is larger than one: with 1980 evaluation members and 6 attacks, a set exactly at chance passes the TPR rule only
-about a third of the time (simulated with independent scores; ``tests/components/test_certify.py``). So a set that
+is larger than one: with 1980 evaluation members and 6 attacks, a set exactly at chance passes the TPR rule less
+than half the time (simulated with independent scores; ``tests/components/test_certify.py``). So a set that
 is *not* certified is ``too_few`` (inconclusive, with the members needed), not ``not_certified``, unless the audit
 is large enough that the largest of ``n_attacks`` independent null bounds stays under the tolerance at least half
 the time (``resolvable(..., attacks=k)``: the median of that maximum, from the normal approximation of the AUC and
