@@ -63,6 +63,12 @@ class AuditReport:
         """Member minus non-member accuracy (the train/test gap, for context)."""
         return self.member_accuracy - self.non_member_accuracy
 
+    def measured(self, role: str) -> int:
+        """How many ``role`` records ("members" or "non_members") the figures were measured on: the evaluation half,
+        and the calibration half too when cross-fitted."""
+        halves = ("evaluation", "calibration") if self.config.cross_fit else ("evaluation",)
+        return sum(self.sizes.get(f"{half}_{role}", 0) for half in halves)
+
     def max_success(self, subset: str = ALL_MEMBERS) -> float:
         return max(r.estimates["success"].value for r in self.results[subset].values())
 
@@ -71,9 +77,7 @@ class AuditReport:
         (no evaluated member: a certificate of 0 members, ``too_few``, never a pass)."""
         by_attack = self.results.get(subset)
         if not by_attack:
-            unseen = self.sizes.get("evaluation_non_members", 0) + (
-                self.sizes.get("calibration_non_members", 0) if self.config.cross_fit else 0)
-            return Certificate(0, unseen, 0.5, 0.0)
+            return Certificate(0, self.measured("non_members"), 0.5, 0.0)
         by_auc = max(by_attack.values(), key=lambda r: r.estimates["auc"].ci_high)
         by_tpr = max(by_attack.values(), key=lambda r: r.tpr_at_1pct_fpr_high)
         return Certificate(by_auc.n_members, by_auc.n_non_members, by_auc.estimates["auc"].ci_high,
@@ -157,11 +161,8 @@ class AuditReport:
                    f"{self.sizes.get('calibration_members', 0)} members" if self.config.cross_fit else
                    f"calibration: {self.sizes.get('calibration_members', 0)} + "
                    f"{self.sizes.get('calibration_non_members', 0)}")
-        measured = sum(self.sizes.get(k, 0) for k in (("evaluation_members", "calibration_members")
-                                                       if self.config.cross_fit else ("evaluation_members",)))
-        unseen = sum(self.sizes.get(k, 0) for k in (("evaluation_non_members", "calibration_non_members")
-                                                     if self.config.cross_fit else ("evaluation_non_members",)))
-        header = (f"membership-inference audit: {measured} members vs {unseen} non-members measured ({fitting}), "
+        header = (f"membership-inference audit: {self.measured('members')} members vs "
+                  f"{self.measured('non_members')} non-members measured ({fitting}), "
                   f"{len(self.augmentations)} fixed augmentations")
         accuracy = (f"accuracy: members {self.member_accuracy:.3f}, non-members {self.non_member_accuracy:.3f}, "
                     f"gap {self.accuracy_gap:+.3f}")
