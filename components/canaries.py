@@ -304,7 +304,8 @@ def audit_canaries(predict, canaries: CanarySet, *, live_ids: Sequence[str], con
                                         min_per_class=max(config.min_per_class, len(canaries)))
     report = audit_membership(predict, without_canary_columns(canaries.inserted),
                               without_canary_columns(canaries.held_out), config=canary_config,
-                              reference_predicts=reference_predicts, member_subsets=subsets)
+                              reference_predicts=reference_predicts, member_subsets=subsets,
+                              class_matched_subsets=False)  # random halves of one draw: no matching needed
     verdicts: dict[str, SubsetVerdict | None] = {name: None for name in members_of}
     aucs: dict[str, dict[str, float]] = {}
     for name, ids in members_of.items():

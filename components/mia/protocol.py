@@ -17,8 +17,10 @@ evaluation half and scores the calibration half, so every record is scored by an
 cross-fitting) and every reported figure is measured on all audited records, twice as many as one evaluation half
 (the certification's power depends on it: ``certify``). Each half's scores are centred on the decision threshold
 fitted on the other half, so one cut at 0 is both halves' decision rule and the pooled ROC compares like with like.
-A member subset (``forgotten``, ``retained``, ...) gets its own decision threshold, fitted on that subset's fitting
-members against the fitting non-members (the attack models themselves are fitted once per half, on all its
+A member subset (``forgotten``, ``retained``, ...) is judged against *class-matched* non-members (the largest
+set of them with the subset's class mix: ``class_matched_rows``; the whole member set needs no matching, both
+sides are drawn stratified from splits of one class mix) and gets its own decision threshold, fitted on that
+subset's fitting members against its fitting non-members (the attack models themselves are fitted once per half, on all its
 members); a subset without fitting members uses the threshold of all members. Yu et al. fitted thresholds on the
 evaluation set (an oracle upper bound); we do not.
 """
@@ -158,6 +160,7 @@ def audit_membership(
     config: AuditConfig | None = None,
     reference_predicts: Sequence[Predict] = (),
     member_subsets: Mapping[str, Sequence[str]] | None = None,
+    class_matched_subsets: bool = True,
 ) -> AuditReport:
     """Run membership-inference attacks against ``target_predict`` and measure them.
 
@@ -169,6 +172,9 @@ def audit_membership(
         config: sizes, augmentations, FPR levels, bootstrap (``AuditConfig``; defaults when None).
         reference_predicts: RMIA's reference models (``train_reference_ensembles``).
         member_subsets: name -> member ids, each reported on its own (with its own threshold).
+        class_matched_subsets: judge each subset against class-matched non-members (``class_matched_rows``);
+            False: against every non-member, valid only when the subsets are random partitions of the members
+            (the canaries' live and forgotten halves), whose class mixes differ from the non-members' by chance.
 
     Returns:
         An ``AuditReport``: per subset and attack, success, advantage, AUC and TPR at the FPR levels with bootstrap
@@ -229,8 +235,16 @@ def audit_membership(
     subset_rows = {ALL_MEMBERS: np.ones(len(evaluation), dtype=bool)}
     subset_calibration_rows = {ALL_MEMBERS: np.ones(len(calibration), dtype=bool)}
     for name, ids in subsets.items():
-        subset_rows[name] = ~evaluation_is_member | np.isin(evaluation_ids, list(ids))
-        subset_calibration_rows[name] = ~calibration_is_member | np.isin(calibration_ids, list(ids))
+        ids = list(ids)
+        in_evaluation, in_calibration = np.isin(evaluation_ids, ids), np.isin(calibration_ids, ids)
+        if class_matched_subsets:
+            subset_rows[name] = class_matched_rows(evaluation.labels, evaluation_is_member, in_evaluation,
+                                                   seed=(config.seed, 6))
+            subset_calibration_rows[name] = class_matched_rows(calibration.labels, calibration_is_member,
+                                                               in_calibration, seed=(config.seed, 7))
+        else:
+            subset_rows[name] = ~evaluation_is_member | in_evaluation
+            subset_calibration_rows[name] = ~calibration_is_member | in_calibration
     results: dict[str, dict[str, AttackResult]] = {name: {} for name in subset_rows}
     fitted: dict[str, dict] = {}
     start = time.perf_counter()
@@ -250,7 +264,10 @@ def audit_membership(
                 threshold = 0.0
             if not subset_member.any():
                 continue
-            estimates = evaluate_scores(subset_member, scores, threshold, config.fpr_levels,
+            # a class-matched subset may have fewer non-members than a level needs: that level is left out
+            levels = tuple(level for level in config.fpr_levels
+                           if (~subset_member).sum() >= required_non_members(level))
+            estimates = evaluate_scores(subset_member, scores, threshold, levels,
                                         config.num_bootstrap, config.confidence, config.seed)
             fpr, tpr, _ = roc_curve_points(subset_member, scores)
             tpr_high = tpr_upper_at_fpr(subset_member, scores, CERTIFYING_FPR, config.confidence)
@@ -265,6 +282,8 @@ def audit_membership(
               for subset, by_attack in results.items()}
     predicted = probabilities[:, 0].argmax(axis=1) == combined.labels
     sizes.update({f"subset_{name}": int((subset_rows[name] & evaluation_is_member).sum()) for name in subsets})
+    sizes.update({f"subset_{name}_non_members": int((subset_rows[name] & ~evaluation_is_member).sum())
+                  for name in subsets})
     return AuditReport(
         config=replace(config, attacks=attacks),
         results=results,
@@ -276,6 +295,32 @@ def audit_membership(
         seconds=seconds,
         fitted=fitted,
     )
+
+
+def class_matched_rows(labels: np.ndarray, is_member: np.ndarray, in_subset: np.ndarray,
+                       seed: tuple[int, int]) -> np.ndarray:
+    """bool (N,): the subset's members (``is_member & in_subset``) and the largest set of non-members whose class
+    mix is the subset's. A subset judged against every non-member would be told apart by its class mix alone
+    whenever that mix differs (forgetting in shard order, a deletion request of one class).
+
+    Class c gets floor(r * m_c) non-members, m_c the subset's members of class c and r = min over the classes
+    present in both of (non-members of c) / m_c; within a class the first rows of a seeded permutation
+    (``np.random.default_rng(seed)``, rows in the given order) are kept. Classes without members get none. A subset
+    member whose class has no non-member at all is kept (nothing can be matched to it; the audit splits are drawn
+    with every class). Deterministic in (labels, masks, seed)."""
+    members = is_member & in_subset
+    candidates = ~is_member
+    classes = np.unique(labels[members])
+    wanted = {c: int((labels[members] == c).sum()) for c in classes}
+    available = {c: int((labels[candidates] == c).sum()) for c in classes}
+    ratios = [available[c] / wanted[c] for c in classes if available[c]]
+    ratio = min(ratios) if ratios else 0.0
+    rng = np.random.default_rng(list(seed))
+    chosen = members.copy()
+    for c in classes:
+        rows = np.flatnonzero(candidates & (labels == c))
+        chosen[rng.permutation(rows)[:int(np.floor(ratio * wanted[c] + 1e-9))]] = True
+    return chosen
 
 
 @dataclass

@@ -16,7 +16,8 @@ ALL_MEMBERS = "all"
 
 @dataclass
 class AttackResult:
-    """One attack on one subset of members against the evaluation non-members.
+    """One attack on one subset of members against the evaluation non-members (class-matched to the subset:
+    ``protocol.class_matched_rows``).
 
     ``estimates``: success, advantage, auc, tpr_at_<x>pct_fpr; ``threshold`` the calibrated decision cut;
     ``fpr``/``tpr`` the evaluation ROC curve (for the figure); ``n_members``/``n_non_members`` evaluation counts;
