@@ -6,9 +6,15 @@ a task runs, never what it computes: a task that pins its own torch thread count
 under each of them (the SISA shard tasks do).
 
 - ``serial``: in this process, one after another.
-- ``local`` (default): ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method (safe with torch's
-  thread pools), ``min(len(tasks), max_workers or os.cpu_count())`` workers. A single task runs in-process: starting
-  a worker would only add seconds.
+- ``local`` (default): a ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method (safe with torch's
+  thread pools), kept for the life of the process and reused by every call with the same worker count: a spawned
+  worker imports the caller's main module (the pipeline's: torch, diffusers, MLflow), which cost about 8 s of the
+  two cores per Algorithm-2 step when each call started its own. ``max_workers or os.cpu_count()`` workers, but one
+  per task when there are at most ``OVERSUBSCRIBE`` times as many tasks as workers: the SISA tasks pin one thread
+  each, and five shards on two workers run in three rounds, the last on one core (2.5 rounds' work in 3), while
+  five workers share the two cores to the end. Workers exit when the process that started them dies (a watchdog
+  thread), so a killed run leaves none behind. A single task runs in-process: starting a worker would only add
+  seconds.
 - ``ray``: Ray remote tasks of ``num_cpus`` CPUs each. ``ray_address`` joins an existing cluster
   (``ray.init(address=...)``, e.g. ``"auto"`` or ``"ray://head:10001"``); without it a local Ray instance starts
   with ``max_workers or os.cpu_count()`` CPUs. The ``fairforget`` package travels to the workers as a Ray
@@ -18,10 +24,14 @@ under each of them (the SISA shard tasks do).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Sequence
 
 from fairforget.components.progress import progress as progress_bar
@@ -34,6 +44,9 @@ def run_serial(function: Callable, tasks: Sequence, max_workers: int | None = No
     return [function(task) for task in progress_bar(tasks, enabled=progress, desc="tasks", leave=False)]
 
 
+OVERSUBSCRIBE = 3  # up to this many tasks per core: one worker per task (see the module doc)
+
+
 def _configure_worker_logging(level: int | None) -> None:
     """A spawned worker starts with logging unconfigured: give it the parent's level (None: leave it so), and the
     time of day on every line, as the entry points write theirs (a log read later shows where the time went)."""
@@ -41,17 +54,62 @@ def _configure_worker_logging(level: int | None) -> None:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """Exit this worker as soon as ``parent`` is no longer its parent (killed: the worker is re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(0)
+
+
+def _start_worker(log_level: int | None, parent: int) -> None:
+    _configure_worker_logging(log_level)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
+
+
+_POOL: dict[tuple[int, int | None], ProcessPoolExecutor] = {}  # at most one live pool: (workers, log level) -> pool
+
+
+def shutdown_pool() -> None:
+    """Stop the kept worker pool (at exit, or to free its processes); the next call starts a new one."""
+    for pool in _POOL.values():
+        pool.shutdown(wait=True, cancel_futures=True)
+    _POOL.clear()
+
+
+atexit.register(shutdown_pool)
+
+
+def local_workers(tasks: int, max_workers: int | None = None) -> int:
+    """Workers for ``tasks`` tasks: ``max_workers`` (default the cores), or one per task when the tasks are at most
+    ``OVERSUBSCRIBE`` per core and ``max_workers`` is not given."""
+    if max_workers is not None:
+        return min(tasks, max_workers)
+    cores = os.cpu_count() or 1
+    return tasks if tasks <= OVERSUBSCRIBE * cores else cores
+
+
+def _kept_pool(workers: int, log_level: int | None) -> ProcessPoolExecutor:
+    key = (workers, log_level)
+    if key not in _POOL:
+        shutdown_pool()
+        _POOL[key] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_start_worker, initargs=(log_level, os.getpid()))
+    return _POOL[key]
+
+
 def run_local_pool(function: Callable, tasks: Sequence, max_workers: int | None = None,
                    ray_address: str | None = None, progress: bool = False) -> list:
     if len(tasks) <= 1:
         return run_serial(function, tasks, progress=progress)
-    workers = min(len(tasks), max_workers or os.cpu_count() or 1)
     root = logging.getLogger()
     log_level = root.level if root.handlers else None  # workers log (progress heartbeats) as the parent does
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_configure_worker_logging, initargs=(log_level,)) as pool:
+    pool = _kept_pool(local_workers(len(tasks), max_workers), log_level)
+    try:
         futures = [pool.submit(function, task) for task in tasks]
         return [future.result() for future in progress_bar(futures, enabled=progress, desc="tasks", leave=False)]
+    except BrokenProcessPool:
+        shutdown_pool()  # a worker died (killed, out of memory): the next call starts afresh
+        raise
 
 
 def start_ray(ray_address: str | None = None, num_cpus: int | None = None) -> Any:

@@ -179,12 +179,20 @@ def log_final_audit(final: FinalAudit, tolerance: Tolerance, seconds: float) -> 
         print(f"final audit canaries: {final.canaries.summary()}")
 
 
-def final_audit(loop: ForgettingLoop, extra_subsets: dict[str, list[str]] | None = None) -> FinalAudit:
-    """Audit every original record (and the canaries) of the current ensemble and log it (``log_final_audit``)."""
+def final_audit(loop: ForgettingLoop, extra_subsets: dict[str, list[str]] | None = None,
+                last: IterationOutcome | None = None) -> FinalAudit:
+    """Audit every original record (and the canaries) of the current ensemble and log it (``log_final_audit``).
+    ``last``: the outcome of the iteration that left the ensemble as it is now; when its audit was a full one
+    (``iteration_audit_size`` None) and no ``extra_subsets`` are asked for, it is that same audit (same model,
+    records, subsets and seed: the same numbers) and is reused instead of recomputed."""
     start = time.perf_counter()
-    report = loop.audit(extra_subsets=extra_subsets)
-    fault_point("final_audit")
-    canaries = loop.audit_canaries()
+    if last is not None and not extra_subsets and loop.config.iteration_audit_size is None:
+        report, canaries = last.audit, last.canaries
+        fault_point("final_audit")
+    else:
+        report = loop.audit(extra_subsets=extra_subsets)
+        fault_point("final_audit")
+        canaries = loop.audit_canaries()
     certificates = held_certificates(report, len(loop.forgotten_originals()), len(loop.live_originals()))
     final = FinalAudit(report, canaries, certificates)
     log_final_audit(final, loop.tolerance, time.perf_counter() - start)

@@ -290,7 +290,7 @@ def _run_pipeline(config: PipelineConfig, resume: bool, data_dir: Path) -> dict:
         log_figure(plot_attack_vs_forgotten(history, list(config.audit.attacks)), "figures/attack_vs_forgotten.png")
         log_figure(plot_certification(history, loop.tolerance.max_auc_excess, loop.tolerance.max_tpr_at_1pct_fpr),
                    "figures/certification.png")
-        final = final_audit(loop)
+        final = final_audit(loop, last=outcome)
         decision, version = publish(loop, config, outcome, final, data_md5=data_md5, bias_before=validated.bias,
                                     bias_after=balanced.bias_after, history=state.history,
                                     generator_info=balanced.generator_info, state_dir=state_dir,

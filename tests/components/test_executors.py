@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import operator
+import os
 import re
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from fairforget.components.dataset import make_toy_dataset
-from fairforget.components.executors import EXECUTORS, run_tasks
+from fairforget.components.executors import EXECUTORS, OVERSUBSCRIBE, local_workers, run_tasks
 from fairforget.components.sisa import SisaConfig, SisaModel
 from fairforget.components.training import TrainConfig
 
@@ -49,6 +51,44 @@ def test_local_pool_keeps_task_order():
     assert run_tasks(operator.neg, list(range(7)), executor="local", max_workers=2) == [-i for i in range(7)]
     with pytest.raises(ValueError, match="max_workers"):
         run_tasks(operator.neg, [1], executor="local", max_workers=0)
+
+
+def _worker_pid(_task) -> int:
+    return os.getpid()
+
+
+def test_local_pool_is_kept_between_calls_and_sized_to_the_tasks():
+    """A kept pool: the second call runs in the workers the first one started (no second spawn, no re-import);
+    five one-thread tasks on two cores get five workers (no last round on one core), many tasks the cores."""
+    first = run_tasks(_worker_pid, range(4), executor="local", max_workers=2)
+    second = run_tasks(_worker_pid, range(4), executor="local", max_workers=2)
+    assert os.getpid() not in first and set(second) <= set(first) and len(set(first)) <= 2
+    cores = os.cpu_count()
+    assert local_workers(5, None) == (5 if 5 <= OVERSUBSCRIBE * cores else cores)
+    assert local_workers(OVERSUBSCRIBE * cores + 1, None) == cores
+    assert local_workers(5, 2) == 2 and local_workers(1, 4) == 1
+
+
+KILLED_PARENT = """
+import os, signal, sys
+from fairforget.components.executors import run_tasks
+from tests.components.test_executors import _worker_pid
+print(" ".join(map(str, sorted(set(run_tasks(_worker_pid, range(4), executor="local", max_workers=2))))), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_workers_exit_when_the_run_that_started_them_is_killed():
+    """A run killed with SIGKILL (no clean-up) must not leave its kept workers behind."""
+    child = subprocess.run([sys.executable, "-c", KILLED_PARENT], cwd=Path(__file__).parents[2],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -9, child.stderr[-2000:]
+    workers = [int(pid) for pid in child.stdout.split()]
+    assert workers
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a worker outlived its killed parent"
 
 
 def test_local_process_pool_gives_the_serial_weights(serial_weights, tmp_path):

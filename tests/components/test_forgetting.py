@@ -67,17 +67,24 @@ def test_an_iteration_forgets_replaces_and_measures_without_counting_the_canarie
     assert "iteration 2: acc/test" in last.summary()
 
 
+def test_an_iteration_s_audit_equals_the_full_audit_of_the_model_it_leaves(loop):
+    """What lets a run's final audit reuse its last iteration's (``iteration_audit_size`` None): same numbers."""
+    outcome = loop.evaluate(9)
+    np.testing.assert_equal(outcome.audit.metrics(), loop.audit().metrics())
+    np.testing.assert_equal(outcome.canaries.metrics(), loop.audit_canaries().metrics())
+
+
 def test_a_schedule_that_covers_every_original_runs_until_none_is_left_and_half_the_canaries_stay(
         tmp_path_factory):
-    """forget_rate x iterations = 1: per-shard rounding would leave a few originals after the scheduled
-    iterations, so the loop goes on until none is left; the odd-numbered canaries are never forgotten, so the
+    """forget_rate x iterations = 1: the per-shard count is rounded up, so the scheduled iterations forget every
+    original (the loop would go on while any is left); the odd-numbered canaries are never forgotten, so the
     deployed model's audit still has live canaries to show its power on."""
     loop = toy_loop(tmp_path_factory.mktemp("sweep"), LoopConfig(forget_rate=0.25, iterations=4,
                                                                   convergence_patience=0, shard_audit_size=0),
                     epochs=1, audit_exactness=False)
-    assert loop.forget_per_shard() == 8  # round(0.25 x (64 originals + 2 scheduled canaries) / 2): 4 x 8 < 33
+    assert loop.forget_per_shard() == 9  # ceil(0.25 x (64 originals + 2 scheduled canaries) / 2): 4 x 9 >= 33
     result = loop.run()
-    assert len(result.outcomes) == 5 and result.stopped_because == "no original records left after 5 iterations"
+    assert len(result.outcomes) == 4 and result.stopped_because == "no original records left after 4 iterations"
     assert loop.live_originals() == []
     assert sorted(loop.live_canaries()) == ["canary-1", "canary-3"]
     assert loop.audit_canaries().live is not None
@@ -152,5 +159,5 @@ def test_a_schedule_above_the_deletion_cap_is_refused_with_both_parameters():
     assert check_schedule_capacity(forget_rate=0.25, forgettable=64, total=128, num_shards=2,
                                    max_deletion_fraction=0.2) == 8
     # ... and refused when it is not
-    with pytest.raises(ConfigError, match="forget_rate 0.9 forgets 727 records per shard .* max_deletion_fraction 0.2"):
+    with pytest.raises(ConfigError, match="forget_rate 0.9 forgets 728 records per shard .* max_deletion_fraction 0.2"):
         check_schedule_capacity(forget_rate=0.9, forgettable=4040, total=6440, num_shards=5, max_deletion_fraction=0.2)
