@@ -9,12 +9,11 @@ under each of them (the SISA shard tasks do).
 - ``local`` (default): a ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method (safe with torch's
   thread pools), kept for the life of the process and reused by every call with the same worker count: a spawned
   worker imports the caller's main module (the pipeline's: torch, diffusers, MLflow), which cost about 8 s of the
-  two cores per Algorithm-2 step when each call started its own. ``max_workers or os.cpu_count()`` workers, but one
-  per task when there are at most ``OVERSUBSCRIBE`` times as many tasks as workers: the SISA tasks pin one thread
-  each, and five shards on two workers run in three rounds, the last on one core (2.5 rounds' work in 3), while
-  five workers share the two cores to the end. Workers exit when the process that started them dies (a watchdog
-  thread), so a killed run leaves none behind. A single task runs in-process: starting a worker would only add
-  seconds.
+  two cores per Algorithm-2 step when each call started its own. ``min(len(tasks), max_workers or os.cpu_count())``
+  workers (one per task on two cores was slower: five one-thread SISA shards trained in 78 s on five workers
+  against 51 s on two, though two workers leave the last round on one core). Workers exit when the process that
+  started them dies (a watchdog thread), so a killed run leaves none behind. A single task runs in-process:
+  starting a worker would only add seconds.
 - ``ray``: Ray remote tasks of ``num_cpus`` CPUs each. ``ray_address`` joins an existing cluster
   (``ray.init(address=...)``, e.g. ``"auto"`` or ``"ray://head:10001"``); without it a local Ray instance starts
   with ``max_workers or os.cpu_count()`` CPUs. The ``fairforget`` package travels to the workers as a Ray
@@ -42,9 +41,6 @@ from fairforget.errors import ConfigError
 def run_serial(function: Callable, tasks: Sequence, max_workers: int | None = None, ray_address: str | None = None,
                progress: bool = False) -> list:
     return [function(task) for task in progress_bar(tasks, enabled=progress, desc="tasks", leave=False)]
-
-
-OVERSUBSCRIBE = 3  # up to this many tasks per core: one worker per task (see the module doc)
 
 
 def _configure_worker_logging(level: int | None) -> None:
@@ -80,12 +76,8 @@ atexit.register(shutdown_pool)
 
 
 def local_workers(tasks: int, max_workers: int | None = None) -> int:
-    """Workers for ``tasks`` tasks: ``max_workers`` (default the cores), or one per task when the tasks are at most
-    ``OVERSUBSCRIBE`` per core and ``max_workers`` is not given."""
-    if max_workers is not None:
-        return min(tasks, max_workers)
-    cores = os.cpu_count() or 1
-    return tasks if tasks <= OVERSUBSCRIBE * cores else cores
+    """Workers for ``tasks`` tasks: no more than the tasks, ``max_workers`` (default the cores)."""
+    return min(tasks, max_workers or os.cpu_count() or 1)
 
 
 def _kept_pool(workers: int, log_level: int | None) -> ProcessPoolExecutor:
