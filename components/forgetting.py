@@ -478,9 +478,16 @@ class ForgettingLoop:
     # the loop -----------------------------------------------------------------------------------------------
     def forget_per_shard(self) -> int:
         """Originals (and the canaries forgotten on the same schedule: ``forgotten_on_schedule``, half of them)
-        drawn per shard each iteration."""
-        forgettable = len(self.original_ids) + len(self._scheduled_canaries)
-        return per_shard_count(self.config.forget_rate, forgettable, self.sisa.config.num_shards)
+        drawn per shard each iteration: ``forget_rate`` of the forgettable records, rounded up (``per_shard_count``),
+        and at least ``forget_rate`` of those the fullest shard was dealt, so that ``forget_rate x iterations = 1``
+        empties every shard in ``iterations`` steps (5 shards dealt 4020 unevenly left 4 originals for an eleventh
+        step). Read from the plan's whole table, forgotten rows included: a resumed loop draws the same count."""
+        forgettable = self._original_set | self._scheduled_canaries
+        table = self.sisa.plan.table
+        largest = int(table.loc[table["id"].isin(forgettable), "shard"].value_counts().max() or 0)
+        return max(per_shard_count(self.config.forget_rate, len(self.original_ids) + len(self._scheduled_canaries),
+                                   self.sisa.config.num_shards),
+                   math.ceil(self.config.forget_rate * largest - 1e-9))
 
     def schedule_covers_everything(self) -> bool:
         """True when ``forget_rate x iterations`` reaches every original: then the loop goes on past

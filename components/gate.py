@@ -15,7 +15,8 @@ Policy (``registry_policy.yaml``, versioned with the code):
 - ``require_exact_unlearning``: unlearning proven exact: every shard of the final model bit-identical to one trained
   from scratch on its final data, or every step's own runtime audit passed (``exactness_verdict``).
 - ``require_generator_audit``: the generator whose samples replaced the originals must pass its own membership
-  audit (strongest attack's AUC within its chance bound).
+  audit: its certificate (both attacks' AUC and TPR upper bounds within the tolerances above, no detected leak);
+  a generator audited before certificates, its strongest attack's AUC within its chance bound.
 - ``on_failed_deletion``: what a served deletion request does when its new version fails the gate: ``unserve``
   (default) removes the alias ``champion`` (nothing that holds the records is served) and leaves the request open
   (registered-model tag ``open_deletion_request``: no promotion until it is served); ``keep`` leaves the champion.
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Mapping
 
 from fairforget.components.config import ConfigBase
-from fairforget.components.mia.certify import TOO_FEW, Certificate, Tolerance
+from fairforget.components.mia.certify import CERTIFIED, TOO_FEW, Certificate, Tolerance
 from fairforget.errors import ConfigError
 
 GATE_TAG = "gate"
@@ -48,6 +49,9 @@ REJECTED = "rejected"
 POLICY_FILE = "registry_policy.yaml"
 AUDIT_POWER_SHOWN, AUDIT_POWER_NOT_SHOWN, AUDIT_POWER_UNVERIFIED = "shown", "not_shown", "unverified"
 GENERATOR_WITHIN, GENERATOR_ABOVE, GENERATOR_UNMEASURED = "within_bound", "above_bound", "unmeasured"
+# the verdicts of a generator audited with a certificate (``generator.audit``); the two above are those of one
+# audited before, read from its AUC against its chance bound
+GENERATOR_CERTIFIED, GENERATOR_NOT_CERTIFIED, GENERATOR_TOO_FEW = "certified", "not_certified", "too_few"
 EXACTNESS_VERIFIED, EXACTNESS_UNVERIFIED, EXACTNESS_FAILED = "verified", "unverified", "failed"
 HELD_SETS = ("retained", "forgotten")
 CONTAINS_DELETED_TAG = "contains_deleted"
@@ -81,7 +85,7 @@ class RegistryPolicy(ConfigBase):
     require_certification: bool = True  # off only for toy data too small to certify (recorded on the version)
     require_audit_power: bool = True  # canaries and natural members detected (see the module docstring)
     require_exact_unlearning: bool = True  # unlearning proven exact (exactness_verdict)
-    require_generator_audit: bool = False  # the generator's membership audit must be within its chance bound
+    require_generator_audit: bool = False  # the generator's membership audit must be certified (generator.audit)
     on_failed_deletion: str = UNSERVE  # a deletion request whose new version fails: unserve (no champion) or keep
 
     def validate(self) -> None:
@@ -185,8 +189,26 @@ class GateDecision:
         return "; ".join(self.reasons) if self.reasons else "all checks passed"
 
 
-def generator_audit_verdict(metrics) -> str:
-    """``within_bound``, ``above_bound`` or ``unmeasured`` from a generator's ``generator/mia/*`` metrics."""
+def generator_certificate(metrics) -> Certificate | None:
+    """The certificate of a generator's membership audit from its ``generator/mia/*`` metrics (None: audited
+    before certificates were logged, or not at all)."""
+    keys = ("members", "non_members", "auc_high", "tpr_at_1pct_fpr_high", "attacks", "leak_p_value", "leak_level")
+    values = {key: metrics.get(f"generator/mia/{key}") for key in keys}
+    if any(value is None for value in values.values()):
+        return None
+    return Certificate(int(values["members"]), int(values["non_members"]), float(values["auc_high"]),
+                       float(values["tpr_at_1pct_fpr_high"]), n_attacks=int(values["attacks"]),
+                       leak_p_value=float(values["leak_p_value"]), leak_level=float(values["leak_level"]))
+
+
+def generator_audit_verdict(metrics, tolerance: Tolerance | None = None) -> str:
+    """The verdict of a generator's membership audit from its ``generator/mia/*`` metrics: its certificate under
+    ``tolerance`` (``certified``, ``not_certified``, ``too_few``) or, for a generator audited before certificates,
+    ``within_bound`` / ``above_bound`` (AUC against its chance bound); ``unmeasured`` without an audit."""
+    certificate = generator_certificate(metrics)
+    if certificate is not None:
+        verdict = certificate.verdict(tolerance or Tolerance())
+        return {CERTIFIED: GENERATOR_CERTIFIED, TOO_FEW: GENERATOR_TOO_FEW}.get(verdict, GENERATOR_NOT_CERTIFIED)
     auc, bound = metrics.get("generator/mia/auc"), metrics.get("generator/mia/auc_chance_bound")
     if auc is None or bound is None:
         return GENERATOR_UNMEASURED
@@ -199,7 +221,10 @@ def generator_tags(metrics) -> dict[str, str]:
     tags = {"generator_privacy": "dp" if "generator/dp_epsilon" in metrics else "none"}
     for key, tag in (("generator/dp_epsilon", "generator_dp_epsilon"), ("generator/dp_delta", "generator_dp_delta"),
                      ("generator/mia/auc", "generator_mia_auc"),
-                     ("generator/mia/auc_chance_bound", "generator_mia_auc_bound")):
+                     ("generator/mia/auc_chance_bound", "generator_mia_auc_bound"),
+                     ("generator/mia/auc_high", "generator_mia_auc_high"),
+                     ("generator/mia/tpr_at_1pct_fpr_high", "generator_mia_tpr_high"),
+                     ("generator/mia/members", "generator_mia_members")):
         if key in metrics:
             tags[tag] = f"{float(metrics[key]):.4g}"
     return tags
@@ -253,10 +278,14 @@ def _policy_reasons(certificates: Mapping[str, Certificate | None], test_accurac
     if policy.require_exact_unlearning and exactness != EXACTNESS_VERIFIED:
         reasons.append(f"unlearning exactness {exactness}: the final shards must equal their from-scratch retrains "
                        "or every step pass its own audit (audit_exactness on, deterministic kernels)")
-    if policy.require_generator_audit and generator_audit == GENERATOR_ABOVE:
-        reasons.append("the generator's membership audit is above its chance bound: its samples may carry the "
-                       "original records back (train it with generator_privacy=dp)")
-    elif policy.require_generator_audit and generator_audit != GENERATOR_WITHIN:
+    if policy.require_generator_audit and generator_audit in (GENERATOR_ABOVE, GENERATOR_NOT_CERTIFIED):
+        what = "above its chance bound" if generator_audit == GENERATOR_ABOVE else "not certified"
+        reasons.append(f"the generator's membership audit is {what}: its samples may carry the original records "
+                       "back (train it with generator_privacy=dp)")
+    elif policy.require_generator_audit and generator_audit == GENERATOR_TOO_FEW:
+        reasons.append("the generator's membership audit had too few records to certify it: audit it on more "
+                       "records (GeneratorAuditConfig.max_members) or leave require_generator_audit off")
+    elif policy.require_generator_audit and generator_audit not in (GENERATOR_WITHIN, GENERATOR_CERTIFIED):
         reasons.append("the generator was not audited for membership: retrain it (retrain_generator=true)")
     return reasons
 

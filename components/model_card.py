@@ -6,7 +6,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from fairforget.components.bias import BiasReport
-from fairforget.components.gate import FINAL_EXACTNESS_STAGE, exactness_verdict
+from fairforget.components.gate import FINAL_EXACTNESS_STAGE, exactness_verdict, generator_audit_verdict
 
 
 def _fmt(value: Any) -> str:
@@ -56,6 +56,12 @@ def generator_privacy_lines(metrics: Mapping[str, float]) -> list[str]:
         verdict = "within its chance bound" if auc <= bound else "**above its chance bound: the generator leaks**"
         lines.append(f"- membership audit of the generator (denoising loss): AUC {auc:.3f} (chance bound "
                      f"{bound:.3f}, {verdict}), TPR at 1% FPR {metrics.get('generator/mia/tpr_at_1pct_fpr', float('nan')):.3f}")
+        if "generator/mia/auc_high" in metrics:
+            lines.append(f"- its certificate: **{generator_audit_verdict(metrics).replace('_', ' ')}** (largest "
+                         f"upper bounds over its attacks: AUC {metrics['generator/mia/auc_high']:.3f}, TPR at 1% FPR "
+                         f"{metrics['generator/mia/tpr_at_1pct_fpr_high']:.3f}; "
+                         f"{metrics['generator/mia/members']:.0f} training records vs "
+                         f"{metrics['generator/mia/non_members']:.0f} unseen; the policy's default tolerances)")
     else:
         lines.append("- membership audit of the generator: not measured")
     return lines

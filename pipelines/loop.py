@@ -213,7 +213,7 @@ def publish(loop: ForgettingLoop, config: PipelineConfig, outcome: IterationOutc
     power = audit_power_verdict(final.canaries, history)
     exactness = exactness_verdict(history)
     generator_metrics = generator_info.get("metrics") or {}
-    generator_audit = generator_audit_verdict(generator_metrics)
+    generator_audit = generator_audit_verdict(generator_metrics, policy.tolerance)
     decision = evaluate_gate(certificates=final.certificates, test_accuracy=metrics[names.ACC_TEST], policy=policy,
                              audit_power=power, generator_audit=generator_audit, exactness=exactness,
                              natural_detected=natural)

@@ -17,10 +17,16 @@ split (as in the classifier audit, ``mia/protocol.py``):
   denoising (Watson et al. 2022's difficulty calibration), the documented cheaper alternative to a reference
   generator trained without the audited records (which would cost a second generator training per audit).
 
-Members are the generator's training records (a class-stratified subsample), non-members never-seen records drawn
-with the same class counts. The headline (``generator/mia/*``) is the strongest attack by evaluation AUC, judged
-against its chance bound (one-sided, Bonferroni over the attacks): ``within_bound`` means no attack told members
-from non-members better than a score unrelated to membership would have.
+With ``cross_fit`` (the default) the halves then swap roles, as in the classifier audit: the timestep, the
+standardisation and the threshold fitted on the evaluation half score the calibration half, each half's scores are
+centred on the threshold fitted on the other, and every figure is measured on every audited record.
+
+Members are the generator's training records (a class-stratified subsample: all of S on the default data), non-members
+never-seen records drawn with the same class counts. The headline (``generator/mia/*``) is the strongest attack by
+AUC with its chance bound (one-sided, Bonferroni over the attacks). The verdict is a **certificate**
+(``mia.certify``): the largest AUC and TPR-at-1%-FPR upper bounds over both attacks within a tolerance, the exact
+test for a detected leak, and "too few records" when the audit cannot resolve the tolerance
+(``generator/mia/certified``, ``auc_high``, ``tpr_at_1pct_fpr_high``, ``too_few``, ``leak_p_value``).
 """
 
 from __future__ import annotations
@@ -39,11 +45,13 @@ from fairforget.components.dataset import Dataset
 from fairforget.components.generator.config import torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE
 from fairforget.components.generator.model import Generator, make_scheduler, predicted_noise
+from fairforget.components.mia.certify import CERTIFYING_FPR, Certificate, Tolerance, tpr_upper_at_fpr
 from fairforget.components.mia.metrics import (
     Estimate,
     chance_success_bound,
     evaluate_scores,
     fit_threshold,
+    mann_whitney_p_value,
     roc_auc,
     roc_curve_points,
 )
@@ -59,8 +67,9 @@ class GeneratorAuditConfig(ConfigBase):
 
     timestep_fractions: tuple[float, ...] = (0.02, 0.05, 0.1)
     noise_draws: int = 8
-    max_members: int = 2000  # members audited (class-stratified subsample of the training records)
+    max_members: int = 4000  # members audited (class-stratified subsample of the training records)
     calibration_fraction: float = 0.5
+    cross_fit: bool = True  # both halves scored by the attack fitted on the other (every record measured)
     chance_alpha: float = 0.05
     num_bootstrap: int = 200
     batch_size: int = 1024
@@ -163,6 +172,22 @@ class GeneratorAuditReport:
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # attack -> (N,) scores of members then non-members
     is_member: np.ndarray | None = None  # bool (N,)
     evaluation: np.ndarray | None = None  # bool (N,): the records the estimates are computed on
+    chance_alpha: float = 0.05
+
+    def certificate(self) -> Certificate:
+        """The largest AUC upper bound (bootstrap) and TPR-at-1%-FPR upper bound (Clopper-Pearson) over both
+        attacks on the measured records, and the exact test's smallest p-value (its level ``chance_alpha`` / 2)."""
+        measured = self.evaluation if self.evaluation is not None else np.ones(len(self.is_member), bool)
+        member = self.is_member[measured]
+        by_auc = max(self.estimates, key=lambda name: self.estimates[name]["auc"].ci_high)
+        tpr_high = {name: tpr_upper_at_fpr(member, self.scores[name][measured], CERTIFYING_FPR)
+                    for name in self.estimates}
+        by_tpr = max(tpr_high, key=tpr_high.get)
+        p_value = min(mann_whitney_p_value(self.scores[name][measured][member], self.scores[name][measured][~member])
+                      for name in self.estimates)
+        return Certificate(self.n_members, self.n_non_members, self.estimates[by_auc]["auc"].ci_high,
+                           tpr_high[by_tpr], by_auc, by_tpr, n_attacks=len(self.estimates), leak_p_value=p_value,
+                           leak_level=self.chance_alpha / len(self.estimates))
 
     @property
     def strongest(self) -> str:
@@ -177,7 +202,9 @@ class GeneratorAuditReport:
         """True when no attack's AUC exceeds the chance bound."""
         return self.auc <= self.auc_bound
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, tolerance: Tolerance | None = None) -> dict[str, float]:
+        """``generator/mia/*``: the headline attack's figures, each attack's, and the certificate's under
+        ``tolerance`` (default ``Tolerance()``, the registry policy's defaults)."""
         best = self.estimates[self.strongest]
         out = {f"{PREFIX}/auc": best["auc"].value, f"{PREFIX}/auc_ci_low": best["auc"].ci_low,
                f"{PREFIX}/auc_ci_high": best["auc"].ci_high,
@@ -191,13 +218,18 @@ class GeneratorAuditReport:
                 out[f"{PREFIX}/{name}/{key}"] = values[key].value
         for key, value in self.mean_error.items():
             out[f"{PREFIX}/mean_error/{key}"] = value
+        certificate = self.certificate()
+        out.update(certificate.metrics(f"{PREFIX}/", tolerance or Tolerance()))
+        out.update({f"{PREFIX}/attacks": float(certificate.n_attacks), f"{PREFIX}/leak_p_value": certificate.leak_p_value,
+                    f"{PREFIX}/leak_level": certificate.leak_level})
         return out
 
-    def summary(self) -> str:
+    def summary(self, tolerance: Tolerance | None = None) -> str:
         verdict = "within its chance bound" if self.within_bound else "ABOVE its chance bound: the generator leaks"
         return (f"generator membership audit ({self.n_members} training records vs {self.n_non_members} unseen, same "
                 f"class mix): strongest attack {self.strongest} AUC {self.auc:.3f} (bound {self.auc_bound:.3f}, "
-                f"{verdict}), TPR at 1% FPR {self.estimates[self.strongest]['tpr_at_1pct_fpr'].value:.3f}")
+                f"{verdict}), TPR at 1% FPR {self.estimates[self.strongest]['tpr_at_1pct_fpr'].value:.3f}; "
+                f"{self.certificate().explain(tolerance or Tolerance())}")
 
     def figure(self):
         """ROC curves of both attacks (log-log axes, as in Carlini et al. 2022)."""
@@ -262,30 +294,42 @@ def audit_generator(generator: Generator, members: Dataset, non_members: Dataset
         raise ConfigError("the generator audit needs members and non-members in both the calibration and the "
                           "evaluation split: give it more records")
 
-    chosen = int(np.argmax([roc_auc(is_member[calibration], -errors[calibration, j]) for j in range(len(timesteps))]))
-    scores = {"loss": -errors[:, chosen],
-              "calibrated": _calibrated_scores(errors, labels, calibration & ~is_member)}
-    n_eval_members, n_eval_non = int(is_member[evaluation].sum()), int((~is_member[evaluation]).sum())
-    levels = tuple(level for level in (0.01,) if n_eval_non >= 1 / level)
+    chosen, forward = _fit_and_score(errors, labels, is_member, fitting=calibration)
+    scores = forward  # centred on the thresholds fitted on calibration
+    measured = evaluation
+    if config.cross_fit:  # the evaluation half fits, the calibration half is scored: every record measured
+        _, backward = _fit_and_score(errors, labels, is_member, fitting=evaluation)
+        scores = {name: np.where(evaluation, forward[name], backward[name]) for name in ATTACKS}
+        measured = np.ones(len(both), bool)
+    n_members, n_non = int(is_member[measured].sum()), int((~is_member[measured]).sum())
+    levels = tuple(level for level in (0.01,) if n_non >= 1 / level)
     estimates, roc = {}, {}
     for name in ATTACKS:
-        threshold = fit_threshold(is_member[calibration], scores[name][calibration])
-        estimates[name] = evaluate_scores(is_member[evaluation], scores[name][evaluation], threshold,
+        estimates[name] = evaluate_scores(is_member[measured], scores[name][measured], 0.0,
                                           fpr_levels=levels, num_bootstrap=config.num_bootstrap, seed=config.seed)
+        fpr, tpr, _ = roc_curve_points(is_member[measured], scores[name][measured])
         if "tpr_at_1pct_fpr" not in estimates[name]:  # too few non-members to resolve 1%: TPR at zero FPR
-            fpr, tpr, _ = roc_curve_points(is_member[evaluation], scores[name][evaluation])
             value = float(tpr[fpr <= 0].max())
             estimates[name]["tpr_at_1pct_fpr"] = Estimate(value, value, value)
-        fpr, tpr, _ = roc_curve_points(is_member[evaluation], scores[name][evaluation])
         roc[name] = (fpr, tpr)
     return GeneratorAuditReport(
         estimates=estimates, roc=roc, timesteps=timesteps, chosen_timestep=timesteps[chosen],
-        n_members=n_eval_members, n_non_members=n_eval_non,
-        auc_bound=auc_chance_bound(n_eval_members, n_eval_non, config.chance_alpha, len(ATTACKS)),
-        success_bound=chance_success_bound(n_eval_members, n_eval_non, config.chance_alpha, len(ATTACKS)),
+        n_members=n_members, n_non_members=n_non,
+        auc_bound=auc_chance_bound(n_members, n_non, config.chance_alpha, len(ATTACKS)),
+        success_bound=chance_success_bound(n_members, n_non, config.chance_alpha, len(ATTACKS)),
         mean_error={"members": float(errors[is_member, chosen].mean()),
                     "non_members": float(errors[~is_member, chosen].mean())},
-        scores=scores, is_member=is_member, evaluation=evaluation)
+        scores=scores, is_member=is_member, evaluation=measured, chance_alpha=config.chance_alpha)
+
+
+def _fit_and_score(errors: np.ndarray, labels: np.ndarray, is_member: np.ndarray,
+                   fitting: np.ndarray) -> tuple[int, dict[str, np.ndarray]]:
+    """Fit both attacks on the ``fitting`` rows (bool (N,)): the timestep of the highest AUC there, the per-class
+    standardisation by its non-members, each attack's threshold. Returns (chosen timestep index, attack -> (N,)
+    scores of every row minus that threshold: a cut at 0 is the decision rule)."""
+    chosen = int(np.argmax([roc_auc(is_member[fitting], -errors[fitting, j]) for j in range(errors.shape[1])]))
+    raw = {"loss": -errors[:, chosen], "calibrated": _calibrated_scores(errors, labels, fitting & ~is_member)}
+    return chosen, {name: values - fit_threshold(is_member[fitting], values[fitting]) for name, values in raw.items()}
 
 
 def audit_generator_on_splits(generator: Generator, dataset: Dataset, config: GeneratorAuditConfig | None = None,

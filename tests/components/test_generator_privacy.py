@@ -12,6 +12,9 @@ from sklearn.metrics import roc_auc_score
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.gate import (
     GENERATOR_ABOVE,
+    GENERATOR_CERTIFIED,
+    GENERATOR_NOT_CERTIFIED,
+    GENERATOR_TOO_FEW,
     GENERATOR_UNMEASURED,
     GENERATOR_WITHIN,
     GateConfig,
@@ -65,33 +68,55 @@ def unseen_sets(toy):
     return matched_non_members(toy.split("reference"), toy.split("audit"), max_members=2000, seed=0)
 
 
+def _before_certificates(metrics: dict) -> dict:
+    """A generator's metrics as logged before its audit carried a certificate."""
+    return {k: v for k, v in metrics.items() if k in ("generator/mia/auc", "generator/mia/auc_chance_bound")}
+
+
 def test_a_generator_that_memorised_its_records_is_caught(memorising_generator, audited_sets):
     report = audit_generator(memorising_generator, *audited_sets, AUDIT)
     assert report.auc >= 0.8
     assert not report.within_bound
     metrics = report.metrics()
     assert metrics["generator/mia/auc"] == report.auc and metrics["generator/mia/within_bound"] == 0.0
-    assert generator_audit_verdict(metrics) == GENERATOR_ABOVE
-    assert "ABOVE" in report.summary()
+    # its certificate: the exact test detects the members, so it is not certified whatever the audit's size
+    certificate = report.certificate()
+    assert certificate.leak_detected and metrics["generator/mia/certified"] == 0.0
+    assert generator_audit_verdict(metrics) == GENERATOR_NOT_CERTIFIED
+    assert generator_audit_verdict(_before_certificates(metrics)) == GENERATOR_ABOVE  # a generator audited before
+    assert "ABOVE" in report.summary() and "membership detected" in report.summary()
 
 
 def test_a_generator_that_never_saw_the_members_is_at_chance(memorising_generator, unseen_sets):
     report = audit_generator(memorising_generator, *unseen_sets, AUDIT)
     assert report.within_bound, report.summary()
-    assert generator_audit_verdict(report.metrics()) == GENERATOR_WITHIN
+    # 64 records a side cannot resolve a TPR at 1% FPR (it needs 100 non-members): "too few", never a pass
+    assert not report.certificate().leak_detected
+    assert generator_audit_verdict(report.metrics()) == GENERATOR_TOO_FEW
+    assert generator_audit_verdict(_before_certificates(report.metrics())) == GENERATOR_WITHIN
 
 
-def test_the_audit_auc_agrees_with_scikit_learn(memorising_generator, audited_sets):
+def test_the_cross_fitted_audit_measures_every_record_and_agrees_with_scikit_learn(memorising_generator,
+                                                                                    audited_sets):
     report = audit_generator(memorising_generator, *audited_sets, AUDIT)
+    half = audit_generator(memorising_generator, *audited_sets, replace(AUDIT, cross_fit=False))
+    assert (report.n_members, report.n_non_members) == (len(audited_sets[0]), len(audited_sets[1]))
+    assert report.n_members == 2 * half.n_members and report.evaluation.all()
     for name, scores in report.scores.items():
-        expected = roc_auc_score(report.is_member[report.evaluation], scores[report.evaluation])
-        assert report.estimates[name]["auc"].value == pytest.approx(expected, abs=1e-12)
-    # the loss attack is the denoising error at the chosen timestep, recomputed here directly
+        assert report.estimates[name]["auc"].value == pytest.approx(roc_auc_score(report.is_member, scores),
+                                                                    abs=1e-12)
+        # the evaluation half keeps the scores of the attack fitted on calibration (the one-half audit's)
+        np.testing.assert_array_equal(scores[half.evaluation], half.scores[name][half.evaluation])
+    certificate = report.certificate()
+    assert certificate.n_attacks == 2 and certificate.auc_high == max(e["auc"].ci_high
+                                                                      for e in report.estimates.values())
+    # the loss attack of the one-half audit is the denoising error at the chosen timestep, recomputed directly
     members, non_members = audited_sets
-    errors = denoising_errors(memorising_generator, members.concat(non_members), timesteps=(report.chosen_timestep,),
+    errors = denoising_errors(memorising_generator, members.concat(non_members), timesteps=(half.chosen_timestep,),
                               noise_draws=AUDIT.noise_draws, seed=AUDIT.seed)
-    assert roc_auc_score(report.is_member, -errors[:, 0]) == pytest.approx(
-        roc_auc_score(report.is_member, report.scores["loss"]), abs=1e-12)
+    rows = half.evaluation
+    assert roc_auc_score(half.is_member[rows], -errors[rows, 0]) == pytest.approx(
+        half.estimates["loss"]["auc"].value, abs=1e-12)
 
 
 def test_denoising_errors_do_not_depend_on_the_batch(memorising_generator, toy):
@@ -319,6 +344,9 @@ def test_the_gate_can_require_the_generator_audit():
     above = evaluate_gate(**passing, generator_audit=GENERATOR_ABOVE)
     assert not above.passed and "generator's membership audit is above its chance bound" in above.reason
     assert "not audited" in evaluate_gate(**passing, generator_audit=GENERATOR_UNMEASURED).reason
+    assert evaluate_gate(**passing, generator_audit=GENERATOR_CERTIFIED).passed
+    assert "not certified" in evaluate_gate(**passing, generator_audit=GENERATOR_NOT_CERTIFIED).reason
+    assert "too few records" in evaluate_gate(**passing, generator_audit=GENERATOR_TOO_FEW).reason
     # off in the shipped policy; a run may only switch it on
     assert evaluate_gate(certificates=certified, test_accuracy=0.9, policy=RegistryPolicy(),
                          generator_audit=GENERATOR_ABOVE).passed
