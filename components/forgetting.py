@@ -133,8 +133,8 @@ def per_shard_count(forget_rate: float, forgettable: int, num_shards: int) -> in
 def check_schedule_capacity(*, forget_rate: float, forgettable: int, total: int, num_shards: int,
                             max_deletion_fraction: float) -> int:
     """Refuse a schedule whose iterations would ask a shard to unlearn more than ``max_deletion_fraction`` of its
-    records at once: each iteration forgets ``round(forget_rate * forgettable / num_shards)`` records per shard
-    (``ForgettingLoop.forget_per_shard``) from shards of about ``total / num_shards`` records. Returns the per-shard
+    records at once: each iteration forgets about ``per_shard_count(forget_rate, forgettable, num_shards)`` records
+    per shard (``ForgettingLoop.forget_per_shard``) from shards of about ``total / num_shards`` records. Returns the per-shard
     count. Raises ``ConfigError`` naming both parameters and the fix."""
     per_shard = per_shard_count(forget_rate, forgettable, num_shards)
     smallest = total // num_shards
