@@ -45,7 +45,7 @@ from fairforget.components.dataset import Dataset
 from fairforget.components.generator.config import torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE
 from fairforget.components.generator.model import Generator, make_scheduler, predicted_noise
-from fairforget.components.mia.certify import CERTIFYING_FPR, Certificate, Tolerance, tpr_upper_at_fpr
+from fairforget.components.mia.certify import CERTIFYING_FPR, Certificate, Tolerance, certificate_over_attacks, tpr_upper_at_fpr
 from fairforget.components.mia.metrics import (
     Estimate,
     chance_success_bound,
@@ -173,21 +173,24 @@ class GeneratorAuditReport:
     is_member: np.ndarray | None = None  # bool (N,)
     evaluation: np.ndarray | None = None  # bool (N,): the records the estimates are computed on
     chance_alpha: float = 0.05
+    _certificate: Certificate | None = field(default=None, init=False, repr=False)
 
     def certificate(self) -> Certificate:
         """The largest AUC upper bound (bootstrap) and TPR-at-1%-FPR upper bound (Clopper-Pearson) over both
-        attacks on the measured records, and the exact test's smallest p-value (its level ``chance_alpha`` / 2)."""
+        attacks on the measured records, and the exact test's smallest p-value (its level ``chance_alpha`` / 2).
+        Computed once per report (``metrics`` and ``summary`` both read it)."""
+        if self._certificate is not None:
+            return self._certificate
         measured = self.evaluation if self.evaluation is not None else np.ones(len(self.is_member), bool)
         member = self.is_member[measured]
-        by_auc = max(self.estimates, key=lambda name: self.estimates[name]["auc"].ci_high)
-        tpr_high = {name: tpr_upper_at_fpr(member, self.scores[name][measured], CERTIFYING_FPR)
-                    for name in self.estimates}
-        by_tpr = max(tpr_high, key=tpr_high.get)
-        p_value = min(mann_whitney_p_value(self.scores[name][measured][member], self.scores[name][measured][~member])
-                      for name in self.estimates)
-        return Certificate(self.n_members, self.n_non_members, self.estimates[by_auc]["auc"].ci_high,
-                           tpr_high[by_tpr], by_auc, by_tpr, n_attacks=len(self.estimates), leak_p_value=p_value,
-                           leak_level=self.chance_alpha / len(self.estimates))
+        scores = {name: self.scores[name][measured] for name in self.estimates}
+        certificate = certificate_over_attacks(
+            self.n_members, self.n_non_members, {name: e["auc"].ci_high for name, e in self.estimates.items()},
+            {name: tpr_upper_at_fpr(member, values, CERTIFYING_FPR) for name, values in scores.items()},
+            {name: mann_whitney_p_value(values[member], values[~member]) for name, values in scores.items()},
+            self.chance_alpha)
+        self._certificate = certificate
+        return certificate
 
     @property
     def strongest(self) -> str:

@@ -266,4 +266,15 @@ class Certificate:
             return None
 
 
+def certificate_over_attacks(n_members: int, n_non_members: int, auc_high: dict[str, float],
+                             tpr_high: dict[str, float], p_values: dict[str, float],
+                             alpha: float = 0.05) -> Certificate:
+    """The certificate of one audited set from each attack's AUC upper bound, TPR-at-1%-FPR upper bound and exact-test
+    p-value (attack -> value): the largest bounds, the smallest p-value, detected at level ``alpha`` / attacks."""
+    by_auc, by_tpr = max(auc_high, key=auc_high.get), max(tpr_high, key=tpr_high.get)
+    return Certificate(n_members, n_non_members, auc_high[by_auc], tpr_high[by_tpr], by_auc, by_tpr,
+                       n_attacks=len(auc_high), leak_p_value=min(p_values.values(), default=1.0),
+                       leak_level=alpha / len(auc_high))
+
+
 EMPTY_CERTIFICATE = Certificate(0, 0, 0.5, 0.0)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fairforget.components.mia.certify import Certificate, Tolerance
+from fairforget.components.mia.certify import Certificate, Tolerance, certificate_over_attacks
 from fairforget.components.mia.config import AuditConfig
 from fairforget.components.mia.metrics import Estimate, mann_whitney_p_value
 
@@ -80,11 +80,10 @@ class AuditReport:
         if not by_attack:
             return Certificate(0, self.measured("non_members"), 0.5, 0.0)
         by_auc = max(by_attack.values(), key=lambda r: r.estimates["auc"].ci_high)
-        by_tpr = max(by_attack.values(), key=lambda r: r.tpr_at_1pct_fpr_high)
-        return Certificate(by_auc.n_members, by_auc.n_non_members, by_auc.estimates["auc"].ci_high,
-                           by_tpr.tpr_at_1pct_fpr_high, by_auc.attack, by_tpr.attack, n_attacks=len(by_attack),
-                           leak_p_value=self.leak_p_value(subset),
-                           leak_level=self.config.chance_alpha / len(by_attack))
+        return certificate_over_attacks(
+            by_auc.n_members, by_auc.n_non_members, {a: r.estimates["auc"].ci_high for a, r in by_attack.items()},
+            {a: r.tpr_at_1pct_fpr_high for a, r in by_attack.items()}, {"all attacks": self.leak_p_value(subset)},
+            self.config.chance_alpha)
 
     def certified(self, subset: str = ALL_MEMBERS, tolerance: Tolerance | None = None) -> bool:
         """True when ``subset`` is certified indistinguishable (or holds no record) under ``tolerance``."""
