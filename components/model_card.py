@@ -86,6 +86,23 @@ def privacy_coverage(generator_metrics: Mapping[str, float], verdicts: Mapping[s
             "generator": generator}
 
 
+def requested_coverage(generator_metrics: Mapping[str, float], refreshed: bool) -> str:
+    """One sentence for a deletion request: what bounds what the synthetic replacements carry of the requested
+    records. ``generator_metrics``: the metrics of the generator that makes the replacements (its run's);
+    ``refreshed``: that generator was retrained without the requested records. The classifier's side is exact
+    unlearning whatever the generator."""
+    if refreshed:
+        return ("the replacements come from a generator retrained without the requested records: they carry "
+                "nothing of them")
+    if "generator/dp_epsilon" in generator_metrics:
+        return (f"the generator trained on the requested records under "
+                f"({generator_metrics['generator/dp_epsilon']:.3g}, "
+                f"{generator_metrics.get('generator/dp_delta', float('nan')):.1e})-DP: what its replacements carry of "
+                "them is bounded by that guarantee, with no retraining")
+    return ("the generator trained on the requested records without DP: its replacements may carry them "
+            "(refresh_generator=true retrains it without them)")
+
+
 def coverage_tags(generator_metrics: Mapping[str, float]) -> dict[str, str]:
     """Model-version tags of ``privacy_coverage``: ``coverage_forgotten`` (``exact_unlearning+dp`` or
     ``exact_unlearning_only``) and ``coverage_retained`` (``audit_only``)."""

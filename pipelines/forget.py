@@ -20,9 +20,12 @@
 
 The requested ids get the certification verdict of their own subset in the final audit (``mia.certify``):
 ``certified``, ``not_certified`` or, for the few records a request usually names, ``too_few``; ``distinguishable``
-when some attack's AUC interval on them lies above 0.5 (a version with that verdict is never promoted). The generator that made the synthetic replacements was trained on the requested records; the log says so,
-and ``--refresh-generator true`` retrains it without them (and without every earlier deletion) for the
-replacements this request makes (docs/deletion.md says what each mode guarantees).
+when some attack's AUC interval on them lies above 0.5 (a version with that verdict is never promoted). The generator
+that makes the synthetic replacements was trained on the requested records: the request says what bounds what the
+replacements carry of them (``model_card.requested_coverage``: the DP generator's (epsilon, delta), with no
+retraining; nothing, for the non-private one), in its log, its run's ``forget_generator_coverage`` tag and its
+summary; ``--refresh-generator true`` retrains the generator without them (and without every earlier deletion) for
+the replacements this request makes (docs/deletion.md says what each mode guarantees).
 
     mlflow run . -e forget -P ids=request.txt --env-manager local
     mlflow run . -e promote -P version=3 --env-manager local
@@ -59,6 +62,7 @@ from fairforget.components.gate import (
     requested_verdict,
 )
 from fairforget.components.mia.certify import TOO_FEW
+from fairforget.components.model_card import requested_coverage
 from fairforget.components.journal import Journal
 from fairforget.components.ledger import append_to_ledger, apply_ledger, ledger_ids, ledger_path
 from fairforget.components.locks import data_lock, exclusive
@@ -433,9 +437,11 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
         generator_metrics = mlflow.MlflowClient().get_run(tags["generator_run_id"]).data.metrics
         generator_info = {"run_id": tags["generator_run_id"], "version": generator.version, "reused": True,
                           "metrics": {k: v for k, v in generator_metrics.items() if k.startswith("generator/")}}
-        print("forget: the generator that makes the replacements was trained on the requested records (it is never "
-              "unlearned); use refresh_generator=true to retrain it without them")
+    generator_coverage = requested_coverage(generator_info.get("metrics", {}), refresh_generator)
+    print(f"forget: classifier: exact unlearning of the requested records; synthetic replacements: "
+          f"{generator_coverage}")
     mlflow.log_metric("forget/generator_refreshed", float(refresh_generator))
+    mlflow.set_tag("forget_generator_coverage", generator_coverage)
     loop = build_loop(config, dataset, sisa=sisa, synthetic=synthetic, generator=generator, target=target,
                       instruments=instruments, state_dir=state_dir)
     request = int(tags.get("forget_requests", "0")) + 1
@@ -467,8 +473,8 @@ def _serve(ids, to_forget, config, dataset, data_dir, tags, version, state_dir, 
                     REQUESTED_VERDICT_TAG: verdict, "generator_refreshed": str(refresh_generator).lower()},
         natural_detected={"true": True, "false": False}.get(tags.get("natural_members_detected")))
     return {"run_id": run.info.run_id, "requested": len(ids), "forgotten": len(to_forget),
-            "requested_verdict": verdict, "gate": "passed" if decision.passed else "rejected",
-            "registered_version": new_version}
+            "requested_verdict": verdict, "generator_coverage": generator_coverage,
+            "gate": "passed" if decision.passed else "rejected", "registered_version": new_version}
 
 
 def model_id_of(uri_or_id: str) -> str | None:

@@ -392,3 +392,16 @@ def test_the_card_and_the_tags_say_what_protects_each_set_of_records():
     assert "bounded by the (9.97, 1.0e-05)-DP generator" in private["forgotten"]
     assert "proven for every record it trained on" in private["generator"]
     assert coverage_tags({"generator/dp_epsilon": 9.97})["coverage_forgotten"] == "exact_unlearning+dp"
+
+
+def test_a_deletion_request_says_what_bounds_what_the_replacements_carry_of_the_requested_records():
+    """On a DP version the request states the generator's (epsilon, delta) for the requested records, without
+    retraining the generator; a non-private one says nothing bounds it and how to retrain; a refreshed one never
+    saw them."""
+    from fairforget.components.model_card import requested_coverage
+
+    dp = requested_coverage({"generator/dp_epsilon": 9.99, "generator/dp_delta": 1e-5}, refreshed=False)
+    assert "(9.99, 1.0e-05)-DP" in dp and "bounded" in dp and "no retraining" in dp
+    plain = requested_coverage({"generator/fid": 7.0}, refreshed=False)
+    assert "without DP" in plain and "may carry them" in plain and "refresh_generator=true" in plain
+    assert "carry nothing of them" in requested_coverage({"generator/dp_epsilon": 9.99}, refreshed=True)

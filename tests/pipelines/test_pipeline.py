@@ -108,6 +108,9 @@ def test_pipeline_registers_a_candidate_with_metrics_per_iteration(tracking_uri,
     served = serve_deletion_request(read_ids(request), "toy-classifier")
     assert served["forgotten"] == 4 and served["registered_version"] == "2" and served["gate"] == "passed"
     assert served["requested_verdict"] == "too_few"  # no canaries here: the audit's power is not shown
+    # the toy generator is not private: the request says its replacements may carry the requested records
+    assert "without DP" in served["generator_coverage"]
+    assert client.get_run(served["run_id"]).data.tags["forget_generator_coverage"] == served["generator_coverage"]
     new_state = project_path(client.get_model_version("toy-classifier", "2").tags["state_dir"]) / "sisa"
     assert new_state != state  # the champion's state is never changed in place
     after = SisaModel.load(new_state, load_dataset(tmp_path / "data").concat(
