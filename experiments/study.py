@@ -6,8 +6,11 @@
         --results-dir docs/results/cifar10                   # the same study on another data set (GPU advised)
     python -m experiments.study --augmentation off --epochs 30 --iterations 5 --forget-rate 0.2 \
         --results-dir docs/results/memorizing                # classifiers that memorise their members
-    python -m experiments.study --generator dp               # the DP generator (docs/results/privacy-dp/)
-    python -m experiments.study --generator public-only      # its control: what it draws without S
+    python -m experiments.study --generator none             # the non-private generator (docs/results/privacy-none/)
+    python -m experiments.study --generator public-only      # the DP recipe without S: does S matter?
+
+The study's generator is the pipeline's default recipe (the DP generator); another mode's results go to
+``docs/results/privacy-<mode>/`` and section 4c of docs/results.md sets them beside the default's, seed by seed.
 
 Per seed s, in its own process, its own MLflow store and its own working folder ``results/<dataset>/seed-<s>/``:
 
@@ -47,7 +50,8 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.study_report import PAGE, STUDY_FORGET_RATE, STUDY_ITERATIONS, write_report
+from experiments.study_report import (PAGE, STUDY_FORGET_RATE, STUDY_ITERATIONS, default_generator_mode, mode_folder,
+                                      write_report)
 from fairforget.components.baselines import copy_groups, oversampled_training_set
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +75,7 @@ PIPELINE_FIGURES = ("figures/distribution_before.png", "figures/distribution_aft
 def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float, dataset: str = "fashion_mnist",
                  source_dir: str | None = None, classifier: str | None = None, train_size: int | None = None,
                  attributes: str | None = None, epochs: int | None = None, augment: bool | None = None,
-                 generator: str = "none"):
+                 generator: str | None = None):
     """The default ``PipelineConfig`` with every seed set to ``seed``, no early stop, state under ``seed_dir``;
     optionally another data set (``dataset``, ``source_dir``, ``train_size``), classifier and debiased
     ``attributes`` (comma-separated, e.g. ``Young`` for CelebA), and the classifiers' training recipe (``epochs``,
@@ -98,10 +102,11 @@ def study_config(seed: int, seed_dir: Path, iterations: int, forget_rate: float,
 
 
 def study_generator(mode: str, seed: int):
-    """The generator config of a study seed: ``mode``'s recipe (``GENERATOR_MODES``), seeded, on one thread."""
+    """The generator config of a study seed: ``mode``'s recipe (``GENERATOR_MODES``; None: the pipeline's default),
+    seeded, on one thread."""
     from fairforget.components.generator.config import recipe
 
-    privacy, overrides = GENERATOR_MODES[mode]
+    privacy, overrides = GENERATOR_MODES[mode or default_generator_mode()]
     return recipe(privacy, **overrides, seed=seed, num_threads=1)
 
 
@@ -319,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=0, help="classifier epochs (0: the default recipe's)")
     parser.add_argument("--augmentation", choices=("default", "on", "off"), default="default",
                         help="the classifiers' flip + crop augmentation (default: the recipe's, off)")
-    parser.add_argument("--generator", choices=tuple(GENERATOR_MODES), default="none",
-                        help="the generator the pipeline trains: the default non-private one, the DP one, or the DP "
-                             "one's public-only control (results default to docs/results/privacy-<mode>/)")
+    parser.add_argument("--generator", choices=tuple(GENERATOR_MODES), default=default_generator_mode(),
+                        help="the generator the pipeline trains: the default recipe's (%(default)s), the non-private "
+                             "one, the DP one, or the DP one's public-only control (results of a mode other than "
+                             "the default go to docs/results/privacy-<mode>/)")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="MLflow stores, data, SISA states (default results/<dataset>[-<generator>])")
     parser.add_argument("--results-dir", type=Path, default=None,
@@ -331,9 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun seeds whose results exist")
     parser.add_argument("--one-seed", type=int, default=None, help=argparse.SUPPRESS)  # a worker process
     args = parser.parse_args(argv)
-    mode_suffix = "" if args.generator == "none" else f"-{args.generator}"
+    mode_suffix = "" if args.generator == default_generator_mode() else f"-{args.generator}"
     args.work_dir = args.work_dir or WORK_DIR / f"{args.dataset}{mode_suffix}"
-    args.results_dir = args.results_dir or (RESULTS_DIR / f"privacy{mode_suffix}" if mode_suffix else RESULTS_DIR)
+    args.results_dir = args.results_dir or mode_folder(RESULTS_DIR, args.generator)
     options = {"dataset": args.dataset, "source_dir": args.source_dir, "classifier": args.classifier,
                "train_size": args.train_size, "attributes": args.attributes, "epochs": args.epochs,
                "augment": {"default": None, "on": True, "off": False}[args.augmentation],

@@ -304,15 +304,23 @@ def section_power(records: list[dict], figures: Path) -> str:
 
 
 def certificate_cell(row: dict, subset: str) -> str:
-    """One held set's certificate at one iteration, as the table shows it: the verdict and its upper bounds."""
+    """One held set's certificate at one iteration, as the table shows it: the verdict, the strongest shown attack's
+    AUC, the largest upper bounds over every attack (AUC and TPR at 1% FPR) and the records audited."""
     if f"mia/{subset}/certified" not in row:
         return "n/a"
     if row.get(f"mia/{subset}/n_members") == 0:
         return "empty"
     verdict = ("too few" if row.get(f"mia/{subset}/too_few") == 1.0
                else "**certified**" if row[f"mia/{subset}/certified"] == 1.0 else "not certified")
-    return (f"{verdict} (AUC <= {row.get(f'mia/{subset}/auc_high', float('nan')):.3f}, "
-            f"TPR <= {row.get(f'mia/{subset}/tpr_at_1pct_fpr_high', float('nan')):.3f})")
+    strongest = _strongest_auc(row, subset)
+    if strongest is None and subset == "retained" and not row.get("mia/forgotten/n_members"):
+        strongest = _strongest_auc(row, "")  # nothing forgotten yet: the retained originals are the whole member set
+    members = row.get(f"mia/{subset}/n_members")
+    return (f"{verdict} (AUC "
+            + (f"{strongest:.3f}, " if strongest is not None else "")
+            + f"<= {row.get(f'mia/{subset}/auc_high', float('nan')):.3f}; "
+            f"TPR <= {row.get(f'mia/{subset}/tpr_at_1pct_fpr_high', float('nan')):.3f}"
+            + (f"; {members:.0f} audited" if members is not None else "") + ")")
 
 
 def first_certified_iteration(record: dict) -> int | None:
@@ -335,8 +343,10 @@ def section_certification(records: list[dict]) -> str:
              "A set of originals is certified when, for every attack, the upper end of its AUC's 95% interval is at "
              "most 0.5 + max_auc_excess and the Clopper-Pearson upper bound of its TPR at 1% FPR at most "
              "max_tpr_at_1pct_fpr (registry_policy.yaml); 'too few' when the audit cannot resolve that tolerance; "
-             "'empty' when the model holds none. The retained originals are the records the model holds (every "
-             "original at iteration 0); the forgotten ones test the generator channel.", ""]
+             "'empty' when the model holds none. Each cell: the verdict, the strongest of the shown attacks' AUC, "
+             "the largest upper bounds over every attack and the members audited (each against class-matched "
+             "non-members). The retained originals are the records the model holds (every original at iteration 0); "
+             "the forgotten ones test the generator channel.", ""]
     for record in records:
         rows = [[str(row["iteration"]), fmt([row.get("data/forgotten_fraction")], 2),
                  certificate_cell(row, "retained"), certificate_cell(row, "forgotten")]
@@ -357,7 +367,25 @@ def section_certification(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-PRIVACY_MODES = ("dp", "public-only")  # experiments.study --generator MODE writes <results>/privacy-<MODE>/
+GENERATOR_MODE_ORDER = ("none", "dp", "public-only")  # experiments.study's --generator choices, in table order
+
+
+def default_generator_mode() -> str:
+    """The generator mode of the pipeline's default recipe (``DEFAULT_PRIVACY``): the study of docs/results.md."""
+    from fairforget.components.generator.config import DEFAULT_PRIVACY
+
+    return "dp" if DEFAULT_PRIVACY == "dp" else "none"
+
+
+def other_generator_modes() -> tuple[str, ...]:
+    """The modes whose studies live in ``<results>/privacy-<mode>/`` (every mode but the default)."""
+    return tuple(mode for mode in GENERATOR_MODE_ORDER if mode != default_generator_mode())
+
+
+def mode_folder(results_dir: Path, mode: str) -> Path:
+    """Where ``experiments.study --generator mode`` writes: ``results_dir`` for the default mode, else
+    ``results_dir/privacy-<mode>/``."""
+    return results_dir if mode == default_generator_mode() else results_dir / f"privacy-{mode}"
 
 
 def generator_mode(config: dict) -> str:
@@ -375,10 +403,12 @@ def generator_mode_row(record: dict) -> list[str]:
     last = max(record["iterations"], key=lambda row: row["iteration"])
     _, minority = superclass_names(record)
     certified = final.get("final/mia/forgotten/certified")
+    members = final.get("final/mia/forgotten/n_members")
     forgotten = ("n/a" if certified is None else
                  f"{'**certified**' if certified == 1.0 else 'not certified'} (AUC <= "
                  f"{final.get('final/mia/forgotten/auc_high', float('nan')):.3f}, TPR <= "
-                 f"{final.get('final/mia/forgotten/tpr_at_1pct_fpr_high', float('nan')):.3f})")
+                 f"{final.get('final/mia/forgotten/tpr_at_1pct_fpr_high', float('nan')):.3f}"
+                 + (f"; {members:.0f} audited" if members is not None else "") + ")")
     audit = (f"{generator.get('generator/mia/auc', float('nan')):.3f} "
              f"[{generator.get('generator/mia/auc_ci_low', float('nan')):.3f}, "
              f"{generator.get('generator/mia/auc_ci_high', float('nan')):.3f}]")
@@ -392,18 +422,18 @@ def generator_mode_row(record: dict) -> list[str]:
 
 
 def section_generator_modes(records: list[dict], folder: Path) -> str:
-    """Per seed, the study with the default generator against the same study with the DP generator and with its
-    public-only control (``<folder>/privacy-<mode>/``), where those were run."""
-    studies = [records] + [load_records(folder / f"privacy-{mode}") for mode in PRIVACY_MODES
-                           if any((folder / f"privacy-{mode}").glob("seed-*.json"))]
+    """Per seed, the study with the default generator against the same study with each other generator mode
+    (``<folder>/privacy-<mode>/``), where those were run."""
+    others = other_generator_modes()
+    studies = [records] + [load_records(mode_folder(folder, mode)) for mode in others
+                           if any(mode_folder(folder, mode).glob("seed-*.json"))]
     heading = "## 4c. The generator channel: non-private, DP and public-only generators per seed"
-    commands = ("`python -m experiments.study --generator dp` and `python -m experiments.study --generator "
-                "public-only`")
+    commands = " and ".join(f"`python -m experiments.study --generator {mode}`" for mode in others)
     if len(studies) == 1:
         return "\n".join([heading, "", f"Not measured yet: {commands} fill this section (each as long as this "
                            "study; docs/generator.md has the DP generator measured alone).", ""])
     _, minority = superclass_names(records[0])
-    order = ("none", *PRIVACY_MODES)
+    order = GENERATOR_MODE_ORDER
     rows = [generator_mode_row(record) for record in sorted(
         (r for study in studies for r in study), key=lambda r: (r["seed"], order.index(generator_mode(r["config"]))))]
     return "\n".join([
@@ -413,7 +443,9 @@ def section_generator_modes(records: list[dict], folder: Path) -> str:
         "synthetic replacements carry; for the DP generator that is bounded by its (epsilon, delta), the public-only "
         "control shows what the generator knows without S. The canaries' epsilon is the empirical lower bound "
         "(Steinke, Nasr and Jagielski 2023) from the canaries the generator also trained on; accuracies are the "
-        "final model's.".format(commands=commands), "",
+        "final model's. 'audited': the forgotten originals the final audit measured (each against as many "
+        "class-matched non-members as the pool allows; a study made before the audit was cross-fitted measured "
+        "half of them).".format(commands=commands), "",
         table(["seed", "generator", "forgotten originals, final model", "generator audit AUC [95% CI]",
                "test acc.", f"{minority} acc.", "worst class", "canary epsilon (lower bound)", "gate"], rows), ""])
 
@@ -494,7 +526,15 @@ def section_generator(records: list[dict]) -> str:
             ("diversity ratio (synthetic / real mean pairwise distance, per class)", "generator/diversity_ratio", 3),
             ("diversity ratio, worst class", "generator/diversity_ratio_min", 3),
             ("training seconds (one core shared with the other seeds)", "generator/train_seconds", 0)]
-    rows = [[label, fmt([r["generator"].get(key) for r in records], digits)] for label, key, digits in keys]
+    private = generator_mode(records[0]["config"]) != "none"
+    if private:
+        keys += [("DP epsilon (delta in the configuration)", "generator/dp_epsilon", 2)]
+    keys += [("membership audit: strongest AUC (all of S against as many unseen records)", "generator/mia/auc", 3),
+             ("membership audit: largest AUC upper bound over its attacks", "generator/mia/auc_high", 3),
+             ("membership audit: largest TPR@1%FPR upper bound", "generator/mia/tpr_at_1pct_fpr_high", 3),
+             ("membership audit certified (1 = yes)", "generator/mia/certified", 2)]
+    rows = [[label, fmt([r["generator"].get(key) for r in records], digits)] for label, key, digits in keys
+            if any(r["generator"].get(key) is not None for r in records)]
     classes = records[0]["class_names"]
     per_class = [[cls, fmt([r["generator"].get(f"generator/conditional_accuracy/{cls}") for r in records])]
                  for cls in classes]
@@ -502,8 +542,11 @@ def section_generator(records: list[dict]) -> str:
         "## 5. The generator", "",
         f"Latent diffusion on the CPU (conv autoencoder, {generator_label(records[0]['config'])}; MLP denoiser, "
         "diffusers DDPM/DDIM, classifier-free guidance "
-        f"{records[0]['config']['generator']['guidance_scale']:g}), trained on the real images of S only. See "
-        "docs/generator.md.", "",
+        f"{records[0]['config']['generator']['guidance_scale']:g}), "
+        + ("its autoencoder and a pre-training of the denoiser on the public reference split, then the conditional "
+           f"denoiser fine-tuned on S with DP-SGD (delta {records[0]['config']['generator'].get('dp_delta')})"
+           if private else "trained on the real images of S only")
+        + ". See docs/generator.md.", "",
         table(["figure", "value"], rows), "", "Conditional accuracy per class:", "",
         table(["class", "conditional accuracy"], per_class), "",
         "![sample grid](results/figures/seed-0/sample_grid.png)", ""])
@@ -669,7 +712,7 @@ def study_command(config: dict, folder: Path, seeds: list[int]) -> str:
     default_train = {"epochs": TrainConfig().epochs, "augment": TrainConfig().augment}
     parts = ["python -m experiments.study --seeds " + " ".join(map(str, seeds))]
     data, train, loop = config["data"], config["sisa"]["train"], config["loop"]
-    if generator_mode(config) != "none":
+    if generator_mode(config) != default_generator_mode():
         parts.append(f"--generator {generator_mode(config)}")
     if data["dataset"] != "fashion_mnist":
         parts.append(f"--dataset {data['dataset']} --source-dir {data['source_dir']}")
@@ -683,8 +726,7 @@ def study_command(config: dict, folder: Path, seeds: list[int]) -> str:
         parts.append("--augmentation " + ("on" if train["augment"] else "off"))
     if loop["iterations"] != STUDY_ITERATIONS or loop["forget_rate"] != STUDY_FORGET_RATE:
         parts.append(f"--iterations {loop['iterations']} --forget-rate {loop['forget_rate']}")
-    default_folder = RESULTS_DIR if generator_mode(config) == "none" else RESULTS_DIR / f"privacy-{generator_mode(config)}"
-    if folder.resolve() != default_folder.resolve():
+    if folder.resolve() != mode_folder(RESULTS_DIR, generator_mode(config)).resolve():
         parts.append(f"--results-dir {_relative(folder)}")
     return " ".join(parts)
 

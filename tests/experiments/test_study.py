@@ -156,8 +156,12 @@ def test_the_certification_section_shows_each_seeds_verdicts_first_certified_ite
     rows = [row(0, (0.0, 0.0, 1980, 0.572, 0.055), (1.0, 0.0, 0, 0.5, 0.0)),
             row(1, (1.0, 0.0, 990, 0.521, 0.017), (0.0, 1.0, 990, 0.540, 0.030)),
             row(2, (1.0, 0.0, 0, 0.5, 0.0), (0.0, 0.0, 1980, 0.538, 0.029))]
-    assert certificate_cell(rows[0], "retained") == "not certified (AUC <= 0.572, TPR <= 0.055)"
-    assert certificate_cell(rows[1], "retained") == "**certified** (AUC <= 0.521, TPR <= 0.017)"
+    assert certificate_cell(rows[0], "retained") == "not certified (AUC <= 0.572; TPR <= 0.055; 1980 audited)"
+    assert certificate_cell(rows[1], "retained") == "**certified** (AUC <= 0.521; TPR <= 0.017; 990 audited)"
+    # the strongest shown attack's AUC comes first where the record has it
+    rows[0].update({"mia/retained/rmia/auc": 0.548, "mia/retained/mloss/auc": 0.51})
+    assert certificate_cell(rows[0], "retained") == (
+        "not certified (AUC 0.548, <= 0.572; TPR <= 0.055; 1980 audited)")
     assert certificate_cell(rows[1], "forgotten").startswith("too few") and certificate_cell(rows[2], "retained") == "empty"
     assert certificate_cell({"iteration": 0}, "retained") == "n/a"
     assert first_certified_iteration({"iterations": rows}) == 1
@@ -178,10 +182,12 @@ def test_the_certification_section_shows_each_seeds_verdicts_first_certified_ite
 
 
 def test_the_generator_channel_section_compares_each_seed_under_each_generator_mode(tmp_path):
-    """docs/results.md's section 4c: the study's own seeds (default generator) beside the same seeds under the DP
-    generator and its public-only control, read from ``privacy-<mode>/``; the study command names the mode."""
+    """docs/results.md's section 4c: the study's own seeds (the pipeline's default generator, DP) beside the same
+    seeds under the non-private generator and the public-only control, read from ``privacy-<mode>/``; the study
+    command names a mode only when it is not the default."""
     from experiments.study import GENERATOR_MODES, study_config
-    from experiments.study_report import section_generator_modes, study_command
+    from experiments.study_report import default_generator_mode, mode_folder, section_generator_modes, study_command
+    from fairforget.pipelines.config import PipelineConfig
 
     assert "Not measured yet" in section_generator_modes([], tmp_path)
 
@@ -194,23 +200,30 @@ def test_the_generator_channel_section_compares_each_seed_under_each_generator_m
                 "final": {"final/mia/forgotten/certified": forgotten_certified,
                           "final/mia/forgotten/auc_high": auc_high,
                           "final/mia/forgotten/tpr_at_1pct_fpr_high": 0.012,
+                          "final/mia/forgotten/n_members": 3960.0,
                           "final/mia/canary/epsilon_lower_bound": 0.4},
                 "summary": {"gate": "passed" if forgotten_certified else "rejected"},
                 "iterations": [{"iteration": 5, "acc/test": 0.81, "acc/apparel": 0.7, "acc/worst_class": 0.5}]}
 
-    assert study_config(0, tmp_path, 5, 0.2, generator="dp").generator.privacy == "dp"
+    # the study's default is the pipeline's default recipe
+    assert default_generator_mode() == "dp" and PipelineConfig().generator.privacy == "dp"
+    assert study_config(0, tmp_path, 5, 0.2).generator == study_config(0, tmp_path, 5, 0.2, generator="dp").generator
+    assert study_config(0, tmp_path, 5, 0.2, generator="none").generator.privacy == "none"
     assert study_config(0, tmp_path, 5, 0.2, generator="public-only").generator.train_steps == 1
-    assert study_config(0, tmp_path, 5, 0.2).generator.privacy == "none" and set(GENERATOR_MODES) == {
-        "none", "dp", "public-only"}
-    for mode, certified in (("dp", 1.0), ("public-only", 1.0)):
-        folder = tmp_path / f"privacy-{mode}"
+    assert set(GENERATOR_MODES) == {"none", "dp", "public-only"}
+    assert mode_folder(tmp_path, "dp") == tmp_path and mode_folder(tmp_path, "none") == tmp_path / "privacy-none"
+    for mode, certified, auc_high in (("none", 0.0, 0.54), ("public-only", 1.0, 0.52)):
+        folder = mode_folder(tmp_path, mode)
         folder.mkdir()
-        (folder / "seed-0.json").write_text(json.dumps(record(0, mode, certified, 0.52), default=str))
-    section = section_generator_modes([record(0, "none", 0.0, 0.54)], tmp_path)
+        (folder / "seed-0.json").write_text(json.dumps(record(0, mode, certified, auc_high), default=str))
+    section = section_generator_modes([record(0, "dp", 1.0, 0.52)], tmp_path)
     lines = [line for line in section.splitlines() if line.startswith("| 0 |")]
     assert [line.split(" | ")[1] for line in lines] == ["none", "dp (epsilon 9.99)", "public-only (epsilon 9.99)"]
-    assert "not certified (AUC <= 0.540, TPR <= 0.012)" in lines[0] and "**certified** (AUC <= 0.520" in lines[1]
+    assert "not certified (AUC <= 0.540, TPR <= 0.012; 3960 audited)" in lines[0]
+    assert "**certified** (AUC <= 0.520" in lines[1]
     assert "0.510 [0.490, 0.530]" in lines[1] and lines[1].endswith("| passed |")
-    dp_config = record(0, "dp", 1.0, 0.5)["config"]
-    assert study_command(dp_config, RESULTS_DIR / "privacy-dp", [0, 1, 2]) == (
-        "python -m experiments.study --seeds 0 1 2 --generator dp")
+    assert "`python -m experiments.study --generator none`" in section
+    dp_config, none_config = record(0, "dp", 1.0, 0.5)["config"], record(0, "none", 0.0, 0.5)["config"]
+    assert study_command(dp_config, RESULTS_DIR, [0, 1, 2]) == "python -m experiments.study --seeds 0 1 2"
+    assert study_command(none_config, RESULTS_DIR / "privacy-none", [0, 1, 2]) == (
+        "python -m experiments.study --seeds 0 1 2 --generator none")
