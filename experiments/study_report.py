@@ -368,6 +368,7 @@ def section_certification(records: list[dict]) -> str:
 
 
 GENERATOR_MODE_ORDER = ("none", "dp", "public-only")  # experiments.study's --generator choices, in table order
+MODE_NAMES = {"none": "non-private", "dp": "DP", "public-only": "public-only (the DP recipe without S)"}
 
 
 def default_generator_mode() -> str:
@@ -424,6 +425,12 @@ def generator_mode_row(record: dict) -> list[str]:
 def section_generator_modes(records: list[dict], folder: Path) -> str:
     """Per seed, the study with the default generator against the same study with each other generator mode
     (``<folder>/privacy-<mode>/``), where those were run."""
+    if records and generator_mode(records[0]["config"]) != default_generator_mode():
+        return "\n".join([  # a page of another mode's study (privacy-<mode>/): the comparison lives on the main page
+            "## 4c. The generator channel: non-private, DP and public-only generators per seed", "",
+            f"This is the study with the {MODE_NAMES[generator_mode(records[0]['config'])]} generator; docs/results.md, "
+            "section 4c, "
+            "sets it beside the default recipe's study seed by seed.", ""])
     others = other_generator_modes()
     studies = [records] + [load_records(mode_folder(folder, mode)) for mode in others
                            if any(mode_folder(folder, mode).glob("seed-*.json"))]

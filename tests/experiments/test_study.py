@@ -223,6 +223,8 @@ def test_the_generator_channel_section_compares_each_seed_under_each_generator_m
     assert "**certified** (AUC <= 0.520" in lines[1]
     assert "0.510 [0.490, 0.530]" in lines[1] and lines[1].endswith("| passed |")
     assert "`python -m experiments.study --generator none`" in section
+    # the non-private study's own page points at the comparison instead of repeating it
+    assert "docs/results.md, section 4c" in section_generator_modes([record(0, "none", 0.0, 0.54)], tmp_path)
     dp_config, none_config = record(0, "dp", 1.0, 0.5)["config"], record(0, "none", 0.0, 0.5)["config"]
     assert study_command(dp_config, RESULTS_DIR, [0, 1, 2]) == "python -m experiments.study --seeds 0 1 2"
     assert study_command(none_config, RESULTS_DIR / "privacy-none", [0, 1, 2]) == (
