@@ -425,16 +425,14 @@ def generator_mode_row(record: dict) -> list[str]:
 def section_generator_modes(records: list[dict], folder: Path) -> str:
     """Per seed, the study with the default generator against the same study with each other generator mode
     (``<folder>/privacy-<mode>/``), where those were run."""
+    heading = "## 4c. The generator channel: non-private, DP and public-only generators per seed"
     if records and generator_mode(records[0]["config"]) != default_generator_mode():
         return "\n".join([  # a page of another mode's study (privacy-<mode>/): the comparison lives on the main page
-            "## 4c. The generator channel: non-private, DP and public-only generators per seed", "",
-            f"This is the study with the {MODE_NAMES[generator_mode(records[0]['config'])]} generator; docs/results.md, "
-            "section 4c, "
-            "sets it beside the default recipe's study seed by seed.", ""])
+            heading, "", f"This is the study with the {MODE_NAMES[generator_mode(records[0]['config'])]} generator; "
+            "docs/results.md, section 4c, sets it beside the default recipe's study seed by seed.", ""])
     others = other_generator_modes()
     studies = [records] + [load_records(mode_folder(folder, mode)) for mode in others
                            if any(mode_folder(folder, mode).glob("seed-*.json"))]
-    heading = "## 4c. The generator channel: non-private, DP and public-only generators per seed"
     commands = " and ".join(f"`python -m experiments.study --generator {mode}`" for mode in others)
     if len(studies) == 1:
         return "\n".join([heading, "", f"Not measured yet: {commands} fill this section (each as long as this "
@@ -536,7 +534,7 @@ def section_generator(records: list[dict]) -> str:
     private = generator_mode(records[0]["config"]) != "none"
     if private:
         keys += [("DP epsilon (delta in the configuration)", "generator/dp_epsilon", 2)]
-    keys += [("membership audit: strongest AUC (all of S against as many unseen records)", "generator/mia/auc", 3),
+    keys += [("membership audit: strongest AUC", "generator/mia/auc", 3),
              ("membership audit: largest AUC upper bound over its attacks", "generator/mia/auc_high", 3),
              ("membership audit: largest TPR@1%FPR upper bound", "generator/mia/tpr_at_1pct_fpr_high", 3),
              ("membership audit certified (1 = yes)", "generator/mia/certified", 2)]
