@@ -67,6 +67,12 @@ def generator_privacy_lines(metrics: Mapping[str, float]) -> list[str]:
     return lines
 
 
+def dp_guarantee(generator_metrics: Mapping[str, float]) -> str:
+    """``(epsilon, delta)-DP`` of a DP generator's logged metrics, e.g. ``(9.99, 1.0e-05)-DP``."""
+    return (f"({generator_metrics['generator/dp_epsilon']:.3g}, "
+            f"{generator_metrics.get('generator/dp_delta', float('nan')):.1e})-DP")
+
+
 def privacy_coverage(generator_metrics: Mapping[str, float], verdicts: Mapping[str, str],
                      exactness: str) -> dict[str, str]:
     """What protects each set of original records in this version, one line each: ``forgotten`` (exact unlearning
@@ -74,8 +80,7 @@ def privacy_coverage(generator_metrics: Mapping[str, float], verdicts: Mapping[s
     ``retained`` (the audit only: the classifier still holds them) and ``generator`` (every original the
     generator trained on, forgotten or not). ``verdicts``: the final audit's verdict per set."""
     if "generator/dp_epsilon" in generator_metrics:
-        dp = (f"({generator_metrics['generator/dp_epsilon']:.3g}, "
-              f"{generator_metrics.get('generator/dp_delta', float('nan')):.1e})-DP generator")
+        dp = f"{dp_guarantee(generator_metrics)} generator"
         through_generator, generator = f"bounded by the {dp}", f"{dp}: proven for every record it trained on"
     else:
         through_generator = "not bounded: forgotten records may remain recoverable through the synthetic data"
@@ -95,10 +100,8 @@ def requested_coverage(generator_metrics: Mapping[str, float], refreshed: bool) 
         return ("the replacements come from a generator retrained without the requested records: they carry "
                 "nothing of them")
     if "generator/dp_epsilon" in generator_metrics:
-        return (f"the generator trained on the requested records under "
-                f"({generator_metrics['generator/dp_epsilon']:.3g}, "
-                f"{generator_metrics.get('generator/dp_delta', float('nan')):.1e})-DP: what its replacements carry of "
-                "them is bounded by that guarantee, with no retraining")
+        return (f"the generator trained on the requested records under {dp_guarantee(generator_metrics)}: what its "
+                "replacements carry of them is bounded by that guarantee, with no retraining")
     return ("the generator trained on the requested records without DP: its replacements may carry them "
             "(refresh_generator=true retrains it without them)")
 

@@ -62,10 +62,10 @@ from fairforget.components.gate import (
     requested_verdict,
 )
 from fairforget.components.mia.certify import TOO_FEW
-from fairforget.components.model_card import requested_coverage
 from fairforget.components.journal import Journal
 from fairforget.components.ledger import append_to_ledger, apply_ledger, ledger_ids, ledger_path
 from fairforget.components.locks import data_lock, exclusive
+from fairforget.components.model_card import requested_coverage
 from fairforget.components.priors import build_target
 from fairforget.components.run_state import CONFIG_FILE, PROGRESS_FILE, SNAPSHOT_DIR
 from fairforget.components.sisa.model import SisaModel
