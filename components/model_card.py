@@ -38,9 +38,15 @@ def generator_privacy_lines(metrics: Mapping[str, float]) -> list[str]:
                   "- deletion: every record of S, deleted or not, influenced the replacements only within this "
                   "(epsilon, delta) bound; no generator refresh is needed after a deletion request."]
         if metrics.get("generator/public_pretrain_steps", 0) > 0:
-            used = ("images and labels (the labelled-public variant)"
-                    if metrics.get("generator/public_pretrain_labelled", 1.0) else
-                    "images without their labels (the classes were learned from S under DP)")
+            if metrics.get("generator/public_pretrain_labelled", 1.0):
+                used = "images and labels (the labelled-public variant)"
+            elif "generator/pseudo_label_epsilon" in metrics:
+                used = ("images without their labels, labelled by a linear classifier fitted on S with DP-SGD "
+                        f"(epsilon {metrics['generator/pseudo_label_epsilon']:.3g} on its own; "
+                        f"{metrics.get('generator/pseudo_labelled_fraction', float('nan')):.0%} of the images "
+                        "confident enough to be labelled, composed into the epsilon above)")
+            else:
+                used = "images without their labels (the classes were learned from S under DP)"
             lines.append("- public data: the autoencoder and the denoiser's pre-training "
                          f"({metrics['generator/public_pretrain_steps']:.0f} steps) learned from the reference split's "
                          f"{used}, which this bound treats as public (it covers S only)")

@@ -40,7 +40,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from fairforget.components.generator.config import DP_PRESET, dp_preset
+from fairforget.components.generator.config import DP_PRESET, PUBLIC_ONLY, dp_preset
 
 ROW_METRICS = ("generator/conditional_accuracy", "generator/cas_ratio", "generator/fid", "generator/mia/auc",
                "generator/mia/auc_chance_bound")
@@ -85,7 +85,7 @@ def _point(generator, dataset, seconds: float, judge) -> dict:
 
 # The DP variants: the default (public pre-training on the reference split, then DP-SGD on S), DP-SGD from scratch
 # (DPDM), and the public pre-training alone (one DP step on S: what the public data gives without S).
-DP_VARIANTS = {"dp": {}, "dp-scratch": {"public_pretrain_steps": 0}, "public-only": {"train_steps": 1}}
+DP_VARIANTS = {"dp": {}, "dp-scratch": {"public_pretrain_steps": 0}, "public-only": PUBLIC_ONLY}
 
 
 def without_public_classes(dataset, class_names):

@@ -53,15 +53,16 @@ from pathlib import Path
 from experiments.study_report import (PAGE, STUDY_FORGET_RATE, STUDY_ITERATIONS, default_generator_mode, mode_folder,
                                       write_report)
 from fairforget.components.baselines import copy_groups, oversampled_training_set
+from fairforget.components.generator.config import PUBLIC_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent
 
 WORK_DIR = ROOT / "results"  # + <dataset>/ (+ -<generator mode> for a generator other than the default)
 # the generator a study's pipeline trains: its privacy mode and what differs from that mode's recipe. "public-only"
-# is the DP recipe with a single DP step on S: what the generator draws from the public pre-training alone, the
-# control that shows whether S matters (experiments.bench_dp_generator's variant of the same name)
+# is the DP recipe without S (``PUBLIC_ONLY``: one DP step, no DP labeller): what the generator draws from the public
+# pre-training alone, the control that shows whether S matters (experiments.bench_dp_generator's variant of that name)
 GENERATOR_MODES: dict[str, tuple[str, dict]] = {"none": ("none", {}), "dp": ("dp", {}),
-                                                "public-only": ("dp", {"train_steps": 1})}
+                                                "public-only": ("dp", PUBLIC_ONLY)}
 RESULTS_DIR = ROOT / "docs" / "results"
 SHOWN_ATTACKS = ("mloss", "mmean", "moments", "rmia")
 SHOWN_METRICS = ("success", "auc", "tpr_at_1pct_fpr")

@@ -123,6 +123,7 @@ GENERATOR_OPTIONS = {
     "loss_weighting": "--generator-loss-weighting", "denoiser_dropout": "--generator-denoiser-dropout",
     "precision": "--generator-precision", "privacy": "--generator-privacy", "dp_epsilon": "--dp-epsilon",
     "dp_delta": "--dp-delta", "public_labels": "--generator-public-labels",
+    "pseudo_label_epsilon": "--generator-pseudo-label-epsilon",
 }
 
 

@@ -192,7 +192,7 @@ def get_or_train_generator(dataset: Dataset, data_md5: str, config: GeneratorCon
                      "generator/quality.json")
             metrics.update(run_generator_audit(generator, dataset, seen_images=seen))
         metrics.update({f"generator/{k}": float(v) for k, v in summary.items()
-                        if k.startswith(("dp_", "public_pretrain_")) and isinstance(v, (int, float))})
+                        if k.startswith(("dp_", "public_pretrain_", "pseudo_")) and isinstance(v, (int, float))})
         with tempfile.TemporaryDirectory(prefix="fairforget-generator-") as tmp:
             folder = generator.save(Path(tmp) / ARTIFACT)
             mlflow.log_artifacts(str(folder), ARTIFACT)
@@ -212,7 +212,7 @@ GENERATOR_OPTIONS = {
     "public_pretrain_steps": "--public-pretrain-steps", "prediction_type": "--prediction-type",
     "loss_weighting": "--loss-weighting", "denoiser_dropout": "--denoiser-dropout", "precision": "--precision",
     "privacy": "--generator-privacy", "dp_epsilon": "--dp-epsilon", "dp_delta": "--dp-delta",
-    "public_labels": "--public-labels",
+    "public_labels": "--public-labels", "pseudo_label_epsilon": "--pseudo-label-epsilon",
 }
 
 

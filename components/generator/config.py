@@ -143,6 +143,10 @@ class GeneratorConfig(ConfigBase):
         True, "a DP generator uses the public split's labels (its denoiser's class-conditional pre-training and its "
         "autoencoder's feature network): the labelled-public variant; false: the public images alone, the classes "
         "learned from S under DP (measured far weaker at epsilon 10)", group="privacy", private_only=True)
+    pseudo_label_epsilon: float = param(
+        0.0, "with public_labels=false: the epsilon of a DP classifier fitted on S that labels the public images "
+        "for the denoiser's pre-training (0: unconditional pre-training); composed with the DP-SGD so that both "
+        "together meet dp_epsilon", group="privacy", private_only=True)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` with a one-line fix for any out-of-range value."""
@@ -204,6 +208,9 @@ class GeneratorConfig(ConfigBase):
             raise ConfigError(f"dp_delta must lie in (0, 1), got {self.dp_delta}: use well below 1/|S| (default 1e-5)")
         if not self.dp_max_grad_norm > 0:
             raise ConfigError(f"dp_max_grad_norm must be positive, got {self.dp_max_grad_norm}")
+        if not (math.isfinite(self.pseudo_label_epsilon) and 0 <= self.pseudo_label_epsilon < self.dp_epsilon):
+            raise ConfigError(f"pseudo_label_epsilon must lie in [0, dp_epsilon={self.dp_epsilon}), got "
+                              f"{self.pseudo_label_epsilon}: it is the labeller's part of the budget (0: none)")
         if self.privacy == "dp" and self.architecture == "pixel_unet":
             raise ConfigError("privacy=dp needs architecture=latent_mlp (a DP-SGD pixel UNet is out of the CPU budget "
                               "and untested): pass architecture=latent_mlp")
@@ -274,6 +281,11 @@ DP_PRESET: dict[str, Any] = {
 # (post-processing), and on the default data the DP make run certifies its forgotten originals where the
 # non-private one does not (docs/generator.md, "Which default"). ``GeneratorConfig()`` itself is the plain recipe.
 DEFAULT_PRIVACY = "dp"
+
+
+# The DP recipe without S, the control that shows whether S matters: what differs from the recipe. One DP-SGD step
+# on S (what the generator draws from its public pre-training alone) and no DP labeller of the public images.
+PUBLIC_ONLY: dict[str, Any] = {"train_steps": 1, "pseudo_label_epsilon": 0.0}
 
 
 def dp_preset(**overrides: Any) -> GeneratorConfig:

@@ -40,6 +40,9 @@ from fairforget.components.dataset import Dataset
 from fairforget.components.generator.autoencoder import encode_images, fit_autoencoder, fit_perceptual_network
 from fairforget.components.generator.config import GeneratorConfig, bf16_autocast, torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE, ConditionSpace
+from fairforget.components.generator.labeller import (LABELLER_SAMPLE_RATE, LABELLER_STEPS, composed_epsilon,
+                                                     composed_noise_multiplier, fit_dp_labeller, image_features,
+                                                     labeller_noise_multiplier)
 from fairforget.components.generator.model import Generator, build_networks, make_scheduler, prediction_target
 from fairforget.components.progress import progress as progress_bar
 from fairforget.components.versioning import config_hash
@@ -127,14 +130,28 @@ def dp_sample_rate(batch_size: int, n_private: int) -> float:
     return 1.0 / math.ceil(n_private / min(batch_size, n_private))
 
 
+def labeller_history(config: GeneratorConfig, n_private: int) -> list[tuple[float, float, int]]:
+    """The DP labeller's mechanism [(noise_multiplier, sample_rate, steps)] when the config has one
+    (a DP generator without ``public_labels``, with ``pseudo_label_epsilon`` > 0), else []: what the denoiser's
+    DP-SGD is composed after."""
+    if not (config.privacy == "dp" and not config.public_labels and config.pseudo_label_epsilon):
+        return []
+    sigma = labeller_noise_multiplier(config.pseudo_label_epsilon, dp_delta_for(config, n_private))
+    return [(sigma, LABELLER_SAMPLE_RATE, LABELLER_STEPS)]
+
+
 def dp_noise_multiplier(config: GeneratorConfig, n_private: int) -> float:
     """The Gaussian noise multiplier that meets (``dp_epsilon``, ``dp_delta_for``) over ``train_steps`` steps of
-    Poisson sampling at ``dp_sample_rate`` (opacus, PRV accountant). Raises ``ConfigError`` when the target
-    needs more noise than ``DP_MAX_NOISE_MULTIPLIER`` (or opacus finds none)."""
+    Poisson sampling at ``dp_sample_rate`` (opacus, PRV accountant), after the labeller's mechanism when there is
+    one (``labeller_history``: both together meet the target). Raises ``ConfigError`` when the target needs more
+    noise than ``DP_MAX_NOISE_MULTIPLIER`` (or opacus finds none)."""
     from opacus.accountants.utils import get_noise_multiplier
 
     delta = dp_delta_for(config, n_private)
     rate = dp_sample_rate(config.batch_size, n_private)
+    earlier = labeller_history(config, n_private)
+    if earlier:
+        return composed_noise_multiplier(config.dp_epsilon, delta, rate, config.train_steps, earlier)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -172,10 +189,12 @@ def check_poisson_sampler(loader, rate: float) -> None:
 
 def fit_denoiser_dp(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.ndarray, space: ConditionSpace,
                     config: GeneratorConfig, progress: bool = True,
-                    noise_multiplier: float | None = None) -> tuple[torch.nn.Module, list[float], dict]:
+                    noise_multiplier: float | None = None,
+                    earlier: list[tuple[float, float, int]] = ()) -> tuple[torch.nn.Module, list[float], dict]:
     """``fit_denoiser`` with DP-SGD (see the module docstring): returns the EMA copy, the loss every 50 steps and
-    the privacy record {dp_epsilon (achieved), dp_delta, dp_noise_multiplier, dp_sample_rate, dp_steps}.
-    ``noise_multiplier`` defaults to ``dp_noise_multiplier(config, len(data))``."""
+    the privacy record {dp_epsilon (achieved, composed with the mechanisms ``earlier`` that already saw S), dp_delta,
+    dp_noise_multiplier, dp_sample_rate, dp_steps}. ``noise_multiplier`` defaults to
+    ``dp_noise_multiplier(config, len(data))``."""
     from opacus import PrivacyEngine
     from opacus.utils.fast_gradient_clipping_utils import DPTensorFastGradientClipping
     from torch.utils.data import DataLoader, TensorDataset
@@ -230,7 +249,7 @@ def fit_denoiser_dp(denoiser: torch.nn.Module, data: torch.Tensor, codes: np.nda
     bar.close()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        epsilon = float(engine.get_epsilon(delta))
+        epsilon = composed_epsilon(list(earlier) + list(engine.accountant.history), delta)
     model.eval()
     record = {"dp_epsilon": epsilon, "dp_delta": float(delta), "dp_noise_multiplier": sigma,
               "dp_sample_rate": float(loader.sample_rate), "dp_steps": step,
@@ -315,6 +334,23 @@ def public_condition_codes(space: ConditionSpace, dataset: Dataset, public: Data
     return codes
 
 
+def pseudo_label_codes(space: ConditionSpace, train: Dataset, labels: np.ndarray) -> np.ndarray:
+    """int64 (N, J) condition codes of public images from their pseudo-labels (N,) (-1: none): the class, and each
+    attribute's value when every record of that class in S (``train``) has the same one (the attribute is then a
+    function of the class, public metadata like the class list); the null code elsewhere."""
+    codes = space.null_codes(len(labels))
+    labelled = labels >= 0
+    codes[labelled, 0] = labels[labelled]
+    for j, name in enumerate(space.names[1:], start=1):
+        index = {value: i for i, value in enumerate(space.values[j])}
+        values = train.manifest[name].astype(str).to_numpy()
+        for k in np.unique(labels[labelled]):
+            of_class = set(values[train.labels == k])
+            if len(of_class) == 1:
+                codes[labels == k, j] = index[of_class.pop()]
+    return codes
+
+
 def public_classes_lacking(dataset: Dataset, train: Dataset) -> list[str]:
     """The classes of ``train`` (S) with no image in the public reference split, in class order."""
     public = set(public_images(dataset).labels.tolist())
@@ -339,6 +375,8 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
 
     # DP: the privacy budget is checked before any training (an unreachable epsilon fails in seconds)
     noise_multiplier = dp_noise_multiplier(config, len(train)) if private else None
+    earlier = labeller_history(config, len(train))
+    pseudo_labels = None
     if private:
         lacking = public_classes_lacking(dataset, train)
         if lacking:
@@ -360,11 +398,21 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         fit_split = public_images(dataset) if public_autoencoder else train
         fit_images = fit_split.to_float_tensor_array()
         perceptual = None
-        if config.autoencoder_perceptual_weight > 0:
+        if config.autoencoder_perceptual_weight > 0 or earlier:
             fit_labels = fit_split.labels if public_labels else None
             perceptual = fit_perceptual_network(fit_split.images, fit_labels, dataset.num_classes,
                                                 config.autoencoder_perceptual_epochs, config.seed + 4).to(config.device)
             summary["perceptual_network_seconds"] = time.perf_counter() - started
+        if earlier:  # the DP labeller: S's class knowledge for the pre-training on unlabelled public images
+            public_features = image_features(perceptual, fit_split.images)
+            labeller = fit_dp_labeller(image_features(perceptual, train.images), train.labels, public_features,
+                                       dataset.num_classes, earlier[0][0], config.seed + 5)
+            pseudo_labels = labeller.pseudo_labels(public_features)
+            summary.update({"dp_label_noise_multiplier": earlier[0][0], "dp_label_sample_rate": earlier[0][1],
+                            "dp_label_steps": earlier[0][2], "pseudo_label_epsilon": config.pseudo_label_epsilon,
+                            "pseudo_labelled_fraction": float(np.mean(pseudo_labels >= 0))})
+        if config.autoencoder_perceptual_weight == 0:
+            perceptual = None
         history = fit_autoencoder(autoencoder, fit_images, config.autoencoder_epochs, config.autoencoder_batch_size,
                                   config.autoencoder_learning_rate, config.seed, config.device, progress,
                                   perceptual, config.autoencoder_perceptual_weight, config.precision)
@@ -396,8 +444,12 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
             public_data = torch.from_numpy((public_latents - latent_mean) / latent_std)
         pretrain = replace(config, train_steps=pretrain_steps, batch_size=GeneratorConfig.batch_size,
                            learning_rate=GeneratorConfig.learning_rate, warmup_steps=GeneratorConfig.warmup_steps)
-        public_codes = (public_condition_codes(space, dataset, public) if public_labels
-                        else space.null_codes(len(public)))
+        if public_labels:
+            public_codes = public_condition_codes(space, dataset, public)
+        elif pseudo_labels is not None:
+            public_codes = pseudo_label_codes(space, train, pseudo_labels)
+        else:
+            public_codes = space.null_codes(len(public))
         pretrained, pretrain_history = fit_denoiser(denoiser, public_data, public_codes, space, pretrain, progress)
         denoiser.load_state_dict(pretrained.state_dict())
         summary["public_pretrain_steps"] = pretrain_steps
@@ -405,7 +457,8 @@ def _train_generator(dataset: Dataset, config: GeneratorConfig, data_md5: str, p
         summary["public_pretrain_loss"] = pretrain_history[-1]
         summary["public_pretrain_seconds"] = time.perf_counter() - started
     if private:
-        ema, history, record = fit_denoiser_dp(denoiser, data, codes, space, config, progress, noise_multiplier)
+        ema, history, record = fit_denoiser_dp(denoiser, data, codes, space, config, progress, noise_multiplier,
+                                               earlier)
         summary.update(record)
     else:
         ema, history = fit_denoiser(denoiser, data, codes, space, config, progress)

@@ -372,6 +372,12 @@ def test_the_model_card_says_what_a_deletion_guarantees_per_generator_mode():
     label_free = "\n".join(generator_privacy_lines({**private, "generator/public_pretrain_steps": 4000.0,
                                                     "generator/public_pretrain_labelled": 0.0}))
     assert "reference split's images without their labels (the classes were learned from S under DP)" in label_free
+    labelled_by_s = "\n".join(generator_privacy_lines({**private, "generator/public_pretrain_steps": 4000.0,
+                                                       "generator/public_pretrain_labelled": 0.0,
+                                                       "generator/pseudo_label_epsilon": 2.0,
+                                                       "generator/pseudo_labelled_fraction": 0.61}))
+    assert ("images without their labels, labelled by a linear classifier fitted on S with DP-SGD (epsilon 2 on its "
+            "own; 61% of the images") in labelled_by_s and "composed into the epsilon above" in labelled_by_s
     assert generator_tags(private) == {"generator_privacy": "dp", "generator_dp_epsilon": "9.97",
                                        "generator_dp_delta": "0.00025", "generator_mia_auc": "0.51",
                                        "generator_mia_auc_bound": "0.53"}
