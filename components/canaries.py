@@ -207,13 +207,15 @@ class CanaryAudit:
     """The canary audit of one model. ``live``: the canaries it holds; ``forgotten``: those unlearned that never
     trained the generator (the unlearning control); ``generator_channel``: those unlearned that did (the generator
     channel's probe); each None when that subset is empty. ``epsilon_lower_bound``: ``epsilon_lower_bound`` of the
-    canaries the model holds (None when it holds none)."""
+    canaries the model holds (None when it holds none); ``generator_channel_epsilon_lower_bound``: the same of the
+    ``generator_channel`` canaries (what the synthetic replacements carry of records the model no longer holds)."""
 
     live: SubsetVerdict | None
     forgotten: SubsetVerdict | None
     aucs: dict[str, dict[str, float]] = field(default_factory=dict)  # subset -> attack -> AUC
     epsilon_lower_bound: float | None = None
     generator_channel: SubsetVerdict | None = None
+    generator_channel_epsilon_lower_bound: float | None = None
 
     @property
     def live_auc(self) -> float | None:
@@ -247,6 +249,8 @@ class CanaryAudit:
                         names.CANARY_GENERATOR_DETECTED: float(self.generator_channel.detected)})
         if self.epsilon_lower_bound is not None:
             out[names.CANARY_EPSILON_LOWER_BOUND] = self.epsilon_lower_bound
+        if self.generator_channel_epsilon_lower_bound is not None:
+            out[names.CANARY_GENERATOR_EPSILON_LOWER_BOUND] = self.generator_channel_epsilon_lower_bound
         return out
 
     def history_fields(self) -> dict[str, float]:
@@ -269,6 +273,8 @@ class CanaryAudit:
                              f"{verdict.level:.2g}, {verdict.n_members} vs {verdict.n_non_members})")
         if self.epsilon_lower_bound is not None:
             parts.append(f"empirical epsilon >= {self.epsilon_lower_bound:.2f}")
+        if self.generator_channel_epsilon_lower_bound is not None:
+            parts.append(f"generator channel's empirical epsilon >= {self.generator_channel_epsilon_lower_bound:.2f}")
         return "; ".join(parts) + f"; power {'shown' if self.power else 'NOT shown'}"
 
 
@@ -290,7 +296,8 @@ def audit_canaries(predict, canaries: CanarySet, *, live_ids: Sequence[str], con
     inserted canaries (subsets ``live`` = ``live_ids``; the unlearned rest split into ``generator_channel``, those
     in ``generator_ids`` (they trained the generator), and ``forgotten``), non-members the held-out ones.
     Half of each (stratified by class) calibrates the attacks, the other half is evaluated, as in every audit.
-    The empirical epsilon lower bound reads every live canary pair (``epsilon_lower_bound``)."""
+    The empirical epsilon lower bound reads every live canary pair (``epsilon_lower_bound``), and apart every
+    generator-channel pair (``generator_channel_epsilon_lower_bound``)."""
     attacks = tuple(a for a in config.attacks if a != "rmia" or reference_predicts)
     live_ids = [i for i in canaries.inserted.ids if i in set(live_ids)]
     unlearned = [i for i in canaries.inserted.ids if i not in set(live_ids)]
@@ -322,13 +329,15 @@ def audit_canaries(predict, canaries: CanarySet, *, live_ids: Sequence[str], con
         verdicts[name] = SubsetVerdict(best.estimates["auc"].value, _tpr_at(best.fpr, best.tpr), best.attack,
                                        p_value, config.chance_alpha / len(by_attack), best.n_members,
                                        best.n_non_members)
-    epsilon = None
-    if live_ids:
-        rows = np.isin(canaries.inserted.ids, live_ids)
-        scores = canary_label_log_probability(predict, canaries.inserted.select(rows)), \
-            canary_label_log_probability(predict, canaries.held_out.select(rows))
-        epsilon = epsilon_lower_bound(*scores, alpha=config.chance_alpha)
-    return CanaryAudit(verdicts[LIVE], verdicts[FORGOTTEN], aucs, epsilon, verdicts[GENERATOR_CHANNEL])
+    epsilons: dict[str, float | None] = {LIVE: None, GENERATOR_CHANNEL: None}
+    for name in epsilons:
+        if members_of[name]:
+            rows = np.isin(canaries.inserted.ids, members_of[name])
+            scores = canary_label_log_probability(predict, canaries.inserted.select(rows)), \
+                canary_label_log_probability(predict, canaries.held_out.select(rows))
+            epsilons[name] = epsilon_lower_bound(*scores, alpha=config.chance_alpha)
+    return CanaryAudit(verdicts[LIVE], verdicts[FORGOTTEN], aucs, epsilons[LIVE], verdicts[GENERATOR_CHANNEL],
+                       epsilons[GENERATOR_CHANNEL])
 
 
 @dataclass

@@ -55,6 +55,8 @@ CANARY_FORGOTTEN_WITHIN_BOUND = "mia/canary/forgotten_within_bound"
 CANARY_GENERATOR_AUC = "mia/canary/generator_channel_auc"
 CANARY_GENERATOR_P = "mia/canary/generator_channel_p_value"
 CANARY_GENERATOR_DETECTED = "mia/canary/generator_channel_detected"
+# the empirical epsilon lower bound of the unlearned canaries that trained the generator: the generator channel's
+CANARY_GENERATOR_EPSILON_LOWER_BOUND = "mia/canary/generator_channel_epsilon_lower_bound"
 SHARD_AUDIT_PREFIX = "mia_shard"  # mia_shard/<i>/max_success, mia_shard/<i>/<attack>/auc, ...
 
 # time

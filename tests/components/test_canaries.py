@@ -10,7 +10,9 @@ from fairforget.components.canaries import (
     CanaryAudit,
     auc_chance_bound,
     audit_canaries,
+    canary_label_log_probability,
     cut_audit_pool,
+    epsilon_lower_bound,
     forgotten_on_schedule,
     generator_trained,
     with_canaries,
@@ -144,6 +146,13 @@ def test_the_generator_channel_probe_is_reported_apart_from_the_unlearning_contr
     assert metrics["mia/canary/generator_channel_detected"] == 1.0
     assert metrics["mia/canary/generator_channel_p_value"] == audit.generator_channel.p_value
     assert "generator-trained forgotten" in audit.summary()
+    # the generator channel's empirical epsilon: its canary pairs alone, recomputed from the model's outputs
+    rows = np.isin(pool.canaries.inserted.ids, sorted(in_generator & set(scheduled)))
+    direct = epsilon_lower_bound(
+        canary_label_log_probability(sisa.ensemble().predict_proba, pool.canaries.inserted.select(rows)),
+        canary_label_log_probability(sisa.ensemble().predict_proba, pool.canaries.held_out.select(rows)),
+        alpha=AUDIT.chance_alpha)
+    assert metrics["mia/canary/generator_channel_epsilon_lower_bound"] == direct > 0, audit.summary()
 
 
 def test_memorised_canaries_are_caught_by_every_attack_family_and_at_chance_after_exact_unlearning(memorising_sisa):
