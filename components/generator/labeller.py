@@ -146,9 +146,10 @@ def composed_noise_multiplier(target_epsilon: float, delta: float, sample_rate: 
     ``sample_rate`` after the mechanisms ``earlier`` are together (``target_epsilon``, ``delta``)-DP. Raises
     ``ConfigError`` when ``earlier`` alone spends the target or more than ``MAX_NOISE_MULTIPLIER`` is needed."""
     earlier = list(earlier)
-    if earlier and composed_epsilon(earlier, delta) >= target_epsilon:
-        raise ConfigError(f"the labeller alone spends epsilon {composed_epsilon(earlier, delta):.2f} of the "
-                          f"{target_epsilon} budget: lower pseudo_label_epsilon or raise dp_epsilon")
+    spent = composed_epsilon(earlier, delta) if earlier else 0.0
+    if spent >= target_epsilon:
+        raise ConfigError(f"the labeller alone spends epsilon {spent:.2f} of the {target_epsilon} budget: lower "
+                          "pseudo_label_epsilon or raise dp_epsilon")
     low, high = 0.0, 1.0
     while composed_epsilon(earlier + [(high, sample_rate, steps)], delta) > target_epsilon:
         low, high = high, 2 * high
