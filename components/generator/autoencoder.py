@@ -114,8 +114,10 @@ def fit_perceptual_network(images: np.ndarray, labels: np.ndarray | None, num_cl
     the autoencoder learns from; returns its convolutional trunk, frozen, mapping float images (N, C, H, W) in
     [0, 1] to feature maps. With ``labels`` (N,) it learns to classify them into ``num_classes``; with None it uses
     no label at all and learns which of four rotations (0, 90, 180, 270 degrees) each image was turned by
-    (Gidaris et al. 2018), on 4N images (square images only). It sees only those images (S, or the public split for
-    a DP generator), never the judge's reference split in the non-private mode."""
+    (Gidaris et al. 2018), one rotation per image drawn with ``seed`` (square images only; all four rotations of
+    every image cost four times the time for the same features: docs/generator.md, "Public images without
+    labels"). It sees only those images (S, or the public split for a DP generator), never the judge's reference
+    split in the non-private mode."""
     from fairforget.components.models import build_classifier
     from fairforget.components.training import TrainConfig, fit_classifier
 
@@ -123,8 +125,8 @@ def fit_perceptual_network(images: np.ndarray, labels: np.ndarray | None, num_cl
     if labels is None:
         if height != width:
             raise ValueError(f"label-free feature learning rotates the images, which must be square, got {height}x{width}")
-        images = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(4)])
-        labels, num_classes = np.repeat(np.arange(4), len(images) // 4), 4
+        labels, num_classes = np.random.default_rng(seed).integers(0, 4, len(images)), 4
+        images = np.stack([np.rot90(image, turns, axes=(0, 1)) for image, turns in zip(images, labels)])
     model = build_classifier("small_cnn", num_classes, channels, height, seed=seed)
     model = fit_classifier(model, np.ascontiguousarray(images), labels, TrainConfig(epochs=epochs, augment=False),
                            seed=seed)

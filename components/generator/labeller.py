@@ -6,19 +6,25 @@ unconditional, and DP-SGD on S alone then barely learns the classes (docs/genera
 at epsilon 10). The labeller moves the class knowledge of S into the pre-training at a small privacy cost:
 
 1. features: a network trained on the public images alone, without labels (the rotation-prediction trunk of the
-   autoencoder's feature-matching loss), maps every image to ``image_features`` (N, F); the standardisation comes
-   from the public images;
-2. a softmax linear classifier is fitted on S's features and labels with DP-SGD: Poisson sampling at
-   ``LABELLER_SAMPLE_RATE``, each record's gradient clipped to norm ``LABELLER_MAX_GRAD_NORM`` (exact per-record
-   gradients: a linear model's is the outer product of its input and its residual), Gaussian noise of
-   ``noise_multiplier`` times the clipping norm, ``LABELLER_STEPS`` steps;
-3. the classifier labels the public images: those it gives a probability of at least ``PSEUDO_LABEL_CONFIDENCE``
-   are pre-trained on that class, the others unconditionally.
+   autoencoder's feature-matching loss), maps every image to ``image_features`` (N, F); the public images alone
+   give the whitening ``public_whitening``: their top ``LABELLER_COMPONENTS`` principal directions, each scaled
+   to unit variance on them;
+2. DP class centroids (a nearest-class-mean classifier, i.e. linear discriminant analysis with the public
+   covariance): each record of S, whitened and clipped to norm ``clip_norm`` (the typical norm, sqrt of the
+   dimension), adds (x / clip_norm, 1) to its class's row of a (C, k + 1) table of sums and counts, so one record
+   moves the table by at most sqrt(2); the table is released once with Gaussian noise of standard deviation
+   ``noise_multiplier`` times sqrt(2) on every entry, and a class's centroid is its noisy sum over its noisy count;
+3. the labeller labels the public images by the softmax of minus half the squared distances to the centroids (the
+   posterior of unit-variance Gaussians with equal priors: the public split is what gets labelled): those it
+   gives a probability of at least ``PSEUDO_LABEL_CONFIDENCE`` are pre-trained on that class, the others
+   unconditionally.
 
-Steps 1 and 3 are post-processing (public data, or the DP classifier's output), so the labeller costs exactly one
-subsampled Gaussian mechanism, ``history`` = [(noise_multiplier, sample rate, steps)], which the accountant
-composes with the denoiser's DP-SGD (``composed_noise_multiplier``). Every constant here was fixed on the default
-data's public split before any run on S: docs/generator.md, "Public images without labels".
+Steps 1 and 3 are post-processing (public data, or the DP table), so the labeller costs exactly one Gaussian
+mechanism, ``history`` = [(noise_multiplier, 1.0, 1)] (sampling rate 1, one step), which the accountant composes
+with the denoiser's DP-SGD (``composed_noise_multiplier``). One release, nothing iterated: unlike a linear model
+fitted by DP-SGD, which is stopped before it converges by the noise its steps add (docs/generator.md, "Public
+images without labels"), the centroids are a closed form. The constants were chosen on the default data's public
+split alone (a half of it subsampled to S's class design standing in for S, scored on the other half).
 """
 
 from __future__ import annotations
@@ -33,38 +39,37 @@ import torch
 
 from fairforget.errors import ConfigError
 
-LABELLER_STEPS = 300
-LABELLER_SAMPLE_RATE = 0.25
-LABELLER_LEARNING_RATE = 2.0
-LABELLER_MAX_GRAD_NORM = 1.0
+LABELLER_COMPONENTS = 64
 PSEUDO_LABEL_CONFIDENCE = 0.5
+RECORD_SENSITIVITY = math.sqrt(2.0)  # a record adds (x / clip_norm, 1), |x| <= clip_norm, to one row of the table
 ACCOUNTANT = "prv"
 MAX_NOISE_MULTIPLIER = 50.0
 
 
 @dataclass(frozen=True)
 class DPLabeller:
-    """A softmax linear classifier over standardised features: ``weights`` float32 (F + 1, C) (the last row the
-    bias), the public standardisation ``mean``/``scale`` (F,), and the DP mechanism that fitted it."""
+    """Nearest-class-mean classifier in a public whitening: ``centroids`` float32 (C, k) in whitened coordinates,
+    the public ``mean`` (F,) and ``projection`` float32 (F, k) (x -> (x - mean) @ projection has unit variance
+    per coordinate on the public images), and the Gaussian mechanism that released the centroids."""
 
-    weights: np.ndarray
+    centroids: np.ndarray
     mean: np.ndarray
-    scale: np.ndarray
+    projection: np.ndarray
     noise_multiplier: float
-    sample_rate: float
-    steps: int
 
     @property
     def history(self) -> list[tuple[float, float, int]]:
-        """The mechanism as opacus' accountants record it: [(noise_multiplier, sample_rate, steps)]."""
-        return [(float(self.noise_multiplier), float(self.sample_rate), int(self.steps))]
+        """The mechanism as opacus' accountants record it: [(noise_multiplier, sample_rate, steps)]: one release
+        of the whole table (rate 1, one step)."""
+        return [(float(self.noise_multiplier), 1.0, 1)]
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """float32 (N, C) class probabilities of features (N, F)."""
-        logits = _with_bias(_standardise(features, self.mean, self.scale)) @ self.weights
+        """float32 (N, C) class probabilities of features (N, F): softmax of -|z - centroid|^2 / 2."""
+        z = (features - self.mean) @ self.projection
+        logits = -0.5 * ((z[:, None, :] - self.centroids[None]) ** 2).sum(axis=2)
         logits -= logits.max(axis=1, keepdims=True)
         odds = np.exp(logits)
-        return odds / odds.sum(axis=1, keepdims=True)
+        return (odds / odds.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def pseudo_labels(self, features: np.ndarray, confidence: float = PSEUDO_LABEL_CONFIDENCE) -> np.ndarray:
         """int64 (N,): the most probable class, or -1 where its probability is below ``confidence``."""
@@ -74,58 +79,53 @@ class DPLabeller:
         return labels
 
 
-def _standardise(features: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Standardised features divided by sqrt(F): a typical row has norm about 1, the clipping norm's scale."""
-    return ((features - mean) / scale / math.sqrt(features.shape[1])).astype(np.float32)
+def public_whitening(public_features: np.ndarray, components: int = LABELLER_COMPONENTS
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The public images' mean (F,) and whitening projection float32 (F, k), k = min(components, F, m - 1): their
+    top principal directions, each divided by its standard deviation on them. Uses nothing of S."""
+    mean = public_features.mean(axis=0)
+    centred = (public_features - mean).astype(np.float64)
+    _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+    k = min(components, public_features.shape[1], len(public_features) - 1)
+    scale = np.maximum(singular[:k] / math.sqrt(len(public_features)), 1e-8)
+    return mean.astype(np.float32), (directions[:k].T / scale).astype(np.float32)
 
 
-def _with_bias(features: np.ndarray) -> np.ndarray:
-    return np.hstack([features, np.ones((len(features), 1), np.float32)])
+def class_table(z: np.ndarray, labels: np.ndarray, num_classes: int, clip_norm: float) -> np.ndarray:
+    """float64 (C, k + 1): per class, the sum over its records of z_i / clip_norm (each z_i first clipped to norm
+    ``clip_norm``) and, in the last column, the count. A record moves the table by at most sqrt(2) (L2)."""
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    scaled = z / np.maximum(norms, clip_norm)  # z_i / clip_norm, clipped: norm <= 1
+    table = np.zeros((num_classes, z.shape[1] + 1))
+    np.add.at(table, labels, np.hstack([scaled, np.ones((len(z), 1))]))
+    return table
 
 
 @torch.no_grad()
 def image_features(trunk: torch.nn.Module, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """float32 (N, 5 K): the trunk's K feature maps of uint8 images (N, H, W, C), averaged over the whole image
-    and over each quarter (spatial layout matters: a sleeve is where a strap is not)."""
+    """float32 (N, F): the trunk's feature maps of uint8 images (N, H, W, C), flattened (channels x the trunk's
+    pooled grid: where a part is matters, a sleeve is where a strap is not)."""
     rows = []
     device = next(trunk.parameters()).device
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(images[start:start + batch_size].astype(np.float32).transpose(0, 3, 1, 2) / 255.0)
-        maps = trunk(x.to(device))
-        pooled = torch.cat([maps.mean(dim=(2, 3)), torch.nn.functional.adaptive_avg_pool2d(maps, 2).flatten(1)], 1)
-        rows.append(pooled.cpu().numpy())
+        rows.append(trunk(x.to(device)).flatten(1).cpu().numpy())
     return np.concatenate(rows).astype(np.float32)
 
 
 def fit_dp_labeller(private_features: np.ndarray, private_labels: np.ndarray, public_features: np.ndarray,
                     num_classes: int, noise_multiplier: float, seed: int) -> DPLabeller:
-    """Fit the labeller on S's features (n, F) and labels (n,) with DP-SGD (module docstring); the public features
-    (m, F) give only the standardisation. Deterministic given ``seed``. The record's influence on each step is at
-    most ``LABELLER_MAX_GRAD_NORM`` and the noise's standard deviation ``noise_multiplier`` times that."""
-    n, width = private_features.shape
-    mean = public_features.mean(axis=0)
-    scale = public_features.std(axis=0) + 1e-6
-    x = torch.from_numpy(_with_bias(_standardise(private_features, mean, scale)))
-    targets = torch.nn.functional.one_hot(torch.from_numpy(private_labels.astype(np.int64)), num_classes).float()
-    weights = torch.zeros(width + 1, num_classes)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(LABELLER_STEPS):
-        chosen = torch.rand(n, generator=generator) < LABELLER_SAMPLE_RATE  # Poisson sampling, as accounted
-        gradient = clipped_gradient_sum(x[chosen], targets[chosen], weights, LABELLER_MAX_GRAD_NORM)
-        gradient += torch.randn(gradient.shape, generator=generator) * noise_multiplier * LABELLER_MAX_GRAD_NORM
-        weights -= LABELLER_LEARNING_RATE * gradient / (LABELLER_SAMPLE_RATE * n)
-    return DPLabeller(weights.numpy(), mean.astype(np.float32), scale.astype(np.float32), float(noise_multiplier),
-                      LABELLER_SAMPLE_RATE, LABELLER_STEPS)
-
-
-def clipped_gradient_sum(x: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                         max_norm: float) -> torch.Tensor:
-    """The sum over a batch of each record's cross-entropy gradient with respect to ``weights`` (F + 1, C), each
-    clipped to Frobenius norm ``max_norm``: inputs x (B, F + 1), one-hot targets (B, C). A linear model's
-    per-record gradient is outer(x_i, softmax(x_i W) - y_i), of norm |x_i| |softmax(x_i W) - y_i|."""
-    residual = torch.softmax(x @ weights, dim=1) - targets
-    norms = x.norm(dim=1) * residual.norm(dim=1)
-    return x.T @ (residual * torch.clamp(max_norm / (norms + 1e-12), max=1.0)[:, None])
+    """The DP class centroids of S's features (n, F) and labels (n,) in the whitening of the public features
+    (m, F) (module docstring). Deterministic given ``seed``. One record changes the released table by at most
+    ``RECORD_SENSITIVITY`` and the noise's standard deviation is ``noise_multiplier`` times that."""
+    mean, projection = public_whitening(public_features)
+    k = projection.shape[1]
+    clip_norm = math.sqrt(k)  # a public image's expected squared norm is k in the whitening
+    table = class_table((private_features - mean) @ projection, private_labels, num_classes, clip_norm)
+    rng = np.random.default_rng(seed)
+    noisy = table + rng.normal(0.0, noise_multiplier * RECORD_SENSITIVITY, table.shape)
+    centroids = clip_norm * noisy[:, :k] / np.maximum(noisy[:, k:], 1.0)
+    return DPLabeller(centroids.astype(np.float32), mean, projection, float(noise_multiplier))
 
 
 def composed_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
@@ -172,5 +172,5 @@ def composed_noise_multiplier(target_epsilon: float, delta: float, sample_rate: 
 
 @functools.lru_cache(maxsize=16)  # the bisection costs seconds; the budget check and training both ask
 def labeller_noise_multiplier(epsilon: float, delta: float) -> float:
-    """The labeller's noise multiplier when it alone is (``epsilon``, ``delta``)-DP."""
-    return composed_noise_multiplier(epsilon, delta, LABELLER_SAMPLE_RATE, LABELLER_STEPS)
+    """The labeller's noise multiplier when it alone is (``epsilon``, ``delta``)-DP (one release)."""
+    return composed_noise_multiplier(epsilon, delta, 1.0, 1)

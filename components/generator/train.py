@@ -40,7 +40,7 @@ from fairforget.components.dataset import Dataset
 from fairforget.components.generator.autoencoder import encode_images, fit_autoencoder, fit_perceptual_network
 from fairforget.components.generator.config import GeneratorConfig, bf16_autocast, torch_threads
 from fairforget.components.generator.denoiser import CLASS_VARIABLE, ConditionSpace
-from fairforget.components.generator.labeller import (LABELLER_SAMPLE_RATE, LABELLER_STEPS, composed_epsilon,
+from fairforget.components.generator.labeller import (composed_epsilon,
                                                      composed_noise_multiplier, fit_dp_labeller, image_features,
                                                      labeller_noise_multiplier)
 from fairforget.components.generator.model import Generator, build_networks, make_scheduler, prediction_target
@@ -137,7 +137,7 @@ def labeller_history(config: GeneratorConfig, n_private: int) -> list[tuple[floa
     if not (config.privacy == "dp" and not config.public_labels and config.pseudo_label_epsilon):
         return []
     sigma = labeller_noise_multiplier(config.pseudo_label_epsilon, dp_delta_for(config, n_private))
-    return [(sigma, LABELLER_SAMPLE_RATE, LABELLER_STEPS)]
+    return [(sigma, 1.0, 1)]  # one release of the class table (labeller.py)
 
 
 def dp_noise_multiplier(config: GeneratorConfig, n_private: int) -> float:

@@ -1,5 +1,6 @@
-"""The DP labeller of unlabelled public images (``pseudo_label_epsilon``): its gradients against autograd, its
-accounting against an independent accountant, and what the public pre-training is given (no public label)."""
+"""The DP labeller of unlabelled public images (``pseudo_label_epsilon``): its centroids against a direct
+recomputation, its sensitivity, its accounting against independent accountants (and the analytic Gaussian
+mechanism), and what the public pre-training is given (no public label)."""
 
 import math
 from dataclasses import replace
@@ -11,11 +12,12 @@ import torch
 from fairforget.components.dataset import make_toy_dataset
 from fairforget.components.generator import GeneratorConfig, tiny_config, train_generator
 from fairforget.components.generator.labeller import (
-    LABELLER_SAMPLE_RATE,
-    LABELLER_STEPS,
-    clipped_gradient_sum,
+    RECORD_SENSITIVITY,
+    class_table,
     composed_noise_multiplier,
     fit_dp_labeller,
+    labeller_noise_multiplier,
+    public_whitening,
 )
 from fairforget.errors import ConfigError
 
@@ -31,17 +33,34 @@ def _config(**overrides):
                           "dp_epsilon": 8.0, "public_pretrain_steps": 10, **overrides})
 
 
-def test_each_records_gradient_is_clipped_as_autograd_computes_it():
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(6, 5, generator=generator) * torch.tensor([0.1, 0.5, 1, 3, 10, 30])[:, None]
-    targets = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 3).float()
-    weights = torch.randn(5, 3, generator=generator)
-    expected = torch.zeros(5, 3)
-    for i in range(len(x)):  # one record at a time, by autograd, clipped by hand
-        w = weights.clone().requires_grad_(True)
-        torch.nn.functional.cross_entropy((x[i:i + 1] @ w), targets[i:i + 1].argmax(1)).backward()
-        expected += w.grad * min(1.0, 1.0 / float(w.grad.norm()))
-    assert torch.allclose(clipped_gradient_sum(x, targets, weights, 1.0), expected, atol=1e-5)
+def test_without_noise_the_centroids_are_the_class_means_of_the_clipped_whitened_features():
+    rng = np.random.default_rng(0)
+    public = rng.normal(0, 1, (400, 6)) * np.array([5, 3, 2, 1, 0.5, 0.1]) + 7
+    features = rng.normal(0, 1, (90, 6)) * np.array([5, 3, 2, 1, 0.5, 0.1]) + 7
+    features[0] *= 40  # an outlier, clipped
+    labels = np.repeat([0, 1, 2], 30)
+    labeller = fit_dp_labeller(features, labels, public, 3, noise_multiplier=0.0, seed=0)
+    mean, projection = public_whitening(public)
+    whitened_public = (public - mean) @ projection
+    assert np.allclose(whitened_public.std(axis=0), 1, atol=1e-3)  # unit variance on the public images
+    z = (features - mean) @ projection
+    clip = math.sqrt(projection.shape[1])
+    z = np.stack([row * min(1.0, clip / np.linalg.norm(row)) for row in z])  # clipped one record at a time
+    expected = np.stack([z[labels == c].mean(axis=0) for c in range(3)])
+    assert np.allclose(labeller.centroids, expected, atol=1e-4)
+    assert labeller.history == [(0.0, 1.0, 1)]
+
+
+def test_one_record_moves_the_released_table_by_at_most_the_sensitivity():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 3, (50, 4))
+    labels = rng.integers(0, 3, 50)
+    full = class_table(z, labels, 3, clip_norm=2.0)
+    for i in range(len(z)):  # remove each record in turn
+        keep = np.arange(len(z)) != i
+        change = np.linalg.norm(full - class_table(z[keep], labels[keep], 3, clip_norm=2.0))
+        assert change <= RECORD_SENSITIVITY + 1e-9
+    assert full[:, -1].tolist() == np.bincount(labels, minlength=3).tolist()
 
 
 def test_the_labeller_learns_separable_classes_and_noise_costs_accuracy():
@@ -54,9 +73,23 @@ def test_the_labeller_learns_separable_classes_and_noise_costs_accuracy():
     drowned = fit_dp_labeller(features, labels, public, 3, noise_multiplier=5000.0, seed=0)
     assert np.mean(accurate.pseudo_labels(features, confidence=0.0) == labels) > 0.95
     assert np.mean(drowned.pseudo_labels(features, confidence=0.0) == labels) < 0.8
-    assert accurate.history == [(1.0, LABELLER_SAMPLE_RATE, LABELLER_STEPS)]
+    assert accurate.history == [(1.0, 1.0, 1)]
     unsure = accurate.pseudo_labels(features, confidence=0.999)
     assert (unsure == -1).any() and set(unsure.tolist()) <= {-1, 0, 1, 2}
+
+
+def test_the_labellers_noise_is_the_analytic_gaussian_mechanisms():
+    """One release at sensitivity 1 and noise sigma is (epsilon, delta)-DP exactly when
+    Phi(1/(2 sigma) - epsilon sigma) - e^epsilon Phi(-1/(2 sigma) - epsilon sigma) <= delta (Balle and Wang
+    2018): the accountant's noise for epsilon 2 meets it, 5% less noise does not."""
+    from scipy.stats import norm
+
+    def delta_of(sigma, epsilon):
+        return norm.cdf(0.5 / sigma - epsilon * sigma) - math.exp(epsilon) * norm.cdf(-0.5 / sigma - epsilon * sigma)
+
+    sigma = labeller_noise_multiplier(2.0, 1e-5)
+    assert delta_of(sigma, 2.0) <= 1e-5 * 1.01
+    assert delta_of(sigma * 0.95, 2.0) > 1e-5
 
 
 def test_the_labeller_and_the_dp_sgd_together_spend_the_budget_an_independent_accountant_finds(toy):
@@ -65,7 +98,7 @@ def test_the_labeller_and_the_dp_sgd_together_spend_the_budget_an_independent_ac
     summary = train_generator(toy, config=_config(), progress=False).training_summary
     labeller = (summary["dp_label_noise_multiplier"], summary["dp_label_sample_rate"], summary["dp_label_steps"])
     denoiser = (summary["dp_noise_multiplier"], summary["dp_sample_rate"], summary["dp_steps"])
-    assert labeller[1:] == (LABELLER_SAMPLE_RATE, LABELLER_STEPS) and denoiser[2] == 20
+    assert labeller[1:] == (1.0, 1) and denoiser[2] == 20
     prv = PRVAccountant()
     prv.history = [labeller]
     assert prv.get_epsilon(summary["dp_delta"]) == pytest.approx(2.0, abs=0.05)  # the labeller alone
@@ -122,8 +155,8 @@ def test_bad_labeller_settings_are_one_line_errors(overrides, message):
 
 def test_a_labeller_that_alone_spends_the_budget_is_refused():
     with pytest.raises(ConfigError, match="the labeller alone spends"):
-        composed_noise_multiplier(1.0, 1e-5, 0.1, 100, earlier=[(0.5, 0.25, 300)])
-    assert math.isfinite(composed_noise_multiplier(10.0, 1e-5, 0.1, 100, earlier=[(20.0, 0.25, 300)]))
+        composed_noise_multiplier(1.0, 1e-5, 0.1, 100, earlier=[(0.5, 1.0, 1)])
+    assert math.isfinite(composed_noise_multiplier(10.0, 1e-5, 0.1, 100, earlier=[(2.0, 1.0, 1)]))
 
 
 def test_the_labeller_runs_only_for_a_dp_generator_without_public_labels():
