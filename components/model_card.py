@@ -41,7 +41,7 @@ def generator_privacy_lines(metrics: Mapping[str, float]) -> list[str]:
             if metrics.get("generator/public_pretrain_labelled", 1.0):
                 used = "images and labels (the labelled-public variant)"
             elif "generator/pseudo_label_epsilon" in metrics:
-                used = ("images without their labels, labelled by a linear classifier fitted on S with DP-SGD "
+                used = ("images without their labels, labelled by S's class centroids released with Gaussian noise "
                         f"(epsilon {metrics['generator/pseudo_label_epsilon']:.3g} on its own; "
                         f"{metrics.get('generator/pseudo_labelled_fraction', float('nan')):.0%} of the images "
                         "confident enough to be labelled, composed into the epsilon above)")

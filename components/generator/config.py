@@ -141,12 +141,12 @@ class GeneratorConfig(ConfigBase):
                                     private_only=True)
     public_labels: bool = param(
         True, "a DP generator uses the public split's labels (its denoiser's class-conditional pre-training and its "
-        "autoencoder's feature network): the labelled-public variant; false: the public images alone, the classes "
-        "learned from S under DP (measured far weaker at epsilon 10)", group="privacy", private_only=True)
+        "autoencoder's feature network): the labelled-public variant; false (the DP recipe): the public images "
+        "alone, the classes learned from S under DP", group="privacy", private_only=True)
     pseudo_label_epsilon: float = param(
-        0.0, "with public_labels=false: the epsilon of a DP classifier fitted on S that labels the public images "
-        "for the denoiser's pre-training (0: unconditional pre-training); composed with the DP-SGD so that both "
-        "together meet dp_epsilon", group="privacy", private_only=True)
+        0.0, "with public_labels=false: the epsilon of S's DP class centroids that label the public images for the "
+        "denoiser's pre-training (0: unconditional pre-training); composed with the DP-SGD so that both together "
+        "meet dp_epsilon (the DP recipe: a fifth of dp_epsilon)", group="privacy", private_only=True)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` with a one-line fix for any out-of-range value."""
@@ -272,8 +272,13 @@ DP_PRESET: dict[str, Any] = {
     "privacy": "dp", "autoencoder_data": "public", "train_steps": 1200, "batch_size": 1024, "learning_rate": 5e-4,
     "warmup_steps": 50, "denoiser_width": 256, "denoiser_depth": 3, "denoiser_dropout": 0.0, "embedding_dim": 128,
     "latent_dim": 32, "autoencoder_epochs": 24, "autoencoder_perceptual_weight": 1.0, "autoencoder_channels": (32, 64),
-    "prediction_type": "epsilon", "loss_weighting": "uniform", "public_pretrain_steps": 4000,
+    "prediction_type": "epsilon", "loss_weighting": "uniform", "public_pretrain_steps": 4000, "public_labels": False,
 }
+
+# The DP recipe's public images come without labels; S's DP class centroids label them (labeller.py), at this share
+# of dp_epsilon unless pseudo_label_epsilon is given (2 of the default 10: docs/generator.md, "Public images
+# without labels").
+LABELLER_BUDGET_SHARE = 0.2
 
 
 # The privacy mode every command line (and MLproject's generator_privacy) starts from. DP: a classifier trained on
@@ -289,8 +294,12 @@ PUBLIC_ONLY: dict[str, Any] = {"train_steps": 1, "pseudo_label_epsilon": 0.0}
 
 
 def dp_preset(**overrides: Any) -> GeneratorConfig:
-    """The DP generator's recipe (``DP_PRESET``) with ``overrides`` on top."""
-    return GeneratorConfig(**{**DP_PRESET, **overrides})
+    """The DP generator's recipe (``DP_PRESET``) with ``overrides`` on top; without public labels and without a
+    ``pseudo_label_epsilon`` of its own, the labeller gets ``LABELLER_BUDGET_SHARE`` of ``dp_epsilon``."""
+    values = {**DP_PRESET, **overrides}
+    if not values.get("public_labels", True) and "pseudo_label_epsilon" not in overrides:
+        values["pseudo_label_epsilon"] = LABELLER_BUDGET_SHARE * values.get("dp_epsilon", GeneratorConfig.dp_epsilon)
+    return GeneratorConfig(**values)
 
 
 def recipe(privacy: str = DEFAULT_PRIVACY, **overrides: Any) -> GeneratorConfig:
@@ -371,6 +380,8 @@ def tiny_config(**overrides: Any) -> GeneratorConfig:
                 autoencoder_perceptual_epochs=2, precision="fp32")
     if overrides.get("privacy") == "dp":  # the DP recipe's choices that are not sizes (tiny sizes are kept)
         base.update(autoencoder_data="public", public_pretrain_steps=10, prediction_type="epsilon",
-                    loss_weighting="uniform", denoiser_dropout=0.0)
+                    loss_weighting="uniform", denoiser_dropout=0.0, public_labels=False)
     base.update(overrides)
+    if overrides.get("privacy") == "dp" and not base["public_labels"] and "pseudo_label_epsilon" not in overrides:
+        base["pseudo_label_epsilon"] = LABELLER_BUDGET_SHARE * base.get("dp_epsilon", GeneratorConfig.dp_epsilon)
     return GeneratorConfig(**base)

@@ -158,12 +158,16 @@ def test_dp_training_reports_the_accountants_epsilon(dp_toy):
         # the rate the loader sampled at is the rate the noise was calibrated for: 1 / ceil(96 / 16)
         assert summary["dp_sample_rate"] == pytest.approx(1 / 6) == dp_sample_rate(16, 96)
         assert summary["autoencoder_images"] == 64  # the public reference split, not S
-        # an independent accountant run on the logged noise, rate and steps gives the logged epsilon
+        # an independent accountant run on the logged noise, rate and steps of both mechanisms of the recipe (the
+        # labeller of the unlabelled public images, then the DP-SGD) gives the logged epsilon
+        history = [(summary["dp_label_noise_multiplier"], summary["dp_label_sample_rate"], summary["dp_label_steps"]),
+                   (summary["dp_noise_multiplier"], summary["dp_sample_rate"], summary["dp_steps"])]
+        assert summary["pseudo_label_epsilon"] == pytest.approx(target / 5)  # the recipe's share of the budget
         prv = PRVAccountant()
-        prv.history = [(summary["dp_noise_multiplier"], summary["dp_sample_rate"], summary["dp_steps"])]
+        prv.history = history
         assert prv.get_epsilon(summary["dp_delta"]) == pytest.approx(summary["dp_epsilon"], rel=0.02)
-        rdp = RDPAccountant()  # RDP is an upper bound of the same mechanism
-        rdp.history = [(summary["dp_noise_multiplier"], summary["dp_sample_rate"], summary["dp_steps"])]
+        rdp = RDPAccountant()  # RDP is an upper bound of the same mechanisms
+        rdp.history = history
         assert rdp.get_epsilon(summary["dp_delta"]) >= summary["dp_epsilon"] * 0.98
     assert tight["dp_noise_multiplier"] > loose["dp_noise_multiplier"]  # more noise, smaller epsilon
 
@@ -203,12 +207,14 @@ def _denoiser_before_dp_sgd(dataset, config) -> dict:
 
 
 def test_the_public_pre_training_learns_from_the_reference_split_only(dp_toy):
-    # S with one training image replaced: the starting point of DP-SGD must not change (S reaches only DP-SGD)
+    # S with one training image replaced: the starting point of DP-SGD must not change (S reaches only DP-SGD;
+    # with the recipe's labeller it also reaches the pre-training's conditions through the labeller's one noisy
+    # release, accounted in epsilon: test_dp_labeller.py; here without it)
     images = dp_toy.images.copy()
     first_train = int(np.flatnonzero(dp_toy.manifest["split"].to_numpy() == "train")[0])
     images[first_train] = 255 - images[first_train]
     neighbour = replace(dp_toy, images=images)
-    config = _dp_config(train_steps=2, public_pretrain_steps=15)
+    config = _dp_config(train_steps=2, public_pretrain_steps=15, pseudo_label_epsilon=0.0)
     before = _denoiser_before_dp_sgd(dp_toy, config)
     assert all(torch.equal(v, before_neighbour) for (k, v), before_neighbour
                in zip(before.items(), _denoiser_before_dp_sgd(neighbour, config).values()))
@@ -250,8 +256,9 @@ def test_public_condition_codes_use_the_null_code_for_unknown_attribute_values()
 def test_the_dp_generators_public_learning_sees_no_record_of_s_and_no_label_unless_allowed(dp_toy, monkeypatch,
                                                                                            public_labels):
     """What the public pre-training of the denoiser and the autoencoder's feature network are given, recorded at
-    the call: public images only (never a record of S); without ``public_labels`` no label either: every condition
-    of the pre-training is the null one and the feature network learns rotations."""
+    the call: public images only (never a record of S); without ``public_labels`` no label either: the feature
+    network learns rotations and, without the DP labeller, every condition of the pre-training is the null one
+    (with it, the conditions come from S's DP centroids and no public label: test_dp_labeller.py)."""
     from fairforget.components.generator import train as train_module
     from fairforget.components.generator.autoencoder import fit_perceptual_network
 
@@ -268,7 +275,8 @@ def test_the_dp_generators_public_learning_sees_no_record_of_s_and_no_label_unle
 
     monkeypatch.setattr(train_module, "fit_denoiser", fit_denoiser)
     monkeypatch.setattr(train_module, "fit_perceptual_network", perceptual)
-    train_generator(dp_toy, config=_dp_config(train_steps=2, public_labels=public_labels), progress=False)
+    config = _dp_config(train_steps=2, public_labels=public_labels, pseudo_label_epsilon=0.0)  # no DP labeller
+    train_generator(dp_toy, config=config, progress=False)
 
     public, private = dp_toy.split("reference"), dp_toy.split("train")
     images, labels = given["perceptual"]
@@ -376,8 +384,8 @@ def test_the_model_card_says_what_a_deletion_guarantees_per_generator_mode():
                                                        "generator/public_pretrain_labelled": 0.0,
                                                        "generator/pseudo_label_epsilon": 2.0,
                                                        "generator/pseudo_labelled_fraction": 0.61}))
-    assert ("images without their labels, labelled by a linear classifier fitted on S with DP-SGD (epsilon 2 on its "
-            "own; 61% of the images") in labelled_by_s and "composed into the epsilon above" in labelled_by_s
+    assert ("images without their labels, labelled by S's class centroids released with Gaussian noise "
+            "(epsilon 2 on its own; 61% of the images") in labelled_by_s and "composed into the epsilon above" in labelled_by_s
     assert generator_tags(private) == {"generator_privacy": "dp", "generator_dp_epsilon": "9.97",
                                        "generator_dp_delta": "0.00025", "generator_mia_auc": "0.51",
                                        "generator_mia_auc_bound": "0.53"}
