@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"{row['precision_kept']:.3f}")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        command = " ".join(["python -m experiments.choose_labeller", *(argv if argv is not None else [])])
+        command = (f"python -m experiments.choose_labeller --components {' '.join(map(str, args.components))} "
+                   f"--epsilons {' '.join(f'{e:g}' for e in args.epsilons)} --repeats {args.repeats} --seed {args.seed}")
         args.output.write_text(json.dumps({"command": command, "stand_in_records": stand_in,
                                            "scored_records": scored, "rows": rows}, indent=1) + "\n")
     return rows

@@ -60,8 +60,10 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK_DIR = ROOT / "results"  # + <dataset>/ (+ -<generator mode> for a generator other than the default)
 # the generator a study's pipeline trains: its privacy mode and what differs from that mode's recipe. "public-only"
 # is the DP recipe without S (``PUBLIC_ONLY``: one DP step, no DP labeller): what the generator draws from the public
-# pre-training alone, the control that shows whether S matters (experiments.bench_dp_generator's variant of that name)
+# pre-training alone, the control that shows whether S matters (experiments.bench_dp_generator's variant of that
+# name); "dp-public-labels" the DP recipe pre-trained on the public split's labels (the labelled-public variant)
 GENERATOR_MODES: dict[str, tuple[str, dict]] = {"none": ("none", {}), "dp": ("dp", {}),
+                                                "dp-public-labels": ("dp", {"public_labels": True}),
                                                 "public-only": ("dp", PUBLIC_ONLY)}
 RESULTS_DIR = ROOT / "docs" / "results"
 SHOWN_ATTACKS = ("mloss", "mmean", "moments", "rmia")

@@ -367,8 +367,10 @@ def section_certification(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-GENERATOR_MODE_ORDER = ("none", "dp", "public-only")  # experiments.study's --generator choices, in table order
-MODE_NAMES = {"none": "non-private", "dp": "DP", "public-only": "public-only (the DP recipe without S)"}
+# experiments.study's --generator choices, in table order
+GENERATOR_MODE_ORDER = ("none", "dp-public-labels", "dp", "public-only")
+MODE_NAMES = {"none": "non-private", "dp": "DP", "dp-public-labels": "DP with the public split's labels",
+              "public-only": "public-only (the DP recipe without S)"}
 
 
 def default_generator_mode() -> str:
@@ -390,11 +392,20 @@ def mode_folder(results_dir: Path, mode: str) -> Path:
 
 
 def generator_mode(config: dict) -> str:
-    """``none``, ``dp`` or ``public-only`` (the DP recipe with one DP step on S): experiments.study's --generator."""
+    """``none``, ``dp``, ``dp-public-labels`` (pre-trained on the public split's labels, the DP recipe before its
+    public images went unlabelled) or ``public-only`` (one DP step on S): experiments.study's --generator."""
     generator = config["generator"]
     if generator.get("privacy", "none") != "dp":
         return "none"
-    return "public-only" if generator.get("train_steps") == 1 else "dp"
+    if generator.get("train_steps") == 1:
+        return "public-only"
+    return "dp-public-labels" if generator.get("public_labels", True) else "dp"
+
+
+def public_labels_used(config: dict) -> bool:
+    """Whether a DP study's generator was pre-trained on the public split's labels (every study before the DP
+    recipe's public images went unlabelled)."""
+    return config["generator"].get("privacy") == "dp" and config["generator"].get("public_labels", True)
 
 
 def generator_mode_row(record: dict) -> list[str]:
@@ -416,6 +427,8 @@ def generator_mode_row(record: dict) -> list[str]:
     epsilon = generator.get("generator/dp_epsilon")
     mode = generator_mode(record["config"])
     label = f"{mode} (epsilon {epsilon:.2f})" if epsilon is not None and mode != "none" else mode
+    if mode == "public-only" and public_labels_used(record["config"]):
+        label += ", labelled public images"
     gate = record.get("summary", {}).get("gate", "n/a")
     return [str(record["seed"]), label, forgotten, audit, fmt([last.get("acc/test")]),
             fmt([last.get(f"acc/{minority}")]), fmt([last.get("acc/worst_class")]),
