@@ -296,10 +296,15 @@ PUBLIC_ONLY: dict[str, Any] = {"train_steps": 1, "pseudo_label_epsilon": 0.0}
 def dp_preset(**overrides: Any) -> GeneratorConfig:
     """The DP generator's recipe (``DP_PRESET``) with ``overrides`` on top; without public labels and without a
     ``pseudo_label_epsilon`` of its own, the labeller gets ``LABELLER_BUDGET_SHARE`` of ``dp_epsilon``."""
-    values = {**DP_PRESET, **overrides}
+    return GeneratorConfig(**with_labeller_share({**DP_PRESET, **overrides}, overrides))
+
+
+def with_labeller_share(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a DP config's fields) with ``pseudo_label_epsilon`` = ``LABELLER_BUDGET_SHARE`` of their
+    ``dp_epsilon`` when the public images are unlabelled and ``overrides`` do not set it."""
     if not values.get("public_labels", True) and "pseudo_label_epsilon" not in overrides:
         values["pseudo_label_epsilon"] = LABELLER_BUDGET_SHARE * values.get("dp_epsilon", GeneratorConfig.dp_epsilon)
-    return GeneratorConfig(**values)
+    return values
 
 
 def recipe(privacy: str = DEFAULT_PRIVACY, **overrides: Any) -> GeneratorConfig:
@@ -382,6 +387,6 @@ def tiny_config(**overrides: Any) -> GeneratorConfig:
         base.update(autoencoder_data="public", public_pretrain_steps=10, prediction_type="epsilon",
                     loss_weighting="uniform", denoiser_dropout=0.0, public_labels=False)
     base.update(overrides)
-    if overrides.get("privacy") == "dp" and not base["public_labels"] and "pseudo_label_epsilon" not in overrides:
-        base["pseudo_label_epsilon"] = LABELLER_BUDGET_SHARE * base.get("dp_epsilon", GeneratorConfig.dp_epsilon)
+    if overrides.get("privacy") == "dp":
+        base = with_labeller_share(base, overrides)
     return GeneratorConfig(**base)
