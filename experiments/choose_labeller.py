@@ -33,7 +33,7 @@ def choose(dataset, design: dict[str, int], components: list[int], epsilons: lis
 
     from fairforget.components.generator.autoencoder import fit_perceptual_network
     from fairforget.components.generator.labeller import (PSEUDO_LABEL_CONFIDENCE, fit_dp_labeller, image_features,
-                                                          labeller_noise_multiplier)
+                                                          labeller_noise_multiplier, public_whitening)
     from fairforget.components.generator.train import public_images
 
     public = public_images(dataset)
@@ -49,9 +49,10 @@ def choose(dataset, design: dict[str, int], components: list[int], epsilons: lis
         sigma = labeller_noise_multiplier(epsilon, 1e-5)
         for k in components:
             scores = []
+            whitening = public_whitening(features[half_b], k)  # one SVD per dimension, not one per noise draw
             for repeat in range(repeats):
                 labeller = fit_dp_labeller(features[stand_in], labels[stand_in], features[half_b],
-                                           dataset.num_classes, sigma, repeat, components=k)
+                                           dataset.num_classes, sigma, repeat, components=k, whitening=whitening)
                 probabilities = labeller.probabilities(features[half_b])
                 predicted = probabilities.argmax(axis=1)
                 kept = probabilities.max(axis=1) >= PSEUDO_LABEL_CONFIDENCE

@@ -115,11 +115,14 @@ def image_features(trunk: torch.nn.Module, images: np.ndarray, batch_size: int =
 
 def fit_dp_labeller(private_features: np.ndarray, private_labels: np.ndarray, public_features: np.ndarray,
                     num_classes: int, noise_multiplier: float, seed: int,
-                    components: int = LABELLER_COMPONENTS) -> DPLabeller:
+                    components: int = LABELLER_COMPONENTS,
+                    whitening: tuple[np.ndarray, np.ndarray] | None = None) -> DPLabeller:
     """The DP class centroids of S's features (n, F) and labels (n,) in the ``components``-dimensional whitening of
-    the public features (m, F) (module docstring). Deterministic given ``seed``. One record changes the released
-    table by at most ``RECORD_SENSITIVITY`` and the noise's standard deviation is ``noise_multiplier`` times that."""
-    mean, projection = public_whitening(public_features, components)
+    the public features (m, F) (module docstring; ``whitening``: that whitening already computed by
+    ``public_whitening``, for callers that fit several labellers on the same public features). Deterministic given
+    ``seed``. One record changes the released table by at most ``RECORD_SENSITIVITY`` and the noise's standard
+    deviation is ``noise_multiplier`` times that."""
+    mean, projection = whitening if whitening is not None else public_whitening(public_features, components)
     k = projection.shape[1]
     clip_norm = math.sqrt(k)  # a public image's expected squared norm is k in the whitening
     table = class_table((private_features - mean) @ projection, private_labels, num_classes, clip_norm)
