@@ -61,10 +61,13 @@ WORK_DIR = ROOT / "results"  # + <dataset>/ (+ -<generator mode> for a generator
 # the generator a study's pipeline trains: its privacy mode and what differs from that mode's recipe. "public-only"
 # is the DP recipe without S (``PUBLIC_ONLY``: one DP step, no DP labeller): what the generator draws from the public
 # pre-training alone, the control that shows whether S matters (experiments.bench_dp_generator's variant of that
-# name); "dp-public-labels" the DP recipe pre-trained on the public split's labels (the labelled-public variant)
+# name); "dp-public-labels" the DP recipe pre-trained on the public split's labels (the labelled-public variant) and
+# "public-only-public-labels" that variant's public-only control
 GENERATOR_MODES: dict[str, tuple[str, dict]] = {"none": ("none", {}), "dp": ("dp", {}),
                                                 "dp-public-labels": ("dp", {"public_labels": True}),
-                                                "public-only": ("dp", PUBLIC_ONLY)}
+                                                "public-only": ("dp", PUBLIC_ONLY),
+                                                "public-only-public-labels": ("dp", {**PUBLIC_ONLY,
+                                                                                     "public_labels": True})}
 RESULTS_DIR = ROOT / "docs" / "results"
 SHOWN_ATTACKS = ("mloss", "mmean", "moments", "rmia")
 SHOWN_METRICS = ("success", "auc", "tpr_at_1pct_fpr")

@@ -368,9 +368,10 @@ def section_certification(records: list[dict]) -> str:
 
 
 # experiments.study's --generator choices, in table order
-GENERATOR_MODE_ORDER = ("none", "dp-public-labels", "dp", "public-only")
+GENERATOR_MODE_ORDER = ("none", "dp-public-labels", "public-only-public-labels", "dp", "public-only")
 MODE_NAMES = {"none": "non-private", "dp": "DP", "dp-public-labels": "DP with the public split's labels",
-              "public-only": "public-only (the DP recipe without S)"}
+              "public-only": "public-only (the DP recipe without S)",
+              "public-only-public-labels": "public-only with the public split's labels"}
 
 
 def default_generator_mode() -> str:
@@ -393,13 +394,13 @@ def mode_folder(results_dir: Path, mode: str) -> Path:
 
 def generator_mode(config: dict) -> str:
     """``none``, ``dp``, ``dp-public-labels`` (pre-trained on the public split's labels, the DP recipe before its
-    public images went unlabelled) or ``public-only`` (one DP step on S): experiments.study's --generator."""
+    public images went unlabelled), ``public-only`` (one DP step on S) or ``public-only-public-labels``:
+    experiments.study's --generator."""
     generator = config["generator"]
     if generator.get("privacy", "none") != "dp":
         return "none"
-    if generator.get("train_steps") == 1:
-        return "public-only"
-    return "dp-public-labels" if generator.get("public_labels", True) else "dp"
+    labelled = "-public-labels" if public_labels_used(config) else ""
+    return ("public-only" if generator.get("train_steps") == 1 else "dp") + labelled
 
 
 def public_labels_used(config: dict) -> bool:
@@ -427,8 +428,6 @@ def generator_mode_row(record: dict) -> list[str]:
     epsilon = generator.get("generator/dp_epsilon")
     mode = generator_mode(record["config"])
     label = f"{mode} (epsilon {epsilon:.2f})" if epsilon is not None and mode != "none" else mode
-    if mode == "public-only" and public_labels_used(record["config"]):
-        label += ", labelled public images"
     gate = record.get("summary", {}).get("gate", "n/a")
     return [str(record["seed"]), label, forgotten, audit, fmt([last.get("acc/test")]),
             fmt([last.get(f"acc/{minority}")]), fmt([last.get("acc/worst_class")]),

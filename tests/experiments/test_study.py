@@ -212,20 +212,22 @@ def test_the_generator_channel_section_compares_each_seed_under_each_generator_m
     assert study_config(0, tmp_path, 5, 0.2, generator="public-only").generator.train_steps == 1
     assert study_config(0, tmp_path, 5, 0.2, generator="dp-public-labels").generator.public_labels
     assert not study_config(0, tmp_path, 5, 0.2).generator.public_labels  # the recipe's public images: unlabelled
-    assert set(GENERATOR_MODES) == {"none", "dp", "dp-public-labels", "public-only"}
+    assert study_config(0, tmp_path, 5, 0.2, generator="public-only-public-labels").generator.public_labels
+    assert set(GENERATOR_MODES) == {"none", "dp", "dp-public-labels", "public-only", "public-only-public-labels"}
     assert mode_folder(tmp_path, "dp") == tmp_path and mode_folder(tmp_path, "none") == tmp_path / "privacy-none"
     for mode, certified, auc_high in (("none", 0.0, 0.54), ("dp-public-labels", 1.0, 0.52),
-                                      ("public-only", 1.0, 0.52)):
+                                      ("public-only-public-labels", 1.0, 0.52), ("public-only", 1.0, 0.52)):
         folder = mode_folder(tmp_path, mode)
         folder.mkdir()
         (folder / "seed-0.json").write_text(json.dumps(record(0, mode, certified, auc_high), default=str))
     section = section_generator_modes([record(0, "dp", 1.0, 0.52)], tmp_path)
     lines = [line for line in section.splitlines() if line.startswith("| 0 |")]
-    assert [line.split(" | ")[1] for line in lines] == ["none", "dp-public-labels (epsilon 9.99)", "dp (epsilon 9.99)",
-                                                        "public-only (epsilon 9.99)"]
+    assert [line.split(" | ")[1] for line in lines] == ["none", "dp-public-labels (epsilon 9.99)",
+                                                        "public-only-public-labels (epsilon 9.99)",
+                                                        "dp (epsilon 9.99)", "public-only (epsilon 9.99)"]
     assert "not certified (AUC <= 0.540, TPR <= 0.012; 3960 audited)" in lines[0]
-    assert "**certified** (AUC <= 0.520" in lines[2]
-    assert "0.510 [0.490, 0.530]" in lines[2] and lines[2].endswith("| passed |")
+    assert "**certified** (AUC <= 0.520" in lines[3]
+    assert "0.510 [0.490, 0.530]" in lines[3] and lines[3].endswith("| passed |")
     assert "`python -m experiments.study --generator none`" in section
     # the non-private study's own page points at the comparison instead of repeating it
     assert "docs/results.md, section 4c" in section_generator_modes([record(0, "none", 0.0, 0.54)], tmp_path)
