@@ -159,7 +159,7 @@ def configure_logging() -> None:
     visible off a terminal: ``components.progress``); third-party chatter at WARNING."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    for noisy in ("great_expectations", "alembic", "urllib3", "mlflow"):
+    for noisy in ("great_expectations", "alembic", "urllib3", "mlflow", "onnx_ir", "onnxscript"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
