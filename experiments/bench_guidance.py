@@ -8,12 +8,14 @@ figure is also printed as a ratio to it.
     python -m experiments.bench_guidance --generator-dir DIR --scales 1 2 3 4 5 [--output sweep.json]
     python -m experiments.bench_guidance --generator-dir DIR --scales 3 --per-class 2:Shirt=5,Pullover=4
     python -m experiments.bench_guidance --generator-dir DIR --scales 3 3.5 --intervals 0,inf 0,5.9 0,4.5
+    python -m experiments.bench_guidance --generator-dir DIR --scales 1.5 2 3 --public-evaluation
 
 DIR: a saved generator, e.g. the ``generator`` artifact of a ``train_generator`` run. ``--per-class
 BASE:CLASS=SCALE,...`` adds a column of per-class guidance: BASE for every class not named. ``--intervals LO,HI
 ...`` judges every scale once per guidance interval (the noise levels of the guided sampling steps,
 ``GeneratorConfig.guidance_interval``; ``0,inf``: every step); the baseline is the generator's own scale and
-interval.
+interval. ``--public-evaluation`` scores every figure on public images only (``public_evaluation``), so a scale
+chosen from it is chosen on public data.
 """
 
 from __future__ import annotations
@@ -39,6 +41,24 @@ def parse_per_class(text: str, class_names) -> dict[str, float]:
             raise ValueError(f"--per-class names unknown class {name!r}; the classes: {', '.join(class_names)}")
         scales[name] = float(value)
     return scales
+
+
+def public_evaluation(dataset, seed: int = 0):
+    """``dataset`` for judging a generator on public images only: its ``reference`` split cut into two random halves
+    (``seed``), the first kept as ``reference`` (the judge learns from it) and the second made the ``test`` split
+    (conditional accuracy's judge aside, CAS, FID, KID and diversity are scored there); its own test and audit rows
+    are left out. ``train`` (S) stays: the drawn conditions' class mix and the CAS ratio's real-image baseline come
+    from it, while the figures a choice reads (conditional accuracy, CAS, FID) see no private or test image."""
+    import numpy as np
+
+    reference = np.flatnonzero(dataset.manifest["split"].to_numpy() == "reference")
+    scored = np.random.default_rng(seed).permutation(reference)[: len(reference) // 2]
+    manifest = dataset.manifest.copy()
+    manifest.loc[manifest["split"].isin(["test", "audit"]), "split"] = "unused"
+    manifest.loc[scored, "split"] = "test"
+    view = dataset.select(manifest["split"].to_numpy() != "unused")
+    view.manifest["split"] = manifest.loc[manifest["split"] != "unused", "split"].to_numpy()
+    return view
 
 
 def sweep(generator, dataset, scales, quality_config=None, judge=None) -> dict:
@@ -104,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="per-class guidance columns, e.g. 2:Shirt=5,Pullover=4")
     parser.add_argument("--intervals", type=interval_arg, nargs="+", default=None, metavar="LO,HI",
                         help="guidance intervals to cross with the scales (default: the generator's own)")
+    parser.add_argument("--public-evaluation", action="store_true",
+                        help="judge on the public reference split alone (half trains the judge, half is scored)")
     parser.add_argument("--output", default="", help="write the figures here as JSON")
     args = parser.parse_args(argv)
 
@@ -111,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     from fairforget.components.generator import load_generator
 
     dataset = load_dataset(args.data_dir)
+    dataset = public_evaluation(dataset) if args.public_evaluation else dataset
     generator = load_generator(args.generator_dir, device="cpu")
     baseline = generator.config.guidance_scale
     scales = sorted(set(args.scales) | {baseline})
@@ -140,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         target = Path(args.output)
         tmp = target.with_suffix(target.suffix + ".tmp")
         tmp.write_text(json.dumps({"generator_dir": args.generator_dir, "baseline_scale": baseline,
+                                   "public_evaluation": args.public_evaluation,
                                    "rows": {str(k): v for k, v in rows.items()}}, indent=1))
         tmp.replace(target)
     return rows

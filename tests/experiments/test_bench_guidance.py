@@ -88,3 +88,22 @@ def test_each_interval_column_samples_with_its_interval_and_the_own_interval_kee
     half = len(used) // 2
     assert used == [(0.0, float("inf"))] * half + [(0.0, 4.5)] * half
     assert generator.config.guidance_interval == (0.0, float("inf"))  # the generator itself is left as it was
+
+
+def test_the_public_evaluation_scores_on_public_images_only():
+    """``--public-evaluation``: the judge's images and the scored images are disjoint halves of the public reference
+    split; no test or audit image remains, and S (train) is untouched."""
+    from experiments.bench_guidance import public_evaluation
+
+    dataset = make_toy_dataset()
+    view = public_evaluation(dataset, seed=0)
+    ids = {name: set(dataset.split(name).ids) for name in ("train", "test", "audit", "reference")}
+    judged, scored = set(view.split("reference").ids), set(view.split("test").ids)
+    assert judged and scored and not judged & scored
+    assert judged | scored == ids["reference"]
+    assert set(view.split("train").ids) == ids["train"]
+    assert not set(view.ids) & (ids["test"] | ids["audit"])
+    # rows keep their images
+    position = {i: k for k, i in enumerate(dataset.ids)}
+    for row, sample_id in enumerate(view.ids):
+        assert np.array_equal(view.images[row], dataset.images[position[sample_id]])
