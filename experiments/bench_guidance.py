@@ -51,13 +51,12 @@ def public_evaluation(dataset, seed: int = 0):
     from it, while the figures a choice reads (conditional accuracy, CAS, FID) see no private or test image."""
     import numpy as np
 
-    reference = np.flatnonzero(dataset.manifest["split"].to_numpy() == "reference")
-    scored = np.random.default_rng(seed).permutation(reference)[: len(reference) // 2]
-    manifest = dataset.manifest.copy()
-    manifest.loc[manifest["split"].isin(["test", "audit"]), "split"] = "unused"
-    manifest.loc[scored, "split"] = "test"
-    view = dataset.select(manifest["split"].to_numpy() != "unused")
-    view.manifest["split"] = manifest.loc[manifest["split"] != "unused", "split"].to_numpy()
+    split = dataset.manifest["split"].to_numpy().copy()
+    keep = ~np.isin(split, ["test", "audit"])
+    reference = np.flatnonzero(split == "reference")
+    split[np.random.default_rng(seed).permutation(reference)[: len(reference) // 2]] = "test"
+    view = dataset.select(keep)
+    view.manifest["split"] = split[keep]
     return view
 
 
