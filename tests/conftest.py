@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,7 +18,9 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # the gate's signing key (components/approval.py) of this test session, not the user's
-os.environ["FAIRFORGET_GATE_KEY_FILE"] = os.path.join(tempfile.mkdtemp(prefix="fairforget-test-key-"), "gate.key")
+GATE_KEY_DIR = tempfile.mkdtemp(prefix="fairforget-test-key-")
+atexit.register(shutil.rmtree, GATE_KEY_DIR, ignore_errors=True)
+os.environ["FAIRFORGET_GATE_KEY_FILE"] = os.path.join(GATE_KEY_DIR, "gate.key")
 
 
 def pytest_collection_modifyitems(config, items):

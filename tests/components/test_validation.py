@@ -1,13 +1,22 @@
+import tempfile
+
 import numpy as np
 import pytest
 
 from fairforget.components.dataset import DataError, make_toy_dataset
-from fairforget.components.validation import validate_dataset
+from fairforget.components.validation import validate_dataset as validate_into
 
 PRIOR = {"superclass": {"big": 0.5, "small": 0.5}}
 
 
-def test_clean_but_biased_data_passes_integrity_and_fails_balance_as_a_finding():
+@pytest.fixture
+def validate_dataset(tmp_path):
+    """``validate_dataset`` with its GX project under the test's own folder (without ``docs_root`` the caller owns
+    and removes a temporary folder)."""
+    return lambda *args, **kwargs: validate_into(*args, docs_root=tempfile.mkdtemp(dir=tmp_path), **kwargs)
+
+
+def test_clean_but_biased_data_passes_integrity_and_fails_balance_as_a_finding(validate_dataset):
     ds = make_toy_dataset()  # train is 48 big / 16 small: 75/25
     result = validate_dataset(ds, PRIOR, rho=0.01, expected_sizes={"train": 64, "test": 32})
     assert result.integrity_ok
@@ -19,7 +28,7 @@ def test_clean_but_biased_data_passes_integrity_and_fails_balance_as_a_finding()
     assert result.docs_dir is not None and (result.docs_dir / "index.html").is_file()
 
 
-def test_balanced_data_passes_balance():
+def test_balanced_data_passes_balance(validate_dataset):
     ds = make_toy_dataset(per_class_train=(10, 10, 10, 10))
     assert validate_dataset(ds, PRIOR, rho=0.01).balanced
 
@@ -32,7 +41,7 @@ def test_balanced_data_passes_balance():
     (lambda ds: ds.manifest.loc.__setitem__((0, "origin"), None), "expect_column_values_to_not_be_null"),
     (lambda ds: ds.images.__setitem__(0, 0), "expect_column_values_to_be_between"),
 ])
-def test_broken_manifests_and_images_fail_integrity(break_it, expectation):
+def test_broken_manifests_and_images_fail_integrity(break_it, expectation, validate_dataset):
     ds = make_toy_dataset()
     break_it(ds)
     result = validate_dataset(ds, PRIOR, rho=0.01)
@@ -42,12 +51,12 @@ def test_broken_manifests_and_images_fail_integrity(break_it, expectation):
         result.raise_for_integrity()
 
 
-def test_wrong_split_sizes_and_image_shape_fail_integrity():
+def test_wrong_split_sizes_and_image_shape_fail_integrity(validate_dataset):
     ds = make_toy_dataset()
     assert not validate_dataset(ds, PRIOR, rho=0.01, expected_sizes={"train": 999}).integrity_ok
     assert not validate_dataset(ds, PRIOR, rho=0.01, image_shape=(28, 28, 1)).integrity_ok
 
 
-def test_rho_must_be_positive():
+def test_rho_must_be_positive(validate_dataset):
     with pytest.raises(ValueError, match="rho must be positive"):
         validate_dataset(make_toy_dataset(), PRIOR, rho=0)
