@@ -110,12 +110,16 @@ def start_ray(ray_address: str | None = None, num_cpus: int | None = None) -> An
 
     if ray.is_initialized():
         return ray
+    import atexit
+    import shutil
     import tempfile
 
     from fairforget.components.packaging import package_tree
 
-    # the package as one folder (components/ inside fairforget/), shipped to the workers; kept for the session
-    runtime_env = {"py_modules": [str(package_tree(tempfile.mkdtemp(prefix="fairforget-ray-")))]}
+    # the package as one folder (components/ inside fairforget/), shipped to the workers; kept for the process
+    scratch = tempfile.mkdtemp(prefix="fairforget-ray-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    runtime_env = {"py_modules": [str(package_tree(scratch))]}
     if ray_address:
         ray.init(address=ray_address, runtime_env=runtime_env, log_to_driver=False)
     else:
