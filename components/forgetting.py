@@ -305,7 +305,7 @@ class ForgettingLoop:
                  target: TargetDistribution, test: Dataset, non_members: Dataset, references: Sequence = (),
                  canaries: CanarySet | None = None, generator_canaries: Sequence[str] = (),
                  config: LoopConfig | None = None,
-                 audit_config: AuditConfig | None = None, guidance_scale: float = 3.0, augment_seed: int = 0,
+                 audit_config: AuditConfig | None = None, guidance_scale: float | None = None, augment_seed: int = 0,
                  tolerance: Tolerance | None = None) -> None:
         self.sisa, self.original_train, self.synthetic, self.generator = sisa, original_train, synthetic, generator
         # the references never change during a run: every audit re-reads their answers instead of re-querying

@@ -204,11 +204,11 @@ def run(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--force", type=str2bool, default=False, help="accept a generator of another data version")
     add_generator_arguments(parser)
     args = parser.parse_args(argv)
-    config = AugmentConfig(rho=args.rho, step_size=args.step_size, round_size=args.round_size,
-                           max_rounds=args.max_rounds, guidance_scale=args.guidance_scale, seed=args.seed)
-    config.validate()  # before any expensive work
     generator_config = generator_config_from_args(args)
-    generator_config.validate()
+    generator_config.validate()  # before any expensive work
+    config = AugmentConfig(rho=args.rho, step_size=args.step_size, round_size=args.round_size,
+                           max_rounds=args.max_rounds, guidance_scale=generator_config.guidance_scale, seed=args.seed)
+    config.validate()
     check_output_dir(args.output_dir, args.data_dir)
     if args.dvc_add:
         check_dvc_repository(Path(args.output_dir).resolve().parent)

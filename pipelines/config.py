@@ -186,10 +186,10 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         aggregation=args.aggregation, max_deletion_fraction=args.max_deletion_fraction, executor=args.executor,
         ray_address=args.ray_address or None, seed=args.seed)
     balance = balance_config_from_args(args)
+    generator = generator_config_from_options(args, GENERATOR_OPTIONS, seed=args.seed)
     return PipelineConfig(
-        data=data_config_from_args(args), balance=balance,
-        generator=generator_config_from_options(args, GENERATOR_OPTIONS, seed=args.seed),
-        augment=AugmentConfig(rho=balance.rho, guidance_scale=args.guidance_scale, seed=args.seed),
+        data=data_config_from_args(args), balance=balance, generator=generator,
+        augment=AugmentConfig(rho=balance.rho, guidance_scale=generator.guidance_scale, seed=args.seed),
         sisa=sisa,
         audit=dataclasses.replace(AuditConfig(), attacks=tuple(a.strip() for a in args.attacks.split(",")
                                                                if a.strip()), seed=args.seed),

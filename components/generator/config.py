@@ -267,12 +267,14 @@ class GeneratorConfig(ConfigBase):
 # The DP recipe: DP-SGD wants large batches (the noise is per step) and a smaller denoiser (the noise is per
 # parameter); the autoencoder learns the public reference split only, which is larger than S; the denoiser is
 # pre-trained there (plain batch size and learning rate) before DP-SGD fine-tunes it on S (Ghalebikesabi et al.
-# 2023). Chosen on the data the docs name (docs/generator.md, "Privacy of the generator").
+# 2023). Chosen on the data the docs name (docs/generator.md, "Privacy of the generator"); the sampling guidance on
+# the public split alone (``experiments.bench_guidance --public-evaluation``; docs/generator.md, "Guidance").
 DP_PRESET: dict[str, Any] = {
     "privacy": "dp", "autoencoder_data": "public", "train_steps": 1200, "batch_size": 1024, "learning_rate": 5e-4,
     "warmup_steps": 50, "denoiser_width": 256, "denoiser_depth": 3, "denoiser_dropout": 0.0, "embedding_dim": 128,
     "latent_dim": 32, "autoencoder_epochs": 24, "autoencoder_perceptual_weight": 1.0, "autoencoder_channels": (32, 64),
     "prediction_type": "epsilon", "loss_weighting": "uniform", "public_pretrain_steps": 4000, "public_labels": False,
+    "guidance_scale": 2.0,
 }
 
 # The DP recipe's public images come without labels; S's DP class centroids label them (labeller.py), at this share

@@ -205,3 +205,20 @@ def test_a_dp_command_line_starts_from_the_dp_preset_and_an_option_given_changes
     tuned = generator("--generator-privacy", "dp", "--generator-latent-dim", "16", "--seed", "3")
     assert (tuned.latent_dim, tuned.train_steps, tuned.seed) == (16, dp_preset().train_steps, 3)
     assert generator("--generator-steps", "10").train_steps == 10
+
+
+def test_the_guidance_that_samples_replacements_is_the_recipes_unless_given():
+    """Algorithms 1 and 2 sample with the generator's guidance: the DP recipe's 2 (chosen on public images,
+    docs/generator.md), the plain recipe's 3, or the one given (a fixed 3 once ignored the recipe)."""
+    from fairforget.components.generator.config import GeneratorConfig, dp_preset
+    from fairforget.pipelines.config import build_parser, config_from_args
+
+    def guidance(*argv):
+        config = config_from_args(build_parser().parse_args(list(argv)))
+        assert config.augment.guidance_scale == config.generator.guidance_scale
+        return config.augment.guidance_scale
+
+    assert dp_preset().guidance_scale != GeneratorConfig().guidance_scale
+    assert guidance() == dp_preset().guidance_scale == 2.0
+    assert guidance("--generator-privacy", "none") == GeneratorConfig().guidance_scale == 3.0
+    assert guidance("--guidance-scale", "1.5") == guidance("--generator-privacy", "none", "--guidance-scale", "1.5") == 1.5
