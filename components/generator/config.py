@@ -268,7 +268,8 @@ class GeneratorConfig(ConfigBase):
 # parameter); the autoencoder learns the public reference split only, which is larger than S; the denoiser is
 # pre-trained there (plain batch size and learning rate) before DP-SGD fine-tunes it on S (Ghalebikesabi et al.
 # 2023). Chosen on the data the docs name (docs/generator.md, "Privacy of the generator"); the sampling guidance on
-# the public split alone (``experiments.bench_guidance --public-evaluation``; docs/generator.md, "Guidance").
+# the public split alone (``experiments.bench_guidance --public-evaluation``; docs/generator.md, "Guidance of the DP
+# recipe").
 DP_PRESET: dict[str, Any] = {
     "privacy": "dp", "autoencoder_data": "public", "train_steps": 1200, "batch_size": 1024, "learning_rate": 5e-4,
     "warmup_steps": 50, "denoiser_width": 256, "denoiser_depth": 3, "denoiser_dropout": 0.0, "embedding_dim": 128,
