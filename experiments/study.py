@@ -47,6 +47,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -228,13 +229,15 @@ def copy_figures(run_id: str, generator_run_id: str, destination: Path) -> None:
     import mlflow
 
     destination.mkdir(parents=True, exist_ok=True)
-    for run, path in [(run_id, p) for p in PIPELINE_FIGURES] + [(generator_run_id, "generator/sample_grid.png")]:
-        try:
-            local = mlflow.artifacts.download_artifacts(run_id=run, artifact_path=path)
-        except Exception as error:  # a figure missing from an older run is reported, not fatal
-            print(f"figure {path} of run {run} not found: {error}", flush=True)
-            continue
-        shutil.copy2(local, destination / Path(path).name)
+    figures = [(run_id, p) for p in PIPELINE_FIGURES] + [(generator_run_id, "generator/sample_grid.png")]
+    with tempfile.TemporaryDirectory(prefix="study-figures-") as scratch:  # without dst_path mlflow leaves a folder
+        for run, path in figures:
+            try:
+                local = mlflow.artifacts.download_artifacts(run_id=run, artifact_path=path, dst_path=scratch)
+            except Exception as error:  # a figure missing from an older run is reported, not fatal
+                print(f"figure {path} of run {run} not found: {error}", flush=True)
+                continue
+            shutil.copy2(local, destination / Path(path).name)
 
 
 def run_seed(seed: int, iterations: int, forget_rate: float, work_dir: Path = WORK_DIR,

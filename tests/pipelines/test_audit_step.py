@@ -61,7 +61,8 @@ def test_audit_step_logs_metrics_figures_and_tags_the_version(tracking_uri, tmp_
     assert "mia/forgotten/rmia/auc" in runs.columns.str.replace("metrics.", "").tolist()
     artifacts = {f.path for f in client.list_artifacts(run_id, "audit")}
     assert {"audit/roc_all.png", "audit/roc_forgotten.png", "audit/mia_table.csv", "audit/summary.txt"} <= artifacts
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="audit/mia_table.csv"))
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="audit/mia_table.csv",
+                                                            dst_path=str(tmp_path)))
     assert len(table) == 3 * len(AuditConfig().attacks)
 
     tags = client.get_model_version("toy-classifier", version).tags
