@@ -770,8 +770,20 @@ def recipe(config: dict) -> str:
 
 # the page --------------------------------------------------------------------------------------------------
 def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
+    """Write ``page`` (temporary file, then rename) and its figures (``<folder>/figures/``) from the study in
+    ``folder``; returns ``page``."""
+    text = render_report(folder, page, folder / "figures")
+    tmp = page.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(page)
+    return page
+
+
+def render_report(folder: Path, page: Path, figures: Path) -> str:
+    """The text of the study page of ``folder`` as it reads at ``page``: its figure links point at
+    ``<folder>/figures/`` relative to ``page``, the figures themselves are drawn into ``figures`` (the same folder
+    for ``write_report``; elsewhere to check a committed page without touching it)."""
     records = load_records(folder)
-    figures = folder / "figures"
     seeds = [r["seed"] for r in records]
     machine = records[0]["machine"]
     hardware = f"GPU {machine['gpu']}" if machine.get("gpu") else f"{machine['cpus']} CPU cores, no GPU"
@@ -803,13 +815,9 @@ def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
         sections.append(notes.read_text())
     text = "\n".join(sections).rstrip() + "\n"
     # figure links relative to where the page lives; the per-seed figures of the first seed
-    prefix = Path(os.path.relpath(figures, page.parent)).as_posix()
+    prefix = Path(os.path.relpath(folder / "figures", page.parent)).as_posix()
     text = text.replace("](results/figures/seed-0/", f"]({prefix}/seed-{records[0]['seed']}/")
-    text = text.replace("](results/figures/", f"]({prefix}/")
-    tmp = page.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(page)
-    return page
+    return text.replace("](results/figures/", f"]({prefix}/")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_curve
 
 from experiments.study import BASELINES, oracle_success, study_one_config
 from fairforget.components.baselines import oversampled_training_set
-from experiments.study_report import RESULTS_DIR, interval, write_report
+from experiments.study_report import PAGE, RESULTS_DIR, interval, render_report, write_report
 from fairforget.components.dataset import make_toy_dataset
 from tests.pipelines.test_pipeline import tiny_pipeline
 
@@ -40,6 +40,16 @@ def test_student_t_interval_matches_scipy():
     low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
     mean, half = interval(values)
     assert np.isclose(mean - half, low) and np.isclose(mean + half, high)
+
+
+@pytest.mark.parametrize("folder", [RESULTS_DIR, *sorted(RESULTS_DIR.glob("privacy-*"))],
+                         ids=lambda folder: folder.name)
+def test_each_committed_results_page_is_what_its_saved_results_and_notes_write(folder, tmp_path):
+    page = PAGE if folder == RESULTS_DIR else folder / "results.md"
+    written = render_report(folder, page, tmp_path)  # figures drawn aside: the committed ones stay untouched
+    assert written == page.read_text(), (
+        f"{page} is stale against {folder}'s seed files and notes: run python -m experiments.study_report"
+        + ("" if folder == RESULTS_DIR else f" --results-dir {folder.relative_to(RESULTS_DIR.parents[1])}"))
 
 
 @pytest.mark.integration  # the whole pipeline and its baselines: `make test-all`
