@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"bench_user_folder: {images} colour photos in {scratch / 'photos'}")
         from fairforget.pipelines.config import build_parser, config_from_args
         from fairforget.pipelines.main import run_pipeline
-        from fairforget.pipelines.tracking import configure_logging
+        from fairforget.pipelines.tracking import start_process
 
-        configure_logging()  # the progress heartbeat lines, as under `mlflow run`
+        start_process()  # the progress heartbeat lines, as under `mlflow run`
 
         size = ["--image-size", str(args.image_size)] if args.image_size else []
         config = config_from_args(build_parser().parse_args(

@@ -58,6 +58,9 @@ def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
 
 
 def _start_worker(log_level: int | None, parent: int) -> None:
+    from fairforget.components.allocator import keep_freed_memory
+
+    keep_freed_memory()  # inherited with the environment when the parent set it; here for any other caller
     _configure_worker_logging(log_level)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
 

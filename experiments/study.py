@@ -354,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                "augment": {"default": None, "on": True, "off": False}[args.augmentation],
                "generator": args.generator}
     if args.one_seed is not None:
-        from fairforget.pipelines.tracking import configure_logging
+        from fairforget.pipelines.tracking import start_process
 
-        configure_logging()  # the seed's log gets timed progress lines (an hour of generator training is not silent)
+        start_process()  # the seed's log gets timed progress lines (an hour of generator training is not silent)
         run_seed(args.one_seed, args.iterations, args.forget_rate, args.work_dir.resolve(),
                  args.results_dir.resolve(), **options)
         return 0

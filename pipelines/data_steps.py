@@ -31,7 +31,7 @@ from fairforget.errors import ToolError
 from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg, optional_int_arg
 from fairforget.pipelines.tracking import (
-    configure_logging,
+    start_process,
     log_data_version,
     log_figure,
     log_json,
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("--data-dir", default="data")
     validate.add_argument("--seed", type=int_arg, default=0)
     args = parser.parse_args(argv)
-    configure_logging()
+    start_process()
     if args.step == "prepare":
         return run_cli(lambda: prepare_step(data_config_from_args(args), args.data_dir, args.outputs_dir))
     return run_cli(lambda: run_validate(balance_config_from_args(args), args.data_dir, seed=args.seed))

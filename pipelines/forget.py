@@ -80,7 +80,7 @@ from fairforget.pipelines.ledger_mirror import checked_ledger_ids, ledger_source
 from fairforget.pipelines.loop import audit_pool, build_loop, final_audit, log_outcome, publish
 from fairforget.pipelines.registry import CHAMPION, promote, registered_by_run, set_signed_tags
 from fairforget.pipelines.tracking import (
-    configure_logging,
+    start_process,
     configure_tracking,
     log_data_version,
     project_path,
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     finish.add_argument("--model-name", default="fairforget-classifier")
     finish.add_argument("--outputs-dir", default="outputs", help="where the request's journal is kept")
     args = parser.parse_args(argv)
-    configure_logging()
+    start_process()
     if args.command == "finish":
         return run_cli(lambda: finish_step(args.model_name, args.outputs_dir))
     if args.command == "forget":

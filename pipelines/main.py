@@ -70,7 +70,7 @@ from fairforget.pipelines.loop import (
     verify_exactness,
 )
 from fairforget.pipelines.tracking import (
-    configure_logging,
+    start_process,
     configure_tracking,
     log_data_version,
     log_figure,
@@ -341,7 +341,7 @@ def _data_is_current(data_dir: Path, config: DataConfig) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
+    start_process()
     return run_cli(lambda: run_pipeline(config_from_args(args), resume=args.resume))
 
 

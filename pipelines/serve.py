@@ -41,7 +41,7 @@ from mlflow.exceptions import MlflowException
 from fairforget.pipelines.cli import OneLineParser, float_arg, int_arg
 from fairforget.components.approval import gate_key, serving_problem
 from fairforget.pipelines.registry import CHAMPION
-from fairforget.pipelines.tracking import configure_tracking, configure_logging, run_cli
+from fairforget.pipelines.tracking import configure_tracking, start_process, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int_arg, default=5001)
     parser.add_argument("--poll-seconds", type=float_arg, default=10.0, help="how often the alias is resolved")
     args = parser.parse_args(argv)
-    configure_logging()
+    start_process()
 
     def run() -> None:
         configure_tracking()

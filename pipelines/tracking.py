@@ -163,6 +163,16 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def start_process() -> None:
+    """What every entry point does first: ``configure_logging()``, and glibc's allocator kept from handing freed
+    memory back at every training step, in this process and the workers it starts
+    (``components.allocator.keep_freed_memory``)."""
+    from fairforget.components.allocator import keep_freed_memory
+
+    configure_logging()
+    keep_freed_memory()
+
+
 def run_cli(action) -> int:
     """Run a step's ``action()`` for its command line: a user error (any ``FairforgetError``, or a ``ValueError``
     from argument parsing) becomes one ``error: ...`` line on stderr and exit code 2; an action returning an int

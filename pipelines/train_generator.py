@@ -39,7 +39,7 @@ from fairforget.pipelines.cli import (
     str2bool,
 )
 from fairforget.pipelines.data_steps import load_current_data
-from fairforget.pipelines.tracking import configure_tracking, log_json, configure_logging, run_cli, step_run
+from fairforget.pipelines.tracking import configure_tracking, log_json, start_process, run_cli, step_run
 
 STEP = "train_generator"
 ARTIFACT = "generator"
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--evaluate", type=str2bool, default=True)
     add_generator_arguments(parser)
     args = parser.parse_args(argv)
-    configure_logging()
+    start_process()
 
     def run() -> dict:
         config = generator_config_from_args(args)

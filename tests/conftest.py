@@ -22,6 +22,10 @@ GATE_KEY_DIR = tempfile.mkdtemp(prefix="fairforget-test-key-")
 atexit.register(shutil.rmtree, GATE_KEY_DIR, ignore_errors=True)
 os.environ["FAIRFORGET_GATE_KEY_FILE"] = os.path.join(GATE_KEY_DIR, "gate.key")
 
+from fairforget.components.allocator import keep_freed_memory  # noqa: E402 - after the environment above
+
+keep_freed_memory()  # as every entry point does (pipelines.tracking.start_process): the suite trains networks too
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``slow`` (real data, long runs) run only with FAIRFORGET_SLOW=1 (``make test-slow``)."""
