@@ -122,7 +122,11 @@ def start_ray(ray_address: str | None = None, num_cpus: int | None = None) -> An
     # the package as one folder (components/ inside fairforget/), shipped to the workers; kept for the process
     scratch = tempfile.mkdtemp(prefix="fairforget-ray-")
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-    runtime_env = {"py_modules": [str(package_tree(scratch))]}
+    from fairforget.components.allocator import tunables_for_children
+
+    # the workers' allocator as this process's (components/allocator.py): a cluster's workers do not inherit it
+    runtime_env = {"py_modules": [str(package_tree(scratch))],
+                   "env_vars": {"GLIBC_TUNABLES": tunables_for_children()}}
     if ray_address:
         ray.init(address=ray_address, runtime_env=runtime_env, log_to_driver=False)
     else:
