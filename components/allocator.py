@@ -3,9 +3,9 @@ again at every step.
 
 A training step of the small networks here allocates and frees activations and gradients of a few hundred
 kilobytes to a few megabytes. glibc's malloc serves blocks above its mmap threshold with fresh mappings and gives
-the top of its heap back to the system above its trim threshold, so every step faults the same memory in again:
-a default ``make run`` spent about a sixth of its CPU time in the kernel (``/usr/bin/time``: 2836 s user, 522 s
-system, 243 million minor page faults). ``keep_freed_memory()`` raises the mmap threshold to ``MMAP_THRESHOLD``,
+the top of its heap back to the system above its trim threshold, so every step faults the same memory in again
+(a ``make run`` under the defaults spent a seventh of its CPU time in the kernel: docs/benchmarks.md).
+``keep_freed_memory()`` raises the mmap threshold to ``MMAP_THRESHOLD``,
 the trim threshold to ``TRIM_THRESHOLD`` and the top pad to ``TOP_PAD``:
 
 - in this process, through ``mallopt`` (glibc reads its environment only when a process starts);
@@ -54,7 +54,7 @@ def tunables_for_children(environ: dict | os._Environ = os.environ) -> str:
 def keep_freed_memory() -> bool:
     """Apply ``TUNABLES`` to this process (``mallopt``) and to the processes it starts (``GLIBC_TUNABLES``);
     returns whether this process's allocator took them (False off glibc). Idempotent."""
-    if platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc":
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     kept = user_tunables()
