@@ -4,7 +4,7 @@ again at every step.
 A training step of the small networks here allocates and frees activations and gradients of a few hundred
 kilobytes to a few megabytes. glibc's malloc serves blocks above its mmap threshold with fresh mappings and gives
 the top of its heap back to the system above its trim threshold, so every step faults the same memory in again
-(a ``make run`` under the defaults spent a seventh of its CPU time in the kernel: docs/benchmarks.md).
+(a ``make run`` under the defaults spent 15% of its CPU time in the kernel: docs/benchmarks.md).
 ``keep_freed_memory()`` raises the mmap threshold to ``MMAP_THRESHOLD``,
 the trim threshold to ``TRIM_THRESHOLD`` and the top pad to ``TOP_PAD``:
 
