@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 
-from fairforget.components.allocator import tunables_for_children
+from fairforget.components.allocator import tunables_for_children, without_tunables
 
 WORKLOAD = """
 import json, resource, sys, time
@@ -58,7 +57,7 @@ print(json.dumps(dict(zip(("wall_s", "user_s", "system_s", "minor_faults"), [b -
 
 def measure(workload: str, threads: int, kept: bool) -> dict:
     """One fresh process running ``workload``; its wall time, CPU seconds and minor page faults."""
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    env = without_tunables()
     if kept:
         env["GLIBC_TUNABLES"] = tunables_for_children(env)
     out = subprocess.run([sys.executable, "-c", WORKLOAD, workload, str(threads)], env=env, check=True,

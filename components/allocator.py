@@ -51,6 +51,12 @@ def tunables_for_children(environ: dict | os._Environ = os.environ) -> str:
     return ":".join(part for part in [environ.get("GLIBC_TUNABLES", ""), *added] if part)
 
 
+def without_tunables(environ: dict | os._Environ = os.environ) -> dict:
+    """A copy of ``environ`` without any malloc setting (``GLIBC_TUNABLES``, ``MALLOC_*``): a child started with it
+    runs under glibc's defaults (the baseline of the benchmark and the test)."""
+    return {k: v for k, v in environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+
+
 def keep_freed_memory() -> bool:
     """Apply ``TUNABLES`` to this process (``mallopt``) and to the processes it starts (``GLIBC_TUNABLES``);
     returns whether this process's allocator took them (False off glibc). Idempotent."""

@@ -769,6 +769,12 @@ def recipe(config: dict) -> str:
 
 
 # the page --------------------------------------------------------------------------------------------------
+def default_page(folder: Path) -> Path:
+    """Where the page of the study in ``folder`` lives: docs/results.md for docs/results/, else
+    ``<folder>/results.md``."""
+    return PAGE if folder.resolve() == RESULTS_DIR.resolve() else folder / "results.md"
+
+
 def write_report(folder: Path = RESULTS_DIR, page: Path = PAGE) -> Path:
     """Write ``page`` (temporary file, then rename) and its figures (``<folder>/figures/``) from the study in
     ``folder``; returns ``page``."""
@@ -827,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the page to write (default: docs/results.md, or <results-dir>/results.md)")
     args = parser.parse_args(argv)
     folder = args.results_dir.resolve()
-    page = args.page or (PAGE if folder == RESULTS_DIR.resolve() else folder / "results.md")
+    page = args.page or default_page(folder)
     print(write_report(folder, page))
     return 0
 

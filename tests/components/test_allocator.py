@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-from fairforget.components.allocator import MMAP_THRESHOLD, TOP_PAD, keep_freed_memory, tunables_for_children
+from fairforget.components.allocator import (MMAP_THRESHOLD, TOP_PAD, keep_freed_memory, tunables_for_children,
+                                             without_tunables)
 
 # a child process: 10 steps of a small conv net on (64, 1, 28, 28) batches, one thread; prints its minor faults
 TRAINING_LOOP = """
@@ -41,7 +42,7 @@ def page_faults(env: dict) -> int:
 
 def test_a_process_started_after_it_trains_without_faulting_its_memory_in_again():
     assert keep_freed_memory()  # glibc (Debian): the project's machines
-    defaults = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    defaults = without_tunables()
     kept = page_faults(dict(os.environ))
     churned = page_faults(defaults)
     assert kept * 5 < churned, (kept, churned)

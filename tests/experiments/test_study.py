@@ -9,7 +9,7 @@ from sklearn.metrics import roc_curve
 
 from experiments.study import BASELINES, oracle_success, study_one_config
 from fairforget.components.baselines import oversampled_training_set
-from experiments.study_report import PAGE, RESULTS_DIR, interval, render_report, write_report
+from experiments.study_report import RESULTS_DIR, default_page, interval, render_report, write_report
 from fairforget.components.dataset import make_toy_dataset
 from tests.pipelines.test_pipeline import tiny_pipeline
 
@@ -45,7 +45,7 @@ def test_student_t_interval_matches_scipy():
 @pytest.mark.parametrize("folder", [RESULTS_DIR, *sorted(RESULTS_DIR.glob("privacy-*"))],
                          ids=lambda folder: folder.name)
 def test_each_committed_results_page_is_what_its_saved_results_and_notes_write(folder, tmp_path):
-    page = PAGE if folder == RESULTS_DIR else folder / "results.md"
+    page = default_page(folder)
     written = render_report(folder, page, tmp_path)  # figures drawn aside: the committed ones stay untouched
     assert written == page.read_text(), (
         f"{page} is stale against {folder}'s seed files and notes: run python -m experiments.study_report"
